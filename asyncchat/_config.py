@@ -1,0 +1,73 @@
+"""Client settings: timeouts, and the API key and base URL taken from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from asyncchat.errors import ConfigurationError
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "Timeout", "resolve_api_key", "resolve_base_url"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Timeouts in seconds; None means no limit.
+
+    `connect`: opening a TCP (and TLS) connection. `read`: the longest silence
+    while waiting for response bytes, between stream chunks included; a slow
+    model thinking before its first token must not trip it. `total`: the whole
+    request, stream included.
+    """
+
+    connect: float | None = 10.0
+    read: float | None = 600.0
+    total: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "read", "total"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigurationError(f"Timeout.{name} must be a positive number, got {value!r}")
+
+    @classmethod
+    def coerce(cls, value: float | Timeout | None) -> Timeout:
+        """A float sets the connect and read timeouts alike (as the official SDK does)."""
+        if isinstance(value, Timeout):
+            return value
+        if value is None:
+            return cls(connect=None, read=None, total=None)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigurationError(
+                f"timeout must be a number of seconds or an asyncchat.Timeout, got {value!r}"
+            )
+        return cls(connect=float(value), read=float(value), total=None)
+
+
+DEFAULT_TIMEOUT = Timeout()
+
+
+def resolve_api_key(api_key: str | None) -> str:
+    """The key passed in, else ASYNCCHAT_API_KEY, else OPENAI_API_KEY."""
+    key = api_key or os.environ.get("ASYNCCHAT_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise ConfigurationError(
+            "no API key: pass api_key=... to asyncchat.Client, or set ASYNCCHAT_API_KEY "
+            "(or OPENAI_API_KEY) in the environment"
+        )
+    return key
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """The URL passed in, else ASYNCCHAT_BASE_URL, else OPENAI_BASE_URL, else OpenAI's."""
+    url = (
+        base_url
+        or os.environ.get("ASYNCCHAT_BASE_URL")
+        or os.environ.get("OPENAI_BASE_URL")
+        or DEFAULT_BASE_URL
+    )
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
+    return url.rstrip("/")

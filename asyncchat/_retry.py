@@ -1,0 +1,84 @@
+"""Pure retry decisions: whether to try a request again, and after how long.
+
+No IO and no clock of its own: the caller passes the current time and a
+random source, so every branch is testable without a network or a sleep.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+from collections.abc import Mapping
+
+__all__ = ["MAX_RETRY_DELAY", "backoff_delay", "retry_after", "retry_delay"]
+
+INITIAL_DELAY = 0.5
+MAX_BACKOFF = 8.0
+# A server asking for a longer pause than this is not waited for: the error is raised.
+MAX_RETRY_DELAY = 60.0
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter for retry number `attempt` (0 for the first)."""
+    base = min(INITIAL_DELAY * 2.0**attempt, MAX_BACKOFF)
+    jitter = 1.0 - 0.25 * (rng or random).random()
+    return base * jitter
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """The pause the server asks for, in seconds, or None when it asks for none.
+
+    Reads `retry-after-ms` (milliseconds, as OpenAI sends it) first, then
+    `Retry-After` as seconds or as an HTTP date (relative to `now`, a Unix time).
+    """
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            milliseconds = float(value)
+        except ValueError:
+            pass
+        else:
+            if milliseconds >= 0:
+                return milliseconds / 1000.0
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - now
+    return max(seconds, 0.0)
+
+
+def retry_delay(
+    *,
+    attempt: int,
+    max_retries: int,
+    status: int | None,
+    headers: Mapping[str, str],
+    now: float,
+    rng: random.Random | None = None,
+) -> float | None:
+    """Seconds to wait before retrying, or None to give up.
+
+    `status` is the HTTP status, or None for a connection error or timeout (always
+    worth another try). `x-should-retry: true|false` from the server overrides the
+    status rules; a `Retry-After` longer than `MAX_RETRY_DELAY` means give up.
+    """
+    if attempt >= max_retries:
+        return None
+    should_retry = headers.get("x-should-retry")
+    if should_retry == "false":
+        return None
+    retryable = status is None or status in RETRYABLE_STATUSES or status >= 500
+    if should_retry != "true" and not retryable:
+        return None
+    requested = retry_after(headers, now)
+    if requested is not None:
+        return requested if requested <= MAX_RETRY_DELAY else None
+    return backoff_delay(attempt, rng)

@@ -1,0 +1,268 @@
+"""`ChatCompletionStream`: the chunks of one streamed response, as an async iterator.
+
+Bytes go from aiohttp's `readany()` (what `iter_any()` iterates, without the
+generator) straight into the SSE decoder; each event is decoded with one
+`orjson.loads`, added to the accumulator and handed out as a chunk.
+
+The HTTP response is released however iteration ends: read to the end and
+pooled after `[DONE]`, closed on `break`, error or cancellation, and closed
+by `__del__` if the stream is dropped unclosed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+
+from asyncchat._config import Timeout
+from asyncchat._transport import finish_response, map_transport_error
+from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer
+from asyncchat.errors import (
+    APIError,
+    IncompleteStreamError,
+    MalformedStreamError,
+    status_error,
+    stream_error_status,
+)
+from asyncchat.sse import ServerSentEvent, SSEDecoder
+from asyncchat.types import ChatCompletion, ChatCompletionChunk
+
+__all__ = ["ChatCompletionStream"]
+
+_Fragments = list[tuple[int, ToolCallBuffer, str]]
+
+
+def _preview(text: str, limit: int = 200) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
+    """A whole completion reshaped as the single chunk that would have carried it."""
+    choices = [
+        {
+            "index": choice.get("index", 0),
+            "delta": choice.get("message") or {},
+            "finish_reason": choice.get("finish_reason"),
+            "logprobs": choice.get("logprobs"),
+        }
+        for choice in completion.get("choices") or ()
+        if isinstance(choice, dict)
+    ]
+    return {**completion, "object": "chat.completion.chunk", "choices": choices}
+
+
+class ChatCompletionStream:
+    """The chunks of a streamed chat completion.
+
+    Use it as `async with stream: async for chunk in stream: ...`. Once the
+    stream has ended, `completion` is the whole response assembled, shaped like
+    a non-streamed `ChatCompletion`; during iteration it is what arrived so far.
+    """
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        *,
+        url: str,
+        timeout: Timeout,
+        max_event_size: int,
+        request_id: str | None,
+        json_body: bool = False,
+    ) -> None:
+        self._response = response
+        # A server that ignored stream=True answers with one JSON completion.
+        self._json_body = json_body
+        self._content = response.content
+        self._url = url
+        self._timeout = timeout
+        self._decoder = SSEDecoder(max_event_size=max_event_size)
+        self._events: deque[ServerSentEvent] = deque()
+        self._accumulator = ChatCompletionAccumulator(request_id=request_id)
+        self._eof = False
+        self._finished = False  # ended normally: the response is released
+        self._closed = False
+        self.request_id = request_id
+
+    @property
+    def headers(self) -> Any:
+        """The response headers (a case-insensitive mapping)."""
+        return self._response.headers
+
+    @property
+    def completion(self) -> ChatCompletion:
+        """The completion assembled from every chunk received so far."""
+        return self._accumulator.completion()
+
+    @property
+    def finished(self) -> bool:
+        """True once the stream ended normally."""
+        return self._finished
+
+    def __aiter__(self) -> ChatCompletionStream:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        data, _ = await self._next_chunk_data()
+        return ChatCompletionChunk(data, self.request_id)
+
+    async def _next_chunk_data(self) -> tuple[dict[str, Any], _Fragments]:
+        """The next chunk's JSON and its routed tool-call fragments.
+
+        Raises StopAsyncIteration at the end of the stream.
+        """
+        if self._json_body:
+            return await self._json_response_as_chunk()
+        events = self._events
+        while True:
+            while events:
+                data = self._decode(events.popleft())
+                if data is not None:
+                    return data, self._accumulator._ingest(data)
+                if self._finished:
+                    break
+            if self._finished:
+                await self.close()
+                raise StopAsyncIteration
+            if self._closed:
+                raise StopAsyncIteration
+            if self._eof:
+                await self._end_without_done()
+                raise StopAsyncIteration
+            await self._read()
+
+    async def _read(self) -> None:
+        try:
+            data = await self._content.readany()
+            if data:
+                self._events.extend(self._decoder.feed(data))
+            else:
+                self._eof = True
+                self._events.extend(self._decoder.close())
+        except APIError as exc:  # the decoder's size cap
+            self._abort()
+            raise self._with_partial(exc) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            self._abort()
+            raise self._with_partial(map_transport_error(exc, self._timeout, self._url)) from exc
+        except BaseException:  # cancellation: the connection is abandoned mid-body
+            self._abort()
+            raise
+
+    async def _json_response_as_chunk(self) -> tuple[dict[str, Any], _Fragments]:
+        """Serve a plain JSON completion as a one-chunk stream."""
+        self._json_body = False
+        try:
+            raw = await self._content.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            self._abort()
+            raise map_transport_error(exc, self._timeout, self._url) from exc
+        self._finished = self._closed = True
+        self._response.release()
+        data = self._decode(ServerSentEvent(raw.decode("utf-8", "replace")))
+        if data is None:
+            raise StopAsyncIteration
+        chunk = completion_as_chunk(data)
+        return chunk, self._accumulator._ingest(chunk)
+
+    def _decode(self, event: ServerSentEvent) -> dict[str, Any] | None:
+        """A chunk's JSON, or None for `[DONE]` and events that carry nothing."""
+        text = event.data
+        if text.startswith("[DONE]"):
+            self._finished = True
+            return None
+        if not text.strip():
+            return None  # an empty data line some servers use as a keep-alive
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            if event.event == "error":
+                raise self._fail(self._error_from_event({"error": {"message": text}})) from None
+            raise self._fail(
+                MalformedStreamError(f"the server sent an event that is not JSON: {_preview(text)}")
+            ) from None
+        if not isinstance(data, dict):
+            raise self._fail(
+                MalformedStreamError(
+                    f"the server sent an event that is not a JSON object: {_preview(text)}"
+                )
+            )
+        if event.event == "error" or data.get("error") or data.get("object") == "error":
+            raise self._fail(self._error_from_event(data))
+        return data
+
+    def _error_from_event(self, data: dict[str, Any]) -> APIError:
+        return status_error(
+            stream_error_status(data),
+            data,
+            context=f"the server reported an error in the stream of POST {self._url}",
+            request_id=self.request_id,
+            headers=self._response.headers,
+        )
+
+    async def _end_without_done(self) -> None:
+        """End of input with no `[DONE]`: fine if every choice finished, a broken stream if not."""
+        if self._accumulator.finished:
+            self._finished = True
+            self._closed = True
+            self._response.release()
+            return
+        raise self._fail(
+            IncompleteStreamError(
+                "the server closed the stream before it finished "
+                f"(no [DONE] and no finish_reason after {self._accumulator.chunk_count} chunks)"
+            )
+        )
+
+    def _fail(self, error: APIError) -> APIError:
+        self._abort()
+        return self._with_partial(error)
+
+    def _with_partial(self, error: APIError) -> APIError:
+        if error.request_id is None:
+            error.request_id = self.request_id
+        if self._accumulator.chunk_count:
+            error.partial = self._accumulator.completion()
+        return error
+
+    def _abort(self) -> None:
+        """Close the connection: a response not read to its end cannot be pooled."""
+        self._closed = True
+        self._response.close()
+
+    async def close(self) -> None:
+        """Stop the stream: after `[DONE]` the connection is pooled, before it, closed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._finished:
+            await finish_response(self._response)
+        else:
+            self._response.close()
+
+    async def __aenter__(self) -> ChatCompletionStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        # Dropped without close (a `break` outside `async with`): don't leak the socket.
+        if not getattr(self, "_closed", True):
+            self._response.close()
+
+    def __repr__(self) -> str:
+        state = "finished" if self._finished else "closed" if self._closed else "open"
+        return (
+            f"<ChatCompletionStream {state}, {self._accumulator.chunk_count} chunks, "
+            f"request_id={self.request_id!r}>"
+        )

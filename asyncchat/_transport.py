@@ -1,0 +1,152 @@
+"""The aiohttp layer: one session and connection pool per client, timeouts, error mapping.
+
+Everything above this module sees asyncchat errors only; aiohttp's exceptions
+stop here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from asyncchat._config import Timeout
+from asyncchat.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    ClientClosedError,
+    IncompleteStreamError,
+)
+
+__all__ = ["Transport", "map_transport_error"]
+
+# How long to wait, after `[DONE]`, for the end of the HTTP response so the
+# connection can go back to the pool instead of being closed.
+_DRAIN_SECONDS = 1.0
+_DRAIN_MAX_BYTES = 64 * 1024
+
+
+def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
+    # `sock_connect`, not `connect`: waiting for a free pooled connection is not
+    # connecting, and a fan-out with a full pool must not time out for it.
+    return aiohttp.ClientTimeout(
+        total=timeout.total, sock_connect=timeout.connect, sock_read=timeout.read
+    )
+
+
+def map_transport_error(exc: BaseException, timeout: Timeout, url: str) -> APIError:
+    """The asyncchat error for an aiohttp or socket failure."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError(
+            f"connecting to {url} took longer than the connect timeout ({timeout.connect}s)"
+        )
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return APITimeoutError(
+            f"the server sent nothing for {timeout.read}s (the read timeout) on POST {url}"
+        )
+    if isinstance(exc, asyncio.TimeoutError):
+        return APITimeoutError(f"POST {url} took longer than the total timeout ({timeout.total}s)")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return APIConnectionError(f"could not connect to {url}: {exc.os_error}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return APIConnectionError(f"the server closed the connection before answering POST {url}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return IncompleteStreamError(f"the response to POST {url} was cut off: {exc}")
+    return APIConnectionError(f"POST {url} failed: {type(exc).__name__}: {exc}")
+
+
+class Transport:
+    """Owns the client's aiohttp session, created lazily inside the running loop."""
+
+    def __init__(self, *, max_connections: int) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @property
+    def connector(self) -> aiohttp.BaseConnector | None:
+        """The connection pool, once the first request created it."""
+        return self._session.connector if self._session is not None else None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("this asyncchat.Client is closed; create a new one")
+        loop = asyncio.get_running_loop()
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300)
+            # trust_env: honour HTTP(S)_PROXY and NO_PROXY, as corporate networks need.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
+            self._loop = loop
+        elif loop is not self._loop:
+            raise ClientClosedError(
+                "this asyncchat.Client was first used in another event loop; "
+                "create one client per event loop"
+            )
+        return self._session
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: Timeout,
+        params: Mapping[str, Any] | None,
+    ) -> aiohttp.ClientResponse:
+        """Send the request and return once the response headers are in."""
+        session = self.session()
+        try:
+            return await session.post(
+                url, data=body, headers=headers, params=params, timeout=_client_timeout(timeout)
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise map_transport_error(exc, timeout, url) from exc
+
+    async def close(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+async def read_body(response: aiohttp.ClientResponse, timeout: Timeout, url: str) -> bytes:
+    """The whole body, with the connection released (or closed on failure)."""
+    try:
+        return await response.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        response.close()
+        raise map_transport_error(exc, timeout, url) from exc
+    finally:
+        response.release()
+
+
+async def finish_response(response: aiohttp.ClientResponse) -> None:
+    """After the last event: read to the end of the HTTP body, then pool the connection.
+
+    A connection whose body was not read to the end cannot be reused, so a few
+    trailing bytes (the chunked-encoding terminator) are worth a short wait; a
+    server that keeps talking after `[DONE]` gets its connection closed.
+    """
+    content = response.content
+    if not content.at_eof():
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            await asyncio.wait_for(_drain(content), _DRAIN_SECONDS)
+    if content.at_eof():
+        response.release()
+    else:
+        response.close()
+
+
+async def _drain(content: aiohttp.StreamReader) -> None:
+    received = 0
+    while received <= _DRAIN_MAX_BYTES:
+        data = await content.readany()
+        if not data:
+            return
+        received += len(data)

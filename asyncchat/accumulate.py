@@ -1,0 +1,318 @@
+"""Assemble streamed chunks into the completion a non-streamed call would return.
+
+Sans-IO: `add` takes decoded chunks (dicts or `ChatCompletionChunk`s) from any
+source. Each chunk costs a few dict lookups and list appends; text is joined
+once, when `completion()` is asked for.
+
+It follows what real servers send rather than what they should: tool-call
+fragments without `index` (routed by `id`, then by name, then to the latest
+call), `id`/`name` repeated in every fragment (assigned, never concatenated),
+arguments sent as a JSON object, usage repeated or sent on a chunk with no
+choices (the last non-null value wins), reasoning as `reasoning_content` or
+`reasoning`, and choices that first appear in any order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from asyncchat.types import APIObject, ChatCompletion
+
+__all__ = ["ChatCompletionAccumulator", "ToolCallBuffer"]
+
+# Top-level chunk keys with a fixed place in the completion; others are provider extras.
+_FIRST_VALUE_WINS = frozenset({"id", "created"})
+_NOT_COPIED = frozenset({"choices", "usage", "object"})
+
+
+class ToolCallBuffer:
+    """One tool call being assembled from fragments."""
+
+    __slots__ = ("_arguments", "id", "index", "name", "type")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.id: str | None = None
+        self.type: str | None = None
+        self.name: str | None = None
+        self._arguments: list[str] = []
+
+    @property
+    def arguments(self) -> str:
+        """The arguments received so far, as JSON text."""
+        return "".join(self._arguments)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type or "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+class _ChoiceBuffer:
+    """One choice being assembled."""
+
+    __slots__ = (
+        "by_id",
+        "content",
+        "extras",
+        "finish_reason",
+        "function_call",
+        "index",
+        "logprobs",
+        "reasoning",
+        "refusal",
+        "role",
+        "tool_calls",
+    )
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.role: str | None = None
+        self.content: list[str] | None = None  # None until the server sends any content
+        self.reasoning: list[str] | None = None
+        self.refusal: list[str] | None = None
+        self.finish_reason: str | None = None
+        self.logprobs: dict[str, list[Any]] | None = None
+        self.tool_calls: dict[int, ToolCallBuffer] = {}
+        self.by_id: dict[str, ToolCallBuffer] = {}
+        self.function_call: ToolCallBuffer | None = None  # the legacy single function call
+        self.extras: dict[str, Any] = {}
+
+    def route(self, fragment: dict[str, Any]) -> ToolCallBuffer:
+        """The call a tool-call fragment belongs to, created if new."""
+        index = fragment.get("index")
+        call_id = fragment.get("id") or None
+        calls = self.tool_calls
+        if isinstance(index, int) and not isinstance(index, bool):
+            call = calls.get(index)
+            if call is None:
+                call = calls[index] = ToolCallBuffer(index)
+        elif call_id is not None and call_id in self.by_id:
+            call = self.by_id[call_id]
+        else:
+            # No index (Gemini, older Ollama): a new id or a new name starts a call,
+            # anything else continues the latest one.
+            function = fragment.get("function")
+            name = function.get("name") if isinstance(function, dict) else None
+            latest = calls[max(calls)] if calls else None
+            starts_new = (
+                latest is None
+                or call_id is not None
+                or (name and latest.name and name != latest.name)
+            )
+            if starts_new or latest is None:
+                position = max(calls) + 1 if calls else 0
+                call = calls[position] = ToolCallBuffer(position)
+            else:
+                call = latest
+        if call_id is not None:
+            self.by_id[call_id] = call
+        return call
+
+    def to_dict(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": self.role or "assistant",
+            "content": "".join(self.content) if self.content is not None else None,
+        }
+        if self.reasoning is not None:
+            message["reasoning_content"] = "".join(self.reasoning)
+        if self.refusal is not None:
+            message["refusal"] = "".join(self.refusal)
+        if self.tool_calls:
+            message["tool_calls"] = [
+                self.tool_calls[index].to_dict() for index in sorted(self.tool_calls)
+            ]
+        if self.function_call is not None:
+            function = self.function_call
+            message["function_call"] = {"name": function.name, "arguments": function.arguments}
+        message.update(self.extras)
+        return {
+            "index": self.index,
+            "message": message,
+            "finish_reason": self.finish_reason,
+            "logprobs": self.logprobs,
+        }
+
+
+def _argument_text(value: Any) -> str:
+    """A piece of tool arguments; some servers send a JSON object instead of text."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+class ChatCompletionAccumulator:
+    """Collects streamed chunks; `completion()` gives the `ChatCompletion` so far.
+
+    `request_id` is the fallback for `ChatCompletion.request_id` when no chunk
+    carries one in its body (the stream passes the `x-request-id` header).
+    """
+
+    def __init__(self, *, request_id: str | None = None) -> None:
+        self.request_id = request_id
+        self._top: dict[str, Any] = {}
+        self._choices: dict[int, _ChoiceBuffer] = {}
+        self._usage: Any = None
+        self.chunk_count = 0
+
+    @property
+    def finished(self) -> bool:
+        """True once every choice seen so far has a `finish_reason`."""
+        choices = self._choices.values()
+        return bool(choices) and all(choice.finish_reason for choice in choices)
+
+    def add(self, chunk: dict[str, Any] | APIObject) -> None:
+        """Add one chunk: a `ChatCompletionChunk` or its decoded JSON dict."""
+        self._ingest(chunk._data if isinstance(chunk, APIObject) else chunk)
+
+    def _ingest(self, data: dict[str, Any]) -> list[tuple[int, ToolCallBuffer, str]]:
+        """Add a chunk; returns the tool-call fragments it carried, routed to their calls.
+
+        The stream's typed events need to know which call a fragment went to.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"a chunk must be a dict or ChatCompletionChunk, not {type(data)}")
+        self.chunk_count += 1
+        top = self._top
+        fragments: list[tuple[int, ToolCallBuffer, str]] = []
+        for key, value in data.items():
+            if key in _NOT_COPIED:
+                if key == "usage" and value is not None:
+                    self._usage = value
+                continue
+            if value is not None and not (key in _FIRST_VALUE_WINS and top.get(key)):
+                top[key] = value
+        choices = data.get("choices")
+        if not choices:
+            return fragments
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index")
+            if not isinstance(index, int):
+                index = 0
+            buffer = self._choices.get(index)
+            if buffer is None:
+                buffer = self._choices[index] = _ChoiceBuffer(index)
+            delta = choice.get("delta")
+            if delta:
+                self._add_delta(buffer, delta, fragments)
+            finish_reason = choice.get("finish_reason")
+            if finish_reason:
+                buffer.finish_reason = finish_reason
+            logprobs = choice.get("logprobs")
+            if logprobs:
+                self._add_logprobs(buffer, logprobs)
+            usage = choice.get("usage")  # Moonshot reports usage inside the choice
+            if usage is not None:
+                self._usage = usage
+        return fragments
+
+    def _add_delta(
+        self,
+        buffer: _ChoiceBuffer,
+        delta: dict[str, Any],
+        fragments: list[tuple[int, ToolCallBuffer, str]],
+    ) -> None:
+        for key, value in delta.items():
+            if value is None:
+                continue
+            if key == "content":
+                if buffer.content is None:
+                    buffer.content = [value]
+                else:
+                    buffer.content.append(value)
+            elif key == "reasoning_content" or key == "reasoning":
+                if buffer.reasoning is None:
+                    buffer.reasoning = [value]
+                else:
+                    buffer.reasoning.append(value)
+            elif key == "role":
+                buffer.role = value
+            elif key == "tool_calls":
+                for fragment in value:
+                    if isinstance(fragment, dict):
+                        self._add_tool_fragment(buffer, fragment, fragments)
+            elif key == "refusal":
+                if buffer.refusal is None:
+                    buffer.refusal = [value]
+                else:
+                    buffer.refusal.append(value)
+            elif key == "function_call":
+                if buffer.function_call is None:
+                    buffer.function_call = ToolCallBuffer(0)
+                self._add_function(buffer.function_call, value)
+            else:
+                buffer.extras[key] = value
+
+    def _add_tool_fragment(
+        self,
+        buffer: _ChoiceBuffer,
+        fragment: dict[str, Any],
+        fragments: list[tuple[int, ToolCallBuffer, str]],
+    ) -> None:
+        call = buffer.route(fragment)
+        call_id = fragment.get("id")
+        if call_id:
+            call.id = call_id
+        call_type = fragment.get("type")
+        if call_type:
+            call.type = call_type
+        function = fragment.get("function")
+        piece = self._add_function(call, function) if isinstance(function, dict) else ""
+        fragments.append((buffer.index, call, piece))
+
+    @staticmethod
+    def _add_function(call: ToolCallBuffer, function: dict[str, Any]) -> str:
+        """Assign the name, append the arguments; returns the arguments piece."""
+        name = function.get("name")
+        if name:
+            call.name = name
+        arguments = function.get("arguments")
+        if arguments is None or arguments == "":
+            return ""
+        piece = _argument_text(arguments)
+        call._arguments.append(piece)
+        return piece
+
+    @staticmethod
+    def _add_logprobs(buffer: _ChoiceBuffer, logprobs: Any) -> None:
+        if not isinstance(logprobs, dict):
+            return
+        if buffer.logprobs is None:
+            buffer.logprobs = {}
+        for key, value in logprobs.items():
+            if isinstance(value, list):
+                buffer.logprobs.setdefault(key, []).extend(value)
+
+    def tool_calls(self, choice_index: int = 0) -> list[ToolCallBuffer]:
+        """The tool calls of one choice so far, in index order."""
+        buffer = self._choices.get(choice_index)
+        if buffer is None:
+            return []
+        return [buffer.tool_calls[index] for index in sorted(buffer.tool_calls)]
+
+    def completion_dict(self) -> dict[str, Any]:
+        """The completion so far as a JSON-shaped dict."""
+        top = self._top
+        result: dict[str, Any] = {
+            "id": top.get("id"),
+            "object": "chat.completion",
+            "created": top.get("created"),
+            "model": top.get("model"),
+            "choices": [self._choices[index].to_dict() for index in sorted(self._choices)],
+        }
+        if self._usage is not None:
+            result["usage"] = self._usage
+        for key, value in top.items():
+            if key not in result:
+                result[key] = value
+        return result
+
+    def completion(self) -> ChatCompletion:
+        """The completion so far, shaped like a non-streamed response."""
+        return ChatCompletion(self.completion_dict(), self.request_id)

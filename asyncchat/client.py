@@ -1,0 +1,411 @@
+"""`asyncchat.Client`: request building, the retry loop, and the `chat` namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Literal, overload
+
+import aiohttp
+import orjson
+
+from asyncchat._config import DEFAULT_TIMEOUT, Timeout, resolve_api_key, resolve_base_url
+from asyncchat._events import ChatStreamManager
+from asyncchat._logging import configure_from_environment, describe_body, logger
+from asyncchat._retry import retry_delay
+from asyncchat._stream import ChatCompletionStream
+from asyncchat._transport import Transport, read_body
+from asyncchat._version import __version__
+from asyncchat.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    MalformedStreamError,
+    status_error,
+    stream_error_status,
+)
+from asyncchat.sse import DEFAULT_MAX_EVENT_SIZE
+from asyncchat.types import APIObject, ChatCompletion
+
+__all__ = ["Chat", "Client", "Completions"]
+
+_JSON_TYPES = ("application/json", "text/json")
+
+
+def _json_default(value: Any) -> Any:
+    """Let response objects (a message from a previous turn) go back into a request."""
+    if isinstance(value, APIObject):
+        return value._data
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _encode_body(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body, default=_json_default)
+    except TypeError as exc:
+        raise TypeError(f"the request cannot be encoded as JSON: {exc}") from None
+
+
+class Client:
+    """An OpenAI-compatible chat-completions client with one connection pool.
+
+    Use it as `async with asyncchat.Client(...) as client:`, or call
+    `await client.close()`. The pool is created on the first request, inside
+    the running event loop, and shared by every request of this client.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int = 2,
+        max_connections: int = 100,
+        default_headers: Mapping[str, str] | None = None,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+    ) -> None:
+        configure_from_environment()
+        self._api_key = resolve_api_key(api_key)
+        self.base_url = resolve_base_url(base_url)
+        self.timeout = Timeout.coerce(timeout)
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
+        self.max_retries = max_retries
+        if max_event_size <= 0:
+            raise ValueError(f"max_event_size must be positive, got {max_event_size}")
+        self.max_event_size = max_event_size
+        self._transport = Transport(max_connections=max_connections)
+        self._headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Content-Type": "application/json",
+            "User-Agent": f"asyncchat/{__version__}",
+            **(default_headers or {}),
+        }
+        self._sleep = asyncio.sleep  # tests replace it to skip real waits
+        self._rng = random.Random()
+        self.chat = Chat(self)
+
+    @property
+    def max_connections(self) -> int:
+        return self._transport.max_connections
+
+    @property
+    def connector(self) -> aiohttp.BaseConnector | None:
+        """The aiohttp connection pool (None before the first request)."""
+        return self._transport.connector
+
+    def __repr__(self) -> str:
+        return (
+            f"asyncchat.Client(base_url={self.base_url!r}, max_retries={self.max_retries}, "
+            f"max_connections={self.max_connections}, timeout={self.timeout!r})"
+        )
+
+    async def close(self) -> None:
+        """Close every pooled connection; the client cannot be used afterwards."""
+        await self._transport.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        timeout: float | Timeout | None,
+        extra_headers: Mapping[str, str] | None,
+        extra_query: Mapping[str, Any] | None,
+    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        """Send with retries; returns the response and, unless streaming, its body.
+
+        Retries cover connection errors, timeouts and retryable statuses, and end
+        when a response is handed over: a stream is never retried once its body
+        has started, so no token is ever delivered twice.
+        """
+        url = self.base_url + path
+        effective_timeout = self.timeout if timeout is None else Timeout.coerce(timeout)
+        headers = dict(self._headers)
+        headers["Accept"] = "text/event-stream" if stream else "application/json"
+        if extra_headers:
+            headers.update(extra_headers)
+        payload = _encode_body(body)
+        if logger.isEnabledFor(10):
+            logger.debug("POST %s options=%s", url, describe_body(body))
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            error: APIError
+            try:
+                response = await self._transport.post(
+                    url, payload, headers, effective_timeout, extra_query
+                )
+                request_id = response.headers.get("x-request-id")
+                if 200 <= response.status < 300:
+                    content = None
+                    if not stream:
+                        content = await read_body(response, effective_timeout, url)
+                    logger.info(
+                        "POST %s -> %s (request id %s) in %.3fs",
+                        url,
+                        response.status,
+                        request_id,
+                        time.monotonic() - started,
+                    )
+                    return response, content
+                error = await self._status_error(response, url, effective_timeout)
+                status: int | None = response.status
+                retry_headers: Mapping[str, str] = response.headers
+            except APIConnectionError as exc:
+                error, status, retry_headers = exc, None, {}
+            delay = retry_delay(
+                attempt=attempt,
+                max_retries=self.max_retries,
+                status=status,
+                headers=retry_headers,
+                now=time.time(),
+                rng=self._rng,
+            )
+            if delay is None:
+                logger.info("POST %s failed: %s", url, error)
+                raise error
+            attempt += 1
+            logger.info(
+                "POST %s failed (%s); retry %d of %d in %.2fs",
+                url,
+                error,
+                attempt,
+                self.max_retries,
+                delay,
+            )
+            await self._sleep(delay)
+
+    async def _status_error(
+        self, response: aiohttp.ClientResponse, url: str, timeout: Timeout
+    ) -> APIStatusError:
+        raw = await read_body(response, timeout, url)
+        body: Any
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = raw.decode("utf-8", "replace")
+        return status_error(
+            response.status,
+            body,
+            reason=response.reason,
+            url=url,
+            request_id=response.headers.get("x-request-id"),
+            headers=response.headers,
+        )
+
+
+class Completions:
+    """`client.chat.completions`: the OpenAI-compatible `create` call."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        stream: Literal[False] = False,
+        timeout: float | Timeout | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> ChatCompletion: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        stream: Literal[True],
+        timeout: float | Timeout | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> ChatCompletionStream: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        stream: bool,
+        timeout: float | Timeout | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> ChatCompletion | ChatCompletionStream: ...
+
+    async def create(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        stream: bool = False,
+        timeout: float | Timeout | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> ChatCompletion | ChatCompletionStream:
+        """Create a chat completion; with `stream=True`, a `ChatCompletionStream` of chunks.
+
+        Takes the official SDK's argument names (`tools`, `tool_choice`,
+        `temperature`, `max_tokens`, `response_format`, `stream_options`, ...);
+        any keyword not named here goes into the JSON body as is. `extra_body`
+        is merged into the body last, `extra_headers` and `extra_query` into the
+        request, `timeout` overrides the client's for this call.
+        """
+        body = build_body(model, messages, stream, params, extra_body)
+        client = self._client
+        response, content = await client._post(
+            "/chat/completions",
+            body,
+            stream=stream,
+            timeout=timeout,
+            extra_headers=extra_headers,
+            extra_query=extra_query,
+        )
+        request_id = response.headers.get("x-request-id")
+        url = client.base_url + "/chat/completions"
+        if not stream:
+            assert content is not None
+            return ChatCompletion(_decode_completion(content, response.status, url), request_id)
+        return await _open_stream(
+            response,
+            url=url,
+            timeout=client.timeout if timeout is None else Timeout.coerce(timeout),
+            max_event_size=client.max_event_size,
+            request_id=request_id,
+        )
+
+
+def build_body(
+    model: str,
+    messages: Iterable[Any],
+    stream: bool,
+    params: Mapping[str, Any],
+    extra_body: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The JSON body of a chat-completions request, checked for the usual mistakes."""
+    if not isinstance(model, str) or not model:
+        raise TypeError(f"model must be a non-empty string, got {model!r}")
+    if isinstance(messages, (str, bytes, dict)):
+        raise TypeError("messages must be a list of message dicts, not a single str or dict")
+    messages = list(messages)
+    if not messages:
+        raise ValueError("messages must not be empty")
+    body: dict[str, Any] = {"model": model, "messages": messages, **params}
+    if stream:
+        body["stream"] = True
+    if extra_body:
+        body.update(extra_body)
+    return body
+
+
+def _decode_completion(content: bytes, status: int, url: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        preview = content[:200].decode("utf-8", "replace")
+        raise APIError(
+            f"POST {url} answered {status} with a body that is not JSON: {preview!r}"
+        ) from None
+    if not isinstance(data, dict):
+        raise APIError(f"POST {url} answered {status} with JSON that is not an object")
+    if data.get("error") or data.get("object") == "error":
+        # Some servers report errors with a 200 status.
+        raise status_error(stream_error_status(data), data, url=url)
+    return data
+
+
+async def _open_stream(
+    response: aiohttp.ClientResponse,
+    *,
+    url: str,
+    timeout: Timeout,
+    max_event_size: int,
+    request_id: str | None,
+) -> ChatCompletionStream:
+    """Wrap a 2xx response as a stream, after checking it is an event stream."""
+    content_type = response.headers.get("Content-Type", "").lower()
+    if "text/html" in content_type:
+        try:
+            preview = (await response.content.read(200)).decode("utf-8", "replace")
+        finally:
+            response.close()
+        raise MalformedStreamError(
+            f"POST {url} answered with an HTML page instead of an event stream "
+            f"(a proxy or login page?): {preview!r}",
+            request_id=request_id,
+        )
+    return ChatCompletionStream(
+        response,
+        url=url,
+        timeout=timeout,
+        max_event_size=max_event_size,
+        request_id=request_id,
+        json_body=content_type.startswith(_JSON_TYPES),
+    )
+
+
+class Chat:
+    """`client.chat`: completions, and the streaming helpers."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.completions = Completions(client)
+
+    async def stream_text(self, **params: Any) -> AsyncIterator[str]:
+        """The text of the first choice, piece by piece, as it streams.
+
+        Takes the arguments of `completions.create`; the request is closed when
+        the loop ends, however it ends.
+        """
+        params.pop("stream", None)
+        stream: ChatCompletionStream = await self.completions.create(stream=True, **params)
+        async with stream:
+            while True:
+                try:
+                    data, _ = await stream._next_chunk_data()
+                except StopAsyncIteration:
+                    return
+                for choice in data.get("choices") or ():
+                    if choice.get("index", 0) == 0:
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            yield text
+
+    def stream(self, **params: Any) -> ChatStreamManager:
+        """`async with client.chat.stream(...) as s:` iterate typed events, then
+        `await s.final_completion()`."""
+        params.pop("stream", None)
+
+        async def open_stream() -> ChatCompletionStream:
+            stream: ChatCompletionStream = await self.completions.create(stream=True, **params)
+            return stream
+
+        return ChatStreamManager(open_stream)

@@ -1,0 +1,286 @@
+"""The exception tree: everything asyncchat raises derives from `APIError`.
+
+Messages are written for the person reading a traceback: what happened, the
+provider's own words, and the request id to quote to support. The API key is
+never part of any message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asyncchat.types import ChatCompletion
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "ConflictError",
+    "EventTooLargeError",
+    "IncompleteStreamError",
+    "InternalServerError",
+    "MalformedStreamError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "StreamError",
+    "ToolArgumentsError",
+    "UnprocessableEntityError",
+]
+
+
+class APIError(Exception):
+    """Root of every asyncchat error.
+
+    `partial` holds the `ChatCompletion` received before a stream failed (None
+    when nothing was streamed), so no token already delivered is lost.
+    """
+
+    message: str
+    request_id: str | None
+    body: Any
+    partial: ChatCompletion | None
+
+    def __init__(self, message: str, *, request_id: str | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+        self.body = body
+        self.partial = None
+
+    def __str__(self) -> str:
+        if self.request_id and self.request_id not in self.message:
+            return f"{self.message} (request id: {self.request_id})"
+        return self.message
+
+
+class ConfigurationError(APIError, ValueError):
+    """The client cannot be used as configured (for example, no API key)."""
+
+
+class ClientClosedError(APIError, RuntimeError):
+    """The client was closed, or is used from an event loop it does not belong to."""
+
+
+class APIConnectionError(APIError):
+    """The server could not be reached, or the connection broke before a response."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect, read or total timeout expired."""
+
+
+class APIStatusError(APIError):
+    """The server answered with an HTTP error status.
+
+    Carries the provider's `code`, `type` and `param` when its error body has them,
+    the decoded `body` (or the raw text when it was not JSON) and the response
+    `headers`.
+    """
+
+    status_code: int
+    code: str | None
+    type: str | None
+    param: str | None
+    headers: Mapping[str, str]
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        request_id: str | None = None,
+        body: Any = None,
+        code: str | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, request_id=request_id, body=body)
+        self.status_code = status_code
+        self.code = code
+        self.type = type
+        self.param = param
+        self.headers = headers if headers is not None else {}
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401: the API key is missing, wrong or revoked."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: usually a wrong base URL or model name."""
+
+
+class ConflictError(APIStatusError):
+    """HTTP 409."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """HTTP 422."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429: too many requests or tokens, or the account is out of quota."""
+
+
+class InternalServerError(APIStatusError):
+    """HTTP 5xx."""
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """The exception class for an HTTP error status."""
+    if status_code >= 500:
+        return InternalServerError
+    return _STATUS_ERRORS.get(status_code, APIStatusError)
+
+
+class StreamError(APIError):
+    """A stream broke or could not be understood; `partial` keeps what arrived."""
+
+
+class IncompleteStreamError(StreamError):
+    """The server closed the stream before it finished."""
+
+
+class MalformedStreamError(StreamError):
+    """The stream carried something that is not a chat-completion chunk."""
+
+
+class EventTooLargeError(StreamError):
+    """More bytes arrived without a complete event than the configured cap allows."""
+
+
+class ToolArgumentsError(APIError, ValueError):
+    """A tool call's arguments are not valid JSON; `arguments` holds the raw text."""
+
+    arguments: str
+
+    def __init__(self, message: str, *, arguments: str) -> None:
+        super().__init__(message)
+        self.arguments = arguments
+
+
+# --- building errors from what a server sent -----------------------------------
+
+# Error types some servers name instead of an HTTP status (OpenAI, Anthropic-style gateways).
+_STATUS_BY_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "server_error": 500,
+}
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def error_fields(body: Any) -> tuple[str | None, str | None, str | None, str | None]:
+    """(message, code, type, param) from an error body in any of the shapes servers use.
+
+    `{"error": {...}}` (OpenAI, GLM), `{"error": "text"}`, `{"object": "error", ...}`
+    (vLLM), `{"message": ...}` and `{"detail": ...}` (FastAPI-based servers).
+    """
+    if not isinstance(body, dict):
+        return None, None, None, None
+    error = body.get("error")
+    if isinstance(error, dict):
+        source = error
+    elif isinstance(error, str):
+        return error, None, None, None
+    else:
+        source = body
+    message = source.get("message")
+    if message is None and "detail" in source:
+        message = source["detail"]
+    return (
+        _text(message),
+        _text(source.get("code")),
+        _text(source.get("type")),
+        _text(source.get("param")),
+    )
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """Whitespace folded and cut, for quoting a non-JSON body in a message."""
+    folded = " ".join(text.split())
+    return folded if len(folded) <= limit else folded[:limit] + "..."
+
+
+def status_error(
+    status_code: int,
+    body: Any,
+    *,
+    reason: str | None = None,
+    url: str | None = None,
+    context: str | None = None,
+    request_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> APIStatusError:
+    """The `APIStatusError` subclass for an error response.
+
+    `body` is the decoded JSON, or the raw text when the body was not JSON (an
+    HTML page from a proxy); either way the message says what the server said.
+    `context` replaces the default "HTTP <status> from POST <url>" lead-in.
+    """
+    message, code, error_type, param = error_fields(body)
+    if isinstance(body, dict) and isinstance(body.get("request_id"), str):
+        request_id = body["request_id"]
+    if message is None:
+        if isinstance(body, str) and body.strip():
+            message = f"the response was not a JSON error: {_short(body)}"
+        else:
+            message = "the response carried no error message"
+    if context is None:
+        status_text = f"{status_code} {reason}" if reason else str(status_code)
+        context = f"HTTP {status_text} from POST {url}" if url else f"HTTP {status_text}"
+    hint = ""
+    if status_code == 404 and not isinstance(body, dict):
+        hint = " (check base_url: it should end where /chat/completions can be appended)"
+    return status_error_class(status_code)(
+        f"{context}: {message}{hint}",
+        status_code=status_code,
+        request_id=request_id,
+        body=body,
+        code=code,
+        type=error_type,
+        param=param,
+        headers=headers,
+    )
+
+
+def stream_error_status(body: dict[str, Any]) -> int:
+    """The HTTP status an error event inside a 200 stream stands for."""
+    _, code, error_type, _ = error_fields(body)
+    if code is not None and code.isdigit() and 400 <= int(code) <= 599:
+        return int(code)
+    return _STATUS_BY_ERROR_TYPE.get(error_type or "", 500)

@@ -1,0 +1,512 @@
+"""`MockServer`: a real OpenAI-compatible HTTP server on 127.0.0.1, for tests and demos.
+
+    async with MockServer() as server:
+        client = asyncchat.Client(base_url=server.base_url, api_key="test")
+
+`POST /chat/completions` answers deterministically from the request: the reply
+is "You said: <last user text>". With `stream: true` it streams one chunk per
+word (then a chunk with `finish_reason`, a usage chunk when
+`stream_options.include_usage` is set, then `[DONE]`).
+
+Tool calls: when the request has `tools`, `tool_choice` is not "none" and the
+last message is the user's, the reply is a tool call to each tool whose name
+appears in the user's text (the first tool when none is named). Each string
+argument is the last word of the user's text, an enum its first value.
+
+Every request is recorded in `server.requests`. `server.enqueue(...)` scripts
+the next answers (status, body, headers, delay) ahead of the default one, and
+`server.style` (a `StreamStyle`) makes streams look like other servers' or
+break in chosen ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+
+__all__ = ["MockResponse", "MockServer", "RecordedRequest", "StreamStyle"]
+
+ToolCallStyle = Literal["openai", "whole", "no_index", "repeat_name", "object_arguments"]
+CREATED = 1718421897
+
+
+@dataclass
+class RecordedRequest:
+    """A request the server received."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    raw_body: bytes
+    body: Any  # the decoded JSON, or None
+    peer: tuple[str, int] | None  # the client's address and port: one per connection
+
+
+@dataclass
+class MockResponse:
+    """A scripted answer. `body` is JSON (dict or list), text, or bytes."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (a slow or stalled server)
+
+
+@dataclass
+class StreamStyle:
+    """How streams look, to imitate a given server or a broken one."""
+
+    tokens: int | None = None  # content chunks to send; None: one per word of the reply
+    chunk_delay: float = 0.0  # seconds between chunks
+    line_ending: str = "\n"  # "\r\n" or "\r" like some servers
+    keepalive: bool = False  # a ": keep-alive" comment before each chunk
+    send_done: bool = True  # end with data: [DONE]
+    send_finish_reason: bool = True
+    tool_calls: ToolCallStyle = "openai"
+    argument_fragment_size: int = 4  # characters of arguments per fragment
+    reasoning: Literal["reasoning_content", "reasoning"] | None = None  # stream thinking first
+    error_after: int | None = None  # send an error event after this many chunks, then end
+    drop_after: int | None = None  # cut the connection after this many chunks
+    events_per_write: int = 1  # how many SSE events go into one socket write
+
+
+def _last_user_text(messages: Any) -> str:
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(
+                    part.get("text", "")
+                    for part in content
+                    if isinstance(part, dict) and part.get("type") == "text"
+                )
+    return ""
+
+
+def _words(text: str) -> list[str]:
+    """Split text into tokens that join back to it exactly (each keeps its leading space)."""
+    return re.findall(r"\s*\S+", text) or [text]
+
+
+def _tool_functions(body: dict[str, Any]) -> list[dict[str, Any]]:
+    tools = body.get("tools")
+    if not isinstance(tools, list) or body.get("tool_choice") == "none":
+        return []
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return []
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return []
+    functions = [
+        tool["function"]
+        for tool in tools
+        if isinstance(tool, dict) and isinstance(tool.get("function"), dict)
+    ]
+    text = _last_user_text(messages)
+    named = [function for function in functions if function.get("name", "") in text]
+    return named or functions[:1]
+
+
+def _example_arguments(function: dict[str, Any], text: str) -> dict[str, Any]:
+    """Arguments that satisfy the function's JSON schema, taken from the user's text."""
+    last_word = re.sub(r"\W", "", text.split()[-1]) if text.split() else "value"
+    parameters = function.get("parameters")
+    properties = parameters.get("properties", {}) if isinstance(parameters, dict) else {}
+    arguments: dict[str, Any] = {}
+    for name, schema in properties.items():
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        if isinstance(schema, dict) and schema.get("enum"):
+            arguments[name] = schema["enum"][0]
+        elif kind in ("integer", "number"):
+            arguments[name] = 1
+        elif kind == "boolean":
+            arguments[name] = True
+        elif kind == "array":
+            arguments[name] = []
+        elif kind == "object":
+            arguments[name] = {}
+        else:
+            arguments[name] = last_word
+    return arguments
+
+
+class MockServer:
+    """An OpenAI-compatible server on a free loopback port.
+
+    `api_key`: when given, requests must carry `Authorization: Bearer <api_key>`
+    or get a 401. `reply`: the text to answer with (or a function of the request
+    body) instead of the echo.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        reply: str | Callable[[dict[str, Any]], str] | None = None,
+        style: StreamStyle | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.api_key = api_key
+        self.reply = reply
+        self.style = style or StreamStyle()
+        self.host = host
+        self.port = port
+        self.requests: list[RecordedRequest] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._script: deque[MockResponse] = deque()
+        self._runner: web.AppRunner | None = None
+        self._counter = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def connection_count(self) -> int:
+        """How many distinct client connections the recorded requests came over."""
+        return len({request.peer for request in self.requests})
+
+    def enqueue(
+        self,
+        status: int = 200,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Answer the next request with this instead of the default.
+
+        A 200 with no body only adds `delay` before the default answer (a slow server).
+        """
+        self._script.append(MockResponse(status, body, headers or {}, delay))
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._handle)
+        app.router.add_post("/chat/completions", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> MockServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- request handling --------------------------------------------------------
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "error": {
+                    "message": f"no route for {request.method} {request.path}",
+                    "type": "invalid_request_error",
+                    "code": "not_found",
+                }
+            },
+            status=404,
+        )
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=dict(request.headers),
+                raw_body=raw,
+                body=body,
+                peer=request.transport.get_extra_info("peername") if request.transport else None,
+            )
+        )
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request, body)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request, body: Any) -> web.StreamResponse:
+        self._counter += 1
+        request_id = f"mock-req-{self._counter}"
+        if self._script:
+            scripted = self._script.popleft()
+            if scripted.delay:
+                await asyncio.sleep(scripted.delay)
+            if scripted.status != 200 or scripted.body is not None:
+                return self._scripted(scripted, request_id)
+        authorization = request.headers.get("Authorization")
+        if self.api_key is not None and authorization != f"Bearer {self.api_key}":
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "Incorrect API key provided.",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+                status=401,
+                headers={"x-request-id": request_id},
+            )
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "the body must be a JSON object with 'messages'",
+                        "type": "invalid_request_error",
+                        "param": "messages",
+                    }
+                },
+                status=400,
+                headers={"x-request-id": request_id},
+            )
+        if body.get("stream"):
+            return await self._stream(request, body, request_id)
+        return web.Response(
+            body=orjson.dumps(self._completion(body, request_id)),
+            content_type="application/json",
+            headers={"x-request-id": request_id},
+        )
+
+    def _scripted(self, scripted: MockResponse, request_id: str) -> web.Response:
+        headers = {"x-request-id": request_id, **scripted.headers}
+        body = scripted.body
+        if isinstance(body, (dict, list)):
+            headers.setdefault("Content-Type", "application/json")
+            data = orjson.dumps(body)
+        elif isinstance(body, str):
+            data = body.encode()
+        else:
+            data = body or b""
+        return web.Response(status=scripted.status, body=data, headers=headers)
+
+    def _reply_text(self, body: dict[str, Any]) -> str:
+        if callable(self.reply):
+            return self.reply(body)
+        if self.reply is not None:
+            return self.reply
+        return f"You said: {_last_user_text(body.get('messages'))}"
+
+    def _tokens(self, body: dict[str, Any]) -> list[str]:
+        words = _words(self._reply_text(body))
+        count = self.style.tokens
+        if count is None:
+            return words
+        return [words[i % len(words)] for i in range(count)]
+
+    def _tool_calls(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        text = _last_user_text(body.get("messages"))
+        return [
+            {
+                "id": f"call_mock_{self._counter}_{index}",
+                "type": "function",
+                "function": {
+                    "name": function.get("name"),
+                    "arguments": orjson.dumps(_example_arguments(function, text)).decode(),
+                },
+            }
+            for index, function in enumerate(_tool_functions(body))
+        ]
+
+    @staticmethod
+    def _usage(body: dict[str, Any], completion_tokens: int) -> dict[str, int]:
+        prompt_tokens = len(orjson.dumps(body.get("messages")).split())
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+
+    def _completion(self, body: dict[str, Any], request_id: str) -> dict[str, Any]:
+        tool_calls = self._tool_calls(body)
+        if tool_calls:
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": tool_calls,
+            }
+            finish_reason, completion_tokens = "tool_calls", 10 * len(tool_calls)
+        else:
+            tokens = self._tokens(body)
+            message = {"role": "assistant", "content": "".join(tokens)}
+            finish_reason, completion_tokens = "stop", len(tokens)
+        n = body["n"] if isinstance(body.get("n"), int) else 1
+        return {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": body.get("model"),
+            "choices": [
+                {"index": i, "message": message, "finish_reason": finish_reason, "logprobs": None}
+                for i in range(n)
+            ],
+            "usage": self._usage(body, completion_tokens * n),
+        }
+
+    # --- streaming -----------------------------------------------------------------
+
+    def _chunks(self, body: dict[str, Any], request_id: str) -> list[dict[str, Any]]:
+        """Every chunk of the stream, before the style's breakage is applied."""
+        style = self.style
+        base = {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": body.get("model"),
+        }
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            return {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+                ],
+            }
+
+        chunks = [chunk({"role": "assistant", "content": ""})]
+        if style.reasoning:
+            chunks += [chunk({style.reasoning: word}) for word in _words("Let me think.")]
+        tool_calls = self._tool_calls(body)
+        if tool_calls:
+            chunks[0]["choices"][0]["delta"]["content"] = None
+            chunks += [chunk({"tool_calls": fragment}) for fragment in self._fragments(tool_calls)]
+            finish_reason, completion_tokens = "tool_calls", 10 * len(tool_calls)
+        else:
+            tokens = self._tokens(body)
+            chunks += [chunk({"content": token}) for token in tokens]
+            finish_reason, completion_tokens = "stop", len(tokens)
+        if style.send_finish_reason:
+            chunks.append(chunk({}, finish_reason))
+        options = body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": self._usage(body, completion_tokens)})
+        return chunks
+
+    def _fragments(self, tool_calls: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Tool calls cut into `tool_calls` deltas in the style's manner."""
+        style = self.style.tool_calls
+        if style == "whole":
+            return [[{"index": i, **call}] for i, call in enumerate(tool_calls)]
+        if style == "object_arguments":
+            return [
+                [
+                    {
+                        "index": i,
+                        **call,
+                        "function": {
+                            "name": call["function"]["name"],
+                            "arguments": orjson.loads(call["function"]["arguments"]),
+                        },
+                    }
+                ]
+                for i, call in enumerate(tool_calls)
+            ]
+        size = max(1, self.style.argument_fragment_size)
+        fragments: list[list[dict[str, Any]]] = []
+        for i, call in enumerate(tool_calls):
+            name = call["function"]["name"]
+            arguments = call["function"]["arguments"]
+            pieces = [arguments[start : start + size] for start in range(0, len(arguments), size)]
+            head: dict[str, Any] = {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            if style != "no_index":
+                head["index"] = i
+            fragments.append([head])
+            for piece in pieces:
+                fragment: dict[str, Any] = {"function": {"arguments": piece}}
+                if style != "no_index":
+                    fragment["index"] = i
+                if style == "repeat_name":
+                    fragment.update(id=call["id"], type="function")
+                    fragment["function"]["name"] = name
+                fragments.append([fragment])
+        return fragments
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], request_id: str
+    ) -> web.StreamResponse:
+        style = self.style
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "x-request-id": request_id,
+            }
+        )
+        await response.prepare(request)
+        end = style.line_ending
+        events: list[bytes] = []
+        for sent, chunk in enumerate(self._chunks(body, request_id)):
+            if style.drop_after is not None and sent >= style.drop_after:
+                await self._flush(response, events)
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            if style.error_after is not None and sent >= style.error_after:
+                error = {
+                    "error": {
+                        "message": "mock server error mid-stream",
+                        "type": "server_error",
+                        "code": None,
+                    }
+                }
+                events.append(b"data: " + orjson.dumps(error) + (end * 2).encode())
+                break
+            text = f": keep-alive{end}{end}" if style.keepalive else ""
+            events.append(text.encode() + b"data: " + orjson.dumps(chunk) + (end * 2).encode())
+            if len(events) >= style.events_per_write:
+                await self._flush(response, events)
+                if style.chunk_delay:
+                    await asyncio.sleep(style.chunk_delay)
+        else:
+            if style.send_done:
+                events.append(f"data: [DONE]{end}{end}".encode())
+        await self._flush(response, events)
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    async def _flush(response: web.StreamResponse, events: list[bytes]) -> None:
+        if events:
+            await response.write(b"".join(events))
+            events.clear()

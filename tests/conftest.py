@@ -1,0 +1,46 @@
+"""Fixtures: a loopback MockServer, a client bound to it, and a loop that fails on leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import asyncchat
+from asyncchat.testing import MockServer
+
+API_KEY = "sk-test-secret-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+async def fail_on_loop_errors() -> AsyncIterator[None]:
+    """Unretrieved task exceptions, unclosed sessions and the like fail the test."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not errors, errors
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[MockServer]:
+    async with MockServer(api_key=API_KEY) as mock:
+        yield mock
+
+
+@pytest.fixture
+async def client(server: MockServer) -> AsyncIterator[asyncchat.Client]:
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as chat_client:
+        # No real waits between retries: record them instead.
+        chat_client.sleeps = []  # type: ignore[attr-defined]
+
+        async def no_sleep(seconds: float) -> None:
+            chat_client.sleeps.append(seconds)  # type: ignore[attr-defined]
+
+        chat_client._sleep = no_sleep  # type: ignore[assignment]
+        yield chat_client

@@ -1,0 +1,498 @@
+"""The client over the real loopback MockServer: requests sent, responses, errors, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aioresponses import aioresponses
+
+import asyncchat
+from asyncchat.testing import MockServer
+
+from .conftest import API_KEY
+
+GET_WEATHER = {
+    "name": "get_current_weather",
+    "description": "Get the current weather in a given location",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "location": {
+                "type": "string",
+                "description": "The city and state, e.g. San Francisco, CA",
+            },
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["location"],
+    },
+}
+
+
+async def test_seed_plain_call_sends_exact_body_and_headers(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    completion = await client.chat.completions.create(
+        messages=[{"role": "user", "content": "Say this is a test"}],
+        model="glm-4-air",
+    )
+    [request] = server.requests
+    assert request.method == "POST"
+    assert request.path == "/v1/chat/completions"
+    assert orjson.loads(request.raw_body) == {
+        "model": "glm-4-air",
+        "messages": [{"role": "user", "content": "Say this is a test"}],
+    }
+    assert request.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["User-Agent"] == f"asyncchat/{asyncchat.__version__}"
+    assert completion.choices[0].message.content == "You said: Say this is a test"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.request_id == "mock-req-1"
+    assert completion.usage is not None
+    assert completion.usage.total_tokens == (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens  # type: ignore[operator]
+    )
+    as_dict = completion.to_dict()
+    assert as_dict["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "You said: Say this is a test",
+    }
+    assert as_dict["model"] == "glm-4-air"
+
+
+async def test_seed_tool_call(client: asyncchat.Client, server: MockServer) -> None:
+    tools = [{"type": "function", "function": GET_WEATHER}]
+    messages = [{"role": "user", "content": "What's the weather like in Boston?"}]
+    completion = await client.chat.completions.create(
+        messages=messages, model="glm-4-air", tools=tools
+    )
+    assert orjson.loads(server.requests[0].raw_body) == {
+        "model": "glm-4-air",
+        "messages": messages,
+        "tools": tools,
+    }
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert call.type == "function"
+    assert call.function.name == "get_current_weather"
+    assert call.function.parsed_arguments() == {"location": "Boston", "unit": "celsius"}
+
+
+async def test_params_extra_body_headers_query(client: asyncchat.Client, server: MockServer) -> None:
+    await client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        temperature=0.7,
+        max_tokens=2048,
+        response_format={"type": "json_object"},
+        extra_body={"do_sample": False, "temperature": 0.1},
+        extra_headers={"X-Trace": "abc"},
+        extra_query={"api-version": "2024-06-01"},
+    )
+    [request] = server.requests
+    assert request.body == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.1,
+        "max_tokens": 2048,
+        "response_format": {"type": "json_object"},
+        "do_sample": False,
+    }
+    assert request.headers["X-Trace"] == "abc"
+    assert request.query == {"api-version": "2024-06-01"}
+
+
+async def test_default_headers_and_previous_message_object(
+    server: MockServer,
+) -> None:
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, default_headers={"X-Team": "core"}
+    ) as client:
+        first = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "one"}]
+        )
+        # A message object from a response goes straight back into the next request.
+        await client.chat.completions.create(
+            model="m",
+            messages=[
+                {"role": "user", "content": "one"},
+                first.choices[0].message,
+                {"role": "user", "content": "two"},
+            ],
+        )
+    assert server.requests[1].headers["X-Team"] == "core"
+    assert server.requests[1].body["messages"][1] == {
+        "role": "assistant",
+        "content": "You said: one",
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [
+        (400, asyncchat.BadRequestError),
+        (401, asyncchat.AuthenticationError),
+        (403, asyncchat.PermissionDeniedError),
+        (404, asyncchat.NotFoundError),
+        (409, asyncchat.ConflictError),
+        (422, asyncchat.UnprocessableEntityError),
+        (429, asyncchat.RateLimitError),
+        (500, asyncchat.InternalServerError),
+        (503, asyncchat.InternalServerError),
+    ],
+)
+async def test_status_codes_map_to_error_classes(
+    client: asyncchat.Client, server: MockServer, status: int, error_class: type
+) -> None:
+    client.max_retries = 0
+    server.enqueue(
+        status,
+        {"error": {"message": f"provider says {status}", "type": "some_type",
+                   "param": "messages", "code": "E1"}},
+        headers={"x-request-id": "req-abc"},
+    )
+    with pytest.raises(error_class) as info:
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    error = info.value
+    assert isinstance(error, asyncchat.APIStatusError)
+    assert isinstance(error, asyncchat.APIError)
+    assert error.status_code == status
+    assert error.message.endswith(f"provider says {status}")
+    assert f"HTTP {status}" in str(error)
+    assert error.request_id == "req-abc"
+    assert "req-abc" in str(error)
+    assert (error.code, error.type, error.param) == ("E1", "some_type", "messages")
+    assert error.body["error"]["code"] == "E1"
+
+
+async def test_glm_and_vllm_error_shapes(client: asyncchat.Client, server: MockServer) -> None:
+    client.max_retries = 0
+    server.enqueue(400, {"error": {"code": "1261", "message": "Prompt 超长"}})
+    with pytest.raises(asyncchat.BadRequestError, match="Prompt 超长") as info:
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert info.value.code == "1261"
+    server.enqueue(400, {"object": "error", "message": "max_tokens too large",
+                         "type": "BadRequestError", "param": None, "code": 400})
+    with pytest.raises(asyncchat.BadRequestError, match="max_tokens too large"):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    server.enqueue(422, {"detail": [{"loc": ["body", "model"], "msg": "field required"}]})
+    with pytest.raises(asyncchat.UnprocessableEntityError, match="field required"):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+
+
+async def test_html_error_page_gives_a_readable_error(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    client.max_retries = 0
+    server.enqueue(
+        502,
+        "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>nginx</body></html>",
+        headers={"Content-Type": "text/html"},
+    )
+    with pytest.raises(asyncchat.InternalServerError) as info:
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    message = str(info.value)
+    assert "HTTP 502 Bad Gateway" in message
+    assert "<title>502 Bad Gateway</title>" in message
+    assert info.value.body.startswith("<html>")
+
+
+async def test_error_reported_with_status_200(client: asyncchat.Client, server: MockServer) -> None:
+    server.enqueue(200, {"error": {"message": "quota exceeded", "type": "rate_limit_error"}})
+    with pytest.raises(asyncchat.RateLimitError, match="quota exceeded"):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+
+
+async def test_non_json_success_body(client: asyncchat.Client, server: MockServer) -> None:
+    server.enqueue(200, "<html>login</html>", headers={"Content-Type": "text/html"})
+    with pytest.raises(asyncchat.APIError, match="not JSON"):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+
+
+async def test_wrong_key_is_401_and_not_retried(server: MockServer) -> None:
+    async with asyncchat.Client(base_url=server.base_url, api_key="wrong-key") as client:
+        with pytest.raises(asyncchat.AuthenticationError, match="Incorrect API key") as info:
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}]
+            )
+    assert len(server.requests) == 1
+    assert "wrong-key" not in str(info.value)
+
+
+async def test_no_retry_on_400(client: asyncchat.Client, server: MockServer) -> None:
+    server.enqueue(400, {"error": {"message": "bad"}})
+    with pytest.raises(asyncchat.BadRequestError):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert len(server.requests) == 1
+    assert client.sleeps == []  # type: ignore[attr-defined]
+
+
+async def test_retry_after_headers_honoured(client: asyncchat.Client, server: MockServer) -> None:
+    server.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "2"})
+    server.enqueue(503, {"error": {"message": "busy"}}, headers={"retry-after-ms": "150"})
+    completion = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}]
+    )
+    assert completion.choices[0].message.content == "You said: x"
+    assert len(server.requests) == 3
+    assert client.sleeps == [2.0, 0.15]  # type: ignore[attr-defined]
+
+
+async def test_retries_exhausted_raise_the_last_error(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    for _ in range(3):
+        server.enqueue(500, {"error": {"message": "boom"}})
+    with pytest.raises(asyncchat.InternalServerError, match="boom"):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert len(server.requests) == 3
+    assert len(client.sleeps) == 2  # type: ignore[attr-defined]
+
+
+async def test_x_should_retry_false(client: asyncchat.Client, server: MockServer) -> None:
+    server.enqueue(503, {"error": {"message": "no"}}, headers={"x-should-retry": "false"})
+    with pytest.raises(asyncchat.InternalServerError):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert len(server.requests) == 1
+
+
+async def test_real_sleep_between_retries_is_short(server: MockServer) -> None:
+    server.enqueue(429, {"error": {"message": "wait"}}, headers={"retry-after-ms": "20"})
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        completion = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}]
+        )
+    assert completion.choices[0].message.content == "You said: x"
+    assert len(server.requests) == 2
+
+
+async def test_read_timeout_raises_api_timeout_error(server: MockServer) -> None:
+    server.enqueue(delay=1.0)  # the server answers after a second
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=0.1
+    ) as client:
+        with pytest.raises(asyncchat.APITimeoutError, match="read timeout"):
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}]
+            )
+
+
+async def test_total_and_per_call_timeout(server: MockServer) -> None:
+    server.enqueue(delay=1.0)
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY, max_retries=0) as client:
+        with pytest.raises(asyncchat.APITimeoutError, match="total timeout"):
+            await client.chat.completions.create(
+                model="m",
+                messages=[{"role": "user", "content": "x"}],
+                timeout=asyncchat.Timeout(connect=1, read=10, total=0.1),
+            )
+
+
+async def test_timeouts_are_retried(server: MockServer) -> None:
+    server.enqueue(delay=1.0)
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, max_retries=1, timeout=0.2
+    ) as client:
+        client._sleep = _no_sleep  # type: ignore[assignment]
+        completion = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}]
+        )
+    assert completion.choices[0].message.content == "You said: x"
+    assert len(server.requests) == 2
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_refused_connection_raises_api_connection_error() -> None:
+    port = _free_port()
+    async with asyncchat.Client(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=1
+    ) as client:
+        client._sleep = _no_sleep  # type: ignore[assignment]
+        with pytest.raises(asyncchat.APIConnectionError, match="could not connect") as info:
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}]
+            )
+    assert not isinstance(info.value, asyncchat.APITimeoutError)
+    assert API_KEY not in str(info.value)
+
+
+async def test_pool_reused_across_100_sequential_requests(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    for i in range(100):
+        completion = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": f"n{i}"}]
+        )
+        assert completion.choices[0].message.content == f"You said: n{i}"
+    assert len(server.requests) == 100
+    assert server.connection_count == 1
+
+
+async def test_missing_api_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASYNCCHAT_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(asyncchat.ConfigurationError, match="ASYNCCHAT_API_KEY"):
+        asyncchat.Client()
+
+
+async def test_configuration_from_environment(
+    monkeypatch: pytest.MonkeyPatch, server: MockServer
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "other-key")
+    monkeypatch.setenv("ASYNCCHAT_API_KEY", API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")
+    monkeypatch.setenv("ASYNCCHAT_BASE_URL", server.base_url + "/")
+    async with asyncchat.Client() as client:
+        assert client.base_url == server.base_url
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    monkeypatch.delenv("ASYNCCHAT_BASE_URL")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    assert asyncchat.Client().base_url == "https://api.openai.com/v1"
+
+
+async def test_client_after_close_raises(server: MockServer) -> None:
+    client = asyncchat.Client(base_url=server.base_url, api_key=API_KEY)
+    await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    await client.close()
+    with pytest.raises(asyncchat.ClientClosedError, match="closed"):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    await client.close()  # closing twice is harmless
+
+
+async def test_bad_input_rejected_before_sending(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    with pytest.raises(TypeError, match="model"):
+        await client.chat.completions.create(model="", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(TypeError, match="list of message dicts"):
+        await client.chat.completions.create(model="m", messages="hello")
+    with pytest.raises(ValueError, match="must not be empty"):
+        await client.chat.completions.create(model="m", messages=[])
+    with pytest.raises(TypeError, match="cannot be encoded as JSON"):
+        await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": object()}]
+        )
+    assert server.requests == []
+
+
+def test_bad_configuration() -> None:
+    with pytest.raises(asyncchat.ConfigurationError, match="base_url"):
+        asyncchat.Client(api_key="k", base_url="api.example.com")
+    with pytest.raises(asyncchat.ConfigurationError, match="timeout"):
+        asyncchat.Client(api_key="k", timeout="10")  # type: ignore[arg-type]
+    with pytest.raises(asyncchat.ConfigurationError, match="positive"):
+        asyncchat.Timeout(read=0)
+    with pytest.raises(ValueError, match="max_retries"):
+        asyncchat.Client(api_key="k", max_retries=-1)
+    with pytest.raises(ValueError, match="max_connections"):
+        asyncchat.Client(api_key="k", max_connections=0)
+
+
+def test_key_not_in_repr() -> None:
+    client = asyncchat.Client(api_key=API_KEY, base_url="https://open.bigmodel.cn/api/paas/v4")
+    assert API_KEY not in repr(client)
+    assert "open.bigmodel.cn" in repr(client)
+
+
+async def test_debug_log_has_request_details_but_never_the_key(
+    client: asyncchat.Client, server: MockServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.enqueue(503, {"error": {"message": "busy"}}, headers={"retry-after-ms": "1"})
+    with caplog.at_level(logging.DEBUG, logger="asyncchat"):
+        await client.chat.completions.create(
+            model="glm-4-air",
+            messages=[{"role": "user", "content": "Say this is a test"}],
+            extra_headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+    text = caplog.text
+    assert "POST " + server.base_url + "/chat/completions" in text
+    assert "Say this is a test" in text
+    assert "retry 1 of 2" in text
+    assert "-> 200 (request id mock-req-2)" in text
+    assert API_KEY not in text
+    assert "Authorization" not in text
+
+
+def test_log_level_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = logging.getLogger("asyncchat")
+    level = logger.level
+    try:
+        monkeypatch.setenv("OPENAI_LOG", "debug")
+        asyncchat.Client(api_key="k")
+        assert logger.level == logging.DEBUG
+        monkeypatch.setenv("ASYNCCHAT_LOG", "info")
+        asyncchat.Client(api_key="k")
+        assert logger.level == logging.INFO
+    finally:
+        logger.setLevel(level)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+
+
+class _CompatResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.x builds responses without the `stream_writer` aiohttp 3.14 requires
+    (pnuckowski/aioresponses#289); supply a stand-in that reports nothing was uploaded."""
+
+    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+        if "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
+            kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+async def test_with_aioresponses() -> None:
+    """The client works with aiohttp mocked out, for users who test that way."""
+    body: dict[str, Any] = {
+        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "mocked"},
+                     "finish_reason": "stop"}],
+    }
+    with aioresponses() as mocked:
+        mocked.post("https://api.example.com/v1/chat/completions", payload=body,
+                    headers={"x-request-id": "r-1"}, response_class=_CompatResponse)
+        async with asyncchat.Client(api_key="k", base_url="https://api.example.com/v1") as client:
+            completion = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}]
+            )
+    assert completion.choices[0].message.content == "mocked"
+    assert completion.request_id == "r-1"
+
+
+async def test_client_from_another_event_loop_is_refused(server: MockServer) -> None:
+    client = asyncchat.Client(base_url=server.base_url, api_key=API_KEY)
+    await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+
+    def use_in_other_loop() -> BaseException | None:
+        async def call() -> None:
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}]
+            )
+        try:
+            asyncio.run(call())
+        except BaseException as exc:
+            return exc
+        return None
+
+    error = await asyncio.to_thread(use_in_other_loop)
+    assert isinstance(error, asyncchat.ClientClosedError)
+    assert "another event loop" in str(error)
+    await client.close()

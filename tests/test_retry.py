@@ -1,0 +1,79 @@
+"""Pure retry decisions, without a network or a clock."""
+
+from __future__ import annotations
+
+import random
+from email.utils import format_datetime
+from datetime import datetime, timezone
+
+import pytest
+
+from asyncchat._retry import MAX_RETRY_DELAY, backoff_delay, retry_after, retry_delay
+
+NOW = 1_700_000_000.0
+
+
+def decide(status: int | None, headers: dict[str, str] | None = None, attempt: int = 0,
+           max_retries: int = 2) -> float | None:
+    return retry_delay(attempt=attempt, max_retries=max_retries, status=status,
+                       headers=headers or {}, now=NOW, rng=random.Random(0))
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
+def test_retryable_statuses(status: int) -> None:
+    assert decide(status) is not None
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_client_errors_are_not_retried(status: int) -> None:
+    assert decide(status) is None
+
+
+def test_connection_errors_are_retried() -> None:
+    assert decide(None) is not None
+
+
+def test_gives_up_after_max_retries() -> None:
+    assert decide(500, attempt=1) is not None
+    assert decide(500, attempt=2) is None
+    assert decide(500, max_retries=0) is None
+
+
+def test_x_should_retry_overrides_the_status() -> None:
+    assert decide(400, {"x-should-retry": "true"}) is not None
+    assert decide(503, {"x-should-retry": "false"}) is None
+
+
+def test_retry_after_seconds_and_milliseconds() -> None:
+    assert decide(429, {"retry-after": "3"}) == 3.0
+    assert decide(429, {"retry-after": "1.5"}) == 1.5
+    assert decide(429, {"retry-after-ms": "250"}) == 0.25
+    # milliseconds win when both are sent
+    assert decide(429, {"retry-after-ms": "250", "retry-after": "3"}) == 0.25
+
+
+def test_retry_after_http_date() -> None:
+    when = datetime.fromtimestamp(NOW + 7, tz=timezone.utc)
+    assert decide(503, {"retry-after": format_datetime(when, usegmt=True)}) == pytest.approx(7)
+    past = datetime.fromtimestamp(NOW - 100, tz=timezone.utc)
+    assert decide(503, {"retry-after": format_datetime(past, usegmt=True)}) == 0.0
+
+
+def test_unparseable_retry_after_falls_back_to_backoff() -> None:
+    delay = decide(429, {"retry-after": "soon"})
+    assert delay is not None and 0.375 <= delay <= 0.5
+    assert retry_after({"retry-after-ms": "x"}, NOW) is None
+
+
+def test_retry_after_beyond_the_cap_gives_up() -> None:
+    assert decide(429, {"retry-after": str(MAX_RETRY_DELAY + 1)}) is None
+    assert decide(429, {"retry-after": str(MAX_RETRY_DELAY)}) == MAX_RETRY_DELAY
+
+
+def test_backoff_grows_with_jitter_and_a_cap() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(attempt, rng) for attempt in range(8)]
+    for attempt, delay in enumerate(delays):
+        base = min(0.5 * 2**attempt, 8.0)
+        assert 0.75 * base <= delay <= base
+    assert max(delays) <= 8.0
