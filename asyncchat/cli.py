@@ -165,9 +165,8 @@ async def _mock_server(host: str, port: int) -> int:
 
 async def demo(out: TextIO) -> int:
     """The seed's calls, made with asyncchat against an in-process mock server."""
-    style = StreamStyle(chunk_delay=0.05)
     async with (
-        MockServer(style=style) as server,
+        MockServer() as server,
         Client(base_url=server.base_url, api_key="demo-key") as client,
     ):
         out.write(f"mock server at {server.base_url}\n\n1. A completion:\n")
@@ -182,6 +181,7 @@ async def demo(out: TextIO) -> int:
         )
 
         out.write("2. Streaming, token by token:\n   ")
+        server.style = StreamStyle(chunk_delay=0.05)  # slow enough to watch
         async for text in client.chat.stream_text(
             model="glm-4-air",
             messages=[{"role": "user", "content": "Stream these words one at a time please"}],
@@ -189,6 +189,7 @@ async def demo(out: TextIO) -> int:
             out.write(text)
             out.flush()
         out.write("\n\n3. A streamed tool call, assembled:\n")
+        server.style = StreamStyle()
         async with client.chat.stream(
             model="glm-4-air",
             messages=[{"role": "user", "content": "What's the weather like in Boston?"}],

@@ -111,6 +111,8 @@ class SSEDecoder:
                     events.append(event)
                 continue
             self._bytes_since_event += len(raw) + 1
+            if self._bytes_since_event > self.max_event_size:
+                self._check_size(0)
             line = raw.decode("utf-8", "replace")
             if self._first_line:
                 self._first_line = False
@@ -134,7 +136,6 @@ class SSEDecoder:
                 self._retry = int(value)
             # Any other field is ignored, as the standard says.
         self._first_line = False
-        self._check_size(0)
         return events
 
     def _dispatch(self) -> ServerSentEvent | None:

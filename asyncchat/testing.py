@@ -22,6 +22,7 @@ break in chosen ways.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import deque
 from collections.abc import Callable
@@ -194,6 +195,10 @@ class MockServer:
         A 200 with no body only adds `delay` before the default answer (a slow server).
         """
         self._script.append(MockResponse(status, body, headers or {}, delay))
+
+    def enqueue_stream(self, events: str | bytes) -> None:
+        """Answer the next request with these raw event-stream bytes (a recorded transcript)."""
+        self.enqueue(200, events, headers={"Content-Type": "text/event-stream"})
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -465,7 +470,6 @@ class MockServer:
     async def _stream(
         self, request: web.Request, body: dict[str, Any], request_id: str
     ) -> web.StreamResponse:
-        style = self.style
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -474,6 +478,19 @@ class MockServer:
             }
         )
         await response.prepare(request)
+        # A client that goes away mid-stream is nothing to report.
+        with contextlib.suppress(ConnectionResetError):
+            await self._write_events(request, response, body, request_id)
+        return response
+
+    async def _write_events(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        body: dict[str, Any],
+        request_id: str,
+    ) -> None:
+        style = self.style
         end = style.line_ending
         events: list[bytes] = []
         for sent, chunk in enumerate(self._chunks(body, request_id)):
@@ -481,7 +498,7 @@ class MockServer:
                 await self._flush(response, events)
                 assert request.transport is not None
                 request.transport.close()
-                return response
+                return
             if style.error_after is not None and sent >= style.error_after:
                 error = {
                     "error": {
@@ -503,7 +520,6 @@ class MockServer:
                 events.append(f"data: [DONE]{end}{end}".encode())
         await self._flush(response, events)
         await response.write_eof()
-        return response
 
     @staticmethod
     async def _flush(response: web.StreamResponse, events: list[bytes]) -> None:

@@ -44,3 +44,20 @@ async def client(server: MockServer) -> AsyncIterator[asyncchat.Client]:
 
         chat_client._sleep = no_sleep  # type: ignore[assignment]
         yield chat_client
+
+
+def completion_json(content: str) -> dict[str, Any]:
+    """A minimal non-streamed completion body, as a server would send it."""
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+    }

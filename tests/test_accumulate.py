@@ -14,8 +14,14 @@ from asyncchat.types import ChatCompletion, ChatCompletionChunk
 
 
 def chunk(*choices: dict[str, Any], **top: Any) -> dict[str, Any]:
-    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-            "choices": list(choices), **top}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": list(choices),
+        **top,
+    }
 
 
 def delta(index: int = 0, finish_reason: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -30,24 +36,28 @@ def accumulate(chunks: list[dict[str, Any]]) -> ChatCompletion:
 
 
 def test_content_stream_matches_non_streamed_shape() -> None:
-    completion = accumulate([
-        chunk(delta(role="assistant", content="")),
-        chunk(delta(content="Hello")),
-        chunk(delta(content=" world")),
-        chunk(delta(finish_reason="stop")),
-        chunk(usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}),
-    ])
+    completion = accumulate(
+        [
+            chunk(delta(role="assistant", content="")),
+            chunk(delta(content="Hello")),
+            chunk(delta(content=" world")),
+            chunk(delta(finish_reason="stop")),
+            chunk(usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}),
+        ]
+    )
     assert completion.to_dict() == {
         "id": "c1",
         "object": "chat.completion",
         "created": 1,
         "model": "m",
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": "Hello world"},
-            "finish_reason": "stop",
-            "logprobs": None,
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello world"},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
     }
     assert completion.choices[0].message.content == "Hello world"
@@ -65,17 +75,39 @@ def test_rejects_non_dict() -> None:
 
 
 def test_tool_calls_openai_style_interleaved_and_out_of_order() -> None:
-    completion = accumulate([
-        chunk(delta(role="assistant", content=None)),
-        chunk(delta(tool_calls=[{"index": 1, "id": "b", "type": "function",
-                                 "function": {"name": "second", "arguments": ""}}])),
-        chunk(delta(tool_calls=[{"index": 0, "id": "a", "type": "function",
-                                 "function": {"name": "first", "arguments": ""}}])),
-        chunk(delta(tool_calls=[{"index": 0, "function": {"arguments": '{"x"'}}])),
-        chunk(delta(tool_calls=[{"index": 1, "function": {"arguments": '{"y": 2}'}}])),
-        chunk(delta(tool_calls=[{"index": 0, "function": {"arguments": ": 1}"}}])),
-        chunk(delta(finish_reason="tool_calls")),
-    ])
+    completion = accumulate(
+        [
+            chunk(delta(role="assistant", content=None)),
+            chunk(
+                delta(
+                    tool_calls=[
+                        {
+                            "index": 1,
+                            "id": "b",
+                            "type": "function",
+                            "function": {"name": "second", "arguments": ""},
+                        }
+                    ]
+                )
+            ),
+            chunk(
+                delta(
+                    tool_calls=[
+                        {
+                            "index": 0,
+                            "id": "a",
+                            "type": "function",
+                            "function": {"name": "first", "arguments": ""},
+                        }
+                    ]
+                )
+            ),
+            chunk(delta(tool_calls=[{"index": 0, "function": {"arguments": '{"x"'}}])),
+            chunk(delta(tool_calls=[{"index": 1, "function": {"arguments": '{"y": 2}'}}])),
+            chunk(delta(tool_calls=[{"index": 0, "function": {"arguments": ": 1}"}}])),
+            chunk(delta(finish_reason="tool_calls")),
+        ]
+    )
     message = completion.choices[0].message
     assert message.content is None
     assert message.tool_calls is not None
@@ -89,11 +121,23 @@ def test_tool_calls_openai_style_interleaved_and_out_of_order() -> None:
 
 def test_name_and_id_repeated_in_every_fragment_are_assigned_not_appended() -> None:
     fragments = ['{"path"', ': "a.txt"', "}"]
-    completion = accumulate([
-        chunk(delta(tool_calls=[{"index": 0, "id": "call_1", "type": "function",
-                                 "function": {"name": "read_file", "arguments": piece}}]))
-        for piece in fragments
-    ])
+    completion = accumulate(
+        [
+            chunk(
+                delta(
+                    tool_calls=[
+                        {
+                            "index": 0,
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "read_file", "arguments": piece},
+                        }
+                    ]
+                )
+            )
+            for piece in fragments
+        ]
+    )
     call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert call.function.name == "read_file"
     assert call.id == "call_1"
@@ -101,40 +145,69 @@ def test_name_and_id_repeated_in_every_fragment_are_assigned_not_appended() -> N
 
 
 def test_whole_call_in_one_chunk() -> None:
-    completion = accumulate([
-        chunk(delta(role="assistant", tool_calls=[
-            {"index": 0, "id": "c", "type": "function",
-             "function": {"name": "f", "arguments": '{"a": 1}'}},
-            {"index": 1, "id": "d", "type": "function",
-             "function": {"name": "g", "arguments": "{}"}},
-        ]), ),
-        chunk(delta(finish_reason="tool_calls")),
-    ])
+    completion = accumulate(
+        [
+            chunk(
+                delta(
+                    role="assistant",
+                    tool_calls=[
+                        {
+                            "index": 0,
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": '{"a": 1}'},
+                        },
+                        {
+                            "index": 1,
+                            "id": "d",
+                            "type": "function",
+                            "function": {"name": "g", "arguments": "{}"},
+                        },
+                    ],
+                ),
+            ),
+            chunk(delta(finish_reason="tool_calls")),
+        ]
+    )
     calls = completion.choices[0].message.tool_calls or []
     assert [(c.function.name, c.function.parsed_arguments()) for c in calls] == [
-        ("f", {"a": 1}), ("g", {})
+        ("f", {"a": 1}),
+        ("g", {}),
     ]
 
 
 def test_arguments_sent_as_json_object_are_serialized() -> None:
-    completion = accumulate([
-        chunk(delta(tool_calls=[{"index": 0, "id": "c", "function": {
-            "name": "f", "arguments": {"city": "Zürich", "days": 3}}}])),
-    ])
+    completion = accumulate(
+        [
+            chunk(
+                delta(
+                    tool_calls=[
+                        {
+                            "index": 0,
+                            "id": "c",
+                            "function": {"name": "f", "arguments": {"city": "Zürich", "days": 3}},
+                        }
+                    ]
+                )
+            ),
+        ]
+    )
     call = (completion.choices[0].message.tool_calls or [])[0]
     assert orjson.loads(call.function.arguments) == {"city": "Zürich", "days": 3}
     assert call.type == "function"
 
 
 def test_no_index_routes_by_id_then_name_then_latest() -> None:
-    completion = accumulate([
-        chunk(delta(tool_calls=[{"id": "a", "function": {"name": "f", "arguments": '{"k":'}}])),
-        chunk(delta(tool_calls=[{"function": {"arguments": " 1}"}}])),
-        chunk(delta(tool_calls=[{"id": "b", "function": {"name": "g", "arguments": "{"}}])),
-        chunk(delta(tool_calls=[{"id": "a", "function": {"arguments": ""}}])),
-        chunk(delta(tool_calls=[{"id": "b", "function": {"arguments": "}"}}])),
-        chunk(delta(tool_calls=[{"function": {"name": "h", "arguments": "{}"}}])),
-    ])
+    completion = accumulate(
+        [
+            chunk(delta(tool_calls=[{"id": "a", "function": {"name": "f", "arguments": '{"k":'}}])),
+            chunk(delta(tool_calls=[{"function": {"arguments": " 1}"}}])),
+            chunk(delta(tool_calls=[{"id": "b", "function": {"name": "g", "arguments": "{"}}])),
+            chunk(delta(tool_calls=[{"id": "a", "function": {"arguments": ""}}])),
+            chunk(delta(tool_calls=[{"id": "b", "function": {"arguments": "}"}}])),
+            chunk(delta(tool_calls=[{"function": {"name": "h", "arguments": "{}"}}])),
+        ]
+    )
     calls = completion.choices[0].message.tool_calls or []
     assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
         ("a", "f", '{"k": 1}'),
@@ -144,21 +217,27 @@ def test_no_index_routes_by_id_then_name_then_latest() -> None:
 
 
 def test_no_index_with_name_repeated_continues_the_call() -> None:
-    completion = accumulate([
-        chunk(delta(tool_calls=[{"function": {"name": "f", "arguments": '{"a"'}}])),
-        chunk(delta(tool_calls=[{"function": {"name": "f", "arguments": ": 1}"}}])),
-    ])
+    completion = accumulate(
+        [
+            chunk(delta(tool_calls=[{"function": {"name": "f", "arguments": '{"a"'}}])),
+            chunk(delta(tool_calls=[{"function": {"name": "f", "arguments": ": 1}"}}])),
+        ]
+    )
     calls = completion.choices[0].message.tool_calls or []
     assert [(c.function.name, c.function.arguments) for c in calls] == [("f", '{"a": 1}')]
 
 
 def test_several_choices_first_chunk_names_only_choice_one() -> None:
-    completion = accumulate([
-        chunk(delta(1, role="assistant", content="B")),
-        chunk(delta(0, role="assistant", content="A")),
-        chunk(delta(1, content="b", finish_reason="stop"), delta(0, content="a",
-                                                                 finish_reason="length")),
-    ])
+    completion = accumulate(
+        [
+            chunk(delta(1, role="assistant", content="B")),
+            chunk(delta(0, role="assistant", content="A")),
+            chunk(
+                delta(1, content="b", finish_reason="stop"),
+                delta(0, content="a", finish_reason="length"),
+            ),
+        ]
+    )
     assert [(c.index, c.message.content, c.finish_reason) for c in completion.choices] == [
         (0, "Aa", "length"),
         (1, "Bb", "stop"),
@@ -166,48 +245,64 @@ def test_several_choices_first_chunk_names_only_choice_one() -> None:
 
 
 def test_reasoning_from_either_field() -> None:
-    completion = accumulate([
-        chunk(delta(reasoning_content="think ")),
-        chunk(delta(reasoning="more")),
-        chunk(delta(content="answer", finish_reason="stop")),
-    ])
+    completion = accumulate(
+        [
+            chunk(delta(reasoning_content="think ")),
+            chunk(delta(reasoning="more")),
+            chunk(delta(content="answer", finish_reason="stop")),
+        ]
+    )
     message = completion.choices[0].message
     assert message.reasoning_content == "think more"
     assert message.content == "answer"
 
 
 def test_usage_last_non_null_wins_never_summed() -> None:
-    completion = accumulate([
-        chunk(delta(content="a"), usage={"total_tokens": 1}),
-        chunk(delta(content="b"), usage={"total_tokens": 2}),
-        chunk(delta(finish_reason="stop"), usage={"total_tokens": 3}),
-        chunk(usage=None),
-    ])
+    completion = accumulate(
+        [
+            chunk(delta(content="a"), usage={"total_tokens": 1}),
+            chunk(delta(content="b"), usage={"total_tokens": 2}),
+            chunk(delta(finish_reason="stop"), usage={"total_tokens": 3}),
+            chunk(usage=None),
+        ]
+    )
     assert completion.usage is not None
     assert completion.usage.total_tokens == 3
 
 
 def test_usage_on_second_to_last_chunk() -> None:
-    completion = accumulate([
-        chunk(delta(content="a"), usage={"total_tokens": 7}),
-        chunk(delta(finish_reason="stop")),
-    ])
+    completion = accumulate(
+        [
+            chunk(delta(content="a"), usage={"total_tokens": 7}),
+            chunk(delta(finish_reason="stop")),
+        ]
+    )
     assert completion.usage is not None and completion.usage.total_tokens == 7
 
 
 def test_usage_inside_a_choice_moonshot_style() -> None:
-    completion = accumulate([
-        chunk({"index": 0, "delta": {}, "finish_reason": "stop", "usage": {"total_tokens": 9}}),
-    ])
+    completion = accumulate(
+        [
+            chunk({"index": 0, "delta": {}, "finish_reason": "stop", "usage": {"total_tokens": 9}}),
+        ]
+    )
     assert completion.usage is not None and completion.usage.total_tokens == 9
 
 
 def test_azure_empty_first_chunk_and_empty_object_field() -> None:
-    completion = accumulate([
-        {"id": "", "object": "", "created": 0, "model": "", "choices": [],
-         "prompt_filter_results": [{"prompt_index": 0}]},
-        chunk(delta(content="ok", finish_reason="stop")),
-    ])
+    completion = accumulate(
+        [
+            {
+                "id": "",
+                "object": "",
+                "created": 0,
+                "model": "",
+                "choices": [],
+                "prompt_filter_results": [{"prompt_index": 0}],
+            },
+            chunk(delta(content="ok", finish_reason="stop")),
+        ]
+    )
     assert completion.choices[0].message.content == "ok"
     assert completion.id == "c1"
     assert completion.model == "m"
@@ -215,31 +310,47 @@ def test_azure_empty_first_chunk_and_empty_object_field() -> None:
 
 
 def test_provider_extras_kept_glm_request_id() -> None:
-    completion = accumulate([
-        chunk(delta(content="x", finish_reason="sensitive"), request_id="glm-123"),
-    ])
+    completion = accumulate(
+        [
+            chunk(delta(content="x", finish_reason="sensitive"), request_id="glm-123"),
+        ]
+    )
     assert completion.request_id == "glm-123"
     assert completion.to_dict()["request_id"] == "glm-123"
     assert completion.choices[0].finish_reason == "sensitive"
 
 
 def test_refusal_and_logprobs_accumulate() -> None:
-    completion = accumulate([
-        chunk({"index": 0, "delta": {"refusal": "I can't"},
-               "logprobs": {"content": None, "refusal": [{"token": "I"}]}}),
-        chunk({"index": 0, "delta": {"refusal": " help"},
-               "logprobs": {"content": None, "refusal": [{"token": " help"}]}}),
-    ])
+    completion = accumulate(
+        [
+            chunk(
+                {
+                    "index": 0,
+                    "delta": {"refusal": "I can't"},
+                    "logprobs": {"content": None, "refusal": [{"token": "I"}]},
+                }
+            ),
+            chunk(
+                {
+                    "index": 0,
+                    "delta": {"refusal": " help"},
+                    "logprobs": {"content": None, "refusal": [{"token": " help"}]},
+                }
+            ),
+        ]
+    )
     choice = completion.choices[0]
     assert choice.message.refusal == "I can't help"
     assert choice.to_dict()["logprobs"] == {"refusal": [{"token": "I"}, {"token": " help"}]}
 
 
 def test_legacy_function_call() -> None:
-    completion = accumulate([
-        chunk(delta(function_call={"name": "f", "arguments": '{"a"'})),
-        chunk(delta(function_call={"arguments": ": 1}"})),
-    ])
+    completion = accumulate(
+        [
+            chunk(delta(function_call={"name": "f", "arguments": '{"a"'})),
+            chunk(delta(function_call={"arguments": ": 1}"})),
+        ]
+    )
     function_call = completion.choices[0].message.function_call
     assert function_call is not None
     assert function_call.parsed_arguments() == {"a": 1}
@@ -256,10 +367,17 @@ def test_completion_during_accumulation_is_a_snapshot() -> None:
 
 
 def test_invalid_arguments_raise_with_raw_text() -> None:
-    completion = accumulate([
-        chunk(delta(tool_calls=[{"index": 0, "id": "c", "function": {
-            "name": "f", "arguments": '{"a": '}}])),
-    ])
+    completion = accumulate(
+        [
+            chunk(
+                delta(
+                    tool_calls=[
+                        {"index": 0, "id": "c", "function": {"name": "f", "arguments": '{"a": '}}
+                    ]
+                )
+            ),
+        ]
+    )
     function = (completion.choices[0].message.tool_calls or [])[0].function
     with pytest.raises(ToolArgumentsError) as info:
         function.parsed_arguments()
@@ -273,9 +391,13 @@ def random_fragments(rng: random.Random, calls: list[dict[str, Any]]) -> list[di
     for index, call in enumerate(calls):
         text = call["arguments"]
         cuts = sorted(rng.sample(range(1, len(text)), rng.randint(0, min(8, len(text) - 1))))
-        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
-        head = {"index": index, "id": call["id"], "type": "function",
-                "function": {"name": call["name"], "arguments": ""}}
+        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        head = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": ""},
+        }
         queues.append([head] + [{"index": index, "function": {"arguments": p}} for p in pieces])
     chunks = []
     while any(queues):
@@ -292,9 +414,17 @@ def random_fragments(rng: random.Random, calls: list[dict[str, Any]]) -> list[di
 def test_random_fragmentation_of_parallel_calls(seed: int) -> None:
     rng = random.Random(seed)
     calls = [
-        {"id": f"call_{i}", "name": f"tool_{i}",
-         "arguments": orjson.dumps({"city": "Z" * rng.randint(1, 30), "n": i,
-                                    "nested": {"list": list(range(rng.randint(0, 5)))}}).decode()}
+        {
+            "id": f"call_{i}",
+            "name": f"tool_{i}",
+            "arguments": orjson.dumps(
+                {
+                    "city": "Z" * rng.randint(1, 30),
+                    "n": i,
+                    "nested": {"list": list(range(rng.randint(0, 5)))},
+                }
+            ).decode(),
+        }
         for i in range(rng.randint(1, 4))
     ]
     completion = accumulate(random_fragments(rng, calls))

@@ -17,7 +17,7 @@ from aioresponses import aioresponses
 import asyncchat
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, completion_json
 
 GET_WEATHER = {
     "name": "get_current_weather",
@@ -89,7 +89,9 @@ async def test_seed_tool_call(client: asyncchat.Client, server: MockServer) -> N
     assert call.function.parsed_arguments() == {"location": "Boston", "unit": "celsius"}
 
 
-async def test_params_extra_body_headers_query(client: asyncchat.Client, server: MockServer) -> None:
+async def test_params_extra_body_headers_query(
+    client: asyncchat.Client, server: MockServer
+) -> None:
     await client.chat.completions.create(
         model="m",
         messages=[{"role": "user", "content": "hi"}],
@@ -158,8 +160,14 @@ async def test_status_codes_map_to_error_classes(
     client.max_retries = 0
     server.enqueue(
         status,
-        {"error": {"message": f"provider says {status}", "type": "some_type",
-                   "param": "messages", "code": "E1"}},
+        {
+            "error": {
+                "message": f"provider says {status}",
+                "type": "some_type",
+                "param": "messages",
+                "code": "E1",
+            }
+        },
         headers={"x-request-id": "req-abc"},
     )
     with pytest.raises(error_class) as info:
@@ -182,8 +190,16 @@ async def test_glm_and_vllm_error_shapes(client: asyncchat.Client, server: MockS
     with pytest.raises(asyncchat.BadRequestError, match="Prompt 超长") as info:
         await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     assert info.value.code == "1261"
-    server.enqueue(400, {"object": "error", "message": "max_tokens too large",
-                         "type": "BadRequestError", "param": None, "code": 400})
+    server.enqueue(
+        400,
+        {
+            "object": "error",
+            "message": "max_tokens too large",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        },
+    )
     with pytest.raises(asyncchat.BadRequestError, match="max_tokens too large"):
         await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     server.enqueue(422, {"detail": [{"loc": ["body", "model"], "msg": "field required"}]})
@@ -461,14 +477,14 @@ class _CompatResponse(aiohttp.ClientResponse):
 
 async def test_with_aioresponses() -> None:
     """The client works with aiohttp mocked out, for users who test that way."""
-    body: dict[str, Any] = {
-        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "mocked"},
-                     "finish_reason": "stop"}],
-    }
+    body = completion_json("mocked")
     with aioresponses() as mocked:
-        mocked.post("https://api.example.com/v1/chat/completions", payload=body,
-                    headers={"x-request-id": "r-1"}, response_class=_CompatResponse)
+        mocked.post(
+            "https://api.example.com/v1/chat/completions",
+            payload=body,
+            headers={"x-request-id": "r-1"},
+            response_class=_CompatResponse,
+        )
         async with asyncchat.Client(api_key="k", base_url="https://api.example.com/v1") as client:
             completion = await client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "x"}]
@@ -486,6 +502,7 @@ async def test_client_from_another_event_loop_is_refused(server: MockServer) -> 
             await client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "x"}]
             )
+
         try:
             asyncio.run(call())
         except BaseException as exc:

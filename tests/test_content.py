@@ -42,13 +42,13 @@ def test_urls_pass_through() -> None:
 
 
 def test_bad_inputs(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="not a PNG, JPEG, GIF or WebP"):
+    with pytest.raises(ValueError, match=r"not a PNG, JPEG, GIF or WebP"):
         image_part(b"%PDF-1.7")
     with pytest.raises(ValueError, match="cannot read image file"):
         image_part(tmp_path / "missing.png")
     text_file = tmp_path / "notes.txt"
     text_file.write_text("hello")
-    with pytest.raises(ValueError, match="notes.txt"):
+    with pytest.raises(ValueError, match=r"notes\.txt"):
         image_part(text_file)
     with pytest.raises(ValueError, match="detail"):
         image_part(PNG, detail="ultra")

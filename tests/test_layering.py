@@ -7,8 +7,13 @@ import sys
 
 import pytest
 
-CORE_MODULES = ["asyncchat.sse", "asyncchat.accumulate", "asyncchat.types",
-                "asyncchat.errors", "asyncchat._retry"]
+CORE_MODULES = [
+    "asyncchat.sse",
+    "asyncchat.accumulate",
+    "asyncchat.types",
+    "asyncchat.errors",
+    "asyncchat._retry",
+]
 
 
 @pytest.mark.parametrize("module", CORE_MODULES)
@@ -22,6 +27,7 @@ def test_core_module_does_no_io(module: str) -> None:
         f"importlib.import_module({module!r})\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncio', 'aiohttp')))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

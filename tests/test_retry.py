@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-from email.utils import format_datetime
 from datetime import datetime, timezone
+from email.utils import format_datetime
 
 import pytest
 
@@ -13,10 +13,20 @@ from asyncchat._retry import MAX_RETRY_DELAY, backoff_delay, retry_after, retry_
 NOW = 1_700_000_000.0
 
 
-def decide(status: int | None, headers: dict[str, str] | None = None, attempt: int = 0,
-           max_retries: int = 2) -> float | None:
-    return retry_delay(attempt=attempt, max_retries=max_retries, status=status,
-                       headers=headers or {}, now=NOW, rng=random.Random(0))
+def decide(
+    status: int | None,
+    headers: dict[str, str] | None = None,
+    attempt: int = 0,
+    max_retries: int = 2,
+) -> float | None:
+    return retry_delay(
+        attempt=attempt,
+        max_retries=max_retries,
+        status=status,
+        headers=headers or {},
+        now=NOW,
+        rng=random.Random(0),
+    )
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])

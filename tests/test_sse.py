@@ -8,7 +8,7 @@ import time
 import pytest
 
 from asyncchat.errors import EventTooLargeError
-from asyncchat.sse import SSEDecoder, ServerSentEvent
+from asyncchat.sse import ServerSentEvent, SSEDecoder
 
 
 def decode(pieces: list[bytes], **options: int) -> list[ServerSentEvent]:
@@ -26,7 +26,7 @@ def all_splits(data: bytes) -> list[list[bytes]]:
     rng = random.Random(len(data))
     for _ in range(50):
         cuts = sorted(rng.sample(range(len(data) + 1), min(3, len(data) + 1)))
-        splits.append([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])])
+        splits.append([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)])
     return splits
 
 
@@ -46,9 +46,7 @@ def test_basic_events() -> None:
 def test_every_line_ending(end: bytes) -> None:
     data = b"event: add" + end + b"data: one" + end + b"data: two" + end + end + b"data: x" + end
     data += end
-    assert_decodes(
-        data, [ServerSentEvent("one\ntwo", event="add"), ServerSentEvent("x")]
-    )
+    assert_decodes(data, [ServerSentEvent("one\ntwo", event="add"), ServerSentEvent("x")])
 
 
 def test_mixed_line_endings_and_crlf_split_across_reads() -> None:
@@ -135,6 +133,11 @@ def test_event_size_cap_on_one_long_line() -> None:
     decoder.feed(b"data: " + b"x" * 900)
     with pytest.raises(EventTooLargeError, match="1000 bytes"):
         decoder.feed(b"x" * 200)
+
+
+def test_event_size_cap_on_a_whole_event_in_one_read() -> None:
+    with pytest.raises(EventTooLargeError):
+        SSEDecoder(max_event_size=1000).feed(b"data: " + b"x" * 2000 + b"\n\n")
 
 
 def test_event_size_cap_on_many_data_lines() -> None:

@@ -11,22 +11,26 @@ from asyncchat.types import ChatCompletion, ChatCompletionChunk
 # The seed's GLM response with tool calls, as the server sent it.
 GLM_TOOL_RESPONSE = {
     "id": "8741754470499318134",
-    "choices": [{
-        "finish_reason": "tool_calls",
-        "index": 0,
-        "message": {
-            "role": "assistant",
-            "tool_calls": [{
-                "id": "call_8741754470499318134",
-                "function": {
-                    "arguments": '{"location": "Boston", "unit": "celsius"}',
-                    "name": "get_current_weather",
-                },
-                "type": "function",
-                "index": 0,
-            }],
-        },
-    }],
+    "choices": [
+        {
+            "finish_reason": "tool_calls",
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "call_8741754470499318134",
+                        "function": {
+                            "arguments": '{"location": "Boston", "unit": "celsius"}',
+                            "name": "get_current_weather",
+                        },
+                        "type": "function",
+                        "index": 0,
+                    }
+                ],
+            },
+        }
+    ],
     "created": 1718423297,
     "model": "glm-4-air",
     "usage": {"completion_tokens": 18, "prompt_tokens": 206, "total_tokens": 224},
@@ -83,7 +87,7 @@ def test_repr_is_readable() -> None:
     text = repr(completion)
     assert text.startswith("ChatCompletion(id='8741754470499318134', choices=[Choice(")
     assert "ToolCall(id='call_8741754470499318134'" in text
-    assert "Function(arguments='{\"location\": \"Boston\", \"unit\": \"celsius\"}'" in text
+    assert 'Function(arguments=\'{"location": "Boston", "unit": "celsius"}\'' in text
     assert "usage=Usage(completion_tokens=18" in text
 
 
@@ -93,13 +97,25 @@ def test_equality_by_value() -> None:
 
 
 def test_chunk_delta_fields() -> None:
-    chunk = ChatCompletionChunk({
-        "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-        "choices": [{"index": 0, "delta": {"reasoning": "hmm", "content": None,
-                                            "tool_calls": [{"index": 0, "function": {
-                                                "arguments": {"a": 1}}}]},
-                     "finish_reason": None}],
-    })
+    chunk = ChatCompletionChunk(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "reasoning": "hmm",
+                        "content": None,
+                        "tool_calls": [{"index": 0, "function": {"arguments": {"a": 1}}}],
+                    },
+                    "finish_reason": None,
+                }
+            ],
+        }
+    )
     choice = chunk.choices[0]
     assert choice.delta.reasoning_content == "hmm"
     assert choice.delta.content is None

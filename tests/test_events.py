@@ -1,0 +1,115 @@
+"""client.chat.stream_text and client.chat.stream: typed events over the MockServer."""
+
+from __future__ import annotations
+
+import asyncchat
+from asyncchat.testing import MockServer, StreamStyle
+
+from .test_stream import EXPECTED_CALLS, TIME_TOOL, TOOL_MESSAGES, USER, WEATHER_TOOL
+
+
+async def test_stream_text(client: asyncchat.Client) -> None:
+    pieces = [piece async for piece in client.chat.stream_text(model="m", messages=USER)]
+    assert pieces == ["You", " said:", " one", " two", " three", " four", " five"]
+
+
+async def test_stream_text_break_closes_the_request(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    texts = client.chat.stream_text(model="m", messages=USER)
+    async for _ in texts:
+        break
+    await texts.aclose()  # type: ignore[attr-defined]
+    again = [p async for p in client.chat.stream_text(model="m", messages=USER)]
+    assert again[:2] == ["You", " said:"]
+
+
+async def test_stream_events_for_text_and_usage(client: asyncchat.Client) -> None:
+    async with client.chat.stream(
+        model="m", messages=USER, stream_options={"include_usage": True}
+    ) as stream:
+        events = [event async for event in stream]
+        final = await stream.final_completion()
+    kinds = [type(event).__name__ for event in events]
+    assert kinds == ["ContentDelta"] * 7 + ["ChoiceFinished", "UsageReported"]
+    assert "".join(e.text for e in events if isinstance(e, asyncchat.ContentDelta)) == (
+        "You said: one two three four five"
+    )
+    finished = events[-2]
+    assert isinstance(finished, asyncchat.ChoiceFinished)
+    assert finished.finish_reason == "stop"
+    usage = events[-1]
+    assert isinstance(usage, asyncchat.UsageReported)
+    assert usage.usage.completion_tokens == 7
+    assert final.choices[0].message.content == "You said: one two three four five"
+
+
+async def test_stream_events_for_tool_calls(client: asyncchat.Client, server: MockServer) -> None:
+    server.style = StreamStyle(reasoning="reasoning_content")
+    async with client.chat.stream(
+        model="m", messages=TOOL_MESSAGES, tools=[WEATHER_TOOL, TIME_TOOL]
+    ) as stream:
+        events = [event async for event in stream]
+    reasoning = "".join(e.text for e in events if isinstance(e, asyncchat.ReasoningDelta))
+    assert reasoning == "Let me think."
+    deltas = [e for e in events if isinstance(e, asyncchat.ToolCallArgumentsDelta)]
+    assert {d.index for d in deltas} == {0, 1}
+    last_of_first = [d for d in deltas if d.index == 0][-1]
+    assert last_of_first.name == "get_current_weather"
+    assert last_of_first.id == "call_mock_1_0"
+    assert last_of_first.arguments == '{"location":"Paris","unit":"celsius"}'
+    done = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
+    assert [(d.name, d.parsed_arguments) for d in done] == EXPECTED_CALLS
+    assert all(d.arguments_error is None for d in done)
+    # The calls are done before their choice finishes.
+    assert isinstance(events[-1], asyncchat.ChoiceFinished)
+    assert events[-1].finish_reason == "tool_calls"
+
+
+async def test_tool_calls_done_even_without_finish_reason(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    server.style = StreamStyle(send_finish_reason=False, tool_calls="whole")
+    async with client.chat.stream(
+        model="m", messages=TOOL_MESSAGES, tools=[WEATHER_TOOL]
+    ) as stream:
+        # No finish_reason: the stream ends with [DONE] and the calls are still reported.
+        events = [event async for event in stream]
+    done = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
+    assert [d.name for d in done] == ["get_current_weather"]
+
+
+async def test_invalid_arguments_reported_not_raised(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    server.enqueue_stream(
+        'data: {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, '
+        '"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}, '
+        '"finish_reason": "tool_calls"}]}\n\ndata: [DONE]\n\n'
+    )
+    async with client.chat.stream(model="m", messages=USER) as stream:
+        events = [event async for event in stream]
+    [done] = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
+    assert done.parsed_arguments is None
+    assert done.arguments_error is not None
+    assert done.arguments_error.arguments == "{oops"
+
+
+async def test_final_completion_reads_the_rest(client: asyncchat.Client) -> None:
+    async with client.chat.stream(model="m", messages=USER) as stream:
+        async for event in stream:
+            assert isinstance(event, asyncchat.ContentDelta)
+            break
+        final = await stream.final_completion()
+    assert final.choices[0].message.content == "You said: one two three four five"
+
+
+async def test_leaving_the_block_early_closes_the_stream(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    for _ in range(5):
+        async with client.chat.stream(model="m", messages=USER) as stream:
+            async for _ in stream:
+                break
+    final = await client.chat.completions.create(model="m", messages=USER)
+    assert final.choices[0].finish_reason == "stop"
