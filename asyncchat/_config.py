@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 
 from asyncchat.errors import ConfigurationError
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "Timeout", "resolve_api_key", "resolve_base_url"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT",
+    "Timeout",
+    "proxy_from_environment",
+    "resolve_api_key",
+    "resolve_base_url",
+]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -71,3 +80,20 @@ def resolve_base_url(base_url: str | None) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
     return url.rstrip("/")
+
+
+def proxy_from_environment(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / ALL_PROXY name for `url`, unless NO_PROXY exempts its host.
+
+    Read once per client rather than letting aiohttp's `trust_env` look it up
+    in a thread on every request (and apply ~/.netrc credentials, which would
+    clash with the API key's Authorization header).
+    """
+    proxies = urllib.request.getproxies_environment()
+    parsed = urllib.parse.urlsplit(url)
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if not proxy or not parsed.hostname:
+        return None
+    if urllib.request.proxy_bypass(parsed.hostname):
+        return None
+    return proxy

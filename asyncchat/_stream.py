@@ -107,24 +107,39 @@ class ChatCompletionStream:
         return self
 
     async def __anext__(self) -> ChatCompletionChunk:
-        data, _ = await self._next_chunk_data()
+        data = self._take()
+        if data is None:
+            data = await self._take_after_reading()
+        self._accumulator._ingest(data)
         return ChatCompletionChunk(data, self.request_id)
 
     async def _next_chunk_data(self) -> tuple[dict[str, Any], _Fragments]:
-        """The next chunk's JSON and its routed tool-call fragments.
+        """The next chunk's JSON and its routed tool-call fragments (for the typed events).
 
         Raises StopAsyncIteration at the end of the stream.
         """
-        if self._json_body:
-            return await self._json_response_as_chunk()
+        data = self._take()
+        if data is None:
+            data = await self._take_after_reading()
+        return data, self._accumulator._ingest(data)
+
+    def _take(self) -> dict[str, Any] | None:
+        """The next chunk among the events already decoded, or None if there is none."""
         events = self._events
+        while events:
+            data = self._decode(events.popleft())
+            if data is not None:
+                return data
+            if self._finished:
+                events.clear()  # anything after [DONE] is ignored
+                return None
+        return None
+
+    async def _take_after_reading(self) -> dict[str, Any]:
+        """Read until a chunk is complete; StopAsyncIteration when the stream has ended."""
         while True:
-            while events:
-                data = self._decode(events.popleft())
-                if data is not None:
-                    return data, self._accumulator._ingest(data)
-                if self._finished:
-                    break
+            if self._json_body:
+                return await self._json_response_as_chunk()
             if self._finished:
                 await self.close()
                 raise StopAsyncIteration
@@ -134,6 +149,9 @@ class ChatCompletionStream:
                 await self._end_without_done()
                 raise StopAsyncIteration
             await self._read()
+            data = self._take()
+            if data is not None:
+                return data
 
     async def _read(self) -> None:
         try:
@@ -153,7 +171,7 @@ class ChatCompletionStream:
             self._abort()
             raise
 
-    async def _json_response_as_chunk(self) -> tuple[dict[str, Any], _Fragments]:
+    async def _json_response_as_chunk(self) -> dict[str, Any]:
         """Serve a plain JSON completion as a one-chunk stream."""
         self._json_body = False
         try:
@@ -166,8 +184,7 @@ class ChatCompletionStream:
         data = self._decode(ServerSentEvent(raw.decode("utf-8", "replace")))
         if data is None:
             raise StopAsyncIteration
-        chunk = completion_as_chunk(data)
-        return chunk, self._accumulator._ingest(chunk)
+        return completion_as_chunk(data)
 
     def _decode(self, event: ServerSentEvent) -> dict[str, Any] | None:
         """A chunk's JSON, or None for `[DONE]` and events that carry nothing."""
@@ -175,7 +192,7 @@ class ChatCompletionStream:
         if text.startswith("[DONE]"):
             self._finished = True
             return None
-        if not text.strip():
+        if not text or text.isspace():
             return None  # an empty data line some servers use as a keep-alive
         try:
             data = orjson.loads(text)

@@ -62,10 +62,11 @@ def map_transport_error(exc: BaseException, timeout: Timeout, url: str) -> APIEr
 class Transport:
     """Owns the client's aiohttp session, created lazily inside the running loop."""
 
-    def __init__(self, *, max_connections: int) -> None:
+    def __init__(self, *, max_connections: int, proxy: str | None = None) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.max_connections = max_connections
+        self.proxy = proxy
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -81,8 +82,7 @@ class Transport:
         loop = asyncio.get_running_loop()
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300)
-            # trust_env: honour HTTP(S)_PROXY and NO_PROXY, as corporate networks need.
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
+            self._session = aiohttp.ClientSession(connector=connector)
             self._loop = loop
         elif loop is not self._loop:
             raise ClientClosedError(
@@ -103,7 +103,12 @@ class Transport:
         session = self.session()
         try:
             return await session.post(
-                url, data=body, headers=headers, params=params, timeout=_client_timeout(timeout)
+                url,
+                data=body,
+                headers=headers,
+                params=params,
+                timeout=_client_timeout(timeout),
+                proxy=self.proxy,
             )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise map_transport_error(exc, timeout, url) from exc

@@ -157,6 +157,7 @@ class ChatCompletionAccumulator:
         self._top: dict[str, Any] = {}
         self._choices: dict[int, _ChoiceBuffer] = {}
         self._usage: Any = None
+        self._fragments: list[tuple[int, ToolCallBuffer, str]] = []
         self.chunk_count = 0
 
     @property
@@ -172,44 +173,54 @@ class ChatCompletionAccumulator:
     def _ingest(self, data: dict[str, Any]) -> list[tuple[int, ToolCallBuffer, str]]:
         """Add a chunk; returns the tool-call fragments it carried, routed to their calls.
 
-        The stream's typed events need to know which call a fragment went to.
+        The stream's typed events need to know which call a fragment went to. The
+        list returned is reused: read it before the next call.
         """
         if not isinstance(data, dict):
             raise TypeError(f"a chunk must be a dict or ChatCompletionChunk, not {type(data)}")
         self.chunk_count += 1
+        fragments = self._fragments
+        if fragments:
+            fragments = self._fragments = []
         top = self._top
-        fragments: list[tuple[int, ToolCallBuffer, str]] = []
         for key, value in data.items():
-            if key in _NOT_COPIED:
-                if key == "usage" and value is not None:
-                    self._usage = value
+            if value is None or key in _NOT_COPIED:
                 continue
-            if value is not None and not (key in _FIRST_VALUE_WINS and top.get(key)):
-                top[key] = value
+            if key in _FIRST_VALUE_WINS and top.get(key):
+                continue
+            top[key] = value
+        usage = data.get("usage")
+        if usage is not None:
+            self._usage = usage
         choices = data.get("choices")
         if not choices:
             return fragments
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
-            index = choice.get("index")
-            if not isinstance(index, int):
-                index = 0
+            index = choice.get("index", 0)
             buffer = self._choices.get(index)
             if buffer is None:
-                buffer = self._choices[index] = _ChoiceBuffer(index)
+                if not isinstance(index, int):
+                    index = 0
+                buffer = self._choices.get(index) or _ChoiceBuffer(index)
+                self._choices[index] = buffer
             delta = choice.get("delta")
             if delta:
-                self._add_delta(buffer, delta, fragments)
+                content = delta.get("content")
+                if content is not None and len(delta) == 1 and buffer.content is not None:
+                    buffer.content.append(content)  # the common case, token by token
+                else:
+                    self._add_delta(buffer, delta, fragments)
             finish_reason = choice.get("finish_reason")
             if finish_reason:
                 buffer.finish_reason = finish_reason
-            logprobs = choice.get("logprobs")
-            if logprobs:
-                self._add_logprobs(buffer, logprobs)
             usage = choice.get("usage")  # Moonshot reports usage inside the choice
             if usage is not None:
                 self._usage = usage
+            logprobs = choice.get("logprobs")
+            if logprobs:
+                self._add_logprobs(buffer, logprobs)
         return fragments
 
     def _add_delta(

@@ -12,7 +12,13 @@ from typing import Any, Literal, overload
 import aiohttp
 import orjson
 
-from asyncchat._config import DEFAULT_TIMEOUT, Timeout, resolve_api_key, resolve_base_url
+from asyncchat._config import (
+    DEFAULT_TIMEOUT,
+    Timeout,
+    proxy_from_environment,
+    resolve_api_key,
+    resolve_base_url,
+)
 from asyncchat._events import ChatStreamManager
 from asyncchat._logging import configure_from_environment, describe_body, logger
 from asyncchat._retry import retry_delay
@@ -78,7 +84,10 @@ class Client:
         if max_event_size <= 0:
             raise ValueError(f"max_event_size must be positive, got {max_event_size}")
         self.max_event_size = max_event_size
-        self._transport = Transport(max_connections=max_connections)
+        # HTTP(S)_PROXY and NO_PROXY are honoured, as corporate networks need.
+        self._transport = Transport(
+            max_connections=max_connections, proxy=proxy_from_environment(self.base_url)
+        )
         self._headers = {
             "Authorization": f"Bearer {self._api_key}",
             "Content-Type": "application/json",

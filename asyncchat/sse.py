@@ -19,10 +19,10 @@ from asyncchat.errors import EventTooLargeError
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEDecoder", "ServerSentEvent"]
 
 DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
-_BOM = "\ufeff"
+_BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerSentEvent:
     """One dispatched event. `id` is the last event id seen so far in the stream."""
 
@@ -64,10 +64,13 @@ class SSEDecoder:
                 data = data[1:]
                 if not data:
                     return []
+        partial = self._partial_line
+        if data[-1] == 0x0A and not partial:
+            # The common case: whole lines, nothing pending.
+            return self._process_lines(data.splitlines())
         last_lf = data.rfind(b"\n")
         last_cr = data.rfind(b"\r")
         cut = max(last_lf, last_cr)
-        partial = self._partial_line
         if cut < 0:
             partial += data
             self._check_size(len(partial))
@@ -96,37 +99,44 @@ class SSEDecoder:
             line = bytes(self._partial_line)
             self._partial_line.clear()
             events = self._process_lines([line])
-        event = self._dispatch()
-        if event is not None:
-            events.append(event)
+        if self._data:
+            events.append(self._dispatch())
         self._skip_lf = False
         return events
 
     def _process_lines(self, lines: list[bytes]) -> list[ServerSentEvent]:
+        if self._first_line and lines:
+            self._first_line = False
+            if lines[0].startswith(_BOM):
+                lines[0] = lines[0][len(_BOM) :]
+                if not lines[0]:
+                    del lines[0]
         events: list[ServerSentEvent] = []
+        data = self._data
+        limit = self.max_event_size
         for raw in lines:
-            if not raw:
-                event = self._dispatch()
-                if event is not None:
-                    events.append(event)
+            if not raw:  # a blank line ends the block
+                if data:
+                    events.append(self._dispatch())
+                    data = self._data
+                else:
+                    self._event = ""
+                    self._retry = None
                 continue
             self._bytes_since_event += len(raw) + 1
-            if self._bytes_since_event > self.max_event_size:
+            if self._bytes_since_event > limit:
                 self._check_size(0)
+            if raw.startswith(b"data: "):  # the common case, first
+                data.append(raw[6:].decode("utf-8", "replace"))
+                continue
             line = raw.decode("utf-8", "replace")
-            if self._first_line:
-                self._first_line = False
-                if line.startswith(_BOM):
-                    line = line[1:]
-                    if not line:
-                        continue
             if line[0] == ":":
                 continue  # a comment, such as a keep-alive
             field, colon, value = line.partition(":")
             if colon and value and value[0] == " ":
                 value = value[1:]
             if field == "data":
-                self._data.append(value)
+                data.append(value)
             elif field == "event":
                 self._event = value
             elif field == "id":
@@ -135,20 +145,16 @@ class SSEDecoder:
             elif field == "retry" and value.isascii() and value.isdigit():
                 self._retry = int(value)
             # Any other field is ignored, as the standard says.
-        self._first_line = False
         return events
 
-    def _dispatch(self) -> ServerSentEvent | None:
-        """End of a block: an event if it had data; the block's state is reset either way."""
-        if not self._data:
-            self._event = ""
-            self._retry = None
-            return None
+    def _dispatch(self) -> ServerSentEvent:
+        """The event the current block built (it has data); resets the block."""
+        data = self._data
         event = ServerSentEvent(
-            data="\n".join(self._data),
-            event=self._event or "message",
-            id=self._last_event_id,
-            retry=self._retry,
+            data[0] if len(data) == 1 else "\n".join(data),
+            self._event or "message",
+            self._last_event_id,
+            self._retry,
         )
         self._data = []
         self._event = ""

@@ -9,7 +9,7 @@ OpenRouter's `provider`, ...) are kept and readable as attributes too.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 import orjson
 
@@ -37,67 +37,52 @@ ObjT = TypeVar("ObjT", bound="APIObject")
 class APIObject:
     """A read-only view of one JSON object returned by the API.
 
-    Attribute access follows the official SDK (`chunk.choices[0].delta.content`);
-    a documented field missing from the JSON reads as None, an undocumented
-    field the provider sent reads as its value, anything else is an
-    AttributeError. `to_dict()` returns the JSON as received.
+    The decoded dict *is* the object's `__dict__`: a field the server sent is
+    read at plain attribute speed, a documented field it left out reads as the
+    class default (None), and a field a provider added reads as its raw JSON
+    value, as with the official SDK. Nested objects (`choices`, `delta`,
+    `message`, `usage`, ...) are wrapped on first access and cached.
+    `to_dict()` returns the JSON as received. (A provider field named like a
+    method here, such as `to_dict`, would hide that method.)
     """
 
-    _data: dict[str, Any]
-    __hash__ = None  # type: ignore[assignment]  # mutable-looking, compared by value
+    __slots__ = ("__dict__", "_wrapped")
+    __hash__ = None  # type: ignore[assignment]  # compared by value
 
     def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
+        self.__dict__ = data
+        self._wrapped: dict[str, Any] | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names that are neither declared fields nor methods.
-        if name.startswith("__") or name == "_data":
-            raise AttributeError(name)
-        try:
-            value = self._data[name]
-        except KeyError:
-            raise AttributeError(
-                f"{type(self).__name__!r} object has no attribute {name!r}"
-            ) from None
-        return _wrap(value)
+    @property
+    def _data(self) -> dict[str, Any]:
+        return self.__dict__
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object as a new plain dict (a deep copy, safe to modify)."""
-        copy: dict[str, Any] = orjson.loads(orjson.dumps(self._data))
+        copy: dict[str, Any] = orjson.loads(orjson.dumps(self.__dict__))
         return copy
 
     def to_json(self, *, indent: bool = False) -> str:
         """The JSON object as text."""
         option = orjson.OPT_INDENT_2 if indent else 0
-        return orjson.dumps(self._data, option=option).decode()
+        return orjson.dumps(self.__dict__, option=option).decode()
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, APIObject)
-        return self._data == other._data
+        return self.__dict__ == other.__dict__
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{key}={self._field_for_repr(key)!r}" for key in self._data)
+        fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__dict__)
         return f"{type(self).__name__}({fields})"
 
-    def _field_for_repr(self, key: str) -> Any:
-        if isinstance(getattr(type(self), key, None), _Field):
-            return getattr(self, key)
-        return _wrap(self._data[key])
 
+class _Nested(Generic[T]):
+    """A data descriptor: the raw JSON under the attribute's name, wrapped once and cached.
 
-def _wrap(value: Any) -> Any:
-    """Give undeclared nested JSON objects attribute access too."""
-    if isinstance(value, dict):
-        return APIObject(value)
-    if isinstance(value, list) and any(isinstance(item, dict) for item in value):
-        return [_wrap(item) for item in value]
-    return value
-
-
-class _Field(Generic[T]):
-    """Base of the field descriptors; `key` is the JSON key, the attribute's name."""
+    Being a data descriptor, it takes precedence over the raw value in `__dict__`.
+    """
 
     key: str
 
@@ -105,87 +90,72 @@ class _Field(Generic[T]):
         self.key = name
 
     @overload
-    def __get__(self, obj: None, owner: type) -> _Field[T]: ...
+    def __get__(self, obj: None, owner: type) -> _Nested[T]: ...
     @overload
     def __get__(self, obj: APIObject, owner: type) -> T: ...
-    def __get__(self, obj: APIObject | None, owner: type) -> _Field[T] | T:
+    def __get__(self, obj: APIObject | None, owner: type) -> _Nested[T] | T:
         if obj is None:
             return self
-        value = self.extract(obj._data)
-        if self.cache:
-            # A non-data descriptor: the instance dict wins from now on.
-            obj.__dict__[self.key] = value
+        key = self.key
+        wrapped = obj._wrapped
+        if wrapped is None:
+            wrapped = obj._wrapped = {}
+        elif key in wrapped:
+            return wrapped[key]  # type: ignore[no-any-return]
+        value = wrapped[key] = self.wrap(obj.__dict__.get(key))
         return value
 
-    cache: ClassVar[bool] = False
+    def __set__(self, obj: APIObject, value: Any) -> None:
+        raise AttributeError(f"{self.key!r} is read-only")
 
-    def extract(self, data: dict[str, Any]) -> T:
-        """The field's value, taken from the wrapped dict."""
-        return self.read(data.get(self.key))
-
-    def read(self, value: Any) -> T:
+    def wrap(self, raw: Any) -> T:
         raise NotImplementedError
 
 
-class _Value(_Field[T]):
-    """A JSON scalar, read as is (None when absent)."""
-
-    def read(self, value: Any) -> T:
-        return value  # type: ignore[no-any-return]
-
-
-class _Object(_Field[ObjT]):
+class _Object(_Nested[ObjT]):
     """A nested object, always present (an empty one when absent)."""
 
-    cache = True
-
     def __init__(self, cls: type[ObjT]) -> None:
         self.cls = cls
 
-    def read(self, value: Any) -> ObjT:
-        return self.cls(value if isinstance(value, dict) else {})
+    def wrap(self, raw: Any) -> ObjT:
+        return self.cls(raw if isinstance(raw, dict) else {})
 
 
-class _OptionalObject(_Field["ObjT | None"]):
+class _OptionalObject(_Nested["ObjT | None"]):
     """A nested object, None when absent or null."""
 
-    cache = True
-
     def __init__(self, cls: type[ObjT]) -> None:
         self.cls = cls
 
-    def read(self, value: Any) -> ObjT | None:
-        return self.cls(value) if isinstance(value, dict) else None
+    def wrap(self, raw: Any) -> ObjT | None:
+        return self.cls(raw) if isinstance(raw, dict) else None
 
 
-class _ObjectList(_Field["list[ObjT]"]):
+class _ObjectList(_Nested["list[ObjT]"]):
     """A list of nested objects, empty when absent or null."""
 
-    cache = True
-
     def __init__(self, cls: type[ObjT]) -> None:
         self.cls = cls
 
-    def read(self, value: Any) -> list[ObjT]:
-        if not value:
+    def wrap(self, raw: Any) -> list[ObjT]:
+        if not raw:
             return []
         cls = self.cls
-        return [cls(item) for item in value if isinstance(item, dict)]
+        return [cls(item) for item in raw if isinstance(item, dict)]
 
 
-class _OptionalObjectList(_Field["list[ObjT] | None"]):
+class _OptionalObjectList(_Nested["list[ObjT] | None"]):
     """A list of nested objects, None when absent or null (as the official SDK)."""
-
-    cache = True
 
     def __init__(self, cls: type[ObjT]) -> None:
         self.cls = cls
 
-    def read(self, value: Any) -> list[ObjT] | None:
-        if value is None:
+    def wrap(self, raw: Any) -> list[ObjT] | None:
+        if raw is None:
             return None
         cls = self.cls
-        return [cls(item) for item in value if isinstance(item, dict)]
+        return [cls(item) for item in raw if isinstance(item, dict)]
 
 
 def _arguments_text(value: Any) -> str | None:
@@ -195,17 +165,27 @@ def _arguments_text(value: Any) -> str | None:
     return orjson.dumps(value).decode()
 
 
-class _Arguments(_Field["str | None"]):
-    def read(self, value: Any) -> str | None:
-        return _arguments_text(value)
+class _Arguments(_Nested["str | None"]):
+    def wrap(self, raw: Any) -> str | None:
+        return _arguments_text(raw)
 
 
-class _Reasoning(_Field["str | None"]):
+class _Reasoning:
     """Reasoning text, sent as `reasoning_content` (DeepSeek, GLM) or `reasoning` (vLLM, ...)."""
 
-    def extract(self, data: dict[str, Any]) -> str | None:
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Reasoning: ...
+    @overload
+    def __get__(self, obj: APIObject, owner: type) -> str | None: ...
+    def __get__(self, obj: APIObject | None, owner: type) -> _Reasoning | str | None:
+        if obj is None:
+            return self
+        data = obj.__dict__
         value = data.get("reasoning_content")
         return data.get("reasoning") if value is None else value
+
+    def __set__(self, obj: APIObject, value: Any) -> None:
+        raise AttributeError("'reasoning_content' is read-only")
 
 
 # --- usage -------------------------------------------------------------------
@@ -214,9 +194,9 @@ class _Reasoning(_Field["str | None"]):
 class Usage(APIObject):
     """Token counts for a request."""
 
-    prompt_tokens = _Value["int | None"]()
-    completion_tokens = _Value["int | None"]()
-    total_tokens = _Value["int | None"]()
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
     prompt_tokens_details = _OptionalObject(APIObject)
     completion_tokens_details = _OptionalObject(APIObject)
 
@@ -227,7 +207,7 @@ class Usage(APIObject):
 class Function(APIObject):
     """The function a tool call invokes, with its arguments as JSON text."""
 
-    name = _Value["str | None"]()
+    name: str | None = None
     arguments = _Arguments()
 
     def parsed_arguments(self) -> dict[str, Any]:
@@ -261,17 +241,17 @@ def parse_tool_arguments(text: str | None, name: str | None) -> dict[str, Any]:
 class ToolCall(APIObject):
     """A tool call in an assistant message."""
 
-    id = _Value["str | None"]()
-    type = _Value["str | None"]()
+    id: str | None = None
+    type: str | None = None
     function = _Object(Function)
 
 
 class ChatCompletionMessage(APIObject):
     """The assistant's message in a non-streamed (or accumulated) completion."""
 
-    role = _Value["str | None"]()
-    content = _Value["str | None"]()
-    refusal = _Value["str | None"]()
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
     reasoning_content = _Reasoning()
     tool_calls = _OptionalObjectList(ToolCall)
     function_call = _OptionalObject(Function)
@@ -280,8 +260,8 @@ class ChatCompletionMessage(APIObject):
 class Choice(APIObject):
     """One of the `n` alternatives of a completion."""
 
-    index = _Value["int | None"]()
-    finish_reason = _Value["str | None"]()
+    index: int | None = None
+    finish_reason: str | None = None
     message = _Object(ChatCompletionMessage)
     logprobs = _OptionalObject(APIObject)
 
@@ -289,26 +269,29 @@ class Choice(APIObject):
 class _TopLevel(APIObject):
     """A whole response body; knows the request id from the headers as a fallback."""
 
+    __slots__ = ("_header_request_id",)
+
     def __init__(self, data: dict[str, Any], request_id: str | None = None) -> None:
-        self._data = data
+        self.__dict__ = data
+        self._wrapped = None
         self._header_request_id = request_id
 
     @property
     def request_id(self) -> str | None:
         """The body's `request_id` (as GLM sends it), else the `x-request-id` header."""
-        value = self._data.get("request_id")
+        value = self.__dict__.get("request_id")
         return value if value else self._header_request_id
 
 
 class ChatCompletion(_TopLevel):
     """A chat completion, as returned by a non-streamed call or assembled from a stream."""
 
-    id = _Value["str | None"]()
-    object = _Value["str | None"]()
-    created = _Value["int | None"]()
-    model = _Value["str | None"]()
-    system_fingerprint = _Value["str | None"]()
-    service_tier = _Value["str | None"]()
+    id: str | None = None
+    object: str | None = None
+    created: int | None = None
+    model: str | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
     choices = _ObjectList(Choice)
     usage = _OptionalObject(Usage)
 
@@ -319,25 +302,25 @@ class ChatCompletion(_TopLevel):
 class ChoiceDeltaToolCallFunction(APIObject):
     """A fragment of a tool call's function: the name (usually once), a piece of arguments."""
 
-    name = _Value["str | None"]()
+    name: str | None = None
     arguments = _Arguments()
 
 
 class ChoiceDeltaToolCall(APIObject):
     """A fragment of a tool call, routed by `index` (absent on some servers)."""
 
-    index = _Value["int | None"]()
-    id = _Value["str | None"]()
-    type = _Value["str | None"]()
+    index: int | None = None
+    id: str | None = None
+    type: str | None = None
     function = _Object(ChoiceDeltaToolCallFunction)
 
 
 class ChoiceDelta(APIObject):
     """What one chunk adds to a choice's message."""
 
-    role = _Value["str | None"]()
-    content = _Value["str | None"]()
-    refusal = _Value["str | None"]()
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
     reasoning_content = _Reasoning()
     tool_calls = _OptionalObjectList(ChoiceDeltaToolCall)
 
@@ -345,8 +328,8 @@ class ChoiceDelta(APIObject):
 class ChunkChoice(APIObject):
     """One choice's part of a streamed chunk."""
 
-    index = _Value["int | None"]()
-    finish_reason = _Value["str | None"]()
+    index: int | None = None
+    finish_reason: str | None = None
     delta = _Object(ChoiceDelta)
     logprobs = _OptionalObject(APIObject)
 
@@ -354,11 +337,11 @@ class ChunkChoice(APIObject):
 class ChatCompletionChunk(_TopLevel):
     """One event of a streamed completion."""
 
-    id = _Value["str | None"]()
-    object = _Value["str | None"]()
-    created = _Value["int | None"]()
-    model = _Value["str | None"]()
-    system_fingerprint = _Value["str | None"]()
-    service_tier = _Value["str | None"]()
+    id: str | None = None
+    object: str | None = None
+    created: int | None = None
+    model: str | None = None
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
     choices = _ObjectList(ChunkChoice)
     usage = _OptionalObject(Usage)

@@ -306,7 +306,7 @@ def test_azure_empty_first_chunk_and_empty_object_field() -> None:
     assert completion.choices[0].message.content == "ok"
     assert completion.id == "c1"
     assert completion.model == "m"
-    assert completion.prompt_filter_results[0].prompt_index == 0
+    assert completion.prompt_filter_results[0]["prompt_index"] == 0
 
 
 def test_provider_extras_kept_glm_request_id() -> None:

@@ -15,6 +15,7 @@ import pytest
 from aioresponses import aioresponses
 
 import asyncchat
+from asyncchat._config import proxy_from_environment
 from asyncchat.testing import MockServer
 
 from .conftest import API_KEY, completion_json
@@ -513,3 +514,43 @@ async def test_client_from_another_event_loop_is_refused(server: MockServer) -> 
     assert isinstance(error, asyncchat.ClientClosedError)
     assert "another event loop" in str(error)
     await client.close()
+
+
+def test_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert proxy_from_environment("https://api.openai.com/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    assert proxy_from_environment("https://api.openai.com/v1") == "http://proxy.corp:3128"
+    assert proxy_from_environment("http://api.openai.com/v1") is None
+    monkeypatch.setenv("NO_PROXY", "localhost,.openai.com")
+    assert proxy_from_environment("https://api.openai.com/v1") is None
+    assert proxy_from_environment("https://open.bigmodel.cn/api/paas/v4") == (
+        "http://proxy.corp:3128"
+    )
+
+
+async def test_requests_go_through_the_proxy(
+    monkeypatch: pytest.MonkeyPatch, server: MockServer
+) -> None:
+    # The mock server plays the proxy: the request for an unreachable host reaches it.
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.port}")
+    async with asyncchat.Client(
+        base_url="http://llm.example.invalid/v1", api_key=API_KEY
+    ) as client:
+        completion = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "via proxy"}]
+        )
+    assert completion.choices[0].message.content == "You said: via proxy"
+    assert server.requests[0].headers["Host"] == "llm.example.invalid"

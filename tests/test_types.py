@@ -59,7 +59,7 @@ def test_attribute_access_like_the_official_sdk() -> None:
 
 def test_unknown_provider_fields_kept_and_readable() -> None:
     completion = ChatCompletion(copy.deepcopy(GLM_TOOL_RESPONSE))
-    assert completion.web_search[0].title == "Boston weather"
+    assert completion.web_search[0]["title"] == "Boston weather"
     assert completion.choices[0].message.tool_calls[0].index == 0  # type: ignore[index]
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         _ = completion.nonexistent

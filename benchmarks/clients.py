@@ -1,0 +1,385 @@
+"""One benchmark client run, in its own process: N concurrent streams, measured.
+
+`python -m benchmarks.clients RUNNER URL N SCENARIO` prints one JSON object:
+CPU seconds (user + sys) spent during the run only (imports and interpreter
+start excluded), wall time, chunks, time to first token per stream, peak RSS,
+and whether every stream's content and tool arguments came back exactly.
+
+Each runner is written the way its users would write it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+
+from benchmarks.load_server import raise_file_limit
+from benchmarks.scenarios import Stream, build
+
+MESSAGES = [{"role": "user", "content": "Benchmark me"}]
+
+
+@dataclass
+class Result:
+    """What one stream delivered."""
+
+    content: str
+    arguments: str | None
+    chunks: int
+    first_token_at: float  # perf_counter time of the first content or tool fragment
+
+
+Runner = Callable[[str, int, str, Stream], Awaitable[list[Result | BaseException]]]
+
+
+async def _gather(n: int, one: Callable[[], Awaitable[Result]]) -> list[Result | BaseException]:
+    return await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+
+
+# --- asyncchat ---------------------------------------------------------------------
+
+
+async def run_asyncchat(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    import asyncchat
+
+    async with asyncchat.Client(
+        base_url=url, api_key="bench", max_connections=n, max_retries=0
+    ) as client:
+
+        async def one() -> Result:
+            parts: list[str] = []
+            first = 0.0
+            chunks = 0
+            stream = await client.chat.completions.create(
+                model=scenario, messages=MESSAGES, stream=True
+            )
+            async with stream:
+                async for chunk in stream:
+                    chunks += 1
+                    if chunk.choices:
+                        delta = chunk.choices[0].delta
+                        if delta.content:
+                            parts.append(delta.content)
+                            first = first or time.perf_counter()
+                        elif delta.tool_calls:
+                            first = first or time.perf_counter()
+            arguments = None
+            tool_calls = stream.completion.choices[0].message.tool_calls
+            if tool_calls:
+                arguments = tool_calls[0].function.arguments
+            return Result("".join(parts), arguments, chunks, first)
+
+        return await _gather(n, one)
+
+
+async def run_asyncchat_text(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    import asyncchat
+
+    async with asyncchat.Client(
+        base_url=url, api_key="bench", max_connections=n, max_retries=0
+    ) as client:
+
+        async def one() -> Result:
+            parts: list[str] = []
+            first = 0.0
+            async for text in client.chat.stream_text(model=scenario, messages=MESSAGES):
+                parts.append(text)
+                first = first or time.perf_counter()
+            # stream_text hands out text only; chunks are counted by the server's contract.
+            return Result("".join(parts), expected.arguments, expected.chunk_count, first)
+
+        return await _gather(n, one)
+
+
+# --- the official SDK -----------------------------------------------------------------
+
+
+async def _run_openai(
+    url: str, n: int, scenario: str, http_client: object
+) -> list[Result | BaseException]:
+    import openai
+
+    client = openai.AsyncOpenAI(
+        base_url=url,
+        api_key="bench",
+        max_retries=0,
+        http_client=http_client,  # type: ignore[arg-type]
+    )
+    async with client:
+
+        async def one() -> Result:
+            parts: list[str] = []
+            arguments: list[str] = []
+            first = 0.0
+            chunks = 0
+            stream = await client.chat.completions.create(
+                model=scenario,
+                messages=MESSAGES,
+                stream=True,  # type: ignore[arg-type]
+            )
+            async with stream:
+                async for chunk in stream:
+                    chunks += 1
+                    if chunk.choices:
+                        delta = chunk.choices[0].delta
+                        if delta.content:
+                            parts.append(delta.content)
+                            first = first or time.perf_counter()
+                        if delta.tool_calls:
+                            first = first or time.perf_counter()
+                            for call in delta.tool_calls:
+                                if call.function and call.function.arguments:
+                                    arguments.append(call.function.arguments)
+            return Result("".join(parts), "".join(arguments) or None, chunks, first)
+
+        return await _gather(n, one)
+
+
+def _limits(module: object, n: int) -> object:
+    return module.Limits(max_connections=n, max_keepalive_connections=n)  # type: ignore[attr-defined]
+
+
+async def run_openai(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    import httpx2
+    import openai
+
+    http_client = openai.DefaultAsyncHttpxClient(limits=_limits(httpx2, n))
+    return await _run_openai(url, n, scenario, http_client)
+
+
+async def run_openai_aiohttp(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    import httpx2
+    import openai
+
+    http_client = openai.DefaultAioHttpClient(limits=_limits(httpx2, n))
+    return await _run_openai(url, n, scenario, http_client)
+
+
+# --- other stacks ------------------------------------------------------------------
+
+
+def _touch(data: dict[str, object], parts: list[str], arguments: list[str]) -> bool:
+    """Take the text and tool-argument pieces out of a decoded chunk; True if it had any."""
+    choices = data.get("choices")
+    if not choices:
+        return False
+    delta = choices[0]["delta"]  # type: ignore[index]
+    content = delta.get("content")
+    if content:
+        parts.append(content)
+        return True
+    tool_calls = delta.get("tool_calls")
+    if tool_calls:
+        piece = tool_calls[0]["function"].get("arguments")
+        if piece:
+            arguments.append(piece)
+        return True
+    return False
+
+
+async def run_httpx_sse(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    import httpx
+    from httpx_sse import aconnect_sse
+
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(limits=limits, timeout=600) as client:
+
+        async def one() -> Result:
+            parts: list[str] = []
+            arguments: list[str] = []
+            first = 0.0
+            chunks = 0
+            body = {"model": scenario, "messages": MESSAGES, "stream": True}
+            async with aconnect_sse(client, "POST", url + "/chat/completions", json=body) as source:
+                async for event in source.aiter_sse():
+                    if event.data == "[DONE]":
+                        break
+                    chunks += 1
+                    if _touch(orjson.loads(event.data), parts, arguments):
+                        first = first or time.perf_counter()
+            return Result("".join(parts), "".join(arguments) or None, chunks, first)
+
+        return await _gather(n, one)
+
+
+async def _aiohttp_runner(
+    url: str, n: int, scenario: str, read: Callable[[object], Awaitable[Result]]
+) -> list[Result | BaseException]:
+    import aiohttp
+
+    body = orjson.dumps({"model": scenario, "messages": MESSAGES, "stream": True})
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
+    connector = aiohttp.TCPConnector(limit=n)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> Result:
+            async with session.post(
+                url + "/chat/completions", data=body, headers=headers
+            ) as response:
+                return await read(response)
+
+        return await _gather(n, one)
+
+
+async def run_aiohttp_readline(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    async def read(response: object) -> Result:
+        parts: list[str] = []
+        arguments: list[str] = []
+        first = 0.0
+        chunks = 0
+        async for line in response.content:  # type: ignore[attr-defined]
+            if not line.startswith(b"data: "):
+                continue
+            payload = line[6:].strip()
+            if payload == b"[DONE]":
+                break
+            chunks += 1
+            if _touch(orjson.loads(payload), parts, arguments):
+                first = first or time.perf_counter()
+        return Result("".join(parts), "".join(arguments) or None, chunks, first)
+
+    return await _aiohttp_runner(url, n, scenario, read)
+
+
+async def run_floor_raw(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    """The transport floor: aiohttp's bytes, not even split into events."""
+
+    async def read(response: object) -> Result:
+        size = 0
+        first = 0.0
+        async for piece in response.content.iter_any():  # type: ignore[attr-defined]
+            size += len(piece)
+            first = first or time.perf_counter()
+        if size != expected.body_size:
+            raise ValueError(f"received {size} bytes, expected {expected.body_size}")
+        return Result(expected.content, expected.arguments, expected.chunk_count, first)
+
+    return await _aiohttp_runner(url, n, scenario, read)
+
+
+async def run_floor_parse(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    """The floor plus the minimum parse: split on blank lines, orjson.loads, touch the delta."""
+
+    async def read(response: object) -> Result:
+        parts: list[str] = []
+        arguments: list[str] = []
+        first = 0.0
+        chunks = 0
+        buffer = b""
+        async for piece in response.content.iter_any():  # type: ignore[attr-defined]
+            events = (buffer + piece).split(b"\n\n")
+            buffer = events.pop()
+            for event in events:
+                if event == b"data: [DONE]":
+                    continue
+                chunks += 1
+                if _touch(orjson.loads(event[6:]), parts, arguments):
+                    first = first or time.perf_counter()
+        return Result("".join(parts), "".join(arguments) or None, chunks, first)
+
+    return await _aiohttp_runner(url, n, scenario, read)
+
+
+RUNNERS: dict[str, Runner] = {
+    "asyncchat": run_asyncchat,
+    "asyncchat-text": run_asyncchat_text,
+    "openai": run_openai,
+    "openai-aiohttp": run_openai_aiohttp,
+    "httpx-sse": run_httpx_sse,
+    "aiohttp-readline": run_aiohttp_readline,
+    "floor-raw": run_floor_raw,
+    "floor-parse": run_floor_parse,
+}
+
+# What each runner needs installed beyond asyncchat's own dependencies.
+REQUIREMENTS = {
+    "openai": ("openai", "httpx2"),
+    "openai-aiohttp": ("openai", "httpx2"),
+    "httpx-sse": ("httpx", "httpx_sse"),
+}
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as file:
+        pages = int(file.read().split()[1])
+    return pages * resource.getpagesize() // 1024
+
+
+def measure(runner: str, url: str, n: int, scenario: str) -> dict[str, object]:
+    expected = build(scenario)
+    run = RUNNERS[runner]
+    for module in REQUIREMENTS.get(runner, ()):
+        __import__(module)  # import before measuring: startup is not per-chunk cost
+    __import__("asyncchat")
+    baseline_rss = _rss_kib()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    wall_start = time.perf_counter()
+    results = asyncio.run(run(url, n, scenario, expected))
+    wall = time.perf_counter() - wall_start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    good = [r for r in results if isinstance(r, Result)]
+    wrong = [
+        r
+        for r in good
+        if r.content != expected.content
+        or r.arguments != expected.arguments
+        or r.chunks != expected.chunk_count
+    ]
+    first_tokens = sorted(r.first_token_at - wall_start for r in good if r.first_token_at)
+    chunks = sum(r.chunks for r in good)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "runner": runner,
+        "scenario": scenario,
+        "n": n,
+        "ok": not failures and not wrong and len(good) == n,
+        "failures": len(failures),
+        "wrong": len(wrong),
+        "error": repr(failures[0])[:300] if failures else None,
+        "chunks": chunks,
+        "cpu_seconds": cpu,
+        "cpu_us_per_chunk": cpu / chunks * 1e6 if chunks else None,
+        "wall_seconds": wall,
+        "chunks_per_second": chunks / wall if wall else None,
+        "ttft_median_ms": statistics.median(first_tokens) * 1e3 if first_tokens else None,
+        "ttft_p99_ms": first_tokens[int(0.99 * (len(first_tokens) - 1))] * 1e3
+        if first_tokens
+        else None,
+        "peak_rss_kib": after.ru_maxrss,
+        "rss_per_stream_kib": max(after.ru_maxrss - baseline_rss, 0) / n,
+    }
+
+
+def main() -> None:
+    runner, url, n, scenario = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    raise_file_limit()
+    print(json.dumps(measure(runner, url, n, scenario)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""What the load server streams and what every client must get back, byte for byte."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+SCENARIOS = ("token", "bulk", "tools")
+CONTENT_TOKENS = 50  # content chunks per stream
+TOOL_NAME = "lookup_weather"
+FRAGMENT_SIZE = 4  # characters of tool arguments per fragment
+
+
+def content_tokens() -> list[str]:
+    return [f" tok{i}" for i in range(CONTENT_TOKENS)]
+
+
+def tool_arguments() -> str:
+    """About 300 characters of JSON arguments."""
+    arguments = {
+        "location": "San Francisco, CA",
+        "unit": "celsius",
+        "days": 7,
+        "fields": ["temperature", "humidity", "wind_speed", "precipitation", "uv_index"],
+        "notes": "Compare with the same week last year and flag anomalies. " * 2,
+        "detail": {"hourly": True, "alerts": True, "language": "en-US"},
+    }
+    return orjson.dumps(arguments).decode()
+
+
+def _chunk(delta: dict[str, object], finish_reason: str | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1718421897,
+        "model": "bench-model",
+        "system_fingerprint": "fp_bench",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One scenario's stream: its SSE events and the expected result."""
+
+    events: list[bytes]  # each a complete SSE event, `[DONE]` last
+    chunk_count: int  # JSON chunks (everything but `[DONE]`)
+    content: str
+    arguments: str | None
+
+    @property
+    def body_size(self) -> int:
+        return sum(len(event) for event in self.events)
+
+
+def build(scenario: str) -> Stream:
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
+    events = [_chunk({"role": "assistant", "content": ""})]
+    if scenario == "tools":
+        arguments = tool_arguments()
+        events.append(
+            _chunk(
+                {
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_bench",
+                            "type": "function",
+                            "function": {"name": TOOL_NAME, "arguments": ""},
+                        }
+                    ],
+                }
+            )
+        )
+        for start in range(0, len(arguments), FRAGMENT_SIZE):
+            piece = arguments[start : start + FRAGMENT_SIZE]
+            events.append(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        events.append(_chunk({}, "tool_calls"))
+        content = ""
+    else:
+        tokens = content_tokens()
+        events += [_chunk({"content": token}) for token in tokens]
+        events.append(_chunk({}, "stop"))
+        content, arguments = "".join(tokens), None
+    events.append(b"data: [DONE]\n\n")
+    return Stream(events, len(events) - 1, content, arguments)
