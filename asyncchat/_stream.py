@@ -81,7 +81,8 @@ class ChatCompletionStream:
         self._url = url
         self._timeout = timeout
         self._decoder = SSEDecoder(max_event_size=max_event_size)
-        self._events: deque[ServerSentEvent] = deque()
+        # (data, event type) of decoded events not yet handed out
+        self._events: deque[tuple[str | bytes, str]] = deque()
         self._accumulator = ChatCompletionAccumulator(request_id=request_id)
         self._eof = False
         self._finished = False  # ended normally: the response is released
@@ -127,7 +128,8 @@ class ChatCompletionStream:
         """The next chunk among the events already decoded, or None if there is none."""
         events = self._events
         while events:
-            data = self._decode(events.popleft())
+            payload, event = events.popleft()
+            data = self._decode(payload, event)
             if data is not None:
                 return data
             if self._finished:
@@ -136,7 +138,11 @@ class ChatCompletionStream:
         return None
 
     async def _take_after_reading(self) -> dict[str, Any]:
-        """Read until a chunk is complete; StopAsyncIteration when the stream has ended."""
+        """Read until a chunk is complete; StopAsyncIteration when the stream has ended.
+
+        One coroutine from the user's `async for` down to aiohttp's `readany()`:
+        in a token-by-token stream this loop runs once per chunk.
+        """
         while True:
             if self._json_body:
                 return await self._json_response_as_chunk()
@@ -148,28 +154,38 @@ class ChatCompletionStream:
             if self._eof:
                 await self._end_without_done()
                 raise StopAsyncIteration
-            await self._read()
+            try:
+                received = await self._content.readany()
+                if received:
+                    payloads = self._decoder.take_data_events(received)
+                    if payloads is None:
+                        self._queue_events(self._decoder.feed(received))
+                    elif len(payloads) == 1:  # token by token: skip the queue
+                        data = self._decode(payloads[0], "message")
+                        if data is not None:
+                            return data
+                        continue
+                    else:
+                        self._events.extend([(payload, "message") for payload in payloads])
+                else:
+                    self._eof = True
+                    self._queue_events(self._decoder.close())
+            except APIError as exc:  # the decoder's size cap
+                self._abort()
+                raise self._with_partial(exc) from None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                self._abort()
+                error = map_transport_error(exc, self._timeout, self._url)
+                raise self._with_partial(error) from exc
+            except BaseException:  # cancellation: the connection is abandoned mid-body
+                self._abort()
+                raise
             data = self._take()
             if data is not None:
                 return data
 
-    async def _read(self) -> None:
-        try:
-            data = await self._content.readany()
-            if data:
-                self._events.extend(self._decoder.feed(data))
-            else:
-                self._eof = True
-                self._events.extend(self._decoder.close())
-        except APIError as exc:  # the decoder's size cap
-            self._abort()
-            raise self._with_partial(exc) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            self._abort()
-            raise self._with_partial(map_transport_error(exc, self._timeout, self._url)) from exc
-        except BaseException:  # cancellation: the connection is abandoned mid-body
-            self._abort()
-            raise
+    def _queue_events(self, events: list[ServerSentEvent]) -> None:
+        self._events.extend([(event.data, event.event) for event in events])
 
     async def _json_response_as_chunk(self) -> dict[str, Any]:
         """Serve a plain JSON completion as a one-chunk stream."""
@@ -181,36 +197,47 @@ class ChatCompletionStream:
             raise map_transport_error(exc, self._timeout, self._url) from exc
         self._finished = self._closed = True
         self._response.release()
-        data = self._decode(ServerSentEvent(raw.decode("utf-8", "replace")))
+        data = self._decode(raw, "message")
         if data is None:
             raise StopAsyncIteration
         return completion_as_chunk(data)
 
-    def _decode(self, event: ServerSentEvent) -> dict[str, Any] | None:
-        """A chunk's JSON, or None for `[DONE]` and events that carry nothing."""
-        text = event.data
-        if text.startswith("[DONE]"):
-            self._finished = True
-            return None
-        if not text or text.isspace():
-            return None  # an empty data line some servers use as a keep-alive
+    def _decode(self, payload: str | bytes, event: str) -> dict[str, Any] | None:
+        """An event's chunk, or None for `[DONE]` and events that carry nothing.
+
+        `payload` is the event's data: text from the decoder, or the raw bytes of
+        its single-event fast path (orjson reads both).
+        """
         try:
-            data = orjson.loads(text)
+            data = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            if event.event == "error":
-                raise self._fail(self._error_from_event({"error": {"message": text}})) from None
-            raise self._fail(
-                MalformedStreamError(f"the server sent an event that is not JSON: {_preview(text)}")
-            ) from None
-        if not isinstance(data, dict):
-            raise self._fail(
-                MalformedStreamError(
-                    f"the server sent an event that is not a JSON object: {_preview(text)}"
-                )
-            )
-        if event.event == "error" or data.get("error") or data.get("object") == "error":
+            self._decode_unusual(payload, event, "not JSON")
+            return None
+        if type(data) is not dict:
+            self._decode_unusual(payload, event, "not a JSON object")
+            return None
+        if event != "message":
+            if event == "error":
+                raise self._fail(self._error_from_event(data))
+            return None  # another named event (a ping): not a chunk
+        if data.get("error") or data.get("object") == "error":
             raise self._fail(self._error_from_event(data))
         return data
+
+    def _decode_unusual(self, payload: str | bytes, event: str, problem: str) -> None:
+        """An event that is not a JSON object: `[DONE]`, a blank keep-alive, error text,
+        garbage. Sets `_finished` at `[DONE]`, raises for errors and garbage."""
+        text = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
+        if text.startswith("[DONE]"):
+            self._finished = True
+            return
+        if not text or text.isspace():
+            return  # an empty data line some servers use as a keep-alive
+        if event == "error":
+            raise self._fail(self._error_from_event({"error": {"message": text}}))
+        raise self._fail(
+            MalformedStreamError(f"the server sent an event that is {problem}: {_preview(text)}")
+        )
 
     def _error_from_event(self, data: dict[str, Any]) -> APIError:
         return status_error(

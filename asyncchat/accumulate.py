@@ -158,6 +158,8 @@ class ChatCompletionAccumulator:
         self._choices: dict[int, _ChoiceBuffer] = {}
         self._usage: Any = None
         self._fragments: list[tuple[int, ToolCallBuffer, str]] = []
+        self._previous_keys: Any = None
+        self._top_settled = False
         self.chunk_count = 0
 
     @property
@@ -182,13 +184,20 @@ class ChatCompletionAccumulator:
         fragments = self._fragments
         if fragments:
             fragments = self._fragments = []
-        top = self._top
-        for key, value in data.items():
-            if value is None or key in _NOT_COPIED:
-                continue
-            if key in _FIRST_VALUE_WINS and top.get(key):
-                continue
-            top[key] = value
+        keys = data.keys()
+        if keys != self._previous_keys or not self._top_settled:
+            # Top-level fields are the same in every chunk of a stream in practice, so
+            # once id, model and created are known they are read again only when a
+            # chunk's set of fields changes (a provider's extra field), not every time.
+            self._previous_keys = keys
+            top = self._top
+            for key, value in data.items():
+                if value is None or key in _NOT_COPIED:
+                    continue
+                if key in _FIRST_VALUE_WINS and top.get(key):
+                    continue
+                top[key] = value
+            self._top_settled = bool(top.get("id") and top.get("model") and top.get("created"))
         usage = data.get("usage")
         if usage is not None:
             self._usage = usage
@@ -246,7 +255,9 @@ class ChatCompletionAccumulator:
                 buffer.role = value
             elif key == "tool_calls":
                 for fragment in value:
-                    if isinstance(fragment, dict):
+                    if type(fragment) is dict and not self._continue_call(
+                        buffer, fragment, fragments
+                    ):
                         self._add_tool_fragment(buffer, fragment, fragments)
             elif key == "refusal":
                 if buffer.refusal is None:
@@ -259,6 +270,28 @@ class ChatCompletionAccumulator:
                 self._add_function(buffer.function_call, value)
             else:
                 buffer.extras[key] = value
+
+    @staticmethod
+    def _continue_call(
+        buffer: _ChoiceBuffer,
+        fragment: dict[str, Any],
+        fragments: list[tuple[int, ToolCallBuffer, str]],
+    ) -> bool:
+        """The common fragment, `{"index": i, "function": {"arguments": "..."}}` for a
+        call already started: append its text and return True; else False."""
+        index = fragment.get("index")
+        if len(fragment) != 2 or type(index) is not int:
+            return False
+        call = buffer.tool_calls.get(index)
+        function = fragment.get("function")
+        if call is None or type(function) is not dict or len(function) != 1:
+            return False
+        piece = function.get("arguments")
+        if type(piece) is not str:
+            return False
+        call._arguments.append(piece)
+        fragments.append((buffer.index, call, piece))
+        return True
 
     def _add_tool_fragment(
         self,

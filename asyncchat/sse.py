@@ -66,8 +66,7 @@ class SSEDecoder:
                     return []
         partial = self._partial_line
         if data[-1] == 0x0A and not partial:
-            # The common case: whole lines, nothing pending.
-            return self._process_lines(data.splitlines())
+            return self._process_lines(data.splitlines())  # whole lines, nothing pending
         last_lf = data.rfind(b"\n")
         last_cr = data.rfind(b"\r")
         cut = max(last_lf, last_cr)
@@ -87,6 +86,35 @@ class SSEDecoder:
         events = self._process_lines(complete.splitlines())
         self._check_size(len(partial))
         return events
+
+    def take_data_events(self, data: bytes) -> list[bytes] | None:
+        """The payloads of `data` if it is only whole single-line `data:` events, else None.
+
+        A fast path for what chat servers send nearly always (`data: {...}` and a
+        blank line, LF line ends): the payloads come back as bytes, undecoded,
+        for a JSON parser that reads bytes. It applies only when nothing is
+        pending; when it returns None, nothing was consumed and `feed` must be
+        used.
+        """
+        if (
+            not data.startswith(b"data: ")
+            or not data.endswith(b"\n\n")
+            or self._partial_line
+            or self._data
+            or self._skip_lf
+            or len(data) > self.max_event_size
+            or b"\r" in data
+        ):
+            return None
+        events = data[:-2].split(b"\n\n")
+        for event in events:
+            if not event.startswith(b"data: ") or b"\n" in event:
+                return None
+        self._first_line = False
+        self._event = ""
+        self._retry = None
+        self._bytes_since_event = 0
+        return [event[6:] for event in events]
 
     def close(self) -> list[ServerSentEvent]:
         """End of input: a last line without a line end still counts.

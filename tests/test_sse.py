@@ -186,3 +186,41 @@ def test_ten_mib_event_in_one_byte_reads_is_linear() -> None:
     small = _cpu_seconds_byte_by_byte(1024 * 1024, repeat=3)
     large = _cpu_seconds_byte_by_byte(10 * 1024 * 1024, repeat=1)
     assert large / small < 30, (small, large)
+
+
+FAST_PATH_SAMPLES = [
+    b'data: {"a": 1}\n\n',
+    b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n',
+    b"data: x\n\n",
+    # Not eligible: each must fall back to feed() and decode the same.
+    b"data: a\ndata: b\n\n",
+    b"data: a\r\n\r\n",
+    b"event: error\ndata: x\n\n",
+    b": keep-alive\n\ndata: x\n\n",
+    b"data: x\n",
+    b"data:x\n\n",
+    b"data: x\n\nid: 3\n\n",
+    b"\xef\xbb\xbfdata: x\n\n",
+]
+
+
+@pytest.mark.parametrize("data", FAST_PATH_SAMPLES)
+def test_data_event_fast_path_agrees_with_feed(data: bytes) -> None:
+    reference = SSEDecoder()
+    expected = [event.data.encode() for event in reference.feed(data)]
+    decoder = SSEDecoder()
+    payloads = decoder.take_data_events(data)
+    if payloads is None:
+        payloads = [event.data.encode() for event in decoder.feed(data)]
+    assert payloads == expected
+    # The decoder is left as feed() leaves it: what follows decodes the same.
+    after = b"data: next\n\n"
+    assert decoder.feed(after) + decoder.close() == reference.feed(after) + reference.close()
+
+
+def test_fast_path_declines_while_something_is_pending() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: first half") == []
+    assert decoder.take_data_events(b"data: x\n\n") is None
+    assert decoder.feed(b"\n\n") == [ServerSentEvent("first half")]
+    assert SSEDecoder(max_event_size=10).take_data_events(b"data: " + b"x" * 20 + b"\n\n") is None
