@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -81,8 +82,9 @@ class ChatCompletionStream:
         self._url = url
         self._timeout = timeout
         self._decoder = SSEDecoder(max_event_size=max_event_size)
-        # (data, event type) of decoded events not yet handed out
-        self._events: deque[tuple[str | bytes, str]] = deque()
+        # Decoded events not yet handed out: the data of plain "message" events,
+        # the whole event for named ones (`event: error`).
+        self._events: deque[str | bytes | ServerSentEvent] = deque()
         self._accumulator = ChatCompletionAccumulator(request_id=request_id)
         self._eof = False
         self._finished = False  # ended normally: the response is released
@@ -108,44 +110,25 @@ class ChatCompletionStream:
         return self
 
     async def __anext__(self) -> ChatCompletionChunk:
-        data = self._take()
-        if data is None:
-            data = await self._take_after_reading()
-        self._accumulator._ingest(data)
-        return ChatCompletionChunk(data, self.request_id)
-
-    async def _next_chunk_data(self) -> tuple[dict[str, Any], _Fragments]:
-        """The next chunk's JSON and its routed tool-call fragments (for the typed events).
-
-        Raises StopAsyncIteration at the end of the stream.
-        """
-        data = self._take()
-        if data is None:
-            data = await self._take_after_reading()
-        return data, self._accumulator._ingest(data)
-
-    def _take(self) -> dict[str, Any] | None:
-        """The next chunk among the events already decoded, or None if there is none."""
+        # One coroutine from the user's `async for` down to aiohttp's `readany()`:
+        # in a token-by-token stream this loop reads once per chunk.
         events = self._events
-        while events:
-            payload, event = events.popleft()
-            data = self._decode(payload, event)
-            if data is not None:
-                return data
-            if self._finished:
-                events.clear()  # anything after [DONE] is ignored
-                return None
-        return None
-
-    async def _take_after_reading(self) -> dict[str, Any]:
-        """Read until a chunk is complete; StopAsyncIteration when the stream has ended.
-
-        One coroutine from the user's `async for` down to aiohttp's `readany()`:
-        in a token-by-token stream this loop runs once per chunk.
-        """
         while True:
+            while events:
+                item = events.popleft()
+                if isinstance(item, ServerSentEvent):
+                    data = self._decode(item.data, item.event)
+                else:
+                    data = self._decode(item, "message")
+                if data is not None:
+                    self._accumulator._ingest(data)
+                    return ChatCompletionChunk(data, self.request_id)
+                if self._finished:
+                    events.clear()  # anything after [DONE] is ignored
             if self._json_body:
-                return await self._json_response_as_chunk()
+                data = await self._json_response_as_chunk()
+                self._accumulator._ingest(data)
+                return ChatCompletionChunk(data, self.request_id)
             if self._finished:
                 await self.close()
                 raise StopAsyncIteration
@@ -156,23 +139,6 @@ class ChatCompletionStream:
                 raise StopAsyncIteration
             try:
                 received = await self._content.readany()
-                if received:
-                    payloads = self._decoder.take_data_events(received)
-                    if payloads is None:
-                        self._queue_events(self._decoder.feed(received))
-                    elif len(payloads) == 1:  # token by token: skip the queue
-                        data = self._decode(payloads[0], "message")
-                        if data is not None:
-                            return data
-                        continue
-                    else:
-                        self._events.extend([(payload, "message") for payload in payloads])
-                else:
-                    self._eof = True
-                    self._queue_events(self._decoder.close())
-            except APIError as exc:  # the decoder's size cap
-                self._abort()
-                raise self._with_partial(exc) from None
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 self._abort()
                 error = map_transport_error(exc, self._timeout, self._url)
@@ -180,12 +146,37 @@ class ChatCompletionStream:
             except BaseException:  # cancellation: the connection is abandoned mid-body
                 self._abort()
                 raise
-            data = self._take()
-            if data is not None:
-                return data
+            if not received:
+                self._eof = True
+                self._queue_events(self._decoder.close)
+                continue
+            payloads = self._decoder.take_data_events(received)
+            if payloads is None:
+                self._queue_events(self._decoder.feed, received)
+            elif len(payloads) == 1:  # token by token: skip the queue
+                data = self._decode(payloads[0], "message")
+                if data is not None:
+                    self._accumulator._ingest(data)
+                    return ChatCompletionChunk(data, self.request_id)
+            else:
+                events.extend(payloads)
 
-    def _queue_events(self, events: list[ServerSentEvent]) -> None:
-        self._events.extend([(event.data, event.event) for event in events])
+    async def _next_chunk_data(self) -> tuple[dict[str, Any], _Fragments]:
+        """The next chunk's JSON and its routed tool-call fragments (for the typed events).
+
+        Raises StopAsyncIteration at the end of the stream.
+        """
+        chunk = await self.__anext__()
+        return chunk.__dict__, self._accumulator._fragments
+
+    def _queue_events(self, decode: Callable[..., list[ServerSentEvent]], *received: bytes) -> None:
+        """Queue what the decoder makes of the bytes; its size cap ends the stream."""
+        try:
+            events = decode(*received)
+        except APIError as exc:
+            self._abort()
+            raise self._with_partial(exc) from None
+        self._events.extend([e if e.event != "message" else e.data for e in events])
 
     async def _json_response_as_chunk(self) -> dict[str, Any]:
         """Serve a plain JSON completion as a one-chunk stream."""
@@ -220,7 +211,10 @@ class ChatCompletionStream:
             if event == "error":
                 raise self._fail(self._error_from_event(data))
             return None  # another named event (a ping): not a chunk
-        if data.get("error") or data.get("object") == "error":
+        # {"error": {...}}, with or without choices (OpenRouter), or vLLM's error object.
+        if (data.get("error")) or (
+            "choices" not in data and data.get("object") == "error"
+        ):
             raise self._fail(self._error_from_event(data))
         return data
 

@@ -170,50 +170,38 @@ class ChatCompletionAccumulator:
 
     def add(self, chunk: dict[str, Any] | APIObject) -> None:
         """Add one chunk: a `ChatCompletionChunk` or its decoded JSON dict."""
-        self._ingest(chunk._data if isinstance(chunk, APIObject) else chunk)
-
-    def _ingest(self, data: dict[str, Any]) -> list[tuple[int, ToolCallBuffer, str]]:
-        """Add a chunk; returns the tool-call fragments it carried, routed to their calls.
-
-        The stream's typed events need to know which call a fragment went to. The
-        list returned is reused: read it before the next call.
-        """
+        data = chunk._data if isinstance(chunk, APIObject) else chunk
         if not isinstance(data, dict):
             raise TypeError(f"a chunk must be a dict or ChatCompletionChunk, not {type(data)}")
+        self._ingest(data)
+
+    def _ingest(self, data: dict[str, Any]) -> list[tuple[int, ToolCallBuffer, str]]:
+        """Add a chunk's JSON; returns the tool-call fragments it carried, routed to their calls.
+
+        The stream's typed events need to know which call a fragment went to. The
+        list returned is reused: read it before the next call. This runs for every
+        streamed chunk, so the common shapes take the shortest path.
+        """
         self.chunk_count += 1
         fragments = self._fragments
         if fragments:
             fragments = self._fragments = []
-        keys = data.keys()
-        if keys != self._previous_keys or not self._top_settled:
-            # Top-level fields are the same in every chunk of a stream in practice, so
-            # once id, model and created are known they are read again only when a
-            # chunk's set of fields changes (a provider's extra field), not every time.
-            self._previous_keys = keys
-            top = self._top
-            for key, value in data.items():
-                if value is None or key in _NOT_COPIED:
-                    continue
-                if key in _FIRST_VALUE_WINS and top.get(key):
-                    continue
-                top[key] = value
-            self._top_settled = bool(top.get("id") and top.get("model") and top.get("created"))
-        usage = data.get("usage")
-        if usage is not None:
-            self._usage = usage
+        if not self._top_settled or data.keys() != self._previous_keys:
+            self._read_top_level(data)
+        if "usage" in data and data["usage"] is not None:
+            self._usage = data["usage"]
         choices = data.get("choices")
         if not choices:
             return fragments
         for choice in choices:
-            if not isinstance(choice, dict):
+            if type(choice) is not dict:
                 continue
             index = choice.get("index", 0)
+            if type(index) is not int:
+                index = 0
             buffer = self._choices.get(index)
             if buffer is None:
-                if not isinstance(index, int):
-                    index = 0
-                buffer = self._choices.get(index) or _ChoiceBuffer(index)
-                self._choices[index] = buffer
+                buffer = self._choices[index] = _ChoiceBuffer(index)
             delta = choice.get("delta")
             if delta:
                 content = delta.get("content")
@@ -224,13 +212,29 @@ class ChatCompletionAccumulator:
             finish_reason = choice.get("finish_reason")
             if finish_reason:
                 buffer.finish_reason = finish_reason
-            usage = choice.get("usage")  # Moonshot reports usage inside the choice
-            if usage is not None:
-                self._usage = usage
             logprobs = choice.get("logprobs")
             if logprobs:
                 self._add_logprobs(buffer, logprobs)
+            if "usage" in choice and choice["usage"] is not None:
+                self._usage = choice["usage"]  # Moonshot reports usage inside the choice
         return fragments
+
+    def _read_top_level(self, data: dict[str, Any]) -> None:
+        """Take the chunk's top-level fields (id, model, provider extras).
+
+        They are the same in every chunk of a stream in practice, so once id,
+        model and created are known they are read again only when a chunk's set
+        of fields changes, not for every chunk.
+        """
+        self._previous_keys = data.keys()
+        top = self._top
+        for key, value in data.items():
+            if value is None or key in _NOT_COPIED:
+                continue
+            if key in _FIRST_VALUE_WINS and top.get(key):
+                continue
+            top[key] = value
+        self._top_settled = bool(top.get("id") and top.get("model") and top.get("created"))
 
     def _add_delta(
         self,

@@ -106,15 +106,20 @@ class SSEDecoder:
             or b"\r" in data
         ):
             return None
-        events = data[:-2].split(b"\n\n")
-        for event in events:
-            if not event.startswith(b"data: ") or b"\n" in event:
-                return None
+        end = len(data) - 2
+        if data.find(b"\n") == end:
+            payloads = [data[6:end]]  # one event: the token-by-token case
+        else:
+            events = data[:end].split(b"\n\n")
+            for event in events:
+                if not event.startswith(b"data: ") or b"\n" in event:
+                    return None
+            payloads = [event[6:] for event in events]
         self._first_line = False
         self._event = ""
         self._retry = None
         self._bytes_since_event = 0
-        return [event[6:] for event in events]
+        return payloads
 
     def close(self) -> list[ServerSentEvent]:
         """End of input: a last line without a line end still counts.

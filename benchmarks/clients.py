@@ -323,19 +323,12 @@ REQUIREMENTS = {
 }
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/statm") as file:
-        pages = int(file.read().split()[1])
-    return pages * resource.getpagesize() // 1024
-
-
 def measure(runner: str, url: str, n: int, scenario: str) -> dict[str, object]:
     expected = build(scenario)
     run = RUNNERS[runner]
     for module in REQUIREMENTS.get(runner, ()):
         __import__(module)  # import before measuring: startup is not per-chunk cost
     __import__("asyncchat")
-    baseline_rss = _rss_kib()
     before = resource.getrusage(resource.RUSAGE_SELF)
     wall_start = time.perf_counter()
     results = asyncio.run(run(url, n, scenario, expected))
@@ -371,7 +364,6 @@ def measure(runner: str, url: str, n: int, scenario: str) -> dict[str, object]:
         if first_tokens
         else None,
         "peak_rss_kib": after.ru_maxrss,
-        "rss_per_stream_kib": max(after.ru_maxrss - baseline_rss, 0) / n,
     }
 
 

@@ -1,0 +1,98 @@
+"""The benchmark suite, on a tiny configuration, so it keeps working (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.__main__ import memory_slopes, summarize
+from benchmarks.micro import accumulator_benchmark, decoder_benchmark
+from benchmarks.scenarios import SCENARIOS, build
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_RUNNERS = ["asyncchat", "asyncchat-text", "aiohttp-readline", "floor-raw", "floor-parse"]
+
+
+def test_scenarios_are_consistent() -> None:
+    for scenario in SCENARIOS:
+        stream = build(scenario)
+        assert stream.events[-1] == b"data: [DONE]\n\n"
+        assert stream.chunk_count == len(stream.events) - 1
+    tools = build("tools")
+    assert tools.arguments is not None
+    assert 250 <= len(tools.arguments) <= 350
+    assert json.loads(tools.arguments)["unit"] == "celsius"
+
+
+def test_tiny_end_to_end_run(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--n",
+            "1",
+            "3",
+            "--repeat",
+            "1",
+            "--runners",
+            *LOCAL_RUNNERS,
+            "--micro-size",
+            "0",
+            "--no-plot",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "CPU µs/chunk" in result.stdout
+    [report_path] = tmp_path.glob("bench-*.json")
+    report = json.loads(report_path.read_text())
+    runs = report["runs"]
+    # Every local runner, in every scenario (stream_text skips tool calls), at both N.
+    assert len(runs) == len(SCENARIOS) * 2 * len(LOCAL_RUNNERS) - 2
+    for run in runs:
+        assert run["ok"], run
+        assert run["chunks"] == run["n"] * build(run["scenario"]).chunk_count
+        assert run["connections_opened"] == run["n"]
+    assert {row["runner"] for row in report["summary"]} == set(LOCAL_RUNNERS)
+
+
+def test_summary_medians_and_ratios() -> None:
+    runs = [
+        {
+            "scenario": "token",
+            "n": 10,
+            "runner": runner,
+            "ok": True,
+            "cpu_us_per_chunk": cpu,
+            "peak_rss_kib": 1000 + 10 * cpu,
+        }
+        for runner, cpu in [
+            ("floor-parse", 4.0),
+            ("floor-parse", 6.0),
+            ("floor-parse", 5.0),
+            ("asyncchat", 6.0),
+            ("openai", 60.0),
+        ]
+    ] + [{"scenario": "token", "n": 10, "runner": "asyncchat", "ok": False, "error": "boom"}]
+    rows = {row["runner"]: row for row in summarize(runs)}
+    assert rows["floor-parse"]["cpu_us_per_chunk"] == 5.0
+    assert rows["asyncchat"]["vs_floor"] == 6.0 / 5.0
+    assert rows["asyncchat"]["sdk_vs_this"] == 10.0
+    assert rows["asyncchat"]["ok_runs"] == 1
+    assert memory_slopes(list(rows.values())) == []
+
+
+def test_micro_benchmarks_run() -> None:
+    decoders = decoder_benchmark(20_000, (1024,), repeat=1)
+    mine = next(row for row in decoders if row["decoder"] == "asyncchat.sse")
+    assert mine["mb_per_second"] > 0
+    accumulators = accumulator_benchmark(50, repeat=1)
+    assert accumulators[0]["us_per_chunk"] > 0
