@@ -212,9 +212,7 @@ class ChatCompletionStream:
                 raise self._fail(self._error_from_event(data))
             return None  # another named event (a ping): not a chunk
         # {"error": {...}}, with or without choices (OpenRouter), or vLLM's error object.
-        if (data.get("error")) or (
-            "choices" not in data and data.get("object") == "error"
-        ):
+        if (data.get("error")) or ("choices" not in data and data.get("object") == "error"):
             raise self._fail(self._error_from_event(data))
         return data
 

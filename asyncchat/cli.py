@@ -1,4 +1,4 @@
-"""The `asyncchat` command: `chat`, `mock-server` and `demo`."""
+"""The `asyncchat` command: `chat`, `batch`, `mock-server` and `demo`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
+from asyncchat._batchfile import run_batch_file
 from asyncchat._events import ContentDelta, ReasoningDelta, ToolCallDone
 from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
@@ -64,6 +66,36 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--base-url", help="default: ASYNCCHAT_BASE_URL / OPENAI_BASE_URL")
     chat.add_argument("--api-key", help="default: ASYNCCHAT_API_KEY / OPENAI_API_KEY")
 
+    batch = commands.add_parser(
+        "batch", help="run an OpenAI Batch file (JSONL), resumably, writing results as they finish"
+    )
+    batch.add_argument("input", type=Path, help="requests, one JSON object a line")
+    batch.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="results file; rerunning with it resumes where the last run stopped",
+    )
+    batch.add_argument("--concurrency", type=int, default=64)
+    batch.add_argument("--rpm", type=float, help="requests-per-minute ceiling")
+    batch.add_argument("--tpm", type=float, help="tokens-per-minute ceiling (estimated)")
+    batch.add_argument("--model", help="use this model for every request")
+    batch.add_argument(
+        "--shard",
+        type=_shard,
+        default=(1, 1),
+        metavar="K/N",
+        help="run only shard K of N (K from 1): a stable split by custom_id",
+    )
+    batch.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the requests that failed in an earlier run",
+    )
+    batch.add_argument("--base-url", help="default: ASYNCCHAT_BASE_URL / OPENAI_BASE_URL")
+    batch.add_argument("--api-key", help="default: ASYNCCHAT_API_KEY / OPENAI_API_KEY")
+
     mock = commands.add_parser("mock-server", help="run the built-in mock server")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8000)
@@ -72,12 +104,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        shard = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 2/4, got {text!r}") from None
+    if not 1 <= shard[0] <= shard[1]:
+        raise argparse.ArgumentTypeError(f"K must be from 1 to N in K/N, got {text!r}")
+    return shard
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
         if args.command == "chat":
             return asyncio.run(_chat(args, sys.stdout))
+        if args.command == "batch":
+            return asyncio.run(_batch(args))
         if args.command == "mock-server":
             return asyncio.run(_mock_server(args.host, args.port))
         return asyncio.run(demo(sys.stdout))
@@ -154,6 +199,31 @@ def _print_message(message: Any, out: TextIO) -> None:
         out.write(message.content + "\n")
     for call in message.tool_calls or ():
         out.write(f"[tool call] {call.function.name}({call.function.parsed_arguments()})\n")
+
+
+async def _batch(args: argparse.Namespace) -> int:
+    async with Client(api_key=args.api_key, base_url=args.base_url) as client:
+        summary = await run_batch_file(
+            client,
+            args.input,
+            args.output,
+            concurrency=args.concurrency,
+            model=args.model,
+            shard=args.shard,
+            retry_failed=args.retry_failed,
+            requests_per_minute=args.rpm,
+            tokens_per_minute=args.tpm,
+        )
+    shard = f" (shard {args.shard[0]}/{args.shard[1]})" if args.shard[1] > 1 else ""
+    print(
+        f"batch{shard}: {summary.total} requests, {summary.succeeded} succeeded, "
+        f"{summary.failed} failed, {summary.skipped} already done before this run; "
+        f"{summary.tokens} tokens in {summary.seconds:.1f}s; results in {args.output}",
+        file=sys.stderr,
+    )
+    if summary.failed:
+        print("rerun with --retry-failed to try the failed requests again", file=sys.stderr)
+    return 0 if summary.ok else 1
 
 
 async def _mock_server(host: str, port: int) -> int:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Literal, overload
 
 import aiohttp
 import orjson
 
+from asyncchat._batch import Pacer, Requests, fan_out
 from asyncchat._config import (
     DEFAULT_TIMEOUT,
     Timeout,
@@ -21,7 +23,8 @@ from asyncchat._config import (
 )
 from asyncchat._events import ChatStreamManager
 from asyncchat._logging import configure_from_environment, describe_body, logger
-from asyncchat._retry import retry_delay
+from asyncchat._ratelimit import RateLimiter, estimate_tokens
+from asyncchat._retry import retry_after, retry_delay
 from asyncchat._stream import ChatCompletionStream
 from asyncchat._transport import Transport, read_body
 from asyncchat._version import __version__
@@ -39,6 +42,9 @@ from asyncchat.types import APIObject, ChatCompletion
 __all__ = ["Chat", "Client", "Completions"]
 
 _JSON_TYPES = ("application/json", "text/json")
+# Keyword arguments of create() that are not part of the JSON body.
+_CALL_OPTIONS = ("timeout", "extra_headers", "extra_query", "extra_body")
+_PENDING: Any = None
 
 
 def _json_default(value: Any) -> Any:
@@ -94,7 +100,9 @@ class Client:
             "User-Agent": f"asyncchat/{__version__}",
             **(default_headers or {}),
         }
-        self._sleep = asyncio.sleep  # tests replace it to skip real waits
+        # Tests replace these to skip real waits.
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self._clock: Callable[[], float] = time.monotonic
         self._rng = random.Random()
         self.chat = Chat(self)
 
@@ -137,12 +145,16 @@ class Client:
         timeout: float | Timeout | None,
         extra_headers: Mapping[str, str] | None,
         extra_query: Mapping[str, Any] | None,
+        pacer: Pacer | None = None,
+        tokens: int = 0,
     ) -> tuple[aiohttp.ClientResponse, bytes | None]:
         """Send with retries; returns the response and, unless streaming, its body.
 
         Retries cover connection errors, timeouts and retryable statuses, and end
         when a response is handed over: a stream is never retried once its body
-        has started, so no token is ever delivered twice.
+        has started, so no token is ever delivered twice. In a fan-out, `pacer`
+        holds every attempt to the shared rate limit (`tokens` is the estimate),
+        and a 429 with `Retry-After` pauses the whole fan-out, not this request only.
         """
         url = self.base_url + path
         effective_timeout = self.timeout if timeout is None else Timeout.coerce(timeout)
@@ -155,12 +167,16 @@ class Client:
             logger.debug("POST %s options=%s", url, describe_body(body))
         attempt = 0
         while True:
+            if pacer is not None:
+                await pacer.wait_turn(tokens)
             started = time.monotonic()
             error: APIError
             try:
                 response = await self._transport.post(
                     url, payload, headers, effective_timeout, extra_query
                 )
+                if pacer is not None:
+                    pacer.observe(response.headers)
                 request_id = response.headers.get("x-request-id")
                 if 200 <= response.status < 300:
                     content = None
@@ -187,6 +203,9 @@ class Client:
                 now=time.time(),
                 rng=self._rng,
             )
+            server_asked_to_wait = retry_after(retry_headers, time.time()) is not None
+            if pacer is not None and status == 429 and delay is not None and server_asked_to_wait:
+                pacer.pause_for(delay)
             if delay is None:
                 logger.info("POST %s failed: %s", url, error)
                 raise error
@@ -289,7 +308,19 @@ class Completions:
         request, `timeout` overrides the client's for this call.
         """
         body = build_body(model, messages, stream, params, extra_body)
+        return await self._send(body, stream, timeout, extra_headers, extra_query)
+
+    async def _send(
+        self,
+        body: dict[str, Any],
+        stream: bool,
+        timeout: float | Timeout | None,
+        extra_headers: Mapping[str, str] | None,
+        extra_query: Mapping[str, Any] | None,
+        pacer: Pacer | None = None,
+    ) -> ChatCompletion | ChatCompletionStream:
         client = self._client
+        tokens = estimate_tokens(body) if pacer is not None and pacer.counts_tokens else 0
         response, content = await client._post(
             "/chat/completions",
             body,
@@ -297,12 +328,19 @@ class Completions:
             timeout=timeout,
             extra_headers=extra_headers,
             extra_query=extra_query,
+            pacer=pacer,
+            tokens=tokens,
         )
         request_id = response.headers.get("x-request-id")
         url = client.base_url + "/chat/completions"
         if not stream:
             assert content is not None
-            return ChatCompletion(_decode_completion(content, response.status, url), request_id)
+            completion = ChatCompletion(
+                _decode_completion(content, response.status, url), request_id
+            )
+            if tokens and pacer is not None and completion.usage is not None:
+                pacer.limiter.correct_tokens(tokens, completion.usage.total_tokens or tokens)
+            return completion
         return await _open_stream(
             response,
             url=url,
@@ -407,6 +445,90 @@ class Chat:
                         text = (choice.get("delta") or {}).get("content")
                         if text:
                             yield text
+
+    async def batch(
+        self,
+        requests: Requests,
+        *,
+        concurrency: int = 64,
+        return_exceptions: bool = True,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+    ) -> list[ChatCompletion | Exception]:
+        """Run many `completions.create` calls; the results in input order.
+
+        `requests` is an iterable (or async iterable, read lazily) of keyword
+        dicts for `create`. At most `concurrency` run at once, each with its own
+        retries. A failed item holds its exception in place of a result; with
+        `return_exceptions=False` the first failure cancels the rest and is raised.
+        """
+        results: list[ChatCompletion | Exception] = []
+        async for index, result in self.as_completed(
+            requests,
+            concurrency=concurrency,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+        ):
+            if not return_exceptions and isinstance(result, Exception):
+                raise result
+            if index >= len(results):
+                results.extend([_PENDING] * (index + 1 - len(results)))
+            results[index] = result
+        return results
+
+    async def as_completed(
+        self,
+        requests: Requests,
+        *,
+        concurrency: int = 64,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+    ) -> AsyncIterator[tuple[int, ChatCompletion | Exception]]:
+        """`(index, result)` for each request as it finishes; an exception object for a
+        failure. Leaving the loop early cancels the requests still in flight.
+
+        `requests_per_minute` and `tokens_per_minute` (estimated before sending,
+        corrected from `usage`) set a rate limit shared by all the requests; a 429
+        with `Retry-After`, or `x-ratelimit-remaining-*: 0`, pauses them all.
+        """
+        limiter = RateLimiter(
+            requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
+        pacer = Pacer(limiter, clock=self._client._clock, sleep=self._client._sleep)
+        completions = self.completions
+
+        async def run_one(request: Mapping[str, Any]) -> ChatCompletion:
+            if not isinstance(request, Mapping):
+                raise TypeError(
+                    f"each request must be a dict of create() arguments, not {request!r}"
+                )
+            params = dict(request)
+            if params.pop("stream", False):
+                raise ValueError(
+                    "batch and as_completed collect whole completions: drop stream=True"
+                )
+            try:
+                model, messages = params.pop("model"), params.pop("messages")
+            except KeyError as exc:
+                raise TypeError(f"a request needs {exc.args[0]!r}") from None
+            options = {name: params.pop(name, None) for name in _CALL_OPTIONS}
+            body = build_body(model, messages, False, params, options["extra_body"])
+            result = await completions._send(
+                body,
+                False,
+                options["timeout"],
+                options["extra_headers"],
+                options["extra_query"],
+                pacer,
+            )
+            assert isinstance(result, ChatCompletion)
+            return result
+
+        # Closing this generator early must close the fan-out (and cancel its workers)
+        # now, not when the garbage collector gets to it.
+        async with aclosing(fan_out(run_one, requests, concurrency=concurrency)) as items:
+            async for item in items:
+                yield item
 
     def stream(self, **params: Any) -> ChatStreamManager:
         """`async with client.chat.stream(...) as s:` iterate typed events, then

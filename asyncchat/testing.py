@@ -150,7 +150,8 @@ class MockServer:
 
     `api_key`: when given, requests must carry `Authorization: Bearer <api_key>`
     or get a 401. `reply`: the text to answer with (or a function of the request
-    body) instead of the echo.
+    body) instead of the echo. `delay`: seconds to wait before each default
+    answer (to hold requests in flight).
     """
 
     def __init__(
@@ -159,10 +160,12 @@ class MockServer:
         api_key: str | None = None,
         reply: str | Callable[[dict[str, Any]], str] | None = None,
         style: StreamStyle | None = None,
+        delay: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.api_key = api_key
+        self.delay = delay  # seconds before every default answer
         self.reply = reply
         self.style = style or StreamStyle()
         self.host = host
@@ -192,7 +195,8 @@ class MockServer:
     ) -> None:
         """Answer the next request with this instead of the default.
 
-        A 200 with no body only adds `delay` before the default answer (a slow server).
+        A 200 with no body keeps the default answer, adding `delay` before it and
+        `headers` to it (a slow server, or rate-limit headers).
         """
         self._script.append(MockResponse(status, body, headers or {}, delay))
 
@@ -271,12 +275,16 @@ class MockServer:
     async def _answer(self, request: web.Request, body: Any) -> web.StreamResponse:
         self._counter += 1
         request_id = f"mock-req-{self._counter}"
+        extra_headers: dict[str, str] = {}
         if self._script:
             scripted = self._script.popleft()
             if scripted.delay:
                 await asyncio.sleep(scripted.delay)
             if scripted.status != 200 or scripted.body is not None:
                 return self._scripted(scripted, request_id)
+            extra_headers = scripted.headers
+        if self.delay:
+            await asyncio.sleep(self.delay)
         authorization = request.headers.get("Authorization")
         if self.api_key is not None and authorization != f"Bearer {self.api_key}":
             return web.json_response(
@@ -307,7 +315,7 @@ class MockServer:
         return web.Response(
             body=orjson.dumps(self._completion(body, request_id)),
             content_type="application/json",
-            headers={"x-request-id": request_id},
+            headers={"x-request-id": request_id, **extra_headers},
         )
 
     def _scripted(self, scripted: MockResponse, request_id: str) -> web.Response:

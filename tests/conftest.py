@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +27,28 @@ async def fail_on_loop_errors() -> AsyncIterator[None]:
     gc.collect()
     await asyncio.sleep(0)
     assert not errors, errors
+
+
+@pytest.fixture
+def background_server() -> Iterator[MockServer]:
+    """A MockServer on its own loop in a thread, since main() runs its own loop."""
+    server = MockServer(api_key=API_KEY)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        async with server:
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),))
+    thread.start()
+    assert started.wait(10)
+    yield server
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)
+    loop.close()
 
 
 @pytest.fixture
@@ -61,3 +85,10 @@ def completion_json(content: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for refused connections and subprocess servers)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

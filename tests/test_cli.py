@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import signal
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,30 +14,8 @@ import pytest
 from asyncchat.cli import main
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, free_port
 from .test_content import PNG
-
-
-@pytest.fixture
-def background_server() -> Iterator[MockServer]:
-    """A MockServer on its own loop in a thread, since main() runs its own loop."""
-    server = MockServer(api_key=API_KEY)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        async with server:
-            started.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(run(),))
-    thread.start()
-    assert started.wait(10)
-    yield server
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
-    loop.close()
 
 
 def run_chat(server: MockServer, *args: str) -> list[str]:
@@ -174,7 +148,7 @@ def test_module_entry_point_as_subprocess() -> None:
 
 
 def test_mock_server_command(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "asyncchat", "mock-server", "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -209,9 +183,3 @@ def test_mock_server_command(tmp_path: Path) -> None:
         _, err = process.communicate(timeout=30)
     assert process.returncode == 130
     assert "Traceback" not in err
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import socket
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,7 +17,7 @@ import asyncchat
 from asyncchat._config import proxy_from_environment
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY, completion_json
+from .conftest import API_KEY, completion_json, free_port
 
 GET_WEATHER = {
     "name": "get_current_weather",
@@ -333,14 +332,8 @@ async def _no_sleep(seconds: float) -> None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_refused_connection_raises_api_connection_error() -> None:
-    port = _free_port()
+    port = free_port()
     async with asyncchat.Client(
         base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=1
     ) as client:

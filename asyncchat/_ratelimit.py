@@ -1,0 +1,104 @@
+"""Pure rate-limit bookkeeping for fan-out: when may the next request start?
+
+Requests-per-minute and tokens-per-minute ceilings are kept by pacing
+(a generic cell-rate algorithm): each start pushes a cursor forward by its
+share of the minute, and a request may start once every cursor has passed.
+A server pushing back (a 429 `Retry-After`, or `x-ratelimit-remaining-*: 0`)
+pauses every start until the time it names. No clock of its own: callers pass
+the time, so the arithmetic is tested without waiting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+__all__ = ["RateLimiter", "estimate_tokens", "parse_duration"]
+
+# Completion tokens assumed for a request that does not cap them.
+DEFAULT_COMPLETION_ESTIMATE = 256
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a rate-limit reset value such as `1m30s`, `6ms`, `0.5s` or `20`."""
+    text = text.strip()
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def estimate_tokens(body: Mapping[str, Any]) -> int:
+    """A rough token count: the messages at ~4 bytes a token, plus the completion cap."""
+    prompt = len(orjson.dumps(body.get("messages", []), default=str)) // 4
+    completion = (
+        body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_COMPLETION_ESTIMATE
+    )
+    n = body.get("n") or 1
+    return prompt + int(completion) * int(n)
+
+
+class RateLimiter:
+    """Paces request starts under optional per-minute ceilings, shared by every worker."""
+
+    def __init__(
+        self, *, requests_per_minute: float | None = None, tokens_per_minute: float | None = None
+    ) -> None:
+        for name, value in (
+            ("requests_per_minute", requests_per_minute),
+            ("tokens_per_minute", tokens_per_minute),
+        ):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self._seconds_per_request = 60.0 / requests_per_minute if requests_per_minute else 0.0
+        self._seconds_per_token = 60.0 / tokens_per_minute if tokens_per_minute else 0.0
+        self._requests_free_at = float("-inf")
+        self._tokens_free_at = float("-inf")
+        self.paused_until = float("-inf")
+
+    @property
+    def counts_tokens(self) -> bool:
+        """True when a tokens-per-minute ceiling is set (requests need an estimate)."""
+        return bool(self._seconds_per_token)
+
+    def reserve(self, now: float, tokens: int = 0) -> float:
+        """Book a start for a request of `tokens`; returns when it may start (>= now)."""
+        start = max(now, self._requests_free_at, self._tokens_free_at, self.paused_until)
+        if self._seconds_per_request:
+            self._requests_free_at = start + self._seconds_per_request
+        if self._seconds_per_token:
+            self._tokens_free_at = start + tokens * self._seconds_per_token
+        return start
+
+    def correct_tokens(self, estimated: int, actual: int) -> None:
+        """A response reported its real usage: settle the difference with the estimate."""
+        if self._seconds_per_token:
+            self._tokens_free_at += (actual - estimated) * self._seconds_per_token
+
+    def pause(self, until: float) -> None:
+        """Hold every start until `until` (the server asked the whole client to wait)."""
+        self.paused_until = max(self.paused_until, until)
+
+    def observe(self, headers: Mapping[str, str], now: float) -> None:
+        """Follow `x-ratelimit-remaining-*` / `x-ratelimit-reset-*` when a budget is spent."""
+        for kind in ("requests", "tokens"):
+            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+            reset = headers.get(f"x-ratelimit-reset-{kind}")
+            if remaining is None or reset is None:
+                continue
+            try:
+                spent = float(remaining) <= 0
+            except ValueError:
+                continue
+            seconds = parse_duration(reset)
+            if spent and seconds is not None:
+                self.pause(now + seconds)

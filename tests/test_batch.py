@@ -1,0 +1,215 @@
+"""Fan-out over the loopback MockServer: order, concurrency, failures, cancellation, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import aiohttp
+import pytest
+
+import asyncchat
+from asyncchat.testing import MockServer
+
+from .conftest import API_KEY
+
+
+def request(i: int, **extra: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": f"n{i}"}], **extra}
+
+
+def in_use(client: asyncchat.Client) -> int:
+    connector = client.connector
+    assert isinstance(connector, aiohttp.TCPConnector)
+    return len(connector._acquired)
+
+
+async def test_batch_keeps_input_order(client: asyncchat.Client, server: MockServer) -> None:
+    server.delay = 0.005
+    results = await client.chat.batch([request(i) for i in range(50)], concurrency=8)
+    assert [r.choices[0].message.content for r in results] == [  # type: ignore[union-attr]
+        f"You said: n{i}" for i in range(50)
+    ]
+    assert len(server.requests) == 50
+
+
+async def test_concurrency_is_never_exceeded(client: asyncchat.Client, server: MockServer) -> None:
+    server.delay = 0.02
+    await client.chat.batch([request(i) for i in range(40)], concurrency=5)
+    assert server.max_in_flight == 5
+
+
+async def test_failures_stay_in_place(client: asyncchat.Client, server: MockServer) -> None:
+    requests = [request(i) for i in range(10)]
+    requests[3] = request(3, extra_headers={"Authorization": "Bearer wrong"})
+    requests[6] = {"model": "m", "messages": []}
+    requests[8] = request(8, stream=True)
+    results = await client.chat.batch(requests, concurrency=4)
+    assert isinstance(results[3], asyncchat.AuthenticationError)
+    assert isinstance(results[6], ValueError)
+    assert isinstance(results[8], ValueError)
+    assert "stream=True" in str(results[8])
+    good = [i for i in range(10) if i not in (3, 6, 8)]
+    for i in good:
+        result = results[i]
+        assert isinstance(result, asyncchat.ChatCompletion)
+        assert result.choices[0].message.content == f"You said: n{i}"
+
+
+async def test_return_exceptions_false_raises_and_cancels_the_rest(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    server.delay = 0.05
+    requests = [request(0, extra_headers={"Authorization": "Bearer wrong"})]
+    requests += [request(i) for i in range(1, 100)]
+    with pytest.raises(asyncchat.AuthenticationError):
+        await client.chat.batch(requests, concurrency=4, return_exceptions=False)
+    await asyncio.sleep(0.1)
+    assert len(server.requests) < 20
+    assert in_use(client) == 0
+
+
+async def test_as_completed_yields_as_they_finish(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    seen = {}
+    async for index, result in client.chat.as_completed(
+        [request(i) for i in range(20)], concurrency=6
+    ):
+        assert isinstance(result, asyncchat.ChatCompletion)
+        seen[index] = result.choices[0].message.content
+    assert seen == {i: f"You said: n{i}" for i in range(20)}
+
+
+async def test_async_input_is_read_lazily(client: asyncchat.Client, server: MockServer) -> None:
+    server.delay = 0.01
+    pulled = 0
+
+    async def requests() -> AsyncIterator[dict[str, Any]]:
+        nonlocal pulled
+        for i in range(1_000_000):
+            pulled += 1
+            yield request(i)
+
+    got = 0
+    async with aclosing(client.chat.as_completed(requests(), concurrency=3)) as results:
+        async for _index, result in results:
+            assert isinstance(result, asyncchat.ChatCompletion)
+            got += 1
+            if got == 10:
+                break
+    # Never much more than what was consumed plus what was in flight.
+    assert pulled <= 10 + 2 * 3
+    assert in_use(client) == 0
+
+
+async def test_cancelling_the_caller_releases_every_connection(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    server.delay = 5.0  # requests hang until cancelled
+    task = asyncio.create_task(client.chat.batch([request(i) for i in range(30)], concurrency=10))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if server.in_flight == 10:
+            break
+    assert server.in_flight == 10
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert in_use(client) == 0
+    server.delay = 0
+    result = await client.chat.completions.create(**request(99))
+    assert result.choices[0].message.content == "You said: n99"
+
+
+class FakeClock:
+    """A clock that only moves when someone sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.frozen = False
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        # Sleepers wake in the order they slept; each moves time to its own wake-up.
+        self.sleeps.append(seconds)
+        wake_at = self.now + seconds
+        await asyncio.sleep(0)
+        if not self.frozen:
+            self.now = max(self.now, wake_at)
+
+
+async def test_requests_per_minute_ceiling(client: asyncchat.Client, server: MockServer) -> None:
+    clock = FakeClock()
+    client._clock, client._sleep = clock, clock.sleep  # type: ignore[method-assign]
+    starts: list[float] = []
+    original = client._transport.post
+
+    async def recording_post(*args: Any, **kwargs: Any) -> Any:
+        starts.append(clock.now)
+        return await original(*args, **kwargs)
+
+    client._transport.post = recording_post  # type: ignore[method-assign]
+    await client.chat.batch(
+        [request(i) for i in range(30)], concurrency=30, requests_per_minute=120
+    )
+    starts.sort()
+    assert len(starts) == 30
+    # 120 a minute is one every half second: no window of 60 s holds more than 121.
+    assert starts[-1] - starts[0] >= 29 * 0.5 - 1e-6
+    for first in range(len(starts)):
+        assert sum(1 for s in starts if starts[first] <= s < starts[first] + 0.5) <= 2
+
+
+async def test_429_retry_after_pauses_every_worker(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    clock = FakeClock()
+    clock.frozen = True  # time stands still: every start after the 429 must wait for it
+    client._clock, client._sleep = clock, clock.sleep  # type: ignore[method-assign]
+    server.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
+    results = await client.chat.batch([request(i) for i in range(8)], concurrency=4)
+    assert all(isinstance(result, asyncchat.ChatCompletion) for result in results)
+    # The limited request retried once; it and every request started after it waited 7 s.
+    assert len(server.requests) == 9
+    long_waits = [s for s in clock.sleeps if s == pytest.approx(7.0)]
+    assert len(long_waits) >= 5, clock.sleeps
+
+
+async def test_ratelimit_headers_pause_the_fan_out(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    clock = FakeClock()
+    client._clock, client._sleep = clock, clock.sleep  # type: ignore[method-assign]
+    server.enqueue(
+        200,
+        None,
+        headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m30s"},
+    )
+    # The first answer says the budget is spent: the next starts wait for the reset.
+    await client.chat.batch([request(i) for i in range(3)], concurrency=1)
+    assert any(s >= 89.9 for s in clock.sleeps), clock.sleeps
+
+
+async def test_bad_arguments(client: asyncchat.Client) -> None:
+    with pytest.raises(TypeError, match="iterable of request dicts"):
+        await client.chat.batch(request(0))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="concurrency"):
+        await client.chat.batch([request(0)], concurrency=0)
+    results = await client.chat.batch(["not a dict"])  # type: ignore[list-item]
+    assert isinstance(results[0], TypeError)
+
+
+async def test_each_request_keeps_its_own_retries(server: MockServer) -> None:
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY, max_retries=1) as client:
+        client._sleep = FakeClock().sleep  # type: ignore[method-assign]
+        server.enqueue(500, {"error": {"message": "flaky"}})
+        server.enqueue(500, {"error": {"message": "flaky"}})
+        results = await client.chat.batch([request(0)], concurrency=1)
+    assert isinstance(results[0], asyncchat.InternalServerError)
+    assert len(server.requests) == 2

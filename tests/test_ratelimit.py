@@ -1,0 +1,91 @@
+"""The pure rate-limit arithmetic, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from asyncchat._ratelimit import RateLimiter, estimate_tokens, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1m30s", 90.0),
+        ("6ms", 0.006),
+        ("0.5s", 0.5),
+        ("2h", 7200.0),
+        ("20", 20.0),
+        ("1h2m3s", 3723.0),
+        ("17ms", 0.017),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "1x", "m", "1m 30s"])
+def test_parse_duration_rejects(text: str) -> None:
+    assert parse_duration(text) is None
+
+
+def test_requests_per_minute_is_a_ceiling() -> None:
+    limiter = RateLimiter(requests_per_minute=120)
+    now = 1000.0
+    starts = [limiter.reserve(now) for _ in range(600)]
+    assert starts == sorted(starts)
+    # In every 60-second window, at most 120 starts (+1 for the window's edge).
+    for first in range(len(starts)):
+        in_window = [s for s in starts[first:] if s < starts[first] + 60]
+        assert len(in_window) <= 121
+    assert starts[-1] - starts[0] == pytest.approx(599 * 0.5)
+
+
+def test_unlimited_starts_now() -> None:
+    limiter = RateLimiter()
+    assert [limiter.reserve(5.0, tokens=10_000) for _ in range(3)] == [5.0, 5.0, 5.0]
+
+
+def test_tokens_per_minute_and_correction() -> None:
+    limiter = RateLimiter(tokens_per_minute=6000)  # 100 tokens a second
+    assert limiter.reserve(0.0, tokens=500) == 0.0
+    assert limiter.reserve(0.0, tokens=500) == pytest.approx(5.0)
+    # The first request really used 100 tokens, not 500: 4 seconds come back.
+    limiter.correct_tokens(estimated=500, actual=100)
+    assert limiter.reserve(0.0, tokens=100) == pytest.approx(6.0)
+
+
+def test_pause_holds_every_start() -> None:
+    limiter = RateLimiter(requests_per_minute=6000)
+    limiter.pause(30.0)
+    assert limiter.reserve(10.0) == 30.0
+    limiter.pause(20.0)  # an earlier end never shortens a pause
+    assert limiter.reserve(10.0) >= 30.0
+
+
+def test_ratelimit_headers() -> None:
+    limiter = RateLimiter()
+    limiter.observe(
+        {"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "1m30s"}, now=0.0
+    )
+    assert limiter.reserve(0.0) == 0.0
+    limiter.observe(
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m30s"}, now=0.0
+    )
+    assert limiter.reserve(0.0) == 90.0
+    limiter.observe(
+        {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "120s"}, now=0.0
+    )
+    assert limiter.reserve(0.0) == 120.0
+
+
+def test_estimate_tokens() -> None:
+    body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50}
+    assert 150 <= estimate_tokens(body) <= 165  # 430 bytes of JSON / 4, plus max_tokens
+    assert estimate_tokens({"messages": [], "n": 2}) == 2 * 256 + 0
+
+
+def test_bad_limits() -> None:
+    with pytest.raises(ValueError, match="requests_per_minute"):
+        RateLimiter(requests_per_minute=0)
+    with pytest.raises(ValueError, match="tokens_per_minute"):
+        RateLimiter(tokens_per_minute=-5)
