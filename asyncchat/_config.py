@@ -12,6 +12,7 @@ from asyncchat.errors import ConfigurationError
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
+    "Secret",
     "Timeout",
     "proxy_from_environment",
     "resolve_api_key",
@@ -58,6 +59,20 @@ class Timeout:
 DEFAULT_TIMEOUT = Timeout()
 
 
+class Secret(str):
+    """A string that does not show itself: `repr` gives `'***'`.
+
+    The API key and the Authorization header are kept as `Secret`s, so that
+    `vars(client)`, debuggers and error trackers that record local variables
+    never print them. `str(secret)` and f-strings still give the value.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
 def resolve_api_key(api_key: str | None) -> str:
     """The key passed in, else ASYNCCHAT_API_KEY, else OPENAI_API_KEY."""
     key = api_key or os.environ.get("ASYNCCHAT_API_KEY") or os.environ.get("OPENAI_API_KEY")
@@ -66,7 +81,7 @@ def resolve_api_key(api_key: str | None) -> str:
             "no API key: pass api_key=... to asyncchat.Client, or set ASYNCCHAT_API_KEY "
             "(or OPENAI_API_KEY) in the environment"
         )
-    return key
+    return Secret(key)
 
 
 def resolve_base_url(base_url: str | None) -> str:

@@ -25,6 +25,7 @@ from asyncchat._transport import finish_response, map_transport_error
 from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer
 from asyncchat.errors import (
     APIError,
+    ClientClosedError,
     IncompleteStreamError,
     MalformedStreamError,
     status_error,
@@ -89,6 +90,7 @@ class ChatCompletionStream:
         self._eof = False
         self._finished = False  # ended normally: the response is released
         self._closed = False
+        self._client_closed = False  # ended by Client.close() mid-stream
         self.request_id = request_id
 
     @property
@@ -133,6 +135,8 @@ class ChatCompletionStream:
                 await self.close()
                 raise StopAsyncIteration
             if self._closed:
+                if self._client_closed:
+                    raise self._client_closed_error()
                 raise StopAsyncIteration
             if self._eof:
                 await self._end_without_done()
@@ -140,6 +144,8 @@ class ChatCompletionStream:
             try:
                 received = await self._content.readany()
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                if self._client_closed:
+                    raise self._client_closed_error() from exc
                 self._abort()
                 error = map_transport_error(exc, self._timeout, self._url)
                 raise self._with_partial(error) from exc
@@ -147,6 +153,8 @@ class ChatCompletionStream:
                 self._abort()
                 raise
             if not received:
+                if self._client_closed:
+                    raise self._client_closed_error()
                 self._eof = True
                 self._queue_events(self._decoder.close)
                 continue
@@ -264,6 +272,16 @@ class ChatCompletionStream:
         if self._accumulator.chunk_count:
             error.partial = self._accumulator.completion()
         return error
+
+    def _end_because_client_closed(self) -> None:
+        if not self._closed:
+            self._client_closed = True
+            self._abort()
+
+    def _client_closed_error(self) -> APIError:
+        return self._with_partial(
+            ClientClosedError("the asyncchat.Client was closed while this stream was open")
+        )
 
     def _abort(self) -> None:
         """Close the connection: a response not read to its end cannot be pooled."""

@@ -113,6 +113,17 @@ class Transport:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise map_transport_error(exc, timeout, url) from exc
 
+    def close_abandoned(self) -> bool:
+        """Close the pool without a loop (the client is being collected); True if it was open."""
+        session, self._session = self._session, None
+        self._closed = True
+        if session is None or session.closed:
+            return False
+        connector = session.connector
+        if connector is not None:
+            connector._close()  # synchronous: closes every pooled socket now
+        return True
+
     async def close(self) -> None:
         self._closed = True
         session, self._session = self._session, None

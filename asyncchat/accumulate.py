@@ -85,7 +85,9 @@ class _ChoiceBuffer:
     def route(self, fragment: dict[str, Any]) -> ToolCallBuffer:
         """The call a tool-call fragment belongs to, created if new."""
         index = fragment.get("index")
-        call_id = fragment.get("id") or None
+        call_id = fragment.get("id")
+        if not call_id or type(call_id) is not str:
+            call_id = None
         calls = self.tool_calls
         if isinstance(index, int) and not isinstance(index, bool):
             call = calls.get(index)
@@ -203,9 +205,9 @@ class ChatCompletionAccumulator:
             if buffer is None:
                 buffer = self._choices[index] = _ChoiceBuffer(index)
             delta = choice.get("delta")
-            if delta:
+            if delta and type(delta) is dict:
                 content = delta.get("content")
-                if content is not None and len(delta) == 1 and buffer.content is not None:
+                if type(content) is str and len(delta) == 1 and buffer.content is not None:
                     buffer.content.append(content)  # the common case, token by token
                 else:
                     self._add_delta(buffer, delta, fragments)
@@ -242,36 +244,43 @@ class ChatCompletionAccumulator:
         delta: dict[str, Any],
         fragments: list[tuple[int, ToolCallBuffer, str]],
     ) -> None:
+        # Values of the wrong JSON type are skipped: a stream is never lost to one
+        # odd field.
         for key, value in delta.items():
             if value is None:
                 continue
             if key == "content":
-                if buffer.content is None:
-                    buffer.content = [value]
-                else:
-                    buffer.content.append(value)
+                if type(value) is str:
+                    if buffer.content is None:
+                        buffer.content = [value]
+                    else:
+                        buffer.content.append(value)
             elif key == "reasoning_content" or key == "reasoning":
-                if buffer.reasoning is None:
-                    buffer.reasoning = [value]
-                else:
-                    buffer.reasoning.append(value)
+                if type(value) is str:
+                    if buffer.reasoning is None:
+                        buffer.reasoning = [value]
+                    else:
+                        buffer.reasoning.append(value)
             elif key == "role":
                 buffer.role = value
             elif key == "tool_calls":
-                for fragment in value:
-                    if type(fragment) is dict and not self._continue_call(
-                        buffer, fragment, fragments
-                    ):
-                        self._add_tool_fragment(buffer, fragment, fragments)
+                if type(value) is list:
+                    for fragment in value:
+                        if type(fragment) is dict and not self._continue_call(
+                            buffer, fragment, fragments
+                        ):
+                            self._add_tool_fragment(buffer, fragment, fragments)
             elif key == "refusal":
-                if buffer.refusal is None:
-                    buffer.refusal = [value]
-                else:
-                    buffer.refusal.append(value)
+                if type(value) is str:
+                    if buffer.refusal is None:
+                        buffer.refusal = [value]
+                    else:
+                        buffer.refusal.append(value)
             elif key == "function_call":
-                if buffer.function_call is None:
-                    buffer.function_call = ToolCallBuffer(0)
-                self._add_function(buffer.function_call, value)
+                if type(value) is dict:
+                    if buffer.function_call is None:
+                        buffer.function_call = ToolCallBuffer(0)
+                    self._add_function(buffer.function_call, value)
             else:
                 buffer.extras[key] = value
 
@@ -305,10 +314,10 @@ class ChatCompletionAccumulator:
     ) -> None:
         call = buffer.route(fragment)
         call_id = fragment.get("id")
-        if call_id:
+        if call_id and type(call_id) is str:
             call.id = call_id
         call_type = fragment.get("type")
-        if call_type:
+        if call_type and type(call_type) is str:
             call.type = call_type
         function = fragment.get("function")
         piece = self._add_function(call, function) if isinstance(function, dict) else ""
@@ -318,7 +327,7 @@ class ChatCompletionAccumulator:
     def _add_function(call: ToolCallBuffer, function: dict[str, Any]) -> str:
         """Assign the name, append the arguments; returns the arguments piece."""
         name = function.get("name")
-        if name:
+        if name and type(name) is str:
             call.name = name
         arguments = function.get("arguments")
         if arguments is None or arguments == "":

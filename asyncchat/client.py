@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import time
+import urllib.parse
+import warnings
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
@@ -16,6 +20,7 @@ import orjson
 from asyncchat._batch import Pacer, Requests, fan_out
 from asyncchat._config import (
     DEFAULT_TIMEOUT,
+    Secret,
     Timeout,
     proxy_from_environment,
     resolve_api_key,
@@ -61,6 +66,29 @@ def _encode_body(body: dict[str, Any]) -> bytes:
         raise TypeError(f"the request cannot be encoded as JSON: {exc}") from None
 
 
+_warned_unencrypted: set[str] = set()
+
+
+def _warn_if_unencrypted(base_url: str) -> None:
+    """Plain http:// to anything but this machine sends the key in the clear: say so once."""
+    parts = urllib.parse.urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host == "localhost" or base_url in _warned_unencrypted:
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    _warned_unencrypted.add(base_url)
+    warnings.warn(
+        f"asyncchat: base_url {base_url} is plain http:// to another machine: the API key "
+        "and every message travel unencrypted; use https:// unless this network is trusted",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 class Client:
     """An OpenAI-compatible chat-completions client with one connection pool.
 
@@ -95,7 +123,7 @@ class Client:
             max_connections=max_connections, proxy=proxy_from_environment(self.base_url)
         )
         self._headers = {
-            "Authorization": f"Bearer {self._api_key}",
+            "Authorization": Secret(f"Bearer {self._api_key}"),
             "Content-Type": "application/json",
             "User-Agent": f"asyncchat/{__version__}",
             **(default_headers or {}),
@@ -105,6 +133,8 @@ class Client:
         self._clock: Callable[[], float] = time.monotonic
         self._rng = random.Random()
         self.chat = Chat(self)
+        self._open_streams: weakref.WeakSet[ChatCompletionStream] = weakref.WeakSet()
+        _warn_if_unencrypted(self.base_url)
 
     @property
     def max_connections(self) -> int:
@@ -122,8 +152,23 @@ class Client:
         )
 
     async def close(self) -> None:
-        """Close every pooled connection; the client cannot be used afterwards."""
+        """Close every pooled connection; the client cannot be used afterwards.
+
+        Streams still open end with `ClientClosedError` (keeping what they received).
+        """
+        for stream in list(self._open_streams):
+            stream._end_because_client_closed()
         await self._transport.close()
+
+    def __del__(self) -> None:
+        transport = getattr(self, "_transport", None)
+        if transport is not None and transport.close_abandoned():
+            warnings.warn(
+                f"unclosed {self!r}: use 'async with asyncchat.Client(...)' or "
+                "'await client.close()'; its connections were closed now",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
     async def __aenter__(self) -> Client:
         return self
@@ -341,13 +386,15 @@ class Completions:
             if tokens and pacer is not None and completion.usage is not None:
                 pacer.limiter.correct_tokens(tokens, completion.usage.total_tokens or tokens)
             return completion
-        return await _open_stream(
+        chunks = await _open_stream(
             response,
             url=url,
             timeout=client.timeout if timeout is None else Timeout.coerce(timeout),
             max_event_size=client.max_event_size,
             request_id=request_id,
         )
+        client._open_streams.add(chunks)
+        return chunks
 
 
 def build_body(

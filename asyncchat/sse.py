@@ -82,7 +82,8 @@ class SSEDecoder:
         rest = data[cut + 1 :]
         if rest:
             partial += rest
-        self._skip_lf = last_cr == cut
+        # Only a CR that ends the read may be the first half of a CRLF.
+        self._skip_lf = last_cr == cut == len(data) - 1
         events = self._process_lines(complete.splitlines())
         self._check_size(len(partial))
         return events

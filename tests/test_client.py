@@ -539,9 +539,9 @@ async def test_requests_go_through_the_proxy(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.port}")
-    async with asyncchat.Client(
-        base_url="http://llm.example.invalid/v1", api_key=API_KEY
-    ) as client:
+    with pytest.warns(UserWarning, match="unencrypted"):
+        client = asyncchat.Client(base_url="http://llm.example.invalid/v1", api_key=API_KEY)
+    async with client:
         completion = await client.chat.completions.create(
             model="m", messages=[{"role": "user", "content": "via proxy"}]
         )

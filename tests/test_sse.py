@@ -56,6 +56,12 @@ def test_mixed_line_endings_and_crlf_split_across_reads() -> None:
     assert decode([b"data: a\r", b"\ndata: b\r\n\r\n"]) == [ServerSentEvent("a\nb")]
 
 
+def test_cr_inside_a_read_is_not_half_of_a_crlf() -> None:
+    # Found by the fuzzer: a read holding "...\r\x00" then one starting with "\n".
+    data = b"data: a\rb\ndata: c\n\n"
+    assert_decodes(data, [ServerSentEvent("a\nc")])
+
+
 def test_utf8_character_split_across_reads() -> None:
     text = "héllo 世界 🎉"
     assert_decodes(f"data: {text}\n\n".encode(), [ServerSentEvent(text)])
