@@ -282,7 +282,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
         1, len(scenarios), figsize=(5.5 * len(scenarios), 4.5), squeeze=False
     )
     for axis, scenario in zip(axes[0], scenarios, strict=True):
-        for runner in RUNNERS:
+        for color, runner in enumerate(RUNNERS):
             points = sorted(
                 (r["n"], r["cpu_us_per_chunk"])
                 for r in rows
@@ -290,14 +290,27 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
             )
             if points:
                 style = "-" if runner.startswith("asyncchat") else "--"
-                axis.plot(*zip(*points, strict=True), style, marker="o", label=runner)
+                axis.plot(
+                    *zip(*points, strict=True), style, marker="o", label=runner, color=f"C{color}"
+                )  # the same color for a runner in every panel
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_title(f"{scenario} streams")
         axis.set_xlabel("concurrent streams (N)")
         axis.set_ylabel("client CPU µs per chunk")
         axis.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize="small")
+    # One legend for every runner (the tool-call panel has no stream_text line).
+    handles = {}
+    for axis in axes[0]:
+        handles.update(zip(*reversed(axis.get_legend_handles_labels()), strict=True))
+    ordered = [name for name in RUNNERS if name in handles]
+    axes[0][-1].legend(
+        [handles[name] for name in ordered],
+        ordered,
+        fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
