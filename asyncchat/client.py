@@ -9,7 +9,7 @@ import time
 import urllib.parse
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -510,17 +510,19 @@ class Chat:
         `return_exceptions=False` the first failure cancels the rest and is raised.
         """
         results: list[ChatCompletion | Exception] = []
-        async for index, result in self.as_completed(
+        finished = self.as_completed(
             requests,
             concurrency=concurrency,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
-        ):
-            if not return_exceptions and isinstance(result, Exception):
-                raise result
-            if index >= len(results):
-                results.extend([_PENDING] * (index + 1 - len(results)))
-            results[index] = result
+        )
+        async with aclosing(finished):  # a raise below cancels the rest at once
+            async for index, result in finished:
+                if not return_exceptions and isinstance(result, Exception):
+                    raise result
+                if index >= len(results):
+                    results.extend([_PENDING] * (index + 1 - len(results)))
+                results[index] = result
         return results
 
     async def as_completed(
@@ -530,7 +532,7 @@ class Chat:
         concurrency: int = 64,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
-    ) -> AsyncIterator[tuple[int, ChatCompletion | Exception]]:
+    ) -> AsyncGenerator[tuple[int, ChatCompletion | Exception], None]:
         """`(index, result)` for each request as it finishes; an exception object for a
         failure. Leaving the loop early cancels the requests still in flight.
 
