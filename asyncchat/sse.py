@@ -102,6 +102,8 @@ class SSEDecoder:
             or not data.endswith(b"\n\n")
             or self._partial_line
             or self._data
+            or self._event  # an `event:` line already read belongs to this event
+            or self._retry is not None
             or self._skip_lf
             or len(data) > self.max_event_size
             or b"\r" in data

@@ -391,3 +391,21 @@ def test_plain_http_to_a_remote_host_warns_once() -> None:
     insecure = [w for w in caught if "unencrypted" in str(w.message)]
     assert len(insecure) == 1
     assert "llm.example.com" in str(insecure[0].message)
+
+
+async def test_error_event_split_across_reads() -> None:
+    """`event: error` in one read, its data in the next: still an error, not a chunk."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(SSE_HEADERS + frame(chunk_event("so far")) + frame(b"event: error\n"))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(frame(b'data: {"message": "upstream failed"}\n\n') + b"0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(handler) as url, client_for(url) as client:
+        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+        with pytest.raises(asyncchat.InternalServerError, match="upstream failed") as info:
+            await consume(stream)
+    assert info.value.partial is not None
+    assert info.value.partial.choices[0].message.content == "so far"

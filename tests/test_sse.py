@@ -229,4 +229,8 @@ def test_fast_path_declines_while_something_is_pending() -> None:
     assert decoder.feed(b"data: first half") == []
     assert decoder.take_data_events(b"data: x\n\n") is None
     assert decoder.feed(b"\n\n") == [ServerSentEvent("first half")]
+    # An `event:` line in an earlier read names the event the next read completes.
+    assert decoder.feed(b"event: error\n") == []
+    assert decoder.take_data_events(b"data: x\n\n") is None
+    assert decoder.feed(b"data: x\n\n") == [ServerSentEvent("x", event="error")]
     assert SSEDecoder(max_event_size=10).take_data_events(b"data: " + b"x" * 20 + b"\n\n") is None
