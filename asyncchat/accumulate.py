@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from asyncchat.types import APIObject, ChatCompletion
+from asyncchat.types import APIObject, ChatCompletion, arguments_text
 
 __all__ = ["ChatCompletionAccumulator", "ToolCallBuffer"]
 
@@ -82,14 +80,12 @@ class _ChoiceBuffer:
         self.function_call: ToolCallBuffer | None = None  # the legacy single function call
         self.extras: dict[str, Any] = {}
 
-    def route(self, fragment: dict[str, Any]) -> ToolCallBuffer:
+    def route(
+        self, index: Any, call_id: str | None, function: dict[str, Any] | None
+    ) -> ToolCallBuffer:
         """The call a tool-call fragment belongs to, created if new."""
-        index = fragment.get("index")
-        call_id = fragment.get("id")
-        if not call_id or type(call_id) is not str:
-            call_id = None
         calls = self.tool_calls
-        if isinstance(index, int) and not isinstance(index, bool):
+        if type(index) is int:
             call = calls.get(index)
             if call is None:
                 call = calls[index] = ToolCallBuffer(index)
@@ -98,8 +94,7 @@ class _ChoiceBuffer:
         else:
             # No index (Gemini, older Ollama): a new id or a new name starts a call,
             # anything else continues the latest one.
-            function = fragment.get("function")
-            name = function.get("name") if isinstance(function, dict) else None
+            name = function.get("name") if function is not None else None
             latest = calls[max(calls)] if calls else None
             starts_new = (
                 latest is None
@@ -138,13 +133,6 @@ class _ChoiceBuffer:
             "finish_reason": self.finish_reason,
             "logprobs": self.logprobs,
         }
-
-
-def _argument_text(value: Any) -> str:
-    """A piece of tool arguments; some servers send a JSON object instead of text."""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode()
 
 
 class ChatCompletionAccumulator:
@@ -266,9 +254,7 @@ class ChatCompletionAccumulator:
             elif key == "tool_calls":
                 if type(value) is list:
                     for fragment in value:
-                        if type(fragment) is dict and not self._continue_call(
-                            buffer, fragment, fragments
-                        ):
+                        if type(fragment) is dict:
                             self._add_tool_fragment(buffer, fragment, fragments)
             elif key == "refusal":
                 if type(value) is str:
@@ -284,57 +270,48 @@ class ChatCompletionAccumulator:
             else:
                 buffer.extras[key] = value
 
-    @staticmethod
-    def _continue_call(
-        buffer: _ChoiceBuffer,
-        fragment: dict[str, Any],
-        fragments: list[tuple[int, ToolCallBuffer, str]],
-    ) -> bool:
-        """The common fragment, `{"index": i, "function": {"arguments": "..."}}` for a
-        call already started: append its text and return True; else False."""
-        index = fragment.get("index")
-        if len(fragment) != 2 or type(index) is not int:
-            return False
-        call = buffer.tool_calls.get(index)
-        function = fragment.get("function")
-        if call is None or type(function) is not dict or len(function) != 1:
-            return False
-        piece = function.get("arguments")
-        if type(piece) is not str:
-            return False
-        call._arguments.append(piece)
-        fragments.append((buffer.index, call, piece))
-        return True
-
     def _add_tool_fragment(
         self,
         buffer: _ChoiceBuffer,
         fragment: dict[str, Any],
         fragments: list[tuple[int, ToolCallBuffer, str]],
     ) -> None:
-        call = buffer.route(fragment)
+        """Route a fragment to its call: assign id, type and name, append the arguments."""
         call_id = fragment.get("id")
-        if call_id and type(call_id) is str:
-            call.id = call_id
-        call_type = fragment.get("type")
-        if call_type and type(call_type) is str:
-            call.type = call_type
+        if not call_id or type(call_id) is not str:
+            call_id = None
         function = fragment.get("function")
-        piece = self._add_function(call, function) if isinstance(function, dict) else ""
+        if type(function) is not dict:
+            function = None
+        call = buffer.route(fragment.get("index"), call_id, function)
+        if call_id is not None:
+            call.id = call_id
+        if "type" in fragment:
+            call_type = fragment["type"]
+            if call_type and type(call_type) is str:
+                call.type = call_type
+        piece = self._add_function(call, function) if function is not None else ""
         fragments.append((buffer.index, call, piece))
 
     @staticmethod
     def _add_function(call: ToolCallBuffer, function: dict[str, Any]) -> str:
-        """Assign the name, append the arguments; returns the arguments piece."""
-        name = function.get("name")
-        if name and type(name) is str:
-            call.name = name
+        """Assign the name, append the arguments; returns the arguments piece.
+
+        Some servers send the arguments as a JSON object rather than text: it is
+        serialized.
+        """
+        if "name" in function:
+            name = function["name"]
+            if name and type(name) is str:
+                call.name = name
         arguments = function.get("arguments")
-        if arguments is None or arguments == "":
-            return ""
-        piece = _argument_text(arguments)
-        call._arguments.append(piece)
-        return piece
+        if type(arguments) is not str:
+            arguments = arguments_text(arguments)
+            if arguments is None:
+                return ""
+        if arguments:
+            call._arguments.append(arguments)
+        return arguments
 
     @staticmethod
     def _add_logprobs(buffer: _ChoiceBuffer, logprobs: Any) -> None:

@@ -248,9 +248,13 @@ class Client:
                 now=time.time(),
                 rng=self._rng,
             )
-            server_asked_to_wait = retry_after(retry_headers, time.time()) is not None
-            if pacer is not None and status == 429 and delay is not None and server_asked_to_wait:
-                pacer.pause_for(delay)
+            if (
+                pacer is not None
+                and status == 429
+                and delay is not None
+                and retry_after(retry_headers, time.time()) is not None
+            ):
+                pacer.pause_for(delay)  # the server named a pause: it holds every worker
             if delay is None:
                 logger.info("POST %s failed: %s", url, error)
                 raise error

@@ -172,7 +172,7 @@ class _OptionalObjectList(_Nested["list[ObjT] | None"]):
         self.cls = cls
 
 
-def _arguments_text(value: Any) -> str | None:
+def arguments_text(value: Any) -> str | None:
     """Tool arguments as JSON text, even when a server sent a JSON object."""
     if value is None or isinstance(value, str):
         return value
@@ -181,7 +181,7 @@ def _arguments_text(value: Any) -> str | None:
 
 class _Arguments(_Nested["str | None"]):
     def wrap(self, raw: Any) -> str | None:
-        return _arguments_text(raw)
+        return arguments_text(raw)
 
 
 class _Reasoning:

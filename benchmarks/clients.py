@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -47,14 +48,16 @@ async def _gather(n: int, one: Callable[[], Awaitable[Result]]) -> list[Result |
 # --- asyncchat ---------------------------------------------------------------------
 
 
+def _asyncchat_client(url: str, n: int) -> Any:
+    import asyncchat
+
+    return asyncchat.Client(base_url=url, api_key="bench", max_connections=n, max_retries=0)
+
+
 async def run_asyncchat(
     url: str, n: int, scenario: str, expected: Stream
 ) -> list[Result | BaseException]:
-    import asyncchat
-
-    async with asyncchat.Client(
-        base_url=url, api_key="bench", max_connections=n, max_retries=0
-    ) as client:
+    async with _asyncchat_client(url, n) as client:
 
         async def one() -> Result:
             parts: list[str] = []
@@ -85,11 +88,7 @@ async def run_asyncchat(
 async def run_asyncchat_text(
     url: str, n: int, scenario: str, expected: Stream
 ) -> list[Result | BaseException]:
-    import asyncchat
-
-    async with asyncchat.Client(
-        base_url=url, api_key="bench", max_connections=n, max_retries=0
-    ) as client:
+    async with _asyncchat_client(url, n) as client:
 
         async def one() -> Result:
             parts: list[str] = []

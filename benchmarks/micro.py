@@ -15,7 +15,7 @@ import orjson
 
 from asyncchat.accumulate import ChatCompletionAccumulator
 from asyncchat.sse import SSEDecoder
-from benchmarks.scenarios import build
+from benchmarks.scenarios import build, chunk_dict
 
 
 def sse_stream(size: int) -> tuple[bytes, int]:
@@ -97,39 +97,10 @@ def tool_call_chunks(fragments: int) -> list[dict[str, Any]]:
         "type": "function",
         "function": {"name": "lookup", "arguments": ""},
     }
-    chunks = [
-        {
-            "id": "c",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {"role": "assistant", "tool_calls": [head]},
-                    "finish_reason": None,
-                }
-            ],
-        }
-    ]
+    chunks = [chunk_dict({"role": "assistant", "tool_calls": [head]})]
     for i in range(fragments):
-        chunks.append(
-            {
-                "id": "c",
-                "object": "chat.completion.chunk",
-                "created": 1,
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {
-                            "tool_calls": [{"index": 0, "function": {"arguments": f"{i % 10:04d}"}}]
-                        },
-                        "finish_reason": None,
-                    }
-                ],
-            }
-        )
+        piece = {"index": 0, "function": {"arguments": f"{i % 10:04d}"}}
+        chunks.append(chunk_dict({"tool_calls": [piece]}))
     return chunks
 
 

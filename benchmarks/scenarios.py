@@ -29,8 +29,9 @@ def tool_arguments() -> str:
     return orjson.dumps(arguments).decode()
 
 
-def _chunk(delta: dict[str, object], finish_reason: str | None = None) -> bytes:
-    chunk = {
+def chunk_dict(delta: dict[str, object], finish_reason: str | None = None) -> dict[str, object]:
+    """One chat-completion chunk with a single choice, as OpenAI sends it."""
+    return {
         "id": "chatcmpl-bench",
         "object": "chat.completion.chunk",
         "created": 1718421897,
@@ -38,7 +39,10 @@ def _chunk(delta: dict[str, object], finish_reason: str | None = None) -> bytes:
         "system_fingerprint": "fp_bench",
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _chunk(delta: dict[str, object], finish_reason: str | None = None) -> bytes:
+    return b"data: " + orjson.dumps(chunk_dict(delta, finish_reason)) + b"\n\n"
 
 
 @dataclass(frozen=True)
