@@ -113,11 +113,11 @@ class SSEDecoder:
         if data.find(b"\n") == end:
             payloads = [data[6:end]]  # one event: the token-by-token case
         else:
-            events = data[:end].split(b"\n\n")
-            for event in events:
-                if not event.startswith(b"data: ") or b"\n" in event:
-                    return None
-            payloads = [event[6:] for event in events]
+            payloads = data[6:end].split(b"\n\ndata: ")
+            # Each separator holds two line ends; any other line end means a
+            # line that is not a `data:` event of its own.
+            if data.count(b"\n", 6, end) != 2 * (len(payloads) - 1):
+                return None
         self._first_line = False
         self._event = ""
         self._retry = None

@@ -75,14 +75,35 @@ def test_sse_like_streams_decode_the_same_however_split(data: bytes, cuts: list[
         assert decode([data[i : i + 1] for i in range(len(data))]) == whole
 
 
-@SETTINGS
-@given(sse_streams)
-def test_fast_path_agrees_with_feed(data: bytes) -> None:
+def assert_fast_path_agrees_with_feed(data: bytes) -> None:
     payloads = SSEDecoder().take_data_events(data) if data else None
     if payloads is not None:
         events = SSEDecoder().feed(data)
         assert [event.event for event in events] == ["message"] * len(payloads)
         assert [p.decode("utf-8", "replace") for p in payloads] == [e.data for e in events]
+
+
+@SETTINGS
+@given(sse_streams)
+def test_fast_path_agrees_with_feed(data: bytes) -> None:
+    assert_fast_path_agrees_with_feed(data)
+
+
+# Streams the fast path is built for, and near misses: LF line ends only, mostly
+# `data: ` lines, with blank lines doubled or missing and payloads that look like fields.
+fast_path_lines = st.one_of(
+    st.builds(lambda v: b"data: " + v, st.sampled_from([b"", b"x", b"data: y", b"{}", b"\r"])),
+    st.sampled_from([b"", b"data:z", b": ping", b"event: error"]),
+)
+fast_path_streams = st.lists(fast_path_lines, min_size=1, max_size=12).map(
+    lambda lines: b"".join(line + b"\n" for line in lines)
+)
+
+
+@SETTINGS
+@given(fast_path_streams)
+def test_fast_path_takes_only_what_feed_agrees_with(data: bytes) -> None:
+    assert_fast_path_agrees_with_feed(data)
 
 
 @SETTINGS
