@@ -12,8 +12,7 @@ by `__del__` if the stream is dropped unclosed.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +36,21 @@ from asyncchat.types import ChatCompletion, ChatCompletionChunk
 __all__ = ["ChatCompletionStream"]
 
 _Fragments = list[tuple[int, ToolCallBuffer, str]]
+
+
+def _loads_chunk(payload: bytes) -> dict[str, Any] | None:
+    """The payload's JSON if it is plainly a chunk, else None for `_decode` to look at.
+
+    Inlined checks for what nearly every event is; anything unusual (`[DONE]`,
+    an error payload, a chunk without choices) takes the full path.
+    """
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is dict and "choices" in data and "error" not in data:
+        return data
+    return None
 
 
 def _preview(text: str, limit: int = 200) -> str:
@@ -83,9 +97,10 @@ class ChatCompletionStream:
         self._url = url
         self._timeout = timeout
         self._decoder = SSEDecoder(max_event_size=max_event_size)
-        # Decoded events not yet handed out: the data of plain "message" events,
-        # the whole event for named ones (`event: error`).
-        self._events: deque[str | bytes | ServerSentEvent] = deque()
+        # Decoded events not yet handed out: the data of plain "message" events
+        # (bytes from the decoder's fast path, else text), the whole event for
+        # named ones (`event: error`).
+        self._pending: Iterator[bytes | str | ServerSentEvent] = iter(())
         self._accumulator = ChatCompletionAccumulator(request_id=request_id)
         self._eof = False
         self._finished = False  # ended normally: the response is released
@@ -114,11 +129,13 @@ class ChatCompletionStream:
     async def __anext__(self) -> ChatCompletionChunk:
         # One coroutine from the user's `async for` down to aiohttp's `readany()`:
         # in a token-by-token stream this loop reads once per chunk.
-        events = self._events
         while True:
-            while events:
-                item = events.popleft()
-                if isinstance(item, ServerSentEvent):
+            for item in self._pending:
+                if type(item) is bytes:  # a payload from the decoder's fast path
+                    data = _loads_chunk(item)
+                    if data is None:
+                        data = self._decode(item, "message")
+                elif isinstance(item, ServerSentEvent):
                     data = self._decode(item.data, item.event)
                 else:
                     data = self._decode(item, "message")
@@ -126,7 +143,7 @@ class ChatCompletionStream:
                     self._accumulator._ingest(data)
                     return ChatCompletionChunk(data, self.request_id)
                 if self._finished:
-                    events.clear()  # anything after [DONE] is ignored
+                    self._pending = iter(())  # anything after [DONE] is ignored
             if self._json_body:
                 data = await self._json_response_as_chunk()
                 self._accumulator._ingest(data)
@@ -156,18 +173,13 @@ class ChatCompletionStream:
                 if self._client_closed:
                     raise self._client_closed_error()
                 self._eof = True
-                self._queue_events(self._decoder.close)
+                self._pending = self._decoded(self._decoder.close)
                 continue
             payloads = self._decoder.take_data_events(received)
             if payloads is None:
-                self._queue_events(self._decoder.feed, received)
-            elif len(payloads) == 1:  # token by token: skip the queue
-                data = self._decode(payloads[0], "message")
-                if data is not None:
-                    self._accumulator._ingest(data)
-                    return ChatCompletionChunk(data, self.request_id)
+                self._pending = self._decoded(self._decoder.feed, received)
             else:
-                events.extend(payloads)
+                self._pending = iter(payloads)
 
     async def _next_chunk_data(self) -> tuple[dict[str, Any], _Fragments]:
         """The next chunk's JSON and its routed tool-call fragments (for the typed events).
@@ -177,14 +189,16 @@ class ChatCompletionStream:
         chunk = await self.__anext__()
         return chunk.__dict__, self._accumulator._fragments
 
-    def _queue_events(self, decode: Callable[..., list[ServerSentEvent]], *received: bytes) -> None:
-        """Queue what the decoder makes of the bytes; its size cap ends the stream."""
+    def _decoded(
+        self, decode: Callable[..., list[ServerSentEvent]], *received: bytes
+    ) -> Iterator[str | ServerSentEvent]:
+        """What the decoder makes of the bytes, to hand out; its size cap ends the stream."""
         try:
             events = decode(*received)
         except APIError as exc:
             self._abort()
             raise self._with_partial(exc) from None
-        self._events.extend([e if e.event != "message" else e.data for e in events])
+        return iter([e if e.event != "message" else e.data for e in events])
 
     async def _json_response_as_chunk(self) -> dict[str, Any]:
         """Serve a plain JSON completion as a one-chunk stream."""
