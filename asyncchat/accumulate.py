@@ -148,8 +148,9 @@ class ChatCompletionAccumulator:
         self._choices: dict[int, _ChoiceBuffer] = {}
         self._usage: Any = None
         self._fragments: list[tuple[int, ToolCallBuffer, str]] = []
-        self._previous_keys: Any = None
+        self._top_size = -1  # how many top-level fields the last chunk read had
         self._top_settled = False
+        self._last: dict[str, Any] | None = None
         self.chunk_count = 0
 
     @property
@@ -176,10 +177,12 @@ class ChatCompletionAccumulator:
         fragments = self._fragments
         if fragments:
             fragments = self._fragments = []
-        if not self._top_settled or data.keys() != self._previous_keys:
+        if not self._top_settled or len(data) != self._top_size:
             self._read_top_level(data)
-        if "usage" in data and data["usage"] is not None:
-            self._usage = data["usage"]
+        self._last = data
+        usage = data.get("usage")
+        if usage is not None:
+            self._usage = usage
         choices = data.get("choices")
         if not choices:
             return fragments
@@ -213,10 +216,12 @@ class ChatCompletionAccumulator:
         """Take the chunk's top-level fields (id, model, provider extras).
 
         They are the same in every chunk of a stream in practice, so once id,
-        model and created are known they are read again only when a chunk's set
-        of fields changes, not for every chunk.
+        model and created are known they are read again only when the number of
+        fields changes (a field added: `usage`, a provider extra), and from the
+        last chunk when the completion is assembled; not for every chunk. A field
+        present only in a middle chunk that also dropped another would be missed.
         """
-        self._previous_keys = data.keys()
+        self._top_size = len(data)
         top = self._top
         for key, value in data.items():
             if value is None or key in _NOT_COPIED:
@@ -283,7 +288,11 @@ class ChatCompletionAccumulator:
         function = fragment.get("function")
         if type(function) is not dict:
             function = None
-        call = buffer.route(fragment.get("index"), call_id, function)
+        index = fragment.get("index")
+        # The usual fragment continues a call already known by its index.
+        call = buffer.tool_calls.get(index) if type(index) is int else None
+        if call is None or call_id is not None:
+            call = buffer.route(index, call_id, function)
         if call_id is not None:
             call.id = call_id
         if "type" in fragment:
@@ -332,6 +341,8 @@ class ChatCompletionAccumulator:
 
     def completion_dict(self) -> dict[str, Any]:
         """The completion so far as a JSON-shaped dict."""
+        if self._last is not None:
+            self._read_top_level(self._last)
         top = self._top
         result: dict[str, Any] = {
             "id": top.get("id"),

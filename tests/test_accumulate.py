@@ -320,6 +320,22 @@ def test_provider_extras_kept_glm_request_id() -> None:
     assert completion.choices[0].finish_reason == "sensitive"
 
 
+def test_top_level_fields_arriving_after_the_first_chunk() -> None:
+    completion = accumulate(
+        [
+            chunk(delta(role="assistant", content="")),
+            chunk(delta(content="a"), provider="Groq"),  # a field added mid-stream
+            chunk(delta(content="b"), provider="Groq"),
+            # The last chunk swaps a field for another (same number of fields).
+            chunk(delta(content="c", finish_reason="stop"), system_fingerprint="fp_1"),
+        ]
+    )
+    assert completion.choices[0].message.content == "abc"
+    assert completion.provider == "Groq"
+    assert completion.system_fingerprint == "fp_1"
+    assert (completion.id, completion.created, completion.model) == ("c1", 1, "m")
+
+
 def test_refusal_and_logprobs_accumulate() -> None:
     completion = accumulate(
         [
