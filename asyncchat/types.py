@@ -311,11 +311,11 @@ class ChatCompletion(_TopLevel):
 
 
 # --- streamed chunks --------------------------------------------------------
-# These classes are built for every streamed chunk. Their nested fields are
-# built with the object and kept in slots: a slot is a data descriptor, so it
-# shadows the raw value of the same name in `__dict__` and reads at C speed,
-# with no Python call per access. Nearly every reader of a chunk goes down
-# `choices[0].delta`, so building those up front costs nothing extra.
+# These classes are built for every streamed chunk. The fields nearly every
+# reader goes through (`choices[0].delta`, `delta.tool_calls`) are built with
+# the object and kept in slots: a slot is a data descriptor, so it shadows the
+# raw value of the same name in `__dict__` and reads at C speed, with no Python
+# call per access. Deeper levels are built on first access.
 
 
 def _objects(cls: type[ObjT], raw: Any) -> list[ObjT]:
@@ -344,15 +344,25 @@ class ChoiceDeltaToolCallFunction(APIObject):
 class ChoiceDeltaToolCall(APIObject):
     """A fragment of a tool call, routed by `index` (absent on some servers)."""
 
-    __slots__ = ("function",)
+    __slots__ = ("_function",)
     index: int | None = None
     id: str | None = None
     type: str | None = None
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.__dict__ = data
-        function = data.get("function")
-        self.function = ChoiceDeltaToolCallFunction(function if isinstance(function, dict) else {})
+        self._function: ChoiceDeltaToolCallFunction | None = None
+
+    @property
+    def function(self) -> ChoiceDeltaToolCallFunction:
+        """Built on first access: many readers of a tool stream never look this deep."""
+        function = self._function
+        if function is None:
+            raw = self.__dict__.get("function")
+            function = self._function = ChoiceDeltaToolCallFunction(
+                raw if isinstance(raw, dict) else {}
+            )
+        return function
 
 
 class ChoiceDelta(APIObject):
@@ -406,4 +416,8 @@ class ChatCompletionChunk(_TopLevel):
         self.__dict__ = data
         self._wrapped = None
         self._header_request_id = request_id
-        self.choices = _objects(ChunkChoice, data.get("choices"))
+        choices = data.get("choices")
+        if type(choices) is list and len(choices) == 1 and type(choices[0]) is dict:
+            self.choices = [ChunkChoice(choices[0])]  # the usual single choice
+        else:
+            self.choices = _objects(ChunkChoice, choices)
