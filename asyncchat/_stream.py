@@ -38,21 +38,6 @@ __all__ = ["ChatCompletionStream"]
 _Fragments = list[tuple[int, ToolCallBuffer, str]]
 
 
-def _loads_chunk(payload: bytes) -> dict[str, Any] | None:
-    """The payload's JSON if it is plainly a chunk, else None for `_decode` to look at.
-
-    Inlined checks for what nearly every event is; anything unusual (`[DONE]`,
-    an error payload, a chunk without choices) takes the full path.
-    """
-    try:
-        data = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    if type(data) is dict and "choices" in data and "error" not in data:
-        return data
-    return None
-
-
 def _preview(text: str, limit: int = 200) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
@@ -131,19 +116,24 @@ class ChatCompletionStream:
         # in a token-by-token stream this loop reads once per chunk.
         while True:
             for item in self._pending:
-                if type(item) is bytes:  # a payload from the decoder's fast path
-                    data = _loads_chunk(item)
-                    if data is None:
-                        data = self._decode(item, "message")
-                elif isinstance(item, ServerSentEvent):
-                    data = self._decode(item.data, item.event)
-                else:
-                    data = self._decode(item, "message")
+                if type(item) is not bytes:  # text or a named event, from the full decoder
+                    data = self._decode_event(item)
+                elif item == b"[DONE]":
+                    data = None
+                    self._finished = True
+                else:  # a payload of the decoder's fast path, nearly always a plain chunk
+                    try:
+                        data = orjson.loads(item)
+                    except orjson.JSONDecodeError:
+                        data = None
+                    if type(data) is not dict or "choices" not in data or "error" in data:
+                        data = self._decode(item, "message")  # the full checks
                 if data is not None:
                     self._accumulator._ingest(data)
                     return ChatCompletionChunk(data, self.request_id)
                 if self._finished:
                     self._pending = iter(())  # anything after [DONE] is ignored
+                    break
             if self._json_body:
                 data = await self._json_response_as_chunk()
                 self._accumulator._ingest(data)
@@ -214,6 +204,12 @@ class ChatCompletionStream:
         if data is None:
             raise StopAsyncIteration
         return completion_as_chunk(data)
+
+    def _decode_event(self, item: bytes | str | ServerSentEvent) -> dict[str, Any] | None:
+        """`_decode` for a pending item: a plain event's data, or a named event."""
+        if isinstance(item, ServerSentEvent):
+            return self._decode(item.data, item.event)
+        return self._decode(item, "message")
 
     def _decode(self, payload: str | bytes, event: str) -> dict[str, Any] | None:
         """An event's chunk, or None for `[DONE]` and events that carry nothing.

@@ -246,13 +246,19 @@ async def test_vllm_and_event_error_shapes(client: asyncchat.Client, server: Moc
 async def test_done_twice_and_without_blank_line(
     client: asyncchat.Client, server: MockServer
 ) -> None:
+    late = 'data: {"choices": [{"index": 0, "delta": {"content": "late"}}]}\n\n'
     body = (
         'data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n'
-        "data: [DONE]\n\ndata: [DONE]\n\n"
+        f"data: [DONE]\n\n{late}data: [DONE]\n\n"
     )
     server.enqueue_stream(body)
     stream = await open_stream(client)
-    assert len([chunk async for chunk in stream]) == 1
+    assert [chunk.choices[0].delta.content async for chunk in stream] == ["a"]
+    assert stream.completion.choices[0].message.content == "a"
+    # The same after an event the fast path declines (a comment line).
+    server.enqueue_stream(body.replace("data: [DONE]", ": end\ndata: [DONE]", 1))
+    stream = await open_stream(client)
+    assert [chunk.choices[0].delta.content async for chunk in stream] == ["a"]
     server.enqueue_stream(
         'data: {"choices": [{"index": 0, "delta": {"content": "b"}}]}\n\ndata: [DONE]'
     )
