@@ -248,6 +248,11 @@ class ChatCompletionAccumulator:
                         buffer.content = [value]
                     else:
                         buffer.content.append(value)
+            elif key == "tool_calls":
+                if type(value) is list:
+                    for fragment in value:
+                        if type(fragment) is dict:
+                            self._add_tool_fragment(buffer, fragment, fragments)
             elif key == "reasoning_content" or key == "reasoning":
                 if type(value) is str:
                     if buffer.reasoning is None:
@@ -256,11 +261,6 @@ class ChatCompletionAccumulator:
                         buffer.reasoning.append(value)
             elif key == "role":
                 buffer.role = value
-            elif key == "tool_calls":
-                if type(value) is list:
-                    for fragment in value:
-                        if type(fragment) is dict:
-                            self._add_tool_fragment(buffer, fragment, fragments)
             elif key == "refusal":
                 if type(value) is str:
                     if buffer.refusal is None:
@@ -299,7 +299,15 @@ class ChatCompletionAccumulator:
             call_type = fragment["type"]
             if call_type and type(call_type) is str:
                 call.type = call_type
-        piece = self._add_function(call, function) if function is not None else ""
+        piece = ""
+        if function is not None:
+            arguments = function.get("arguments")
+            if type(arguments) is str and len(function) == 1:  # the usual fragment
+                if arguments:
+                    call._arguments.append(arguments)
+                piece = arguments
+            else:
+                piece = self._add_function(call, function)
         fragments.append((buffer.index, call, piece))
 
     @staticmethod
