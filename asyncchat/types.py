@@ -322,8 +322,6 @@ def _objects(cls: type[ObjT], raw: Any) -> list[ObjT]:
     """A JSON list of objects wrapped in `cls`; anything else in it is skipped."""
     if type(raw) is not list:
         return []
-    if len(raw) == 1 and type(raw[0]) is dict:  # the usual single item
-        return [cls(raw[0])]
     return [cls(item) for item in raw if isinstance(item, dict)]
 
 
@@ -380,9 +378,13 @@ class ChoiceDelta(APIObject):
     def __init__(self, data: dict[str, Any]) -> None:
         self.__dict__ = data
         calls = data.get("tool_calls")
-        self.tool_calls: list[ChoiceDeltaToolCall] | None = (
-            None if calls is None else _objects(ChoiceDeltaToolCall, calls)
-        )
+        self.tool_calls: list[ChoiceDeltaToolCall] | None
+        if calls is None:
+            self.tool_calls = None
+        elif type(calls) is list and len(calls) == 1 and type(calls[0]) is dict:
+            self.tool_calls = [ChoiceDeltaToolCall(calls[0])]  # the usual single fragment
+        else:
+            self.tool_calls = _objects(ChoiceDeltaToolCall, calls)
 
 
 class ChunkChoice(APIObject):
