@@ -38,6 +38,10 @@ __all__ = ["ChatCompletionStream"]
 _Fragments = list[tuple[int, ToolCallBuffer, str]]
 
 
+def _as_dict(data: dict[str, Any], request_id: str | None) -> Any:
+    return data
+
+
 def _preview(text: str, limit: int = 200) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
@@ -87,6 +91,11 @@ class ChatCompletionStream:
         # named ones (`event: error`).
         self._pending: Iterator[bytes | str | ServerSentEvent] = iter(())
         self._accumulator = ChatCompletionAccumulator(request_id=request_id)
+        # What a chunk is handed out as; the helpers that read the JSON themselves
+        # (`stream_text`, typed events) take the dict and skip building objects.
+        self._hand_out: Callable[[dict[str, Any], str | None], ChatCompletionChunk] = (
+            ChatCompletionChunk
+        )
         self._eof = False
         self._finished = False  # ended normally: the response is released
         self._closed = False
@@ -130,14 +139,14 @@ class ChatCompletionStream:
                         data = self._decode(item, "message")  # the full checks
                 if data is not None:
                     self._accumulator._ingest(data)
-                    return ChatCompletionChunk(data, self.request_id)
+                    return self._hand_out(data, self.request_id)
                 if self._finished:
                     self._pending = iter(())  # anything after [DONE] is ignored
                     break
             if self._json_body:
                 data = await self._json_response_as_chunk()
                 self._accumulator._ingest(data)
-                return ChatCompletionChunk(data, self.request_id)
+                return self._hand_out(data, self.request_id)
             if self._finished:
                 await self.close()
                 raise StopAsyncIteration
@@ -176,8 +185,9 @@ class ChatCompletionStream:
 
         Raises StopAsyncIteration at the end of the stream.
         """
-        chunk = await self.__anext__()
-        return chunk.__dict__, self._accumulator._fragments
+        self._hand_out = _as_dict
+        data: dict[str, Any] = await self.__anext__()  # type: ignore[assignment]
+        return data, self._accumulator._fragments
 
     def _decoded(
         self, decode: Callable[..., list[ServerSentEvent]], *received: bytes
