@@ -39,8 +39,15 @@ class ToolCallBuffer:
 
     @property
     def arguments(self) -> str:
-        """The arguments received so far, as JSON text."""
-        return "".join(self._arguments)
+        """The arguments received so far, as JSON text.
+
+        The pieces are joined into one on read, so reading after every fragment
+        (as the typed events do) joins two strings, not every piece so far.
+        """
+        parts = self._arguments
+        if len(parts) > 1:
+            parts[:] = ["".join(parts)]
+        return parts[0] if parts else ""
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -382,6 +382,22 @@ def test_completion_during_accumulation_is_a_snapshot() -> None:
     assert not accumulator.finished
 
 
+def test_arguments_read_between_fragments_are_each_prefix() -> None:
+    accumulator = ChatCompletionAccumulator()
+    pieces = ['{"q"', ': "', "x" * 50, '"}']
+    seen = []
+    for number, piece in enumerate(pieces):
+        fragment: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
+        if number == 0:
+            fragment.update(id="call_1", type="function")
+            fragment["function"]["name"] = "lookup"
+        accumulator.add(chunk(delta(tool_calls=[fragment])))
+        seen.append(accumulator.tool_calls()[0].arguments)
+    assert seen == ["".join(pieces[: n + 1]) for n in range(len(pieces))]
+    call = accumulator.completion().choices[0].message.tool_calls[0]
+    assert call.function.parsed_arguments() == {"q": "x" * 50}
+
+
 def test_invalid_arguments_raise_with_raw_text() -> None:
     completion = accumulate(
         [
