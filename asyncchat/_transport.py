@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ _DRAIN_SECONDS = 1.0
 _DRAIN_MAX_BYTES = 64 * 1024
 
 
+@functools.lru_cache(maxsize=64)  # one per distinct Timeout, not one per request
 def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
     # `sock_connect`, not `connect`: waiting for a free pooled connection is not
     # connecting, and a fan-out with a full pool must not time out for it.

@@ -157,7 +157,8 @@ class ChatCompletionAccumulator:
         self._fragments: list[tuple[int, ToolCallBuffer, str]] = []
         self._top_size = -1  # how many top-level fields the last chunk read had
         self._top_settled = False
-        self._last: dict[str, Any] | None = None
+        self._last: Any = None  # the latest chunk, and the latest whose fields were read
+        self._last_read: Any = None
         self.chunk_count = 0
 
     @property
@@ -229,6 +230,7 @@ class ChatCompletionAccumulator:
         present only in a middle chunk that also dropped another would be missed.
         """
         self._top_size = len(data)
+        self._last_read = data
         top = self._top
         for key, value in data.items():
             if value is None or key in _NOT_COPIED:
@@ -356,7 +358,7 @@ class ChatCompletionAccumulator:
 
     def completion_dict(self) -> dict[str, Any]:
         """The completion so far as a JSON-shaped dict."""
-        if self._last is not None:
+        if self._last is not self._last_read:
             self._read_top_level(self._last)
         top = self._top
         result: dict[str, Any] = {
