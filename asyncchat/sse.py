@@ -114,9 +114,9 @@ class SSEDecoder:
             payloads = [data[6:end]]  # one event: the token-by-token case
         else:
             payloads = data[6:end].split(b"\n\ndata: ")
-            # Each separator holds two line ends; any other line end means a
-            # line that is not a `data:` event of its own.
-            if data.count(b"\n", 6, end) != 2 * (len(payloads) - 1):
+            # A line end left in a payload is a line that is not a `data:` event
+            # of its own. (Joining and one memchr beat counting line ends.)
+            if b"\n" in b"".join(payloads):
                 return None
         self._first_line = False
         self._event = ""
