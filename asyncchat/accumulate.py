@@ -208,6 +208,9 @@ class ChatCompletionAccumulator:
                 content = delta.get("content")
                 if type(content) is str and len(delta) == 1 and buffer.content is not None:
                     buffer.content.append(content)  # the common case, token by token
+                elif len(delta) == 1 and type(calls := delta.get("tool_calls")) is list:
+                    # The common case of a tool stream: fragments only.
+                    self._add_tool_fragments(buffer, calls, fragments)
                 else:
                     self._add_delta(buffer, delta, fragments)
             finish_reason = choice.get("finish_reason")
@@ -259,9 +262,7 @@ class ChatCompletionAccumulator:
                         buffer.content.append(value)
             elif key == "tool_calls":
                 if type(value) is list:
-                    for fragment in value:
-                        if type(fragment) is dict:
-                            self._add_tool_fragment(buffer, fragment, fragments)
+                    self._add_tool_fragments(buffer, value, fragments)
             elif key == "reasoning_content" or key == "reasoning":
                 if type(value) is str:
                     if buffer.reasoning is None:
@@ -284,40 +285,43 @@ class ChatCompletionAccumulator:
             else:
                 buffer.extras[key] = value
 
-    def _add_tool_fragment(
+    def _add_tool_fragments(
         self,
         buffer: _ChoiceBuffer,
-        fragment: dict[str, Any],
+        tool_calls: list[Any],
         fragments: list[tuple[int, ToolCallBuffer, str]],
     ) -> None:
-        """Route a fragment to its call: assign id, type and name, append the arguments."""
-        call_id = fragment.get("id")
-        if not call_id or type(call_id) is not str:
-            call_id = None
-        function = fragment.get("function")
-        if type(function) is not dict:
-            function = None
-        index = fragment.get("index")
-        # The usual fragment continues a call already known by its index.
-        call = buffer.tool_calls.get(index) if type(index) is int else None
-        if call is None or call_id is not None:
-            call = buffer.route(index, call_id, function)
-        if call_id is not None:
-            call.id = call_id
-        if "type" in fragment:
-            call_type = fragment["type"]
-            if call_type and type(call_type) is str:
-                call.type = call_type
-        piece = ""
-        if function is not None:
-            arguments = function.get("arguments")
-            if type(arguments) is str and len(function) == 1:  # the usual fragment
-                if arguments:
-                    call._arguments.append(arguments)
-                piece = arguments
-            else:
-                piece = self._add_function(call, function)
-        fragments.append((buffer.index, call, piece))
+        """Route each fragment to its call: assign id, type and name, append the arguments."""
+        for fragment in tool_calls:
+            if type(fragment) is not dict:
+                continue
+            call_id = fragment.get("id")
+            if not call_id or type(call_id) is not str:
+                call_id = None
+            function = fragment.get("function")
+            if type(function) is not dict:
+                function = None
+            index = fragment.get("index")
+            # The usual fragment continues a call already known by its index.
+            call = buffer.tool_calls.get(index) if type(index) is int else None
+            if call is None or call_id is not None:
+                call = buffer.route(index, call_id, function)
+            if call_id is not None:
+                call.id = call_id
+            if "type" in fragment:
+                call_type = fragment["type"]
+                if call_type and type(call_type) is str:
+                    call.type = call_type
+            piece = ""
+            if function is not None:
+                arguments = function.get("arguments")
+                if type(arguments) is str and len(function) == 1:  # the usual fragment
+                    if arguments:
+                        call._arguments.append(arguments)
+                    piece = arguments
+                else:
+                    piece = self._add_function(call, function)
+            fragments.append((buffer.index, call, piece))
 
     @staticmethod
     def _add_function(call: ToolCallBuffer, function: dict[str, Any]) -> str:
