@@ -306,6 +306,7 @@ class ChatCompletionStream:
     def _abort(self) -> None:
         """Close the connection: a response not read to its end cannot be pooled."""
         self._closed = True
+        self._pending = iter(())  # nothing after an error is handed out
         self._response.close()
 
     async def close(self) -> None:

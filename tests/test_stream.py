@@ -243,6 +243,23 @@ async def test_vllm_and_event_error_shapes(client: asyncchat.Client, server: Moc
         await consume(stream)
 
 
+async def test_nothing_after_an_error_event_in_the_same_read(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    chunk = 'data: {"choices": [{"index": 0, "delta": {"content": "%s"}}]}\n\n'
+    server.enqueue_stream(
+        chunk % "before" + 'data: {"error": {"message": "overloaded"}}\n\n' + chunk % "after"
+    )
+    stream = await open_stream(client)
+    assert (await stream.__anext__()).choices[0].delta.content == "before"
+    with pytest.raises(asyncchat.APIError, match="overloaded") as info:
+        await stream.__anext__()
+    assert info.value.partial is not None
+    assert info.value.partial.choices[0].message.content == "before"
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()  # a caller that goes on gets nothing more
+
+
 async def test_done_twice_and_without_blank_line(
     client: asyncchat.Client, server: MockServer
 ) -> None:
