@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from benchmarks.__main__ import memory_slopes, summarize
 from benchmarks.micro import accumulator_benchmark, decoder_benchmark
@@ -96,3 +100,34 @@ def test_micro_benchmarks_run() -> None:
     assert mine["mb_per_second"] > 0
     accumulators = accumulator_benchmark(50, repeat=1)
     assert accumulators[0]["us_per_chunk"] > 0
+
+
+def _instructions(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.instructions", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counts_under_valgrind() -> None:
+    result = _instructions(
+        "--runners", "floor-raw", "--scenarios", "bulk", "--small", "1", "--large", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    scenario, runner, millions, *_ = line.split()
+    assert (scenario, runner) == ("bulk", "floor-raw")
+    assert float(millions) > 0
+
+
+def test_instruction_counts_say_when_valgrind_is_missing(tmp_path: Path) -> None:
+    result = _instructions(env={**os.environ, "PATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert "valgrind is not installed" in result.stderr
