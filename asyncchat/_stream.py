@@ -38,6 +38,9 @@ __all__ = ["ChatCompletionStream"]
 _Fragments = list[tuple[int, ToolCallBuffer, str]]
 
 
+_NOT_JSON: Any = object()  # what a payload orjson could not parse decodes to
+
+
 def _as_dict(data: dict[str, Any], request_id: str | None) -> Any:
     return data
 
@@ -134,9 +137,9 @@ class ChatCompletionStream:
                     try:
                         data = orjson.loads(item)
                     except orjson.JSONDecodeError:
-                        data = None
+                        data = _NOT_JSON
                     if type(data) is not dict or "choices" not in data or "error" in data:
-                        data = self._decode(item, "message")  # the full checks
+                        data = self._checked(item, "message", data)  # the full checks
                 if data is not None:
                     self._accumulator._ingest(data)
                     return self._hand_out(data, self.request_id)
@@ -230,6 +233,12 @@ class ChatCompletionStream:
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
+            data = _NOT_JSON
+        return self._checked(payload, event, data)
+
+    def _checked(self, payload: str | bytes, event: str, data: Any) -> dict[str, Any] | None:
+        """`_decode` once the payload is parsed (`_NOT_JSON` when it could not be)."""
+        if data is _NOT_JSON:
             self._decode_unusual(payload, event, "not JSON")
             return None
         if type(data) is not dict:
