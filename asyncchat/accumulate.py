@@ -301,11 +301,7 @@ class ChatCompletionAccumulator:
             function = fragment.get("function")
             if type(function) is not dict:
                 function = None
-            index = fragment.get("index")
-            # The usual fragment continues a call already known by its index.
-            call = buffer.tool_calls.get(index) if type(index) is int else None
-            if call is None or call_id is not None:
-                call = buffer.route(index, call_id, function)
+            call = buffer.route(fragment.get("index"), call_id, function)
             if call_id is not None:
                 call.id = call_id
             if "type" in fragment:
