@@ -26,6 +26,7 @@ from asyncchat._ratelimit import RateLimiter
 __all__ = ["Pacer", "Requests", "fan_out"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 Requests = Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]]
 _WORKER_DONE: Any = object()
 
@@ -61,7 +62,9 @@ class Pacer:
         self.limiter.observe(headers, self.clock())
 
 
-async def _numbered(requests: Requests) -> AsyncGenerator[tuple[int, Mapping[str, Any]], None]:
+async def _numbered(
+    requests: Iterable[R] | AsyncIterable[R],
+) -> AsyncGenerator[tuple[int, R], None]:
     if isinstance(requests, AsyncIterable):
         index = 0
         async for request in requests:
@@ -73,8 +76,8 @@ async def _numbered(requests: Requests) -> AsyncGenerator[tuple[int, Mapping[str
 
 
 async def fan_out(
-    run_one: Callable[[Mapping[str, Any]], Awaitable[T]],
-    requests: Requests,
+    run_one: Callable[[R], Awaitable[T]],
+    requests: Iterable[R] | AsyncIterable[R],
     *,
     concurrency: int,
 ) -> AsyncGenerator[tuple[int, T | Exception], None]:

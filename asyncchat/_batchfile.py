@@ -1,40 +1,66 @@
-"""`asyncchat batch`: run an OpenAI Batch input file, resumably.
+"""The files of `asyncchat batch`: the input checked, the output kept safe.
 
 Input: one JSON object a line, `{"custom_id", "method": "POST", "url":
-"/v1/chat/completions", "body": {...}}`. Output: one line per request, in the
-OpenAI Batch output format, written and flushed as each request finishes.
+"/v1/chat/completions", "body": {...}}`, every line checked before anything
+runs. Output: one line per request in the OpenAI Batch output format.
 
-Every input line is checked before anything runs. The output file is the
-checkpoint: rerunning skips the ids it already holds, cuts a partly written
-last line (a crash mid-write), and `retry_failed` reruns only the failures, so
-in the end every `custom_id` appears exactly once.
+The output file is the checkpoint of a resumable run, and it may hold what a
+user cares about, so this module never truncates, rewrites or deletes a line
+this program did not write:
+
+- an output that is the input file, or holds a line that is not a result
+  record, is refused before anything is written;
+- the output is locked (`flock`, which the kernel drops when a process dies,
+  even by `kill -9`), so two runs never write one file;
+- a torn last line (a crash mid-write) is cut only when it follows a valid
+  record, and cut alone, in place;
+- `--retry-failed` drops only failure records of this run's ids; every other
+  line is copied byte for byte.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import stat
 import sys
-import time
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import orjson
 
-from asyncchat.client import Client
-from asyncchat.errors import APIError, APIStatusError, APITimeoutError
+from asyncchat.errors import APIConnectionError, APIStatusError, APITimeoutError
 from asyncchat.types import ChatCompletion
 
-__all__ = ["BatchInputError", "BatchSummary", "run_batch_file", "shard_of"]
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one run at a time is up to the user
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "BatchFileError",
+    "BatchInputError",
+    "ResultsFile",
+    "check_input",
+    "encode_record",
+    "input_requests",
+    "shard_of",
+]
 
 _CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
 
 
-class BatchInputError(ValueError):
-    """The input (or output) file has lines that cannot be run; `problems` lists them all."""
+class BatchFileError(ValueError):
+    """An input or output file that cannot be used; nothing was sent or written."""
+
+
+class BatchInputError(BatchFileError):
+    """The input file has lines that cannot be run; `problems` lists them all."""
 
     def __init__(self, path: Path, problems: list[str]) -> None:
         self.problems = problems
@@ -88,8 +114,11 @@ def _input_lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, line
 
 
-def check_input(path: Path, model: str | None) -> int:
-    """Check every line; raises `BatchInputError` listing all bad lines. Returns the count."""
+def check_input(path: Path, model: str | None, shard: tuple[int, int] = (1, 1)) -> set[str]:
+    """Check every line; raises `BatchInputError` listing all bad lines.
+
+    Returns the ids of this shard: the only ids this run counts and touches.
+    """
     seen: set[str] = set()
     problems = []
     for number, text in _input_lines(path):
@@ -98,66 +127,213 @@ def check_input(path: Path, model: str | None) -> int:
             problems.append(problem)
     if problems:
         raise BatchInputError(path, problems)
-    return len(seen)
+    index, count = shard
+    if count == 1:
+        return seen
+    return {custom_id for custom_id in seen if shard_of(custom_id, count) == index}
 
 
-@dataclass
-class _Previous:
-    """What an earlier run left in the output file."""
+def input_requests(path: Path, model: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`(custom_id, body)` for each line of a checked input, read lazily."""
+    for _, text in _input_lines(path):
+        record = orjson.loads(text)
+        body = record["body"]
+        if model:
+            body["model"] = model
+        yield record["custom_id"], body
 
-    succeeded: set[str] = field(default_factory=set)
-    failed: set[str] = field(default_factory=set)
+
+# --- the output -------------------------------------------------------------------
 
 
-def _is_success(record: dict[str, Any]) -> bool:
-    response = record.get("response")
-    return (
-        record.get("error") is None
+def _result_id(line: bytes) -> tuple[str, bool] | None:
+    """`(custom_id, succeeded)` for a batch result record, None for anything else."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("custom_id"), str)
+        and "response" in record
+        and "error" in record
+    ):
+        return None
+    response = record["response"]
+    succeeded = (
+        record["error"] is None
         and isinstance(response, dict)
         and response.get("status_code") == 200
     )
+    return record["custom_id"], succeeded
 
 
-def load_output(path: Path, retry_failed: bool) -> _Previous:
-    """Read (and repair) the output of an earlier run.
+def _preview(line: bytes) -> str:
+    text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+    return repr(text if len(text) <= 60 else text[:60] + "...")
 
-    A last line cut short by a crash is removed. With `retry_failed`, the lines
-    of failed requests are removed too, so that they run again.
-    """
-    previous = _Previous()
-    if not path.exists():
-        return previous
-    raw = path.read_bytes()
-    keep: list[bytes] = []
-    lines = raw.split(b"\n")
-    complete, tail = lines[:-1], lines[-1]
-    problems = []
-    for number, line in enumerate(complete, 1):
+
+@dataclass
+class _Scan:
+    """What an output file holds, for this run's ids."""
+
+    succeeded: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    records: int = 0  # result records of any input
+    complete_size: int = 0  # bytes up to the end of the last complete line
+    torn_tail: bool = False  # a last line without newline that is not a record
+    unterminated_record: bool = False  # a last line that is a record, newline missing
+
+
+def _scan(file: BinaryIO, path: Path, ids: set[str]) -> _Scan:
+    """Read the output once; raise `BatchFileError` at a line this program did not write."""
+    scan = _Scan()
+    file.seek(0)
+    for number, line in enumerate(file, 1):
+        terminated = line.endswith(b"\n")
         if not line.strip():
+            if terminated:
+                scan.complete_size += len(line)
             continue
-        try:
-            record = orjson.loads(line)
-            custom_id = record["custom_id"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            if number == len(complete) and not tail:
-                break  # a last line cut short, newline included: dropped below
-            problems.append(f"line {number}: not an output record")
-            continue
-        if _is_success(record):
-            previous.succeeded.add(custom_id)
-        elif retry_failed:
-            continue
+        found = _result_id(line)
+        if found is None:
+            if not terminated and scan.records:
+                scan.torn_tail = True  # a crash cut our last write short
+                break
+            raise BatchFileError(
+                f"{path} is not a results file of asyncchat batch: line {number} is not a "
+                f"result record ({_preview(line)}); nothing was changed, choose another -o"
+            )
+        custom_id, succeeded = found
+        scan.records += 1
+        if custom_id in ids:
+            (scan.succeeded if succeeded else scan.failed).add(custom_id)
+        if terminated:
+            scan.complete_size += len(line)
         else:
-            previous.failed.add(custom_id)
-        keep.append(line)
-    if problems:
-        raise BatchInputError(path, problems)
-    repaired = b"".join(line + b"\n" for line in keep)
-    if repaired != raw:
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_bytes(repaired)
+            scan.unterminated_record = True
+    scan.failed -= scan.succeeded  # an id with a success is done, whatever else is there
+    return scan
+
+
+def _lock(file: BinaryIO, path: Path) -> None:
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BatchFileError(
+            f"{path} is being written by another asyncchat batch run; wait for it to "
+            "finish (or stop it) and run again"
+        ) from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+class ResultsFile:
+    """The output of a run: checked, locked, repaired; takes one record a line.
+
+    A regular file (or a new one) is a checkpoint: `succeeded` and `failed` say
+    which of this run's ids it already holds. `-`, a pipe or a device (such as
+    `/dev/stdout` into a pipe) is written to as a stream, with nothing to resume:
+    reading it back would block or find nothing.
+    """
+
+    def __init__(self, file: BinaryIO, *, path: Path | None, scan: _Scan) -> None:
+        self._file = file
+        self.path = path
+        self.resumable = path is not None
+        self.succeeded = scan.succeeded
+        self.failed = scan.failed
+
+    @classmethod
+    def open(
+        cls, output: Path, *, input_path: Path, ids: set[str], retry_failed: bool
+    ) -> ResultsFile:
+        if str(output) == "-":
+            return cls(sys.stdout.buffer, path=None, scan=_Scan())
+        if _same_file(output, input_path):
+            raise BatchFileError(
+                f"the output {output} is the input file {input_path}: choose another -o "
+                "(nothing was sent)"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISREG(os.stat(output).st_mode):
+                return cls(open(output, "ab"), path=None, scan=_Scan())
+        file = cls._open_locked(output)
+        try:
+            scan = _scan(file, output, ids)
+            if scan.torn_tail:
+                file.truncate(scan.complete_size)
+            elif scan.unterminated_record:
+                file.write(b"\n")
+                file.flush()
+            if retry_failed and scan.failed:
+                file = _drop_failures(file, output, scan.failed)
+                scan.failed = set()
+        except BaseException:
+            file.close()
+            raise
+        return cls(file, path=output, scan=scan)
+
+    @staticmethod
+    def _open_locked(path: Path) -> BinaryIO:
+        """Open for append and lock; retry if the path was replaced while we waited."""
+        while True:
+            file = open(path, "a+b")  # noqa: SIM115  (held for the whole run)
+            try:
+                _lock(file, path)
+                if os.fstat(file.fileno()).st_ino == os.stat(path).st_ino:
+                    return file
+            except BaseException:
+                file.close()
+                raise
+            file.close()  # another run replaced the file (--retry-failed): lock the new one
+
+    def write(self, line: bytes) -> None:
+        """Append one record line and flush it: each result is on disk as it finishes."""
+        self._file.write(line)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is sys.stdout.buffer:
+            self._file.flush()
+        else:
+            self._file.close()
+
+
+def _drop_failures(file: BinaryIO, path: Path, failed: set[str]) -> BinaryIO:
+    """A copy of the output without the failure records of `failed`, put in its place.
+
+    Every other line is copied byte for byte. The copy is locked before it
+    replaces the original, so no other run can slip in between; a crash before
+    the replace leaves the original as it was.
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    copy = os.fdopen(fd, "a+b")
+    try:
+        _lock(copy, path)
+        os.chmod(temporary, stat.S_IMODE(os.fstat(file.fileno()).st_mode))
+        file.seek(0)
+        for line in file:
+            found = _result_id(line)
+            if found is None or found[0] not in failed or found[1]:
+                copy.write(line)
+        copy.flush()
+        os.fsync(copy.fileno())
         os.replace(temporary, path)
-    return previous
+    except BaseException:
+        copy.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    file.close()
+    return copy
 
 
 def _record(custom_id: str, result: ChatCompletion | Exception) -> dict[str, Any]:
@@ -167,7 +343,7 @@ def _record(custom_id: str, result: ChatCompletion | Exception) -> dict[str, Any
         record["response"] = {
             "status_code": 200,
             "request_id": result.request_id,
-            "body": result.to_dict(),
+            "body": result._data,
         }
         record["error"] = None
     elif isinstance(result, APIStatusError):
@@ -181,127 +357,37 @@ def _record(custom_id: str, result: ChatCompletion | Exception) -> dict[str, Any
         }
         record["error"] = None
     else:
-        code = (
-            "timeout"
-            if isinstance(result, APITimeoutError)
-            else ("connection_error" if isinstance(result, APIError) else "client_error")
-        )
+        if isinstance(result, APITimeoutError):
+            code = "timeout"
+        elif isinstance(result, APIConnectionError):
+            code = "connection_error"
+        else:
+            code = "invalid_response"
         record["response"] = None
         record["error"] = {"code": code, "message": str(result) or type(result).__name__}
     return record
 
 
-@dataclass
-class BatchSummary:
-    total: int  # requests in this shard
-    skipped: int  # already in the output from an earlier run
-    succeeded: int  # in the output now, across runs
-    failed: int
-    seconds: float
-    tokens: int
+def encode_record(custom_id: str, result: ChatCompletion | Exception) -> tuple[bytes, bool]:
+    """`(line, succeeded)`: the record of one result, newline included.
 
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0 and self.succeeded == self.total
-
-
-class _Progress:
-    """A live status line on a terminal; silent otherwise."""
-
-    def __init__(self, stream: TextIO, total: int) -> None:
-        self.stream = stream
-        self.live = stream.isatty()
-        self.total = total
-        self.done = self.failed = self.in_flight = self.tokens = 0
-        self.started = time.monotonic()
-        self.last_shown = 0.0
-
-    def show(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.live or (not force and now - self.last_shown < 0.2):
-            return
-        self.last_shown = now
-        elapsed = now - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        left = self.total - self.done
-        eta = f"{left / rate:.0f}s" if rate > 0 else "-"
-        self.stream.write(
-            f"\r{self.done}/{self.total} done, {self.failed} failed, {self.in_flight} in flight,"
-            f" {rate:.1f} req/s, {self.tokens} tokens, ETA {eta}  "
-        )
-        self.stream.flush()
-
-
-async def run_batch_file(
-    client: Client,
-    input_path: Path,
-    output_path: Path,
-    *,
-    concurrency: int = 64,
-    model: str | None = None,
-    shard: tuple[int, int] = (1, 1),
-    retry_failed: bool = False,
-    requests_per_minute: float | None = None,
-    tokens_per_minute: float | None = None,
-    progress: TextIO = sys.stderr,
-) -> BatchSummary:
-    """Run every request of the input file (in this shard) not already in the output."""
-    shard_index, shard_count = shard
-    check_input(input_path, model)
-    previous = load_output(output_path, retry_failed)
-    done = previous.succeeded | previous.failed
-
-    def mine(custom_id: str) -> bool:
-        return shard_count == 1 or shard_of(custom_id, shard_count) == shard_index
-
-    total = sum(1 for _, text in _input_lines(input_path) if mine(orjson.loads(text)["custom_id"]))
-    pending_ids: list[str] = []
-
-    async def pending() -> AsyncIterator[dict[str, Any]]:
-        for _, text in _input_lines(input_path):
-            record = orjson.loads(text)
-            custom_id = record["custom_id"]
-            if custom_id in done or not mine(custom_id):
-                continue
-            body = record["body"]
-            if model:
-                body["model"] = model
-            pending_ids.append(custom_id)
-            status.in_flight += 1
-            yield body
-
-    status = _Progress(progress, total)
-    succeeded = sum(1 for i in previous.succeeded if mine(i))
-    failed = sum(1 for i in previous.failed if mine(i))
-    skipped = status.done = succeeded + failed
-    started = time.monotonic()
-    with output_path.open("a", encoding="utf-8") as output:
-        async for index, result in client.chat.as_completed(
-            pending(),
-            concurrency=concurrency,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-        ):
-            output.write(orjson.dumps(_record(pending_ids[index], result)).decode() + "\n")
-            output.flush()
-            status.in_flight -= 1
-            status.done += 1
-            if isinstance(result, ChatCompletion):
-                succeeded += 1
-                if result.usage and result.usage.total_tokens:
-                    status.tokens += result.usage.total_tokens
-            else:
-                failed += 1
-                status.failed += 1
-            status.show()
-    status.show(force=True)
-    if status.live:
-        progress.write("\n")
-    return BatchSummary(
-        total=total,
-        skipped=skipped,
-        succeeded=succeeded,
-        failed=failed,
-        seconds=time.monotonic() - started,
-        tokens=status.tokens,
-    )
+    An answer that decoded but cannot be written back as JSON (nested deeper
+    than orjson encodes) becomes that request's error record: one odd answer
+    never stops a run.
+    """
+    try:
+        line = orjson.dumps(_record(custom_id, result))
+        succeeded = isinstance(result, ChatCompletion)
+    except TypeError as exc:
+        error = {
+            "code": "invalid_response",
+            "message": f"the answer could not be stored as JSON: {exc}",
+        }
+        fallback = {
+            "id": f"batch_req_{uuid.uuid4().hex}",
+            "custom_id": custom_id,
+            "response": None,
+            "error": error,
+        }
+        line, succeeded = orjson.dumps(fallback), False
+    return line + b"\n", succeeded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import urllib.parse
 import urllib.request
@@ -14,6 +15,8 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "Secret",
     "Timeout",
+    "environment_api_key",
+    "is_loopback",
     "proxy_from_environment",
     "resolve_api_key",
     "resolve_base_url",
@@ -73,15 +76,34 @@ class Secret(str):
         return "'***'"
 
 
-def resolve_api_key(api_key: str | None) -> str:
-    """The key passed in, else ASYNCCHAT_API_KEY, else OPENAI_API_KEY."""
-    key = api_key or os.environ.get("ASYNCCHAT_API_KEY") or os.environ.get("OPENAI_API_KEY")
-    if not key:
-        raise ConfigurationError(
-            "no API key: pass api_key=... to asyncchat.Client, or set ASYNCCHAT_API_KEY "
-            "(or OPENAI_API_KEY) in the environment"
-        )
-    return Secret(key)
+def is_loopback(url: str) -> bool:
+    """True for a URL on this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def environment_api_key(api_key: str | None) -> str | None:
+    """The key passed in, else ASYNCCHAT_API_KEY, else OPENAI_API_KEY, else None."""
+    return api_key or os.environ.get("ASYNCCHAT_API_KEY") or os.environ.get("OPENAI_API_KEY")
+
+
+def resolve_api_key(api_key: str | None, base_url: str) -> Secret | None:
+    """The key to send; None (no Authorization header) only for a server on this
+    machine, since local servers (llama.cpp, Ollama, vLLM) usually need none."""
+    key = environment_api_key(api_key)
+    if key:
+        return Secret(key)
+    if is_loopback(base_url):
+        return None
+    raise ConfigurationError(
+        "no API key: pass api_key=... to asyncchat.Client, or set ASYNCCHAT_API_KEY "
+        "(or OPENAI_API_KEY) in the environment"
+    )
 
 
 def resolve_base_url(base_url: str | None) -> str:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
+import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,16 +16,23 @@ from typing import Any, TextIO
 
 import orjson
 
-from asyncchat._batchfile import run_batch_file
+from asyncchat._batchfile import BatchFileError
+from asyncchat._batchrun import BatchStop, BatchSummary, fatal_hint, run_batch_file
+from asyncchat._config import environment_api_key, is_loopback, resolve_base_url
 from asyncchat._events import ContentDelta, ReasoningDelta, ToolCallDone
+from asyncchat._version import __version__
 from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
-from asyncchat.errors import APIError
+from asyncchat.errors import APIError, ConfigurationError, NotFoundError
 from asyncchat.testing import MockServer, StreamStyle
+from asyncchat.types import ChatCompletion, Usage
 
 __all__ = ["main"]
 
 DEFAULT_MODEL = "gpt-4o-mini"
+# Request parameters that have their own flag or that the command sets itself.
+_RESERVED_OPTIONS = {"model": "-m/--model", "messages": "the prompt", "stream": "--no-stream"}
+_DIM, _RESET = "\x1b[2m", "\x1b[0m"
 SEED_TOOL = {
     "type": "function",
     "function": {
@@ -45,27 +57,78 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asyncchat", description="OpenAI-compatible chat completions from the terminal."
     )
+    parser.add_argument("--version", action="version", version=f"asyncchat {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_chat(commands)
+    _add_batch(commands)
+    _add_mock_server(commands)
+    commands.add_parser("demo", help="show asyncchat against the built-in mock server")
+    return parser
 
-    chat = commands.add_parser("chat", help="send one prompt and stream the answer")
-    chat.add_argument("prompt", help="the user message, or - to read it from stdin")
-    chat.add_argument("--model", default=DEFAULT_MODEL)
-    chat.add_argument("--system", help="a system message")
+
+def _add_connection(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--base-url", help="default: ASYNCCHAT_BASE_URL / OPENAI_BASE_URL")
+    command.add_argument(
+        "--api-key",
+        help="default: ASYNCCHAT_API_KEY / OPENAI_API_KEY; not needed for a server on this machine",
+    )
+
+
+def _add_chat(commands: Any) -> None:
+    model = os.environ.get("ASYNCCHAT_MODEL")
+    chat = commands.add_parser(
+        "chat",
+        help="send one prompt and stream the answer",
+        description="Send one prompt and stream the answer. Text piped on standard input "
+        "is sent too, before the prompt.",
+    )
+    chat.add_argument(
+        "prompt", nargs="?", help="the user message (- to read it all from standard input)"
+    )
+    chat.add_argument(
+        "-m",
+        "--model",
+        help=f"default: ASYNCCHAT_MODEL ({model!r})"
+        if model
+        else f"default: ASYNCCHAT_MODEL if set, else {DEFAULT_MODEL}",
+    )
+    chat.add_argument("-s", "--system", help="a system message")
     chat.add_argument(
         "--image",
         action="append",
         default=[],
-        metavar="PATH",
-        help="attach an image file (repeatable)",
+        metavar="PATH_OR_URL",
+        help="attach an image: a file, an http(s) URL, or - for standard input (repeatable)",
     )
     chat.add_argument("--tools", metavar="FILE.json", help="a JSON list of tools to offer")
+    chat.add_argument(
+        "-o",
+        "--option",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="any request parameter, VALUE read as JSON when it parses (-o seed 42 "
+        "-o stop '[\"\\n\"]' -o user alice); repeatable",
+    )
     chat.add_argument("--temperature", type=float)
-    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--max-tokens", type=_positive_int)
     chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
-    chat.add_argument("--json", action="store_true", help="print raw chunks as JSON lines")
-    chat.add_argument("--base-url", help="default: ASYNCCHAT_BASE_URL / OPENAI_BASE_URL")
-    chat.add_argument("--api-key", help="default: ASYNCCHAT_API_KEY / OPENAI_API_KEY")
+    chat.add_argument(
+        "--json", action="store_true", help="print the raw chunks (or answer) as JSON"
+    )
+    chat.add_argument(
+        "--hide-reasoning",
+        action="store_true",
+        help="do not print reasoning text (shown dim on a terminal, else on standard error)",
+    )
+    chat.add_argument(
+        "-u", "--usage", action="store_true", help="print token usage on standard error"
+    )
+    _add_connection(chat)
 
+
+def _add_batch(commands: Any) -> None:
     batch = commands.add_parser(
         "batch", help="run an OpenAI Batch file (JSONL), resumably, writing results as they finish"
     )
@@ -75,12 +138,18 @@ def _parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         required=True,
-        help="results file; rerunning with it resumes where the last run stopped",
+        help="results file; rerunning with it resumes where the last run stopped"
+        " (- for standard output, without resume)",
     )
-    batch.add_argument("--concurrency", type=int, default=64)
+    batch.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=64,
+        help="most requests open at once (default: 64)",
+    )
     batch.add_argument("--rpm", type=float, help="requests-per-minute ceiling")
     batch.add_argument("--tpm", type=float, help="tokens-per-minute ceiling (estimated)")
-    batch.add_argument("--model", help="use this model for every request")
+    batch.add_argument("-m", "--model", help="use this model for every request")
     batch.add_argument(
         "--shard",
         type=_shard,
@@ -93,15 +162,54 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run again the requests that failed in an earlier run",
     )
-    batch.add_argument("--base-url", help="default: ASYNCCHAT_BASE_URL / OPENAI_BASE_URL")
-    batch.add_argument("--api-key", help="default: ASYNCCHAT_API_KEY / OPENAI_API_KEY")
+    batch.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on Ctrl-C or SIGTERM, how long requests in flight may finish (default: 10);"
+        " a second Ctrl-C cancels them at once",
+    )
+    _add_connection(batch)
 
-    mock = commands.add_parser("mock-server", help="run the built-in mock server")
+
+def _add_mock_server(commands: Any) -> None:
+    mock = commands.add_parser(
+        "mock-server",
+        help="run the built-in mock server",
+        description="An OpenAI-compatible server that answers 'You said: <your text>', "
+        "with the stream styles and faults of asyncchat.testing.MockServer.",
+    )
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8000)
-
-    commands.add_parser("demo", help="show asyncchat against the built-in mock server")
-    return parser
+    mock.add_argument("--api-key", help="require this key (401 otherwise)")
+    mock.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    mock.add_argument("--reply", help="answer with this text instead of the echo")
+    mock.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="NAME",
+        help="a model listed by GET /v1/models (repeatable; default: mock-model)",
+    )
+    mock.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    mock.add_argument("--tokens", type=_positive_int, help="content chunks per stream")
+    mock.add_argument("--line-ending", choices=("lf", "crlf", "cr"), default="lf")
+    mock.add_argument("--keepalive", action="store_true", help="a comment before each chunk")
+    mock.add_argument("--no-done", action="store_true", help="end streams without [DONE]")
+    mock.add_argument(
+        "--tool-calls",
+        choices=("openai", "whole", "no_index", "repeat_name", "object_arguments"),
+        default="openai",
+        help="how streamed tool calls are cut (as OpenAI, GLM/vLLM, Gemini, ...)",
+    )
+    mock.add_argument(
+        "--reasoning",
+        choices=("reasoning_content", "reasoning"),
+        help="stream reasoning text first, under this field",
+    )
+    mock.add_argument("--error-after", type=int, metavar="N", help="an error event after N chunks")
+    mock.add_argument("--drop-after", type=int, metavar="N", help="cut the connection after N")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -115,20 +223,35 @@ def _shard(text: str) -> tuple[int, int]:
     return shard
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    """Run the command line; returns the exit status (1: API error, 2: bad input)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(arguments)
+    args.argv = arguments
     try:
         if args.command == "chat":
             return asyncio.run(_chat(args, sys.stdout))
         if args.command == "batch":
             return asyncio.run(_batch(args))
         if args.command == "mock-server":
-            return asyncio.run(_mock_server(args.host, args.port))
+            return asyncio.run(_mock_server(args))
         return asyncio.run(demo(sys.stdout))
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except (ConfigurationError, BatchFileError) as exc:
+        print(f"asyncchat: error: {exc}", file=sys.stderr)
+        return 2
     except APIError as exc:
         print(f"asyncchat: error: {exc}", file=sys.stderr)
         return 1
@@ -137,83 +260,293 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _client(args: argparse.Namespace) -> Client:
+    """The client for --base-url / --api-key; a missing key's error names the flags."""
+    base_url = resolve_base_url(args.base_url)
+    if not environment_api_key(args.api_key) and not is_loopback(base_url):
+        raise ConfigurationError(
+            f"no API key for {base_url}: pass --api-key KEY, or set ASYNCCHAT_API_KEY "
+            "(or OPENAI_API_KEY)"
+        )
+    return Client(api_key=args.api_key, base_url=base_url)
+
+
+# --- chat ---------------------------------------------------------------------------
+
+
+def _model(args: argparse.Namespace) -> str:
+    if args.model is not None:
+        model: str = args.model
+        if not model.strip():
+            raise ConfigurationError("--model must not be empty")
+        return model
+    return os.environ.get("ASYNCCHAT_MODEL") or DEFAULT_MODEL
+
+
+def _piped_stdin() -> str | None:
+    """Standard input when it is a pipe or a file, not a terminal."""
+    stdin = sys.stdin
+    if stdin is None or stdin.isatty():
+        return None
+    return stdin.read()
+
+
+def _prompt(args: argparse.Namespace) -> str:
+    """The prompt argument, with text piped on standard input before it."""
+    if args.prompt == "-":
+        return sys.stdin.read()
+    piped = None if "-" in args.image else _piped_stdin()
+    parts = []
+    if piped and piped.strip():
+        parts.append(piped.rstrip("\n"))
+    if args.prompt and args.prompt.strip():
+        parts.append(args.prompt)
+    if not parts:
+        raise ConfigurationError(
+            "no prompt: give one as an argument, or pipe it: echo hi | asyncchat chat"
+        )
+    return "\n\n".join(parts)
+
+
+def _image(source: str) -> dict[str, Any]:
+    if source == "-":
+        return image_part(sys.stdin.buffer.read())
+    return image_part(source)
+
+
 def _messages(args: argparse.Namespace) -> list[dict[str, Any]]:
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if args.image.count("-") > 1:
+        raise ConfigurationError("--image - can be given once: standard input holds one image")
+    prompt = _prompt(args)
     messages: list[dict[str, Any]] = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
     if args.image:
-        content = [text_part(prompt), *(image_part(path) for path in args.image)]
+        content = [text_part(prompt), *(_image(source) for source in args.image)]
         messages.append({"role": "user", "content": content})
     else:
         messages.append({"role": "user", "content": prompt})
     return messages
 
 
+def _load_tools(path: str) -> list[Any]:
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        tools = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigurationError(f"--tools {path}: not valid JSON ({exc})") from None
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        raise ConfigurationError(f"--tools {path}: expected a JSON list of tool objects")
+    return tools
+
+
+def _option_value(text: str) -> Any:
+    """A -o value: JSON when it parses (numbers, true, lists, objects), else the text."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
 def _params(args: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {"model": args.model, "messages": _messages(args)}
+    params: dict[str, Any] = {"model": _model(args)}
     if args.tools:
-        with open(args.tools, "rb") as file:
-            tools = orjson.loads(file.read())
-        if not isinstance(tools, list):
-            raise ValueError(f"{args.tools} must hold a JSON list of tools")
-        params["tools"] = tools
+        params["tools"] = _load_tools(args.tools)
     if args.temperature is not None:
         params["temperature"] = args.temperature
     if args.max_tokens is not None:
         params["max_tokens"] = args.max_tokens
+    for key, value in args.option:
+        if key in _RESERVED_OPTIONS:
+            raise ConfigurationError(f"-o {key}: set it with {_RESERVED_OPTIONS[key]}")
+        params[key] = _option_value(value)
+    if args.usage and not args.no_stream:
+        params.setdefault("stream_options", {"include_usage": True})
+    params["messages"] = _messages(args)
     return params
+
+
+class _Printer:
+    """Writes an answer: content on `out`, reasoning apart from it, tool calls as JSON."""
+
+    def __init__(self, out: TextIO, err: TextIO, hide_reasoning: bool) -> None:
+        self.out, self.err = out, err
+        self.hide_reasoning = hide_reasoning
+        self.terminal = out.isatty()
+        self.in_reasoning = False
+        self.wrote = False
+
+    def reasoning(self, text: str) -> None:
+        if self.hide_reasoning:
+            return
+        if not self.in_reasoning:
+            self.in_reasoning = True
+            if self.terminal:
+                self.out.write(_DIM)
+        stream = self.out if self.terminal else self.err
+        stream.write(text)
+        stream.flush()
+
+    def _end_reasoning(self) -> None:
+        if not self.in_reasoning:
+            return
+        self.in_reasoning = False
+        if self.terminal:
+            self.out.write(_RESET + "\n\n")
+        else:
+            self.err.write("\n")
+            self.err.flush()
+
+    def content(self, text: str) -> None:
+        self._end_reasoning()
+        self.out.write(text)
+        self.out.flush()
+        self.wrote = True
+
+    def tool_call(self, name: str | None, arguments: Any) -> None:
+        """`[tool call] NAME {"json": "arguments"}`; invalid arguments shown as sent, warned of."""
+        self._end_reasoning()
+        if self.wrote:
+            self.out.write("\n")
+        if not isinstance(arguments, str):  # a server that sent an object, not JSON text
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        try:
+            parsed = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            arguments = json.dumps(parsed, ensure_ascii=False)
+        else:
+            self.err.write(
+                f"asyncchat: warning: the arguments of tool call {name} are not a JSON object\n"
+            )
+        self.out.write(f"[tool call] {name} {arguments}")
+        self.wrote = True
+
+    def finish(self) -> None:
+        self._end_reasoning()
+        self.out.write("\n")
+        self.out.flush()
+
+
+def _print_usage(usage: Usage | None, err: TextIO) -> None:
+    if usage is None:
+        err.write("usage: the server reported none\n")
+        return
+    err.write(
+        f"usage: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion"
+        f" = {usage.total_tokens} tokens\n"
+    )
 
 
 async def _chat(args: argparse.Namespace, out: TextIO) -> int:
     params = _params(args)
-    async with Client(api_key=args.api_key, base_url=args.base_url) as client:
-        if args.no_stream:
-            completion = await client.chat.completions.create(**params)
-            if args.json:
-                out.write(completion.to_json() + "\n")
-            else:
-                _print_message(completion.choices[0].message, out)
-            return 0
+    try:
+        async with _client(args) as client:
+            return await _converse(client, args, params, out)
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"{exc.message} (is {params['model']!r} a model of this server? choose one with "
+            "-m/--model or ASYNCCHAT_MODEL)",
+            status_code=exc.status_code,
+            request_id=exc.request_id,
+            body=exc.body,
+        ) from None
+
+
+async def _converse(
+    client: Client, args: argparse.Namespace, params: dict[str, Any], out: TextIO
+) -> int:
+    printer = _Printer(out, sys.stderr, args.hide_reasoning)
+    if args.no_stream:
+        completion = await client.chat.completions.create(**params)
         if args.json:
-            stream = await client.chat.completions.create(stream=True, **params)
-            async with stream:
-                async for chunk in stream:
-                    out.write(chunk.to_json() + "\n")
-            return 0
-        async with client.chat.stream(**params) as events:
-            async for event in events:
-                if isinstance(event, (ContentDelta, ReasoningDelta)):
-                    out.write(event.text)
-                    out.flush()
-                elif isinstance(event, ToolCallDone):
-                    arguments = event.parsed_arguments
-                    shown = arguments if arguments is not None else event.arguments
-                    out.write(f"\n[tool call] {event.name}({shown})")
-        out.write("\n")
+            out.write(completion.to_json() + "\n")
+        else:
+            _print_message(completion, printer)
+        if args.usage:
+            _print_usage(completion.usage, sys.stderr)
+        return 0
+    if args.json:
+        stream = await client.chat.completions.create(stream=True, **params)
+        async with stream:
+            async for chunk in stream:
+                out.write(chunk.to_json() + "\n")
+        if args.usage:
+            _print_usage(stream.completion.usage, sys.stderr)
+        return 0
+    async with client.chat.stream(**params) as events:
+        async for event in events:
+            if isinstance(event, ContentDelta):
+                printer.content(event.text)
+            elif isinstance(event, ReasoningDelta):
+                printer.reasoning(event.text)
+            elif isinstance(event, ToolCallDone):
+                printer.tool_call(event.name, event.arguments)
+        final = await events.final_completion()
+    printer.finish()
+    if args.usage:
+        _print_usage(final.usage, sys.stderr)
     return 0
 
 
-def _print_message(message: Any, out: TextIO) -> None:
+def _print_message(completion: ChatCompletion, printer: _Printer) -> None:
+    message = completion.choices[0].message
+    data = message.to_dict()
+    reasoning = data.get("reasoning_content") or data.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        printer.reasoning(reasoning)
     if message.content:
-        out.write(message.content + "\n")
+        printer.content(message.content)
     for call in message.tool_calls or ():
-        out.write(f"[tool call] {call.function.name}({call.function.parsed_arguments()})\n")
+        printer.tool_call(call.function.name, call.function.arguments or "")
+    printer.finish()
+
+
+# --- batch --------------------------------------------------------------------------
 
 
 async def _batch(args: argparse.Namespace) -> int:
-    async with Client(api_key=args.api_key, base_url=args.base_url) as client:
-        summary = await run_batch_file(
-            client,
-            args.input,
-            args.output,
-            concurrency=args.concurrency,
-            model=args.model,
-            shard=args.shard,
-            retry_failed=args.retry_failed,
-            requests_per_minute=args.rpm,
-            tokens_per_minute=args.tpm,
+    stop = BatchStop(grace=args.grace)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for number in signals:
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(number, stop.request, number.name)
+    try:
+        async with _client(args) as client:
+            summary = await run_batch_file(
+                client,
+                args.input,
+                args.output,
+                concurrency=args.concurrency,
+                model=args.model,
+                shard=args.shard,
+                retry_failed=args.retry_failed,
+                requests_per_minute=args.rpm,
+                tokens_per_minute=args.tpm,
+                stop=stop,
+            )
+    finally:
+        for number in signals:
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(number)
+    return _report_batch(args, summary)
+
+
+def _report_batch(args: argparse.Namespace, summary: BatchSummary) -> int:
+    """The summary on stderr; the exit status."""
+    rerun = f"run the same command again to resume: {_command_line(args.argv)}"
+    if summary.fatal is not None:
+        print(
+            f"asyncchat: error: batch stopped, every request would fail: {summary.fatal}; "
+            f"{fatal_hint(summary.fatal)}. {summary.succeeded + summary.failed} of "
+            f"{summary.total} results are in {args.output}, {summary.not_run} still to run; "
+            "fix this and run the same command again",
+            file=sys.stderr,
         )
+        return 1
     shard = f" (shard {args.shard[0]}/{args.shard[1]})" if args.shard[1] > 1 else ""
     print(
         f"batch{shard}: {summary.total} requests, {summary.succeeded} succeeded, "
@@ -221,13 +554,54 @@ async def _batch(args: argparse.Namespace) -> int:
         f"{summary.tokens} tokens in {summary.seconds:.1f}s; results in {args.output}",
         file=sys.stderr,
     )
+    if summary.stopped_by is not None:
+        print(
+            f"stopped by {summary.stopped_by}: {summary.not_run} requests not run; {rerun}",
+            file=sys.stderr,
+        )
+        return 128 + int(getattr(signal, summary.stopped_by, signal.SIGINT))
     if summary.failed:
         print("rerun with --retry-failed to try the failed requests again", file=sys.stderr)
     return 0 if summary.ok else 1
 
 
-async def _mock_server(host: str, port: int) -> int:
-    async with MockServer(host=host, port=port) as server:
+def _command_line(argv: Sequence[str]) -> str:
+    """The command as typed, the API key masked."""
+    shown, hide_next = ["asyncchat"], False
+    for word in argv:
+        if hide_next:
+            word, hide_next = "***", False
+        elif word == "--api-key":
+            hide_next = True
+        elif word.startswith("--api-key="):
+            word = "--api-key=***"
+        shown.append(word)
+    return shlex.join(shown).replace("'***'", "***")
+
+
+async def _mock_server(args: argparse.Namespace) -> int:
+    line_ending = {"lf": "\n", "crlf": "\r\n", "cr": "\r"}[args.line_ending]
+    style = StreamStyle(
+        tokens=args.tokens,
+        chunk_delay=args.chunk_delay,
+        line_ending=line_ending,
+        keepalive=args.keepalive,
+        send_done=not args.no_done,
+        tool_calls=args.tool_calls,
+        reasoning=args.reasoning,
+        error_after=args.error_after,
+        drop_after=args.drop_after,
+    )
+    server = MockServer(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        delay=args.delay,
+        reply=args.reply,
+        style=style,
+        models=args.models or ("mock-model",),
+    )
+    async with server:
         print(f"mock server listening on {server.base_url} (Ctrl-C to stop)", flush=True)
         await asyncio.Event().wait()
     return 0
@@ -267,7 +641,8 @@ async def demo(out: TextIO) -> int:
         ) as events:
             async for event in events:
                 if isinstance(event, ToolCallDone):
-                    out.write(f"   {event.name}({event.parsed_arguments})\n")
+                    arguments = json.dumps(event.parsed_arguments, ensure_ascii=False)
+                    out.write(f"   {event.name} {arguments}\n")
             final = await events.final_completion()
         out.write(f"   finish_reason: {final.choices[0].finish_reason}\n")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
 import time
 import urllib.parse
@@ -22,6 +21,7 @@ from asyncchat._config import (
     DEFAULT_TIMEOUT,
     Secret,
     Timeout,
+    is_loopback,
     proxy_from_environment,
     resolve_api_key,
     resolve_base_url,
@@ -71,15 +71,12 @@ _warned_unencrypted: set[str] = set()
 
 def _warn_if_unencrypted(base_url: str) -> None:
     """Plain http:// to anything but this machine sends the key in the clear: say so once."""
-    parts = urllib.parse.urlsplit(base_url)
-    host = parts.hostname or ""
-    if parts.scheme != "http" or host == "localhost" or base_url in _warned_unencrypted:
+    if (
+        urllib.parse.urlsplit(base_url).scheme != "http"
+        or is_loopback(base_url)
+        or base_url in _warned_unencrypted
+    ):
         return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
     _warned_unencrypted.add(base_url)
     warnings.warn(
         f"asyncchat: base_url {base_url} is plain http:// to another machine: the API key "
@@ -109,8 +106,8 @@ class Client:
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
         configure_from_environment()
-        self._api_key = resolve_api_key(api_key)
         self.base_url = resolve_base_url(base_url)
+        self._api_key = resolve_api_key(api_key, self.base_url)
         self.timeout = Timeout.coerce(timeout)
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
@@ -122,12 +119,13 @@ class Client:
         self._transport = Transport(
             max_connections=max_connections, proxy=proxy_from_environment(self.base_url)
         )
-        self._headers = {
-            "Authorization": Secret(f"Bearer {self._api_key}"),
+        self._headers: dict[str, str] = {
             "Content-Type": "application/json",
             "User-Agent": f"asyncchat/{__version__}",
             **(default_headers or {}),
         }
+        if self._api_key is not None:  # None only for a server on this machine
+            self._headers["Authorization"] = Secret(f"Bearer {self._api_key}")
         # Tests replace these to skip real waits.
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._clock: Callable[[], float] = time.monotonic
@@ -387,8 +385,8 @@ class Completions:
             completion = ChatCompletion(
                 _decode_completion(content, response.status, url), request_id
             )
-            if tokens and pacer is not None and completion.usage is not None:
-                pacer.limiter.correct_tokens(tokens, completion.usage.total_tokens or tokens)
+            if tokens and pacer is not None:
+                pacer.limiter.correct_tokens(tokens, reported_tokens(completion) or tokens)
             return completion
         chunks = await _open_stream(
             response,
@@ -422,6 +420,16 @@ def build_body(
     if extra_body:
         body.update(extra_body)
     return body
+
+
+def reported_tokens(completion: ChatCompletion) -> int | None:
+    """`usage.total_tokens` when the server sent a usable count; None for a missing
+    or odd one (a string, a negative number), which is then ignored."""
+    usage = completion._data.get("usage")
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        return total
+    return None
 
 
 def _decode_completion(content: bytes, status: int, url: str) -> dict[str, Any]:
@@ -544,6 +552,18 @@ class Chat:
         corrected from `usage`) set a rate limit shared by all the requests; a 429
         with `Retry-After`, or `x-ratelimit-remaining-*: 0`, pauses them all.
         """
+        run_one = self._request_runner(requests_per_minute, tokens_per_minute)
+        # Closing this generator early must close the fan-out (and cancel its workers)
+        # now, not when the garbage collector gets to it.
+        async with aclosing(fan_out(run_one, requests, concurrency=concurrency)) as items:
+            async for item in items:
+                yield item
+
+    def _request_runner(
+        self, requests_per_minute: float | None, tokens_per_minute: float | None
+    ) -> Callable[[Mapping[str, Any]], Awaitable[ChatCompletion]]:
+        """One fan-out's `run_one`: a dict of `create()` arguments -> its completion,
+        every call paced by one shared rate limit."""
         limiter = RateLimiter(
             requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
         )
@@ -577,11 +597,7 @@ class Chat:
             assert isinstance(result, ChatCompletion)
             return result
 
-        # Closing this generator early must close the fan-out (and cancel its workers)
-        # now, not when the garbage collector gets to it.
-        async with aclosing(fan_out(run_one, requests, concurrency=concurrency)) as items:
-            async for item in items:
-                yield item
+        return run_one
 
     def stream(self, **params: Any) -> ChatStreamManager:
         """`async with client.chat.stream(...) as s:` iterate typed events, then

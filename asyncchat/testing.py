@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -151,7 +151,7 @@ class MockServer:
     `api_key`: when given, requests must carry `Authorization: Bearer <api_key>`
     or get a 401. `reply`: the text to answer with (or a function of the request
     body) instead of the echo. `delay`: seconds to wait before each default
-    answer (to hold requests in flight).
+    answer (to hold requests in flight). `models`: the ids `GET /v1/models` lists.
     """
 
     def __init__(
@@ -163,8 +163,10 @@ class MockServer:
         delay: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        models: Sequence[str] = ("mock-model",),
     ) -> None:
         self.api_key = api_key
+        self.models = list(models)
         self.delay = delay  # seconds before every default answer
         self.reply = reply
         self.style = style or StreamStyle()
@@ -208,6 +210,8 @@ class MockServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/models", self._models)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -248,6 +252,33 @@ class MockServer:
             status=404,
         )
 
+    def _unauthorized(self, request: web.Request, request_id: str) -> web.Response | None:
+        """A 401 unless the request carries the key this server requires."""
+        authorization = request.headers.get("Authorization")
+        if self.api_key is None or authorization == f"Bearer {self.api_key}":
+            return None
+        return web.json_response(
+            {
+                "error": {
+                    "message": "Incorrect API key provided.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+            status=401,
+            headers={"x-request-id": request_id},
+        )
+
+    async def _models(self, request: web.Request) -> web.Response:
+        denied = self._unauthorized(request, "mock-models")
+        if denied is not None:
+            return denied
+        models = [
+            {"id": model, "object": "model", "created": CREATED, "owned_by": "asyncchat"}
+            for model in self.models
+        ]
+        return web.json_response({"object": "list", "data": models})
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
@@ -285,19 +316,9 @@ class MockServer:
             extra_headers = scripted.headers
         if self.delay:
             await asyncio.sleep(self.delay)
-        authorization = request.headers.get("Authorization")
-        if self.api_key is not None and authorization != f"Bearer {self.api_key}":
-            return web.json_response(
-                {
-                    "error": {
-                        "message": "Incorrect API key provided.",
-                        "type": "invalid_request_error",
-                        "code": "invalid_api_key",
-                    }
-                },
-                status=401,
-                headers={"x-request-id": request_id},
-            )
+        denied = self._unauthorized(request, request_id)
+        if denied is not None:
+            return denied
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return web.json_response(
                 {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -248,23 +249,21 @@ def test_killed_midway_and_rerun_writes_each_id_once(tmp_path: Path) -> None:
 
 
 def test_progress_line_on_a_terminal() -> None:
-    import io
-
-    from asyncchat._batchfile import _Progress
+    from asyncchat._batchrun import _Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     terminal = Terminal()
-    progress = _Progress(terminal, total=10)
+    progress = _Progress(terminal, total=10, done_before=0)
     progress.done, progress.failed, progress.in_flight, progress.tokens = 4, 1, 3, 120
     progress.show(force=True)
     line = terminal.getvalue()
     assert line.startswith("\r4/10 done, 1 failed, 3 in flight,")
     assert "120 tokens" in line and "ETA" in line
     quiet = io.StringIO()
-    _Progress(quiet, total=10).show(force=True)
+    _Progress(quiet, total=10, done_before=0).show(force=True)
     assert quiet.getvalue() == ""
 
 

@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import asyncchat
 from asyncchat.cli import main
-from asyncchat.testing import MockServer
+from asyncchat.testing import MockServer, StreamStyle
 
-from .conftest import API_KEY, free_port
+from .conftest import API_KEY, completion_json, free_port
 from .test_content import PNG
+
+
+class Terminal(io.StringIO):
+    """A standard stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def stdin_is_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As when typed at a shell: nothing piped (tests that pipe replace it)."""
+    monkeypatch.setattr(sys, "stdin", Terminal())
 
 
 def run_chat(server: MockServer, *args: str) -> list[str]:
@@ -27,7 +44,7 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "You said: Say this is a test" in out
     assert "You said: Stream these words one at a time please" in out
-    assert "get_current_weather({'location': 'Boston', 'unit': 'celsius'})" in out
+    assert 'get_current_weather {"location": "Boston", "unit": "celsius"}' in out
     assert "finish_reason: tool_calls" in out
 
 
@@ -101,7 +118,7 @@ def test_chat_image_and_tools(
         )
         == 0
     )
-    assert "[tool call] lookup({'q': 'picture'})" in capsys.readouterr().out
+    assert '[tool call] lookup {"q": "picture"}' in capsys.readouterr().out
     content = background_server.requests[0].body["messages"][0]["content"]
     assert content[0] == {"type": "text", "text": "lookup this picture"}
     assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")
@@ -124,14 +141,255 @@ def test_exit_codes(
 ) -> None:
     monkeypatch.delenv("ASYNCCHAT_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["chat", "hi", "--base-url", "https://api.example.com/v1"]) == 2
+    err = capsys.readouterr().err
+    assert "no API key" in err and "--api-key" in err
+    # A server on this machine may need no key: this one does, and says so.
     assert main(["chat", "hi", "--base-url", background_server.base_url]) == 1
-    assert "no API key" in capsys.readouterr().err
+    assert "HTTP 401" in capsys.readouterr().err
     assert main(["chat", "hi", "--base-url", background_server.base_url, "--api-key", "wrong"]) == 1
     err = capsys.readouterr().err
     assert "HTTP 401" in err and "wrong" not in err
     assert main(["chat", "hi", "--base-url", "http://127.0.0.1:1/v1", "--api-key", "k"]) == 1
     assert "could not connect" in capsys.readouterr().err
-    assert main(run_chat(background_server, "hi", "--tools", "/nonexistent.json")) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model", ""], "--model must not be empty"),
+        (["-m", " "], "--model must not be empty"),
+        (["--tools", "/nonexistent.json"], "/nonexistent.json"),
+        (["-o", "model", "x"], "-o model: set it with -m/--model"),
+        (["-o", "stream", "false"], "-o stream: set it with --no-stream"),
+        (["--image", "/nonexistent.png"], "/nonexistent.png"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    background_server: MockServer,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    expected: str,
+) -> None:
+    assert main(run_chat(background_server, "hi", *args)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("asyncchat: error: ") and expected in err
+    assert len(err.strip().splitlines()) == 1
+    assert background_server.requests == []
+
+
+def test_a_tools_file_that_is_not_json_is_named(
+    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tools = tmp_path / "bad.json"
+    tools.write_text("[{")
+    assert main(run_chat(background_server, "hi", "--tools", str(tools))) == 2
+    err = capsys.readouterr().err
+    assert f"--tools {tools}: not valid JSON" in err
+    tools.write_text('{"type": "function"}')
+    assert main(run_chat(background_server, "hi", "--tools", str(tools))) == 2
+    assert "expected a JSON list" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"asyncchat {asyncchat.__version__}\n"
+
+
+def test_model_default_from_the_environment(
+    background_server: MockServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("ASYNCCHAT_MODEL", raising=False)
+    assert main(run_chat(background_server, "hi")) == 0
+    monkeypatch.setenv("ASYNCCHAT_MODEL", "glm-4-flash")
+    assert main(run_chat(background_server, "hi", "-s", "Be brief")) == 0
+    assert main(run_chat(background_server, "hi", "-m", "deepseek-chat")) == 0
+    models = [request.body["model"] for request in background_server.requests]
+    assert models == ["gpt-4o-mini", "glm-4-flash", "deepseek-chat"]
+    assert background_server.requests[1].body["messages"][0] == {
+        "role": "system",
+        "content": "Be brief",
+    }
+    with pytest.raises(SystemExit):
+        main(["chat", "--help"])
+    assert "ASYNCCHAT_MODEL ('glm-4-flash')" in capsys.readouterr().out
+    monkeypatch.delenv("ASYNCCHAT_MODEL")
+    with pytest.raises(SystemExit):
+        main(["chat", "--help"])
+    assert "else gpt-4o-mini" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_model_the_server_does_not_know_suggests_the_flag(
+    background_server: MockServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    background_server.enqueue(
+        404,
+        {"error": {"message": "The model `gpt-4o-mini` does not exist", "code": "model_not_found"}},
+    )
+    assert main(run_chat(background_server, "hi")) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "-m/--model or ASYNCCHAT_MODEL" in err
+
+
+def test_piped_text_goes_before_the_prompt(
+    background_server: MockServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("line one\nline two\n"))
+    assert main(run_chat(background_server, "Summarize this")) == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO("just piped\n"))
+    assert main(run_chat(background_server)) == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # an empty pipe adds nothing
+    assert main(run_chat(background_server, "only the prompt")) == 0
+    texts = [request.body["messages"][-1]["content"] for request in background_server.requests]
+    assert texts == ["line one\nline two\n\nSummarize this", "just piped", "only the prompt"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(run_chat(background_server)) == 2
+    assert "no prompt" in capsys.readouterr().err
+
+
+def test_piped_prompt_as_a_subprocess(background_server: MockServer) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "asyncchat", *run_chat(background_server)],
+        input="echo me",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "You said: echo me\n"
+
+
+def test_image_from_stdin_and_from_a_url(background_server: MockServer) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asyncchat",
+            *run_chat(background_server, "what is this", "--image", "-"),
+            "--image",
+            "https://example.com/cat.png",
+        ],
+        input=PNG,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    content = background_server.requests[0].body["messages"][0]["content"]
+    assert content[0] == {"type": "text", "text": "what is this"}
+    assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert content[2]["image_url"]["url"] == "https://example.com/cat.png"
+
+
+def test_options_are_typed_from_json(
+    background_server: MockServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["-o", "seed", "42", "-o", "user", "alice", "-o", "stop", '["x", "y"]']
+    args += ["-o", "response_format", '{"type": "json_object"}', "-o", "logprobs", "true"]
+    assert main(run_chat(background_server, "hi", *args, "--no-stream")) == 0
+    body = background_server.requests[0].body
+    assert body["seed"] == 42 and body["user"] == "alice" and body["stop"] == ["x", "y"]
+    assert body["response_format"] == {"type": "json_object"} and body["logprobs"] is True
+
+
+def test_reasoning_is_printed_apart_from_the_answer(
+    background_server: MockServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    background_server.style = StreamStyle(reasoning="reasoning_content")
+    # Into a pipe: the answer on stdout, the reasoning on stderr.
+    assert main(run_chat(background_server, "hi")) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "You said: hi\n"
+    assert captured.err == "Let me think.\n"
+    assert main(run_chat(background_server, "hi", "--hide-reasoning")) == 0
+    assert capsys.readouterr() == ("You said: hi\n", "")
+    # On a terminal: dim, before the answer.
+    terminal, captured_stdout = Terminal(), sys.stdout
+    monkeypatch.setattr(sys, "stdout", terminal)
+    assert main(run_chat(background_server, "hi")) == 0
+    assert terminal.getvalue() == "\x1b[2mLet me think.\x1b[0m\n\nYou said: hi\n"
+    # Without streaming, the same.
+    monkeypatch.setattr(sys, "stdout", captured_stdout)
+    answer = completion_json("the answer")
+    answer["choices"][0]["message"]["reasoning_content"] = "thinking..."
+    background_server.enqueue(200, answer)
+    assert main(run_chat(background_server, "hi", "--no-stream")) == 0
+    assert capsys.readouterr() == ("the answer\n", "thinking...\n")
+
+
+def _tool_answer(arguments: str) -> dict[str, Any]:
+    answer = completion_json("")
+    answer["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+        ],
+    }
+    answer["choices"][0]["finish_reason"] = "tool_calls"
+    return answer
+
+
+def _tool_stream(arguments: str) -> str:
+    call = {
+        "index": 0,
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "f", "arguments": arguments},
+    }
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [call]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    return "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize(
+    ("arguments", "shown", "warned"),
+    [
+        ('{"city":"Zürich"}', '[tool call] f {"city": "Zürich"}', False),
+        ("{not json", "[tool call] f {not json", True),
+        ("[1, 2]", "[tool call] f [1, 2]", True),
+    ],
+)
+def test_tool_calls_print_as_json_with_and_without_streaming(
+    background_server: MockServer,
+    capsys: pytest.CaptureFixture[str],
+    stream: bool,
+    arguments: str,
+    shown: str,
+    warned: bool,
+) -> None:
+    if stream:
+        background_server.enqueue_stream(_tool_stream(arguments))
+    else:
+        background_server.enqueue(200, _tool_answer(arguments))
+    flags = [] if stream else ["--no-stream"]
+    assert main(run_chat(background_server, "hi", *flags)) == 0
+    captured = capsys.readouterr()
+    assert captured.out == shown + "\n"
+    assert ("not a JSON object" in captured.err) is warned
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_usage_flag(
+    background_server: MockServer, capsys: pytest.CaptureFixture[str], stream: bool
+) -> None:
+    flags = [] if stream else ["--no-stream"]
+    assert main(run_chat(background_server, "hi there", "-u", *flags)) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "You said: hi there\n"
+    assert re.fullmatch(r"usage: \d+ prompt \+ 4 completion = \d+ tokens\n", captured.err)
+    body = background_server.requests[0].body
+    assert ("stream_options" in body) is stream
 
 
 def test_module_entry_point_as_subprocess() -> None:
@@ -183,3 +441,61 @@ def test_mock_server_command(tmp_path: Path) -> None:
         _, err = process.communicate(timeout=30)
     assert process.returncode == 130
     assert "Traceback" not in err
+
+
+def _start_mock_server(*args: str) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "asyncchat", "mock-server", "--port", str(port), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert "listening" in process.stdout.readline()
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
+def _chat_subprocess(base_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asyncchat", "chat", "ping", "--base-url", base_url, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_mock_server_command_options() -> None:
+    process, base_url = _start_mock_server(
+        *("--api-key", "k", "--reply", "pong pong", "--model", "a", "--model", "b"),
+        *("--line-ending", "crlf", "--keepalive", "--no-done", "--reasoning", "reasoning"),
+    )
+    try:
+        request = urllib.request.Request(
+            base_url + "/models", headers={"Authorization": "Bearer k"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            listed = json.loads(response.read())
+        assert [model["id"] for model in listed["data"]] == ["a", "b"]
+        result = _chat_subprocess(base_url, "--api-key", "k")
+        assert result.returncode == 0, result.stderr
+        assert (result.stdout, result.stderr) == ("pong pong\n", "Let me think.\n")
+        refused = _chat_subprocess(base_url, "--api-key", "wrong")
+        assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
+def test_mock_server_command_faults() -> None:
+    process, base_url = _start_mock_server("--error-after", "2", "--chunk-delay", "0.01")
+    try:
+        result = _chat_subprocess(base_url)  # no key: the server is on this machine
+        assert result.returncode == 1
+        assert "mock server error mid-stream" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)

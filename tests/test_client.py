@@ -363,6 +363,25 @@ async def test_missing_api_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(asyncchat.ConfigurationError, match="ASYNCCHAT_API_KEY"):
         asyncchat.Client()
+    with pytest.raises(asyncchat.ConfigurationError, match="no API key"):
+        asyncchat.Client(base_url="http://192.0.2.1:8000/v1")  # another machine: a key is needed
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+async def test_a_server_on_this_machine_needs_no_key(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    """llama.cpp, Ollama and vLLM on localhost usually run without a key."""
+    monkeypatch.delenv("ASYNCCHAT_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    async with MockServer(host="::1" if host == "[::1]" else "127.0.0.1") as server:
+        base_url = f"http://{host}:{server.port}/v1"
+        async with asyncchat.Client(base_url=base_url) as client:
+            completion = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}]
+            )
+    assert completion.choices[0].message.content == "You said: x"
+    assert "Authorization" not in server.requests[0].headers
 
 
 async def test_configuration_from_environment(

@@ -1,0 +1,306 @@
+"""`asyncchat batch`: run a checked input file into its results file.
+
+The requests of this input (and shard) that the output does not hold yet go
+through one fan-out, at most `concurrency` open at a time, and each result is
+written as it finishes. Two things stop a run early, and both leave the output
+ready for a rerun of the same command, which then sends only what is missing:
+
+- an error that no request of the job can get past (a wrong key, a model that
+  does not exist, an account without quota): nothing more is sent, and such
+  errors are not written, so the rerun sends those requests again;
+- a `BatchStop` (Ctrl-C, SIGTERM): nothing more is sent, requests in flight get
+  a grace period to finish, then are cancelled and not written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from asyncchat._batch import fan_out
+from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_requests
+from asyncchat.client import Client, reported_tokens
+from asyncchat.errors import APIStatusError
+from asyncchat.types import ChatCompletion
+
+__all__ = ["BatchStop", "BatchSummary", "fatal_hint", "run_batch_file"]
+
+
+def fatal_hint(error: Exception) -> str | None:
+    """What to fix when `error` would fail every request of the job alike; None otherwise."""
+    if not isinstance(error, APIStatusError):
+        return None
+    if error.status_code == 401:
+        return "check the API key (--api-key, or ASYNCCHAT_API_KEY / OPENAI_API_KEY)"
+    if error.status_code == 403:
+        return "this key may not use this model or endpoint: check its permissions"
+    if error.status_code == 404:
+        return "check the model name (--model, or each line's body.model) and --base-url"
+    if error.code == "insufficient_quota":
+        return "the account has run out of quota"
+    return None
+
+
+@dataclass
+class BatchSummary:
+    """A run's outcome, counted over this input's ids (and shard) only."""
+
+    total: int  # requests of this input and shard
+    skipped: int  # already in the output before this run
+    succeeded: int  # in the output now, across runs
+    failed: int
+    seconds: float
+    tokens: int  # reported by this run's answers
+    stopped_by: str | None = None  # the signal that stopped the run early
+    fatal: APIStatusError | None = None  # the error that stopped the whole job
+
+    @property
+    def not_run(self) -> int:
+        """Requests with no record yet: a rerun of the same command sends them."""
+        return self.total - self.succeeded - self.failed
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.succeeded == self.total
+
+
+class BatchStop:
+    """Asks a running batch to stop, as Ctrl-C does.
+
+    The first `request()` stops new requests and gives those in flight `grace`
+    seconds to finish; the second (or the end of the grace period) cancels them.
+    Results that arrived are written; cancelled requests are not, so a rerun
+    sends them.
+    """
+
+    def __init__(self, grace: float = 10.0) -> None:
+        self.grace = grace
+        self.reason: str | None = None
+        self._requests = 0
+        self._abort: Callable[[], None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.reason is not None
+
+    def request(self, reason: str = "stop") -> None:
+        self._requests += 1
+        if self.reason is None:
+            self.reason = reason
+        self._escalate()
+
+    def _escalate(self) -> None:
+        if self._abort is None or not self._requests:
+            return
+        if self._requests == 1 and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.grace, self._abort)
+        elif self._requests > 1:
+            self._abort()
+
+    def _attach(self, abort: Callable[[], None]) -> None:
+        self._abort = abort
+        self._escalate()
+
+    def _detach(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._abort = self._timer = None
+
+
+class _Progress:
+    """A live status line on a terminal; silent otherwise.
+
+    Rate and ETA count this run's results only: results an earlier run left in
+    the output took no time now.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        total: int,
+        done_before: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.total = total
+        self.done_before = done_before
+        self.done = self.failed = self.in_flight = self.tokens = 0  # this run's
+        self.clock = clock
+        self.started = clock()
+        self.last_shown = float("-inf")
+
+    def show(self, force: bool = False) -> None:
+        now = self.clock()
+        if not self.live or (not force and now - self.last_shown < 0.2):
+            return
+        self.last_shown = now
+        elapsed = now - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = self.total - self.done_before - self.done
+        eta = f"{left / rate:.0f}s" if rate > 0 else "-"
+        self.stream.write(
+            f"\r{self.done_before + self.done}/{self.total} done, {self.failed} failed, "
+            f"{self.in_flight} in flight, {rate:.1f} req/s, {self.tokens} tokens, ETA {eta}  "
+        )
+        self.stream.flush()
+
+
+async def run_batch_file(
+    client: Client,
+    input_path: Path,
+    output_path: Path,
+    *,
+    concurrency: int = 64,
+    model: str | None = None,
+    shard: tuple[int, int] = (1, 1),
+    retry_failed: bool = False,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    progress: TextIO = sys.stderr,
+    stop: BatchStop | None = None,
+) -> BatchSummary:
+    """Run every request of the input file (in this shard) not already in the output.
+
+    Raises `BatchFileError` (nothing sent, nothing written) for an input with bad
+    lines, an output that is the input or not a results file, or one in use.
+    """
+    ids = check_input(input_path, model, shard)
+    results = ResultsFile.open(
+        output_path, input_path=input_path, ids=ids, retry_failed=retry_failed
+    )
+    try:
+        run = _Run(client, results, ids, stop or BatchStop(), progress)
+        pending = run.pending(input_requests(input_path, model))
+        runner = client.chat._request_runner(requests_per_minute, tokens_per_minute)
+        await run.run(runner, pending, concurrency)
+    finally:
+        results.close()
+    return run.summary()
+
+
+class _Run:
+    """One run's state: what is in flight, what was written, why it stopped."""
+
+    def __init__(
+        self,
+        client: Client,
+        results: ResultsFile,
+        ids: set[str],
+        stop: BatchStop,
+        progress: TextIO,
+    ) -> None:
+        self.results = results
+        self.ids = ids
+        self.stop = stop
+        self.done_before = results.succeeded | results.failed
+        self.succeeded = len(results.succeeded)
+        self.failed = len(results.failed)
+        self.status = _Progress(progress, len(ids), len(self.done_before), client._clock)
+        self.fatal: APIStatusError | None = None
+        self.in_flight: set[asyncio.Future[ChatCompletion]] = set()
+        self.started = time.monotonic()
+
+    def pending(
+        self, requests: Iterator[tuple[str, dict[str, Any]]]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """This run's requests, read lazily; none once the run is stopping."""
+        for custom_id, body in requests:
+            if self.fatal is not None or self.stop.requested:
+                return
+            if custom_id in self.ids and custom_id not in self.done_before:
+                yield custom_id, body
+
+    def abort(self) -> None:
+        for request in list(self.in_flight):
+            request.cancel()
+
+    async def attempt(
+        self,
+        runner: Callable[[dict[str, Any]], Any],
+        item: tuple[str, dict[str, Any]],
+    ) -> tuple[str, ChatCompletion | Exception | None]:
+        """One request, as `(custom_id, result)`; the result is None if `abort` cancelled it."""
+        custom_id, body = item
+        request: asyncio.Future[ChatCompletion] = asyncio.ensure_future(runner(body))
+        self.in_flight.add(request)
+        self.status.in_flight = len(self.in_flight)
+        try:
+            # wait(), unlike await, is not cancelled with the request: an abort
+            # (the request cancelled) returns here, a cancelled run raises.
+            await asyncio.wait((request,))
+        except asyncio.CancelledError:
+            request.cancel()
+            await asyncio.wait((request,))
+            raise
+        finally:
+            self.in_flight.discard(request)
+            self.status.in_flight = len(self.in_flight)
+        if request.cancelled():
+            return custom_id, None
+        try:
+            return custom_id, request.result()
+        except APIStatusError as exc:
+            if self.fatal is None and fatal_hint(exc) is not None:
+                self.fatal = exc  # set here, before this worker takes the next request
+            return custom_id, exc
+        except Exception as exc:
+            return custom_id, exc
+
+    async def run(
+        self,
+        runner: Callable[[dict[str, Any]], Any],
+        pending: Iterator[tuple[str, dict[str, Any]]],
+        concurrency: int,
+    ) -> None:
+        self.stop._attach(self.abort)
+        try:
+            finished = fan_out(
+                lambda item: self.attempt(runner, item), pending, concurrency=concurrency
+            )
+            async with aclosing(finished):
+                async for _, outcome in finished:
+                    if isinstance(outcome, BaseException):
+                        raise outcome  # a bug in attempt(), not a request's error
+                    self.record(*outcome)
+        finally:
+            self.stop._detach()
+            self.status.show(force=True)
+            if self.status.live:
+                self.status.stream.write("\n")
+
+    def record(self, custom_id: str, result: ChatCompletion | Exception | None) -> None:
+        if result is None:
+            return  # cancelled by a stop: a rerun sends it
+        if isinstance(result, APIStatusError) and fatal_hint(result) is not None:
+            return  # not written: a rerun with the fix sends it
+        line, succeeded = encode_record(custom_id, result)
+        self.results.write(line)
+        self.status.done += 1
+        if succeeded:
+            self.succeeded += 1
+            assert isinstance(result, ChatCompletion)
+            self.status.tokens += reported_tokens(result) or 0
+        else:
+            self.failed += 1
+            self.status.failed += 1
+        self.status.show()
+
+    def summary(self) -> BatchSummary:
+        return BatchSummary(
+            total=len(self.ids),
+            skipped=len(self.done_before),
+            succeeded=self.succeeded,
+            failed=self.failed,
+            seconds=time.monotonic() - self.started,
+            tokens=self.status.tokens,
+            stopped_by=self.stop.reason,
+            fatal=self.fatal,
+        )

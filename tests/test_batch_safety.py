@@ -1,0 +1,475 @@
+"""`asyncchat batch` never destroys or miscounts what a user gives it.
+
+Real files, a real loopback server, and the runner as a subprocess where
+signals, locks and pipes are involved.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import asyncchat
+from asyncchat._batchrun import _Progress, run_batch_file
+from asyncchat.cli import main
+from asyncchat.testing import MockServer
+
+from .conftest import API_KEY, completion_json, free_port
+from .test_batchfile import read_output, run, write_requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def record_line(custom_id: str, status: int = 200) -> str:
+    """A result line as an earlier run (of any input) would have written it."""
+    body: dict[str, Any] = {"choices": []} if status == 200 else {"error": {"message": "no"}}
+    return json.dumps(
+        {
+            "id": f"batch_req_{custom_id}",
+            "custom_id": custom_id,
+            "response": {"status_code": status, "request_id": None, "body": body},
+            "error": None,
+        }
+    )
+
+
+# --- 1. the output is never the input ---------------------------------------------
+
+
+@pytest.mark.parametrize("retry_failed", [False, True])
+@pytest.mark.parametrize("spelling", ["same", "dot-slash", "symlink", "hardlink"])
+def test_output_that_is_the_input_is_refused(
+    background_server: MockServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    spelling: str,
+    retry_failed: bool,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    requests = Path("in.jsonl")
+    write_requests(requests, 8)
+    before = requests.read_bytes()
+    output = {
+        "same": "in.jsonl",
+        "dot-slash": "./in.jsonl",
+        "symlink": "link.jsonl",
+        "hardlink": "hard.jsonl",
+    }[spelling]
+    if spelling == "symlink":
+        os.symlink("in.jsonl", "link.jsonl")
+    if spelling == "hardlink":
+        os.link("in.jsonl", "hard.jsonl")
+    args = ["in.jsonl", "-o", output, *(["--retry-failed"] if retry_failed else [])]
+    assert run(background_server, *args) == 2
+    err = capsys.readouterr().err
+    assert "is the input file" in err and len(err.strip().splitlines()) == 1
+    assert requests.read_bytes() == before
+    assert background_server.requests == []
+
+
+# --- 2. a file that is not ours is never changed ----------------------------------
+
+
+NOT_RESULTS = {
+    "notes with a newline": b"hello world\n",
+    "notes without a newline": b"hello world",
+    "a note after a record": (record_line("request-0") + "\nmy notes\n").encode(),
+    "a note before a record": ("my notes\n" + record_line("request-0") + "\n").encode(),
+    "a JSON object that is not a result": b'{"custom_id": "request-0"}\n',
+    "a JSON list": b"[1, 2]\n",
+}
+
+
+@pytest.mark.parametrize("retry_failed", [False, True])
+@pytest.mark.parametrize("name", list(NOT_RESULTS))
+def test_an_output_that_is_not_a_results_file_is_left_alone(
+    background_server: MockServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    retry_failed: bool,
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "notes.txt"
+    write_requests(requests, 3)
+    output.write_bytes(NOT_RESULTS[name])
+    args = [str(requests), "-o", str(output), *(["--retry-failed"] if retry_failed else [])]
+    assert run(background_server, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(output) in err and "is not a result record" in err
+    assert re.search(r"line \d+", err)
+    assert output.read_bytes() == NOT_RESULTS[name]
+    assert background_server.requests == []
+
+
+def test_a_torn_last_line_after_a_record_is_cut_alone(
+    background_server: MockServer, tmp_path: Path
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 4)
+    kept = record_line("request-0") + "\n\n"  # a blank line is kept as it is
+    output.write_text(kept + record_line("request-1")[:30])
+    assert run(background_server, str(requests), "-o", str(output)) == 0
+    text = output.read_text()
+    assert text.startswith(kept + "{")  # the torn piece is gone, nothing before it moved
+    records = [json.loads(line) for line in text.splitlines() if line]
+    assert Counter(r["custom_id"] for r in records) == Counter(ids)
+    assert len(background_server.requests) == 3
+
+
+def test_a_last_record_without_its_newline_is_kept(
+    background_server: MockServer, tmp_path: Path
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 3)
+    output.write_text(record_line("request-0"))
+    assert run(background_server, str(requests), "-o", str(output)) == 0
+    lines = output.read_text().splitlines()
+    assert lines[0] == record_line("request-0")
+    assert Counter(json.loads(line)["custom_id"] for line in lines) == Counter(ids)
+    assert len(background_server.requests) == 2
+
+
+# --- 3. only this input's records count ---------------------------------------------
+
+
+def test_records_of_another_input_are_neither_counted_nor_touched(
+    background_server: MockServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 1)  # request-0 only
+    others = "".join(record_line(f"other-{i}") + "\n" for i in range(9))
+    others += record_line("other-failed", status=500) + "\n"
+    output.write_text(others)
+    assert run(background_server, str(requests), "-o", str(output)) == 0
+    err = capsys.readouterr().err
+    assert "1 requests, 1 succeeded, 0 failed, 0 already done" in err
+    # --retry-failed retries this input's failures only; the other input's stay.
+    assert run(background_server, str(requests), "-o", str(output), "--retry-failed") == 0
+    assert "1 requests, 1 succeeded, 0 failed, 1 already done" in capsys.readouterr().err
+    text = output.read_text()
+    assert text.startswith(others)
+    assert [r["custom_id"] for r in read_output(output)][-1] == "request-0"
+    assert len(background_server.requests) == 1
+
+
+def test_a_failure_of_this_input_is_retried_and_replaced(
+    background_server: MockServer, tmp_path: Path
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 2)
+    others = record_line("other-failed", status=500) + "\n"
+    output.write_text(others + record_line("request-0", status=500) + "\n")
+    os.chmod(output, 0o640)
+    assert run(background_server, str(requests), "-o", str(output)) == 1
+    assert run(background_server, str(requests), "-o", str(output), "--retry-failed") == 0
+    records = read_output(output)
+    assert output.read_text().startswith(others)
+    assert Counter(r["custom_id"] for r in records[1:]) == Counter(ids)
+    assert all(r["response"]["status_code"] == 200 for r in records[1:])
+    assert os.stat(output).st_mode & 0o777 == 0o640
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- 4. an error every request would get stops the job ----------------------------
+
+
+def test_a_wrong_key_stops_the_job_and_a_rerun_completes_it(
+    background_server: MockServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 300)
+    wrong = ["batch", str(requests), "-o", str(output), "--concurrency", "4"]
+    assert main([*wrong, "--base-url", background_server.base_url, "--api-key", "wrong"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "HTTP 401" in err and "--api-key" in err and "300 still to run" in err
+    assert len(background_server.requests) <= 8  # stopped after the first few
+    assert read_output(output) == []  # nothing written for requests that could not succeed
+    assert run(background_server, str(requests), "-o", str(output), "--concurrency", "16") == 0
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+    assert all(r["response"]["status_code"] == 200 for r in read_output(output))
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "hint"),
+    [
+        (404, {"message": "The model `nope` does not exist", "code": "model_not_found"}, "model"),
+        (403, {"message": "not allowed"}, "permissions"),
+        (429, {"message": "You exceeded your quota", "code": "insufficient_quota"}, "quota"),
+    ],
+)
+def test_other_job_wide_errors_stop_the_job(
+    background_server: MockServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    error: dict[str, str],
+    hint: str,
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 20)
+    background_server.enqueue(200, None, delay=0)  # one success first
+    attempts = 3 if status == 429 else 1  # a 429 is retried (twice) before it counts
+    for _ in range(attempts):
+        background_server.enqueue(status, {"error": error})
+    args = [str(requests), "-o", str(output), "--concurrency", "1"]
+    assert run(background_server, *args) == 1
+    err = capsys.readouterr().err
+    assert f"HTTP {status}" in err and hint in err and "19 still to run" in err
+    assert len(background_server.requests) == 1 + attempts
+    assert len(read_output(output)) == 1
+    assert run(background_server, *args) == 0
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+
+
+# --- 5. progress: this run's rate, in flight never above the concurrency -----------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_rate_and_eta_count_this_runs_results_only() -> None:
+    now = [100.0]
+    terminal = Terminal()
+    progress = _Progress(terminal, total=1000, done_before=900, clock=lambda: now[0])
+    now[0] += 10.0
+    progress.done = 20  # 2 a second in this run
+    progress.show(force=True)
+    line = terminal.getvalue()
+    assert "920/1000 done" in line
+    assert "2.0 req/s" in line and "ETA 40s" in line
+
+
+async def test_in_flight_is_never_above_the_concurrency(server: MockServer, tmp_path: Path) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 40)
+    server.delay = 0.02
+    terminal = Terminal()
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        ticks = iter(range(10**9))
+        client._clock = lambda: float(next(ticks))  # a second per look: every result shows
+        summary = await run_batch_file(client, requests, output, concurrency=4, progress=terminal)
+    assert summary.ok and summary.succeeded == 40
+    shown = [int(n) for n in re.findall(r"(\d+) in flight", terminal.getvalue())]
+    assert len(shown) >= 40
+    assert max(shown) <= 4 and max(shown) >= 2
+    assert server.max_in_flight <= 4
+
+
+# --- 6. one odd answer is that request's error, not the run's ----------------------
+
+
+def test_odd_answers_become_records_and_the_run_goes_on(
+    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 4)
+    odd_usage = completion_json("fine")
+    odd_usage["usage"] = {"prompt_tokens": "3", "completion_tokens": None, "total_tokens": "12"}
+    # orjson reads 1024 levels of nesting but writes 254: this answer decodes, and
+    # cannot be written back as it came.
+    too_deep = json.dumps(completion_json("deep"))[:-1] + ', "extra": '
+    too_deep += "[" * 400 + "]" * 400 + "}"
+    background_server.enqueue(200, odd_usage)
+    background_server.enqueue(200, too_deep, headers={"Content-Type": "application/json"})
+    args = [str(requests), "-o", str(output), "--concurrency", "1"]
+    assert run(background_server, *args) == 1
+    assert "4 requests, 3 succeeded, 1 failed" in capsys.readouterr().err
+    records = {r["custom_id"]: r for r in read_output(output)}
+    assert set(records) == set(ids)
+    assert records["request-0"]["response"]["body"]["usage"]["total_tokens"] == "12"
+    assert records["request-1"]["response"] is None
+    assert records["request-1"]["error"]["code"] == "invalid_response"
+    assert run(background_server, *args, "--retry-failed") == 0
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+
+
+# --- 7-9: the runner as a subprocess ----------------------------------------------
+
+
+@pytest.fixture
+def slow_server() -> Iterator[str]:
+    """`asyncchat mock-server` in its own process, answering after 0.2 s."""
+    yield from _mock_server_process("--delay", "0.2")
+
+
+@pytest.fixture
+def stalled_server() -> Iterator[str]:
+    """A server that holds every request for a minute."""
+    yield from _mock_server_process("--delay", "60")
+
+
+def _mock_server_process(*args: str) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "asyncchat", "mock-server", "--port", str(port), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert "listening" in process.stdout.readline()
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def batch_command(requests: Path, output: str, base_url: str, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "asyncchat",
+        "batch",
+        str(requests),
+        "-o",
+        output,
+        "--base-url",
+        base_url,
+        "--api-key",
+        "secret-key-123",
+        *args,
+    ]
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not reach {count} lines")
+
+
+def test_a_second_run_on_the_same_output_is_refused(slow_server: str, tmp_path: Path) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 60)
+    command = batch_command(requests, str(output), slow_server, "--concurrency", "4")
+    first = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    wait_for_lines(output, 4)
+    second = subprocess.run(
+        command, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert second.returncode == 2
+    assert "being written by another asyncchat batch run" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+
+
+def test_a_lock_left_by_kill_9_does_not_block_the_rerun(slow_server: str, tmp_path: Path) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 40)
+    command = batch_command(requests, str(output), slow_server, "--concurrency", "4")
+    first = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    wait_for_lines(output, 4)
+    first.kill()
+    first.wait()
+    rerun = subprocess.run(
+        command, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+
+
+@pytest.mark.parametrize("output", ["-", "/dev/stdout"])
+def test_results_to_standard_output_into_a_pipe(
+    background_server: MockServer, tmp_path: Path, output: str
+) -> None:
+    requests = tmp_path / "in.jsonl"
+    ids = write_requests(requests, 5)
+    result = subprocess.run(
+        [
+            *batch_command(requests, output, background_server.base_url),
+            "--api-key",
+            API_KEY,
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert Counter(r["custom_id"] for r in records) == Counter(ids)
+
+
+@pytest.mark.parametrize(("name", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_stops_gracefully_and_the_rerun_resumes(
+    slow_server: str, tmp_path: Path, name: str, status: int
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 200)
+    command = batch_command(requests, str(output), slow_server, "--concurrency", "8")
+    runner = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    wait_for_lines(output, 8)
+    runner.send_signal(getattr(signal, name))
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == status, err
+    assert "Traceback" not in err
+    assert f"stopped by {name}" in err
+    assert "run the same command again to resume: asyncchat batch" in err
+    assert "--api-key ***" in err and "secret-key-123" not in err
+    data = output.read_bytes()
+    assert data.endswith(b"\n")
+    first_run = read_output(output)  # every line whole
+    assert 8 <= len(first_run) < 200
+    assert len({r["custom_id"] for r in first_run}) == len(first_run)
+    assert all(r["response"]["status_code"] == 200 for r in first_run)  # in flight finished
+    rerun = subprocess.run(
+        command, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(first_run)} already done before this run" in rerun.stderr
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+
+
+@pytest.mark.parametrize("how", ["grace runs out", "second signal"])
+def test_requests_that_outlive_the_grace_period_are_cancelled(
+    stalled_server: str, tmp_path: Path, how: str
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 10)
+    grace = "0.5" if how == "grace runs out" else "60"
+    command = batch_command(requests, str(output), stalled_server, "--grace", grace)
+    runner = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    time.sleep(1.0)  # the requests are in flight at the stalled server
+    started = time.monotonic()
+    runner.send_signal(signal.SIGINT)
+    if how == "second signal":
+        time.sleep(0.3)
+        runner.send_signal(signal.SIGINT)
+    _, err = runner.communicate(timeout=30)
+    assert time.monotonic() - started < 20
+    assert runner.returncode == 130, err
+    assert "10 requests not run" in err
+    assert output.read_bytes() == b""
