@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test quick lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
+
+quick: $(VENV)/.installed-dev  # the suite without the few tests marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check asyncchat tests benchmarks

@@ -30,6 +30,7 @@ def test_scenarios_are_consistent() -> None:
     assert json.loads(tools.arguments)["unit"] == "celsius"
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     result = subprocess.run(
         [
@@ -115,6 +116,7 @@ def _instructions(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_instruction_counts_under_valgrind() -> None:
     result = _instructions(

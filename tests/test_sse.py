@@ -187,6 +187,7 @@ def _cpu_seconds_byte_by_byte(size: int, repeat: int) -> float:
     return best
 
 
+@pytest.mark.slow
 def test_ten_mib_event_in_one_byte_reads_is_linear() -> None:
     """Ten times the input costs about ten times the work; a rescanning decoder, 100 times."""
     small = _cpu_seconds_byte_by_byte(1024 * 1024, repeat=3)
