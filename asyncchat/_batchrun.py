@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,8 @@ from asyncchat.errors import APIStatusError
 from asyncchat.types import ChatCompletion
 
 __all__ = ["BatchStop", "BatchSummary", "fatal_hint", "run_batch_file"]
+
+_Runner = Callable[[Mapping[str, Any]], Awaitable[ChatCompletion]]
 
 
 def fatal_hint(error: Exception) -> str | None:
@@ -224,7 +226,7 @@ class _Run:
 
     async def attempt(
         self,
-        runner: Callable[[dict[str, Any]], Any],
+        runner: _Runner,
         item: tuple[str, dict[str, Any]],
     ) -> tuple[str, ChatCompletion | Exception | None]:
         """One request, as `(custom_id, result)`; the result is None if `abort` cancelled it."""
@@ -256,7 +258,7 @@ class _Run:
 
     async def run(
         self,
-        runner: Callable[[dict[str, Any]], Any],
+        runner: _Runner,
         pending: Iterator[tuple[str, dict[str, Any]]],
         concurrency: int,
     ) -> None:

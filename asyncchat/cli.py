@@ -315,8 +315,10 @@ def _image(source: str) -> dict[str, Any]:
 
 
 def _messages(args: argparse.Namespace) -> list[dict[str, Any]]:
-    if args.image.count("-") > 1:
-        raise ConfigurationError("--image - can be given once: standard input holds one image")
+    if args.image.count("-") + (args.prompt == "-") > 1:
+        raise ConfigurationError(
+            "standard input can be read once: give either the prompt or one image as -"
+        )
     prompt = _prompt(args)
     messages: list[dict[str, Any]] = []
     if args.system:
@@ -452,6 +454,10 @@ async def _chat(args: argparse.Namespace, out: TextIO) -> int:
             status_code=exc.status_code,
             request_id=exc.request_id,
             body=exc.body,
+            code=exc.code,
+            type=exc.type,
+            param=exc.param,
+            headers=exc.headers,
         ) from None
 
 

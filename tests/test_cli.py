@@ -178,6 +178,15 @@ def test_bad_input_is_one_line_and_exit_2(
     assert background_server.requests == []
 
 
+def test_standard_input_is_read_once(
+    background_server: MockServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in (["-", "--image", "-"], ["hi", "--image", "-", "--image", "-"]):
+        assert main(run_chat(background_server, *args)) == 2
+        assert "standard input can be read once" in capsys.readouterr().err
+    assert background_server.requests == []
+
+
 def test_a_tools_file_that_is_not_json_is_named(
     background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
