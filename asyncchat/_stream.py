@@ -323,10 +323,14 @@ class ChatCompletionStream:
         if self._closed:
             return
         self._closed = True
-        if self._finished:
-            await finish_response(self._response)
-        else:
+        if not self._finished:
             self._response.close()
+            return
+        try:
+            await finish_response(self._response)
+        except BaseException:  # cancelled while draining: the connection cannot be pooled
+            self._response.close()
+            raise
 
     async def __aenter__(self) -> ChatCompletionStream:
         return self

@@ -1,0 +1,160 @@
+"""Hostile servers and sloppy inputs: every failure is an asyncchat error, nothing
+leaks, nothing hangs. Raw sockets on loopback play the server where HTTP itself
+must misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+import asyncchat
+
+from .conftest import API_KEY
+
+USER = [{"role": "user", "content": "hi"}]
+CHUNK = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
+DONE = b"data: [DONE]\n\n"
+COMPLETION = (
+    b'{"id": "x", "object": "chat.completion", "choices": [{"index": 0, '
+    b'"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}]}'
+)
+
+
+def frame(data: bytes) -> bytes:
+    """One HTTP/1.1 chunked-encoding frame."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def head(status: str = "200 OK", **headers: str) -> bytes:
+    lines = [f"HTTP/1.1 {status}"] + [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+SSE = {"Content_Type": "text/event-stream", "Transfer_Encoding": "chunked"}
+
+# Where a request can be cancelled, and what the server sends before it stalls there.
+STALLS: dict[str, bytes] = {
+    "waiting for the response head": b"",
+    "mid-stream": head(**SSE) + frame(CHUNK),
+    "after [DONE], draining the body": head(**SSE) + frame(CHUNK + DONE),
+    "reading a JSON answer to stream=True": head(
+        Content_Type="application/json", Content_Length="1000"
+    )
+    + COMPLETION[:20],
+    "reading an error body": head("500 Internal Server Error", Content_Length="1000")
+    + b'{"error": ',
+    "reading an HTML page instead of a stream": head(
+        Content_Type="text/html", Content_Length="1000"
+    ),
+}
+
+
+@asynccontextmanager
+async def stalling_server(first: bytes, reached: asyncio.Event) -> AsyncIterator[str]:
+    """The first connection gets `first` and then silence; later ones a normal answer."""
+    connections = 0
+    hold = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        try:
+            while True:
+                request = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in request.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                if number == 1:
+                    writer.write(first)
+                    await writer.drain()
+                    reached.set()
+                    await hold.wait()
+                    return
+                writer.write(
+                    head(Content_Type="application/json", Content_Length=str(len(COMPLETION)))
+                    + COMPLETION
+                )
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        hold.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def _stream_to_the_end(client: asyncchat.Client) -> None:
+    stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+    async with stream:
+        async for _ in stream:
+            pass
+
+
+async def _stream_without_async_with(client: asyncchat.Client) -> None:
+    stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+    async for _ in stream:
+        pass
+
+
+async def _stream_text(client: asyncchat.Client) -> None:
+    async for _ in client.chat.stream_text(model="m", messages=USER):
+        pass
+
+
+async def _typed_events(client: asyncchat.Client) -> None:
+    async with client.chat.stream(model="m", messages=USER) as events:
+        async for _ in events:
+            pass
+
+
+async def _plain_create(client: asyncchat.Client) -> None:
+    await client.chat.completions.create(model="m", messages=USER)
+
+
+WAYS: dict[str, Callable[[asyncchat.Client], Awaitable[None]]] = {
+    "async with + async for": _stream_to_the_end,
+    "async for alone": _stream_without_async_with,
+    "stream_text": _stream_text,
+    "typed events": _typed_events,
+    "create without streaming": _plain_create,
+}
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+@pytest.mark.parametrize("stall", list(STALLS))
+async def test_cancelling_at_every_await_point_releases_the_connection(
+    stall: str, way: str
+) -> None:
+    """With a pool of one, a request cancelled anywhere must give its connection back,
+    or the next request waits forever."""
+    reached = asyncio.Event()
+    async with (
+        stalling_server(STALLS[stall], reached) as base_url,
+        asyncchat.Client(
+            base_url=base_url, api_key=API_KEY, max_connections=1, max_retries=0
+        ) as client,
+    ):
+        task = asyncio.create_task(WAYS[way](client))
+        await asyncio.wait_for(reached.wait(), 10)
+        await asyncio.sleep(0.05)  # the client is now awaiting at that point
+        assert not task.done(), task
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        completion = await asyncio.wait_for(
+            client.chat.completions.create(model="m", messages=USER), 5
+        )
+        assert completion.choices[0].message.content == "fine"
