@@ -88,8 +88,27 @@ def is_loopback(url: str) -> bool:
 
 
 def environment_api_key(api_key: str | None) -> str | None:
-    """The key passed in, else ASYNCCHAT_API_KEY, else OPENAI_API_KEY, else None."""
-    return api_key or os.environ.get("ASYNCCHAT_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    """The key passed in, else ASYNCCHAT_API_KEY, else OPENAI_API_KEY, else None.
+
+    Surrounding whitespace is dropped (a key read with `open(path).read()` ends in
+    a newline); a key with a control character inside is refused, naming where it
+    came from and never showing it.
+    """
+    for source, key in (
+        ("api_key", api_key),
+        ("ASYNCCHAT_API_KEY", os.environ.get("ASYNCCHAT_API_KEY")),
+        ("OPENAI_API_KEY", os.environ.get("OPENAI_API_KEY")),
+    ):
+        key = key.strip() if key else key
+        if not key:
+            continue
+        if any(ord(character) < 32 or ord(character) == 127 for character in key):
+            raise ConfigurationError(
+                f"the API key from {source} contains a control character (a line break or "
+                "a tab inside it?); it cannot be sent in a header"
+            )
+        return key
+    return None
 
 
 def resolve_api_key(api_key: str | None, base_url: str) -> Secret | None:
@@ -106,17 +125,23 @@ def resolve_api_key(api_key: str | None, base_url: str) -> Secret | None:
     )
 
 
-def resolve_base_url(base_url: str | None) -> str:
-    """The URL passed in, else ASYNCCHAT_BASE_URL, else OPENAI_BASE_URL, else OpenAI's."""
+def resolve_base_url(base_url: str | None) -> tuple[str, dict[str, str]]:
+    """The URL passed in, else ASYNCCHAT_BASE_URL, else OPENAI_BASE_URL, else OpenAI's.
+
+    Returns the URL that request paths are appended to, and the query it carried
+    (Azure's `?api-version=...`), which is sent with every request.
+    """
     url = (
         base_url
         or os.environ.get("ASYNCCHAT_BASE_URL")
         or os.environ.get("OPENAI_BASE_URL")
         or DEFAULT_BASE_URL
-    )
+    ).strip()
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"base_url must start with http:// or https://, got {url!r}")
-    return url.rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit(parts._replace(query="", fragment="")).rstrip("/"), query
 
 
 def proxy_from_environment(url: str) -> str | None:

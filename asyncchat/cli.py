@@ -262,13 +262,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _client(args: argparse.Namespace) -> Client:
     """The client for --base-url / --api-key; a missing key's error names the flags."""
-    base_url = resolve_base_url(args.base_url)
+    base_url, _ = resolve_base_url(args.base_url)
     if not environment_api_key(args.api_key) and not is_loopback(base_url):
         raise ConfigurationError(
             f"no API key for {base_url}: pass --api-key KEY, or set ASYNCCHAT_API_KEY "
             "(or OPENAI_API_KEY)"
         )
-    return Client(api_key=args.api_key, base_url=base_url)
+    return Client(api_key=args.api_key, base_url=args.base_url)
 
 
 # --- chat ---------------------------------------------------------------------------

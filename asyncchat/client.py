@@ -106,7 +106,7 @@ class Client:
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
         configure_from_environment()
-        self.base_url = resolve_base_url(base_url)
+        self.base_url, self.default_query = resolve_base_url(base_url)
         self._api_key = resolve_api_key(api_key, self.base_url)
         self.timeout = Timeout.coerce(timeout)
         if max_retries < 0:
@@ -206,6 +206,7 @@ class Client:
         if extra_headers:
             headers.update(extra_headers)
         payload = _encode_body(body)
+        query = {**self.default_query, **(extra_query or {})} or None
         if logger.isEnabledFor(10):
             logger.debug("POST %s options=%s", url, describe_body(body))
         attempt = 0
@@ -216,7 +217,7 @@ class Client:
             error: APIError
             try:
                 response = await self._transport.post(
-                    url, payload, headers, effective_timeout, extra_query
+                    url, payload, headers, effective_timeout, query
                 )
                 if pacer is not None:
                     pacer.observe(response.headers)

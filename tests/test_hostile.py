@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 import asyncchat
+from asyncchat.testing import MockServer
 
 from .conftest import API_KEY
 
@@ -158,3 +159,54 @@ async def test_cancelling_at_every_await_point_releases_the_connection(
             client.chat.completions.create(model="m", messages=USER), 5
         )
         assert completion.choices[0].message.content == "fine"
+
+
+# --- configuration a little off ---------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["argument", "environment"])
+async def test_a_key_read_from_a_file_keeps_working(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    key = f"  {API_KEY}\n"  # as open(path).read() gives it
+    if where == "environment":
+        monkeypatch.setenv("ASYNCCHAT_API_KEY", key)
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=key if where == "argument" else None
+    ) as client:
+        completion = await client.chat.completions.create(model="m", messages=USER)
+    assert completion.choices[0].message.content == "You said: hi"
+    assert server.requests[0].headers["Authorization"] == f"Bearer {API_KEY}"
+
+
+@pytest.mark.parametrize("bad", ["sk-abc\ndef", "sk-abc\rdef", "sk-abc\x00def", "sk-\x7f"])
+def test_a_key_with_a_control_character_is_refused_unshown(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    with pytest.raises(asyncchat.ConfigurationError, match="from api_key contains") as info:
+        asyncchat.Client(api_key=bad, base_url="https://api.example.com/v1")
+    assert bad.strip() not in str(info.value) and "abc" not in str(info.value)
+    if "\x00" in bad:
+        return  # an environment variable cannot hold a NUL
+    monkeypatch.setenv("OPENAI_API_KEY", bad)
+    monkeypatch.delenv("ASYNCCHAT_API_KEY", raising=False)
+    with pytest.raises(asyncchat.ConfigurationError, match="from OPENAI_API_KEY contains"):
+        asyncchat.Client(base_url="https://api.example.com/v1")
+
+
+async def test_a_base_url_with_a_query_keeps_it(server: MockServer) -> None:
+    """Azure documents `.../openai/deployments/NAME?api-version=...` as the base URL."""
+    base_url = server.base_url + "/?api-version=2024-06-01"
+    async with asyncchat.Client(base_url=base_url, api_key=API_KEY) as client:
+        assert client.base_url == server.base_url
+        await client.chat.completions.create(model="m", messages=USER)
+        stream = await client.chat.completions.create(
+            model="m", messages=USER, stream=True, extra_query={"trace": "1"}
+        )
+        async with stream:
+            async for _ in stream:
+                pass
+    first, second = server.requests
+    assert first.path == second.path == "/v1/chat/completions"
+    assert first.query == {"api-version": "2024-06-01"}
+    assert second.query == {"api-version": "2024-06-01", "trace": "1"}
