@@ -21,7 +21,8 @@ from collections.abc import (
 )
 from typing import Any, TypeVar
 
-from asyncchat._ratelimit import RateLimiter
+from asyncchat._logging import logger
+from asyncchat._ratelimit import MAX_RESET_PAUSE, RateLimiter
 
 __all__ = ["Pacer", "Requests", "fan_out"]
 
@@ -44,6 +45,7 @@ class Pacer:
         self.limiter = limiter
         self.clock = clock
         self.sleep = sleep
+        self._warned = False
 
     @property
     def counts_tokens(self) -> bool:
@@ -59,7 +61,16 @@ class Pacer:
         self.limiter.pause(self.clock() + seconds)
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        self.limiter.observe(headers, self.clock())
+        for header in self.limiter.observe(headers, self.clock()):
+            if self._warned:
+                return  # once per fan-out, not once per response
+            self._warned = True
+            logger.warning(
+                "asyncchat: not pausing for %s with the budget spent: longer than %.0fs or "
+                "not a duration; requests go on, and a 429 then says how long to wait",
+                header,
+                MAX_RESET_PAUSE,
+            )
 
 
 async def _numbered(

@@ -10,14 +10,20 @@ the time, so the arithmetic is tested without waiting.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-__all__ = ["RateLimiter", "estimate_tokens", "parse_duration"]
+__all__ = ["MAX_RESET_PAUSE", "RateLimiter", "estimate_tokens", "parse_duration"]
 
+# The longest pause an `x-ratelimit-reset-*` header can impose. Longer than Retry-After's
+# cap, since a per-minute budget can legitimately reset minutes away, but bounded: a
+# server saying `1e9`, or a Unix time where a duration belongs, must not park every
+# request for years.
+MAX_RESET_PAUSE = 600.0
 # Completion tokens assumed for a request that does not cap them.
 DEFAULT_COMPLETION_ESTIMATE = 256
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -25,12 +31,15 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 def parse_duration(text: str) -> float | None:
-    """Seconds in a rate-limit reset value such as `1m30s`, `6ms`, `0.5s` or `20`."""
+    """Seconds in a rate-limit reset value such as `1m30s`, `6ms`, `0.5s` or `20`;
+    None for anything else (`inf` and `nan` included)."""
     text = text.strip()
     try:
-        return max(float(text), 0.0)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         return None
@@ -88,8 +97,13 @@ class RateLimiter:
         """Hold every start until `until` (the server asked the whole client to wait)."""
         self.paused_until = max(self.paused_until, until)
 
-    def observe(self, headers: Mapping[str, str], now: float) -> None:
-        """Follow `x-ratelimit-remaining-*` / `x-ratelimit-reset-*` when a budget is spent."""
+    def observe(self, headers: Mapping[str, str], now: float) -> list[str]:
+        """Follow `x-ratelimit-remaining-*` / `x-ratelimit-reset-*` when a budget is spent.
+
+        A reset further off than `MAX_RESET_PAUSE`, or not a duration, is not waited
+        for; returns those headers, to report.
+        """
+        declined = []
         for kind in ("requests", "tokens"):
             remaining = headers.get(f"x-ratelimit-remaining-{kind}")
             reset = headers.get(f"x-ratelimit-reset-{kind}")
@@ -99,6 +113,11 @@ class RateLimiter:
                 spent = float(remaining) <= 0
             except ValueError:
                 continue
+            if not spent:
+                continue
             seconds = parse_duration(reset)
-            if spent and seconds is not None:
+            if seconds is None or seconds > MAX_RESET_PAUSE:
+                declined.append(f"x-ratelimit-reset-{kind}: {reset}")
+            else:
                 self.pause(now + seconds)
+        return declined

@@ -210,3 +210,21 @@ async def test_a_base_url_with_a_query_keeps_it(server: MockServer) -> None:
     assert first.path == second.path == "/v1/chat/completions"
     assert first.query == {"api-version": "2024-06-01"}
     assert second.query == {"api-version": "2024-06-01", "trace": "1"}
+
+
+# --- unbounded waits ----------------------------------------------------------------
+
+
+async def test_a_far_off_rate_limit_reset_does_not_park_a_fan_out(
+    server: MockServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    for reset in ("1e9", "inf", "1767225600"):
+        server.enqueue(
+            headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": reset}
+        )
+    requests = [{"model": "m", "messages": USER}] * 6
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        results = await asyncio.wait_for(client.chat.batch(requests, concurrency=1), 10)
+    assert all(isinstance(result, asyncchat.ChatCompletion) for result in results)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "x-ratelimit-reset-requests: 1e9" in warnings[0]

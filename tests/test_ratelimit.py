@@ -89,3 +89,15 @@ def test_bad_limits() -> None:
         RateLimiter(requests_per_minute=0)
     with pytest.raises(ValueError, match="tokens_per_minute"):
         RateLimiter(tokens_per_minute=-5)
+
+
+@pytest.mark.parametrize("reset", ["1e9", "inf", "nan", "-inf", "1767225600", "601s", "2h"])
+def test_a_reset_beyond_the_cap_is_not_waited_for(reset: str) -> None:
+    """Like Retry-After, the reset headers are capped (at MAX_RESET_PAUSE, 10 minutes)."""
+    limiter = RateLimiter()
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": reset}
+    assert limiter.observe(headers, now=1000.0) == [f"x-ratelimit-reset-requests: {reset}"]
+    assert limiter.reserve(1000.0) == 1000.0
+    headers = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "9m59s"}
+    assert limiter.observe(headers, now=1000.0) == []
+    assert limiter.reserve(1000.0) == 1599.0
