@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "Secret",
     "Timeout",
+    "bypasses_proxy",
     "environment_api_key",
     "is_loopback",
     "proxy_from_environment",
@@ -145,7 +147,7 @@ def resolve_base_url(base_url: str | None) -> tuple[str, dict[str, str]]:
 
 
 def proxy_from_environment(url: str) -> str | None:
-    """The proxy HTTP(S)_PROXY / ALL_PROXY name for `url`, unless NO_PROXY exempts its host.
+    """The proxy HTTP(S)_PROXY / ALL_PROXY name for `url`, unless NO_PROXY exempts it.
 
     Read once per client rather than letting aiohttp's `trust_env` look it up
     in a thread on every request (and apply ~/.netrc credentials, which would
@@ -156,6 +158,45 @@ def proxy_from_environment(url: str) -> str | None:
     proxy = proxies.get(parsed.scheme) or proxies.get("all")
     if not proxy or not parsed.hostname:
         return None
-    if urllib.request.proxy_bypass(parsed.hostname):
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if bypasses_proxy(parsed.hostname, port, proxies.get("no", "")):
         return None
     return proxy
+
+
+def bypasses_proxy(host: str, port: int, no_proxy: str) -> bool:
+    """Whether NO_PROXY exempts `host:port`, by the rules curl, Go and requests share.
+
+    Entries are separated by commas or spaces: `*` (everything), a host or a
+    domain (`example.com` and `.example.com` both cover its subdomains, `*.` too),
+    `host:port`, an IP address or a CIDR block (`10.0.0.0/8`, `::1`).
+    """
+    host = host.lower().strip("[]").rstrip(".")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in re.split(r"[,\s]+", no_proxy.lower()):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        entry_port = None
+        bracketed = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", entry)
+        if bracketed:
+            entry, entry_port = bracketed.group(1), bracketed.group(2)
+        elif entry.count(":") == 1:
+            entry, _, entry_port = entry.partition(":")
+        if entry_port is not None and entry_port != str(port):
+            continue
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        domain = entry.removeprefix("*").lstrip(".").rstrip(".")
+        if domain and (host == domain or host.endswith("." + domain)):
+            return True
+    return False

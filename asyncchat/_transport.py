@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from asyncchat._config import Timeout
+from asyncchat._redact import redact
 from asyncchat.errors import (
     APIConnectionError,
     APIError,
@@ -41,7 +42,14 @@ def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
 
 
 def map_transport_error(exc: BaseException, timeout: Timeout, url: str) -> APIError:
-    """The asyncchat error for an aiohttp or socket failure."""
+    """The asyncchat error for an aiohttp or socket failure, credentials redacted."""
+    error = _transport_error(exc, timeout, redact(url))
+    error.message = redact(error.message)
+    error.args = (error.message,)
+    return error
+
+
+def _transport_error(exc: BaseException, timeout: Timeout, url: str) -> APIError:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return APITimeoutError(
             f"connecting to {url} took longer than the connect timeout ({timeout.connect}s)"

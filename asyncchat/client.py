@@ -29,6 +29,7 @@ from asyncchat._config import (
 from asyncchat._events import ChatStreamManager
 from asyncchat._logging import configure_from_environment, describe_body, logger
 from asyncchat._ratelimit import RateLimiter, estimate_tokens
+from asyncchat._redact import redact
 from asyncchat._retry import retry_after, retry_delay
 from asyncchat._stream import ChatCompletionStream
 from asyncchat._transport import Transport, read_body
@@ -200,6 +201,7 @@ class Client:
         and a 429 with `Retry-After` pauses the whole fan-out, not this request only.
         """
         url = self.base_url + path
+        shown = redact(url)  # what messages and logs quote
         effective_timeout = self.timeout if timeout is None else Timeout.coerce(timeout)
         headers = dict(self._headers)
         headers["Accept"] = "text/event-stream" if stream else "application/json"
@@ -208,7 +210,7 @@ class Client:
         payload = _encode_body(body)
         query = {**self.default_query, **(extra_query or {})} or None
         if logger.isEnabledFor(10):
-            logger.debug("POST %s options=%s", url, describe_body(body))
+            logger.debug("POST %s options=%s", shown, describe_body(body))
         attempt = 0
         while True:
             if pacer is not None:
@@ -228,13 +230,13 @@ class Client:
                         content = await read_body(response, effective_timeout, url)
                     logger.info(
                         "POST %s -> %s (request id %s) in %.3fs",
-                        url,
+                        shown,
                         response.status,
                         request_id,
                         time.monotonic() - started,
                     )
                     return response, content
-                error = await self._status_error(response, url, effective_timeout)
+                error = await self._status_error(response, shown, effective_timeout)
                 status: int | None = response.status
                 retry_headers: Mapping[str, str] = response.headers
             except APIConnectionError as exc:
@@ -255,12 +257,11 @@ class Client:
             ):
                 pacer.pause_for(delay)  # the server named a pause: it holds every worker
             if delay is None:
-                logger.info("POST %s failed: %s", url, error)
+                logger.info("%s", error)
                 raise error
             attempt += 1
             logger.info(
-                "POST %s failed (%s); retry %d of %d in %.2fs",
-                url,
+                "%s; retry %d of %d in %.2fs",
                 error,
                 attempt,
                 self.max_retries,
@@ -380,7 +381,7 @@ class Completions:
             tokens=tokens,
         )
         request_id = response.headers.get("x-request-id")
-        url = client.base_url + "/chat/completions"
+        url = redact(client.base_url + "/chat/completions")  # for messages
         if not stream:
             assert content is not None
             completion = ChatCompletion(

@@ -5,12 +5,15 @@ must misbehave."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
 import asyncchat
+from asyncchat._config import bypasses_proxy, proxy_from_environment
+from asyncchat._redact import redact
 from asyncchat.testing import MockServer
 
 from .conftest import API_KEY
@@ -228,3 +231,90 @@ async def test_a_far_off_rate_limit_reset_does_not_park_a_fan_out(
     assert all(isinstance(result, asyncchat.ChatCompletion) for result in results)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "x-ratelimit-reset-requests: 1e9" in warnings[0]
+
+
+# --- secrets in errors, NO_PROXY ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("url='http://user:pw@proxy:3128'", "url='http://***@proxy:3128'"),
+        ("https://sk-token@host/v1 failed", "https://***@host/v1 failed"),
+        ("GET /v1?api-key=abc&x=1", "GET /v1?api-key=***&x=1"),
+        ("https://h/p?key=abc#frag", "https://h/p?key=***#frag"),
+        ("https://h/p?a=1&access_token=abc&sig=zz", "https://h/p?a=1&access_token=***&sig=***"),
+        ("mail me at someone@example.com", "mail me at someone@example.com"),
+        ("https://h/p?model=gpt", "https://h/p?model=gpt"),
+    ],
+)
+def test_redact(text: str, shown: str) -> None:
+    assert redact(text) == shown
+
+
+async def test_proxy_credentials_never_show(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy refusing CONNECT: aiohttp's message quotes the proxy URL, password and all."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:pw-secret@127.0.0.1:{port}")
+    caplog.set_level(logging.DEBUG, logger="asyncchat")
+    try:
+        async with asyncchat.Client(
+            base_url="https://api.example.invalid/v1", api_key=API_KEY, max_retries=1
+        ) as client:
+            with pytest.raises(asyncchat.APIConnectionError) as info:
+                await client.chat.completions.create(
+                    model="m", messages=USER, extra_query={"token": "q-secret"}
+                )
+    finally:
+        proxy.close()
+        await proxy.wait_closed()
+    shown = str(info.value) + repr(info.value) + caplog.text
+    assert "407" in str(info.value) and "***@127.0.0.1" in str(info.value)
+    assert "pw-secret" not in shown and "q-secret" not in shown and API_KEY not in shown
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "host", "port", "bypassed"),
+    [
+        ("localhost:8000", "localhost", 8000, True),
+        ("localhost:8000", "localhost", 9000, False),
+        ("example.com", "api.example.com", 443, True),
+        (".example.com", "api.example.com", 443, True),
+        ("*.example.com", "api.example.com", 443, True),
+        (".example.com", "example.com", 443, True),
+        ("example.com", "badexample.com", 443, False),
+        ("10.0.0.0/8", "10.1.2.3", 80, True),
+        ("10.0.0.0/8", "11.1.2.3", 80, False),
+        ("192.168.1.5", "192.168.1.5", 80, True),
+        ("::1", "::1", 80, True),
+        ("[::1]:8000", "::1", 8000, True),
+        ("[::1]:8000", "::1", 8001, False),
+        ("*", "anything.at.all", 443, True),
+        ("a.com other.org", "x.other.org", 443, True),
+        ("a.com, ,b.com", "c.com", 443, False),
+        ("", "api.openai.com", 443, False),
+    ],
+)
+def test_no_proxy_rules(no_proxy: str, host: str, port: int, bypassed: bool) -> None:
+    assert bypasses_proxy(host, port, no_proxy) is bypassed
+
+
+def test_no_proxy_with_a_port_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost:8000")
+    assert proxy_from_environment("http://localhost:8000/v1") is None
+    assert proxy_from_environment("http://localhost:8001/v1") == "http://proxy.corp:3128"
