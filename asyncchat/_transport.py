@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from asyncchat._config import Timeout
 from asyncchat._redact import redact
@@ -30,6 +31,17 @@ __all__ = ["Transport", "map_transport_error"]
 # connection can go back to the pool instead of being closed.
 _DRAIN_SECONDS = 1.0
 _DRAIN_MAX_BYTES = 64 * 1024
+
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 10
+# Header names that carry credentials: never sent on to another origin.
+_CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "signature", "credential", "cookie")
+
+
+def _is_credential(header: str) -> bool:
+    name = header.lower()
+    return any(word in name for word in _CREDENTIAL_WORDS)
 
 
 @functools.lru_cache(maxsize=64)  # one per distinct Timeout, not one per request
@@ -109,19 +121,43 @@ class Transport:
         timeout: Timeout,
         params: Mapping[str, Any] | None,
     ) -> aiohttp.ClientResponse:
-        """Send the request and return once the response headers are in."""
+        """Send the request and return once the response headers are in.
+
+        Redirects are followed here rather than by aiohttp, which drops only
+        `Authorization` when one leads to another origin: a key sent as `api-key`
+        (Azure), `x-api-key` or `x-goog-api-key` would reach the other host.
+        """
         session = self.session()
+        client_timeout = _client_timeout(timeout)
+        method, target, query = "POST", URL(url), params
+        data: bytes | None = body
+        origin = target.origin()
         try:
-            return await session.post(
-                url,
-                data=body,
-                headers=headers,
-                params=params,
-                timeout=_client_timeout(timeout),
-                proxy=self.proxy,
-            )
+            for _ in range(_MAX_REDIRECTS + 1):
+                response = await session.request(
+                    method,
+                    target,
+                    data=data,
+                    headers=headers,
+                    params=query,
+                    timeout=client_timeout,
+                    proxy=self.proxy,
+                    allow_redirects=False,
+                )
+                location = response.headers.get("Location")
+                if response.status not in _REDIRECT_STATUSES or not location:
+                    return response
+                response.release()
+                target, query = response.url.join(URL(location)), None
+                if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                    method, data = "GET", None  # as browsers and curl do
+                if target.origin() != origin:
+                    headers = {k: v for k, v in headers.items() if not _is_credential(k)}
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise map_transport_error(exc, timeout, url) from exc
+        raise APIError(  # not a connection failure: retrying would loop again
+            redact(f"POST {url} was redirected more than {_MAX_REDIRECTS} times")
+        )
 
     def close_abandoned(self) -> bool:
         """Close the pool without a loop (the client is being collected); True if it was open."""

@@ -318,3 +318,58 @@ def test_no_proxy_with_a_port_is_honoured(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("NO_PROXY", "localhost:8000")
     assert proxy_from_environment("http://localhost:8000/v1") is None
     assert proxy_from_environment("http://localhost:8001/v1") == "http://proxy.corp:3128"
+
+
+# --- credentials on redirects -------------------------------------------------------
+
+CREDENTIALS = {
+    "api-key": "azure-secret",
+    "x-api-key": "anthropic-style-secret",
+    "x-goog-api-key": "gemini-secret",
+    "X-Auth-Token": "token-secret",
+    "Cookie": "session=cookie-secret",
+}
+
+
+@pytest.mark.parametrize("status", [307, 308])
+async def test_a_redirect_to_another_origin_carries_no_credentials(status: int) -> None:
+    async with MockServer() as elsewhere, MockServer() as origin:
+        # Same address, another port: another origin.
+        target = elsewhere.base_url.replace("127.0.0.1", "localhost") + "/chat/completions"
+        origin.enqueue(status, "", headers={"Location": target})
+        async with asyncchat.Client(
+            base_url=origin.base_url,
+            api_key=API_KEY,
+            default_headers={**CREDENTIALS, "X-Trace": "kept"},
+        ) as client:
+            completion = await client.chat.completions.create(
+                model="m", messages=USER, extra_headers={"X-Custom-Key": "extra-secret"}
+            )
+    assert completion.choices[0].message.content == "You said: hi"
+    sent, forwarded = origin.requests[0].headers, elsewhere.requests[0].headers
+    for name in (*CREDENTIALS, "Authorization", "X-Custom-Key"):
+        assert name in sent
+        assert name not in forwarded
+    assert forwarded["X-Trace"] == "kept"
+    assert elsewhere.requests[0].body["messages"] == USER  # 307/308 keep method and body
+
+
+async def test_a_redirect_within_the_origin_keeps_the_credentials(server: MockServer) -> None:
+    server.enqueue(307, "", headers={"Location": "/chat/completions"})
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, default_headers=CREDENTIALS
+    ) as client:
+        await client.chat.completions.create(model="m", messages=USER)
+    first, second = server.requests
+    assert first.path == "/v1/chat/completions" and second.path == "/chat/completions"
+    for name in (*CREDENTIALS, "Authorization"):
+        assert second.headers[name] == first.headers[name]
+
+
+async def test_a_redirect_loop_is_an_error(server: MockServer) -> None:
+    for _ in range(11):
+        server.enqueue(307, "", headers={"Location": "/v1/chat/completions"})
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        with pytest.raises(asyncchat.APIError, match="redirected more than 10 times"):
+            await client.chat.completions.create(model="m", messages=USER)
+    assert len(server.requests) == 11  # not retried
