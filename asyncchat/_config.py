@@ -33,32 +33,37 @@ class Timeout:
 
     `connect`: opening a TCP (and TLS) connection. `read`: the longest silence
     while waiting for response bytes, between stream chunks included; a slow
-    model thinking before its first token must not trip it. `total`: the whole
-    request, stream included.
+    model thinking before its first token must not trip it. `idle`: the longest
+    a stream may go on receiving bytes that bring no chunk (keep-alive comments,
+    empty `data:` lines, a line trickling in byte by byte), counted from the
+    first such read; silence is `read`'s business. `total`: the whole request,
+    stream included.
     """
 
     connect: float | None = 10.0
     read: float | None = 600.0
     total: float | None = None
+    idle: float | None = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("connect", "read", "total"):
+        for name in ("connect", "read", "total", "idle"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigurationError(f"Timeout.{name} must be a positive number, got {value!r}")
 
     @classmethod
     def coerce(cls, value: float | Timeout | None) -> Timeout:
-        """A float sets the connect and read timeouts alike (as the official SDK does)."""
+        """A float sets the connect, read and idle timeouts alike (connect and read as
+        the official SDK does)."""
         if isinstance(value, Timeout):
             return value
         if value is None:
-            return cls(connect=None, read=None, total=None)
+            return cls(connect=None, read=None, total=None, idle=None)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigurationError(
                 f"timeout must be a number of seconds or an asyncchat.Timeout, got {value!r}"
             )
-        return cls(connect=float(value), read=float(value), total=None)
+        return cls(connect=float(value), read=float(value), total=None, idle=float(value))
 
 
 DEFAULT_TIMEOUT = Timeout()

@@ -12,6 +12,7 @@ by `__del__` if the stream is dropped unclosed.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -24,6 +25,7 @@ from asyncchat._transport import finish_response, map_transport_error
 from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer
 from asyncchat.errors import (
     APIError,
+    APITimeoutError,
     ClientClosedError,
     IncompleteStreamError,
     MalformedStreamError,
@@ -103,6 +105,7 @@ class ChatCompletionStream:
         self._finished = False  # ended normally: the response is released
         self._closed = False
         self._client_closed = False  # ended by Client.close() mid-stream
+        self._idle_count, self._idle_since = -1, 0.0  # see _no_chunk_yet
         self.request_id = request_id
 
     @property
@@ -201,7 +204,30 @@ class ChatCompletionStream:
         except APIError as exc:
             self._abort()
             raise self._with_partial(exc) from None
+        if not events:
+            self._no_chunk_yet()
         return iter([e if e.event != "message" else e.data for e in events])
+
+    def _no_chunk_yet(self) -> None:
+        """A read that brought no chunk (a comment, a part of a line): past the idle
+        timeout since the first such read, the stream is given up.
+
+        Only reads without a chunk pay for this check: the usual read takes the
+        decoder's fast path and never gets here.
+        """
+        idle = self._timeout.idle
+        if idle is None:
+            return
+        count, now = self._accumulator.chunk_count, time.monotonic()
+        if count != self._idle_count:
+            self._idle_count, self._idle_since = count, now
+        elif now - self._idle_since > idle:
+            raise self._fail(
+                APITimeoutError(
+                    f"the server sent no chunk for {idle}s, only keep-alive comments or "
+                    f"pieces of a line (the idle timeout), on POST {self._url}"
+                )
+            )
 
     async def _json_response_as_chunk(self) -> dict[str, Any]:
         """Serve a plain JSON completion as a one-chunk stream."""
@@ -247,6 +273,7 @@ class ChatCompletionStream:
         if event != "message":
             if event == "error":
                 raise self._fail(self._error_from_event(data))
+            self._no_chunk_yet()
             return None  # another named event (a ping): not a chunk
         # {"error": {...}}, with or without choices (OpenRouter), or vLLM's error object.
         if (data.get("error")) or ("choices" not in data and data.get("object") == "error"):
@@ -261,6 +288,7 @@ class ChatCompletionStream:
             self._finished = True
             return
         if not text or text.isspace():
+            self._no_chunk_yet()
             return  # an empty data line some servers use as a keep-alive
         if event == "error":
             raise self._fail(self._error_from_event({"error": {"message": text}}))

@@ -373,3 +373,104 @@ async def test_a_redirect_loop_is_an_error(server: MockServer) -> None:
         with pytest.raises(asyncchat.APIError, match="redirected more than 10 times"):
             await client.chat.completions.create(model="m", messages=USER)
     assert len(server.requests) == 11  # not retried
+
+
+# --- streams that never end -----------------------------------------------------------
+
+KEEPALIVES = {
+    "comments": b": keep-alive\n\n",
+    "OpenRouter's comments": b": OPENROUTER PROCESSING\n\n",
+    "empty data lines": b"data: \n\n",
+    "ping events": b"event: ping\ndata: {}\n\n",
+    "a line trickling in": b"x",
+}
+
+
+@asynccontextmanager
+async def endless_server(piece: bytes, first: bytes = b"") -> AsyncIterator[str]:
+    """A stream that sends `first`, then `piece` every 20 ms, forever."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(head(**SSE) + (frame(first) if first else b""))
+            if piece == b"x":
+                writer.write(frame(b"data: {"))
+            while True:
+                writer.write(frame(piece))
+                await writer.drain()
+                await asyncio.sleep(0.02)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("kind", list(KEEPALIVES))
+async def test_a_stream_of_keep_alives_ends_at_the_idle_timeout(kind: str) -> None:
+    async with (
+        endless_server(KEEPALIVES[kind], first=CHUNK) as base_url,
+        asyncchat.Client(
+            base_url=base_url,
+            api_key=API_KEY,
+            timeout=asyncchat.Timeout(read=30, idle=0.3),
+            max_connections=1,
+        ) as client,
+    ):
+        started = asyncio.get_running_loop().time()
+        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+        with pytest.raises(asyncchat.APITimeoutError, match="idle timeout") as info:
+            async with stream:
+                async for _ in stream:
+                    pass
+        assert asyncio.get_running_loop().time() - started < 5
+        assert info.value.partial is not None
+        assert info.value.partial.choices[0].message.content == "hi"
+        assert client.connector is not None and not client.connector._acquired  # type: ignore[attr-defined]
+
+
+async def test_keep_alives_between_chunks_do_not_trip_the_idle_timeout() -> None:
+    """Idle counts time without a chunk, not time since the stream began."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head(**SSE))
+        for _ in range(10):  # 1 s of stream, 0.1 s between chunks, comments in between
+            for _ in range(5):
+                writer.write(frame(b": keep-alive\n\n"))
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            writer.write(frame(CHUNK))
+        writer.write(frame(DONE) + b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        async with asyncchat.Client(
+            base_url=base_url, api_key=API_KEY, timeout=asyncchat.Timeout(idle=0.3)
+        ) as client:
+            stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+            async with stream:
+                async for _ in stream:
+                    pass
+            assert stream.completion.choices[0].message.content == "hi" * 10
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_timeout_defaults_and_coercion() -> None:
+    assert asyncchat.Timeout() == asyncchat.Timeout(connect=10, read=600, total=None, idle=600)
+    assert asyncchat.Timeout.coerce(5) == asyncchat.Timeout(connect=5, read=5, idle=5)
+    assert asyncchat.Timeout.coerce(None).idle is None
+    with pytest.raises(asyncchat.ConfigurationError, match=r"Timeout\.idle"):
+        asyncchat.Timeout(idle=0)
