@@ -27,6 +27,7 @@ from asyncchat.errors import (
     APIError,
     APITimeoutError,
     ClientClosedError,
+    EventTooLargeError,
     IncompleteStreamError,
     MalformedStreamError,
     status_error,
@@ -49,6 +50,12 @@ def _as_dict(data: dict[str, Any], request_id: str | None) -> Any:
 
 def _preview(text: str, limit: int = 200) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _looks_like_sse(data: bytes) -> bool:
+    """Whether a body's first bytes are an event stream's (a field or a comment)."""
+    start = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:7]
+    return start.startswith((b"data:", b"event:", b"id:", b"retry:", b":"))
 
 
 def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
@@ -151,6 +158,8 @@ class ChatCompletionStream:
                     break
             if self._json_body:
                 data = await self._json_response_as_chunk()
+                if data is None:
+                    continue  # an event stream after all: its first bytes are pending
                 self._accumulator._ingest(data)
                 return self._hand_out(data, self.request_id)
             if self._finished:
@@ -229,20 +238,50 @@ class ChatCompletionStream:
                 )
             )
 
-    async def _json_response_as_chunk(self) -> dict[str, Any]:
-        """Serve a plain JSON completion as a one-chunk stream."""
+    async def _json_response_as_chunk(self) -> dict[str, Any] | None:
+        """Serve a plain JSON completion as a one-chunk stream.
+
+        A body labelled JSON that starts like an event stream (hand-written servers
+        often send SSE as `application/json`) is decoded as one: its first bytes
+        are left pending and None is returned. The JSON body is held to the event
+        size cap, as any one event is.
+        """
         self._json_body = False
-        try:
-            raw = await self._content.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            self._abort()
-            raise map_transport_error(exc, self._timeout, self._url) from exc
+        first = await self._read()
+        if _looks_like_sse(first):
+            self._pending = self._decoded(self._decoder.feed, first)
+            return None
+        body, cap = bytearray(first), self._decoder.max_event_size
+        while True:
+            if len(body) > cap:
+                raise self._fail(
+                    EventTooLargeError(
+                        f"the JSON answer to a streamed POST {self._url} is larger than "
+                        f"max_event_size ({cap} bytes)"
+                    )
+                )
+            received = await self._read()
+            if not received:
+                break
+            body += received
         self._finished = self._closed = True
         self._response.release()
-        data = self._decode(raw, "message")
+        data = self._decode(bytes(body), "message")
         if data is None:
             raise StopAsyncIteration
         return completion_as_chunk(data)
+
+    async def _read(self) -> bytes:
+        """The next bytes of the body (b"" at its end); a failure or a cancellation
+        closes the connection. (The main loop inlines the same.)"""
+        try:
+            return await self._content.readany()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            self._abort()
+            raise self._with_partial(map_transport_error(exc, self._timeout, self._url)) from exc
+        except BaseException:
+            self._abort()
+            raise
 
     def _decode_event(self, item: bytes | str | ServerSentEvent) -> dict[str, Any] | None:
         """`_decode` for a pending item: a plain event's data, or a named event."""
@@ -264,6 +303,10 @@ class ChatCompletionStream:
 
     def _checked(self, payload: str | bytes, event: str, data: Any) -> dict[str, Any] | None:
         """`_decode` once the payload is parsed (`_NOT_JSON` when it could not be)."""
+        if data is _NOT_JSON and type(payload) is bytes:
+            # Bytes from the fast path: decode them as the full decoder would (invalid
+            # UTF-8 replaced), so one read or two give the same outcome.
+            return self._decode(payload.decode("utf-8", "replace"), event)
         if data is _NOT_JSON:
             self._decode_unusual(payload, event, "not JSON")
             return None

@@ -474,3 +474,73 @@ def test_timeout_defaults_and_coercion() -> None:
     assert asyncchat.Timeout.coerce(None).idle is None
     with pytest.raises(asyncchat.ConfigurationError, match=r"Timeout\.idle"):
         asyncchat.Timeout(idle=0)
+
+
+# --- mislabelled and mis-encoded streams ----------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["application/json", "application/json; charset=utf-8"])
+@pytest.mark.parametrize("first", [b"data: ", b": hello\n\n", b"\xef\xbb\xbfdata: ", b"\n\ndata: "])
+async def test_an_event_stream_labelled_json_is_read_as_one(
+    server: MockServer, label: str, first: bytes
+) -> None:
+    """Hand-written servers (FastAPI's StreamingResponse defaults) send SSE as JSON."""
+    body = first + CHUNK.removeprefix(b"data: ") + CHUNK + DONE
+    if first.endswith(b"\n\n"):
+        body = first + CHUNK + CHUNK + DONE
+    server.enqueue(200, body, headers={"Content-Type": label})
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+        async with stream:
+            texts = [chunk.choices[0].delta.content async for chunk in stream]
+    assert texts == ["hi", "hi"]
+
+
+async def test_a_json_answer_to_a_stream_is_held_to_the_size_cap(server: MockServer) -> None:
+    big = COMPLETION.replace(b'"fine"', b'"' + b"x" * 2_000_000 + b'"')
+    server.enqueue(200, big, headers={"Content-Type": "application/json"})
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, max_event_size=1_000_000
+    ) as client:
+        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+        with pytest.raises(asyncchat.EventTooLargeError, match="max_event_size"):
+            async with stream:
+                async for _ in stream:
+                    pass
+        # Under the cap, the same answer is one chunk.
+        server.enqueue(200, COMPLETION, headers={"Content-Type": "application/json"})
+        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+        async with stream:
+            assert [c.choices[0].delta.content async for c in stream] == ["fine"]
+
+
+BAD_UTF8 = b'data: {"choices": [{"index": 0, "delta": {"content": "caf\xe9 \xff"}}]}\n\n'
+
+
+@pytest.mark.parametrize("split", [None, 10, 40, len(BAD_UTF8) - 3])
+async def test_invalid_utf8_gets_one_outcome_however_it_is_split(split: int | None) -> None:
+    """Replaced by U+FFFD, as the SSE standard decodes, in one read or several."""
+    pieces = [BAD_UTF8 + DONE] if split is None else [BAD_UTF8[:split], BAD_UTF8[split:] + DONE]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head(**SSE))
+        for piece in pieces:
+            writer.write(frame(piece))
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        async with asyncchat.Client(base_url=base_url, api_key=API_KEY) as client:
+            stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+            async with stream:
+                texts = [chunk.choices[0].delta.content async for chunk in stream]
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert texts == ["caf\ufffd \ufffd"]
