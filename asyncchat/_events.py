@@ -159,22 +159,26 @@ class ChatStream:
     def _events_for(
         self, data: dict[str, Any], fragments: list[tuple[int, ToolCallBuffer, str]]
     ) -> list[StreamEvent]:
+        # Values of the wrong JSON type are skipped, as the accumulator skips them.
         events: list[StreamEvent] = []
-        for choice in data.get("choices") or ():
-            if not isinstance(choice, dict):
+        choices = data.get("choices")
+        for choice in choices if type(choices) is list else ():
+            if type(choice) is not dict:
                 continue
             index = choice.get("index")
-            if not isinstance(index, int):
+            if type(index) is not int:
                 index = 0
-            delta = choice.get("delta") or {}
+            delta = choice.get("delta")
+            if type(delta) is not dict:
+                delta = {}
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
+            if reasoning and type(reasoning) is str:
                 events.append(ReasoningDelta(reasoning, index))
             content = delta.get("content")
-            if content:
+            if content and type(content) is str:
                 events.append(ContentDelta(content, index))
             refusal = delta.get("refusal")
-            if refusal:
+            if refusal and type(refusal) is str:
                 events.append(RefusalDelta(refusal, index))
             for choice_index, call, piece in fragments:
                 if choice_index == index:
@@ -184,11 +188,11 @@ class ChatStream:
                         )
                     )
             finish_reason = choice.get("finish_reason")
-            if finish_reason:
+            if finish_reason and type(finish_reason) is str:
                 self._finish_tool_calls(index, events)
                 events.append(ChoiceFinished(finish_reason, index))
         usage = data.get("usage")
-        if usage:
+        if usage and type(usage) is dict:
             events.append(UsageReported(Usage(usage)))
         return events
 

@@ -4,6 +4,11 @@ Sans-IO: `add` takes decoded chunks (dicts or `ChatCompletionChunk`s) from any
 source. Each chunk costs a few dict lookups and list appends; text is joined
 once, when `completion()` is asked for.
 
+A value of the wrong JSON type (`"choices": 5`, a `delta` that is text, a
+`usage` that is not an object, an `index` that is not an integer) is skipped
+as if absent, so a stream is never lost to one odd field; indexes are keys,
+never list positions, so `10**9` allocates nothing.
+
 It follows what real servers send rather than what they should: tool-call
 fragments without `index` (routed by `id`, then by name, then to the latest
 call), `id`/`name` repeated in every fragment (assigned, never concatenated),
@@ -189,10 +194,10 @@ class ChatCompletionAccumulator:
             self._read_top_level(data)
         self._last = data
         usage = data.get("usage")
-        if usage is not None:
+        if usage is not None and type(usage) is dict:
             self._usage = usage
         choices = data.get("choices")
-        if not choices:
+        if not choices or type(choices) is not list:
             return fragments
         for choice in choices:
             if type(choice) is not dict:
@@ -214,12 +219,12 @@ class ChatCompletionAccumulator:
                 else:
                     self._add_delta(buffer, delta, fragments)
             finish_reason = choice.get("finish_reason")
-            if finish_reason:
+            if finish_reason and type(finish_reason) is str:
                 buffer.finish_reason = finish_reason
             logprobs = choice.get("logprobs")
             if logprobs:
                 self._add_logprobs(buffer, logprobs)
-            if "usage" in choice and choice["usage"] is not None:
+            if "usage" in choice and type(choice["usage"]) is dict:
                 self._usage = choice["usage"]  # Moonshot reports usage inside the choice
         return fragments
 
@@ -270,7 +275,8 @@ class ChatCompletionAccumulator:
                     else:
                         buffer.reasoning.append(value)
             elif key == "role":
-                buffer.role = value
+                if type(value) is str:
+                    buffer.role = value
             elif key == "refusal":
                 if type(value) is str:
                     if buffer.refusal is None:

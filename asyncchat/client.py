@@ -501,10 +501,12 @@ class Chat:
                     data, _ = await stream._next_chunk_data()
                 except StopAsyncIteration:
                     return
-                for choice in data.get("choices") or ():
-                    if choice.get("index", 0) == 0:
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
+                choices = data.get("choices")
+                for choice in choices if type(choices) is list else ():
+                    if type(choice) is dict and choice.get("index", 0) == 0:
+                        delta = choice.get("delta")
+                        text = delta.get("content") if type(delta) is dict else None
+                        if text and type(text) is str:
                             yield text
 
     async def batch(

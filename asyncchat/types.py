@@ -116,9 +116,9 @@ class _Nested(Generic[T]):
         shape = self.shape
         cls = self.cls
         if shape == "list" or shape == "optional list":
-            if raw:
+            if type(raw) is list:
                 value = [cls(item) for item in raw if isinstance(item, dict)]
-            else:
+            else:  # absent, null, or not a list at all
                 value = None if raw is None and shape == "optional list" else []
         elif shape == "object":
             value = cls(raw if isinstance(raw, dict) else {})
@@ -294,7 +294,7 @@ class _TopLevel(APIObject):
     def request_id(self) -> str | None:
         """The body's `request_id` (as GLM sends it), else the `x-request-id` header."""
         value = self.__dict__.get("request_id")
-        return value if value else self._header_request_id
+        return value if value and type(value) is str else self._header_request_id
 
 
 class ChatCompletion(_TopLevel):
