@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +16,20 @@ import asyncchat
 from asyncchat.testing import MockServer
 
 API_KEY = "sk-test-secret-key-0123456789"
+
+
+if os.environ.get("ASYNCCHAT_TEST_LOOP") == "uvloop":
+    # CI runs the stream, fault and hostile-server suites again on uvloop, the loop
+    # many users run in production.
+    import uvloop
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        return {"uvloop": uvloop.new_event_loop}
+
+    def pytest_report_header() -> str:
+        return "event loop: uvloop"
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -544,3 +545,30 @@ async def test_invalid_utf8_gets_one_outcome_however_it_is_split(split: int | No
         server.close()
         await server.wait_closed()
     assert texts == ["caf\ufffd \ufffd"]
+
+
+# --- other event loops ---------------------------------------------------------------
+
+
+async def test_the_suite_runs_on_the_loop_it_was_asked_for() -> None:
+    """CI runs this file again with ASYNCCHAT_TEST_LOOP=uvloop: make sure it did."""
+    loop = type(asyncio.get_running_loop())
+    if os.environ.get("ASYNCCHAT_TEST_LOOP") == "uvloop":
+        assert loop.__module__.startswith("uvloop"), loop
+    else:
+        assert loop.__module__.startswith("asyncio"), loop
+
+
+def test_mock_server_and_client_on_uvloop() -> None:
+    import uvloop  # in the test extra
+
+    async def main() -> str:
+        async with (
+            MockServer() as server,
+            asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client,
+        ):
+            stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+            async with stream:
+                return "".join([c.choices[0].delta.content or "" async for c in stream])
+
+    assert uvloop.run(main()) == "You said: hi"
