@@ -177,10 +177,25 @@ class Transport:
             await session.close()
 
 
-async def read_body(response: aiohttp.ClientResponse, timeout: Timeout, url: str) -> bytes:
-    """The whole body, with the connection released (or closed on failure)."""
+async def read_body(
+    response: aiohttp.ClientResponse, timeout: Timeout, url: str, limit: int | None = None
+) -> bytes:
+    """The whole body, with the connection released (or closed on failure).
+
+    With `limit`, at most that many bytes (and a few more) are read: the rest is
+    not waited for, and the connection is closed rather than pooled.
+    """
     try:
-        return await response.read()
+        if limit is None:
+            return await response.read()
+        body = bytearray()
+        while len(body) <= limit:
+            received = await response.content.readany()
+            if not received:
+                return bytes(body)
+            body += received
+        response.close()  # the rest is not read: the connection cannot be pooled
+        return bytes(body[:limit])
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         response.close()
         raise map_transport_error(exc, timeout, url) from exc

@@ -51,6 +51,7 @@ _JSON_TYPES = ("application/json", "text/json")
 # Keyword arguments of create() that are not part of the JSON body.
 _CALL_OPTIONS = ("timeout", "extra_headers", "extra_query", "extra_body")
 _PENDING: Any = None
+_MAX_ERROR_BODY = 1 << 20  # bytes of an error response read for its message
 
 
 def _json_default(value: Any) -> Any:
@@ -272,7 +273,9 @@ class Client:
     async def _status_error(
         self, response: aiohttp.ClientResponse, url: str, timeout: Timeout
     ) -> APIStatusError:
-        raw = await read_body(response, timeout, url)
+        # An error message needs little: a server answering an error with a huge body
+        # (a runaway HTML page) costs no more than this.
+        raw = await read_body(response, timeout, url, limit=_MAX_ERROR_BODY)
         body: Any
         try:
             body = orjson.loads(raw)

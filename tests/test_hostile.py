@@ -572,3 +572,39 @@ def test_mock_server_and_client_on_uvloop() -> None:
                 return "".join([c.choices[0].delta.content or "" async for c in stream])
 
     assert uvloop.run(main()) == "You said: hi"
+
+
+# --- bodies without end ----------------------------------------------------------------
+
+
+async def test_an_endless_error_body_is_read_only_so_far() -> None:
+    """A 500 whose body never ends (a runaway page): the error comes after 1 MiB."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                head(
+                    "500 Internal Server Error",
+                    Content_Type="text/html",
+                    **{"Transfer_Encoding": "chunked"},
+                )
+            )
+            writer.write(frame(b"<html><body>Something broke"))
+            while True:
+                writer.write(frame(b" " * 65536))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        async with asyncchat.Client(base_url=base_url, api_key=API_KEY, max_retries=0) as client:
+            with pytest.raises(asyncchat.InternalServerError, match="Something broke"):
+                await asyncio.wait_for(client.chat.completions.create(model="m", messages=USER), 10)
+    finally:
+        server.close()
+        await server.wait_closed()
