@@ -129,9 +129,10 @@ class Transport:
         """
         session = self.session()
         client_timeout = _client_timeout(timeout)
-        method, target, query = "POST", URL(url), params
+        method, query = "POST", params
+        target: str | URL = url
         data: bytes | None = body
-        origin = target.origin()
+        origin: URL | None = None  # parsed only when a redirect comes
         try:
             for _ in range(_MAX_REDIRECTS + 1):
                 response = await session.request(
@@ -151,6 +152,8 @@ class Transport:
                 target, query = response.url.join(URL(location)), None
                 if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                     method, data = "GET", None  # as browsers and curl do
+                if origin is None:
+                    origin = URL(url).origin()
                 if target.origin() != origin:
                     headers = {k: v for k, v in headers.items() if not _is_credential(k)}
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
