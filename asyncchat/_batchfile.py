@@ -108,8 +108,15 @@ def _check_line(
 
 
 def _input_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open("r", encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
+    """The non-blank lines, numbered; a leading BOM (files saved on Windows) is skipped."""
+    with path.open("rb") as file:
+        for number, raw in enumerate(file, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise BatchInputError(
+                    path, [f"line {number}: not UTF-8 text (byte {exc.start + 1} of the line)"]
+                ) from None
             if line.strip():
                 yield number, line
 

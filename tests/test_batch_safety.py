@@ -474,3 +474,29 @@ def test_requests_that_outlive_the_grace_period_are_cancelled(
     assert runner.returncode == 130, err
     assert "10 requests not run" in err
     assert output.read_bytes() == b""
+
+
+# --- sloppy input files -----------------------------------------------------------------
+
+
+def test_an_input_saved_with_a_bom_and_crlf_runs(
+    background_server: MockServer, tmp_path: Path
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 3)
+    requests.write_bytes(b"\xef\xbb\xbf" + requests.read_bytes().replace(b"\n", b"\r\n"))
+    assert run(background_server, str(requests), "-o", str(output)) == 0
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+
+
+def test_an_input_that_is_not_utf8_names_the_line(
+    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 3)
+    lines = requests.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b"q1", b"q\xff1")
+    requests.write_bytes(b"".join(lines))
+    assert run(background_server, str(requests), "-o", str(output)) == 2
+    assert "line 2: not UTF-8 text" in capsys.readouterr().err
+    assert background_server.requests == [] and not output.exists()
