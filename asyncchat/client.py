@@ -16,7 +16,7 @@ from typing import Any, Literal, overload
 import aiohttp
 import orjson
 
-from asyncchat._batch import Pacer, Requests, fan_out
+from asyncchat._fanout import Pacer, Requests, fan_out
 from asyncchat._config import (
     DEFAULT_TIMEOUT,
     Secret,

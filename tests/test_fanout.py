@@ -1,4 +1,4 @@
-"""Fan-out over the loopback MockServer: order, concurrency, failures, cancellation, limits."""
+"""Fan-out: chat.batch and chat.as_completed, their concurrency, rate limits and cancellation."""
 
 from __future__ import annotations
 
