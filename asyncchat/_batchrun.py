@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from asyncchat._fanout import fan_out
 from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_requests
+from asyncchat._fanout import fan_out
 from asyncchat.client import Client, reported_tokens
 from asyncchat.errors import APIStatusError
 from asyncchat.types import ChatCompletion

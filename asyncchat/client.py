@@ -16,7 +16,6 @@ from typing import Any, Literal, overload
 import aiohttp
 import orjson
 
-from asyncchat._fanout import Pacer, Requests, fan_out
 from asyncchat._config import (
     DEFAULT_TIMEOUT,
     Secret,
@@ -27,6 +26,7 @@ from asyncchat._config import (
     resolve_base_url,
 )
 from asyncchat._events import ChatStreamManager
+from asyncchat._fanout import Pacer, Requests, fan_out
 from asyncchat._logging import configure_from_environment, describe_body, logger
 from asyncchat._ratelimit import RateLimiter, estimate_tokens
 from asyncchat._redact import redact

@@ -176,6 +176,7 @@ class MockServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._script: deque[MockResponse] = deque()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self._counter = 0
 
@@ -221,6 +222,11 @@ class MockServer:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
+        """Stop serving. Handlers still running (a delayed answer, a slow stream) are
+        cancelled rather than waited for, so a test's teardown takes no time."""
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -279,6 +285,15 @@ class MockServer:
         return web.json_response({"object": "list", "data": models})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            return await self._handle_request(request)
+        finally:
+            self._handlers.discard(task)
+
+    async def _handle_request(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = orjson.loads(raw) if raw else None

@@ -362,6 +362,7 @@ def wait_for_lines(path: Path, count: int, timeout: float = 30) -> None:
     raise AssertionError(f"{path} did not reach {count} lines")
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_output_is_refused(slow_server: str, tmp_path: Path) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_requests(requests, 160)  # 4 seconds at 4 x 0.1 s: still running when
@@ -381,6 +382,7 @@ def test_a_second_run_on_the_same_output_is_refused(slow_server: str, tmp_path: 
     assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_kill_9_does_not_block_the_rerun(slow_server: str, tmp_path: Path) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_requests(requests, 40)
@@ -452,6 +454,7 @@ def test_a_signal_stops_gracefully_and_the_rerun_resumes(
     assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["grace runs out", "second signal"])
 def test_requests_that_outlive_the_grace_period_are_cancelled(
     stalled_server: str, tmp_path: Path, how: str

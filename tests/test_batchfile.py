@@ -192,6 +192,7 @@ def test_bad_shard_argument(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "K must be from 1 to N" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_killed_midway_and_rerun_writes_each_id_once(tmp_path: Path) -> None:
     """SIGKILL the runner mid-batch, rerun it: every custom_id exactly once."""
     port = free_port()

@@ -215,6 +215,7 @@ async def test_hostile_sizes_end_at_the_cap_with_bounded_memory(first: bytes, pi
 # --- 4. overload ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_5000_streams_through_a_pool_of_100() -> None:
     async with (
         MockServer(style=StreamStyle(tokens=5)) as server,
@@ -285,6 +286,7 @@ def _close_wait_sockets(port: int) -> int:
     return count
 
 
+@pytest.mark.slow
 async def test_1000_streams_cancelled_at_random_points() -> None:
     asyncio.get_running_loop().set_debug(True)  # aiohttp then warns of unclosed responses
     rng = random.Random(7)

@@ -321,6 +321,7 @@ async def test_finished_streams_return_their_connection_to_the_pool(
     assert server.connection_count == 1
 
 
+@pytest.mark.slow
 async def test_1000_early_exits_leak_nothing(server: MockServer) -> None:
     asyncio.get_running_loop().set_debug(True)  # aiohttp then warns of any unclosed response
     async with asyncchat.Client(
