@@ -1,7 +1,7 @@
 """`ChatCompletionStream`: the chunks of one streamed response, as an async iterator.
 
-Bytes go from aiohttp's `readany()` (what `iter_any()` iterates, without the
-generator) straight into the SSE decoder; each event is decoded with one
+Bytes go from the transport's read (aiohttp's `readany()`, without a wrapper
+call) straight into the SSE decoder; each event is decoded with one
 `orjson.loads`, added to the accumulator and handed out as a chunk.
 
 The HTTP response is released however iteration ends: read to the end and
@@ -11,17 +11,15 @@ by `__del__` if the stream is dropped unclosed.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
-import aiohttp
 import orjson
 
 from asyncchat._config import Timeout
-from asyncchat._transport import finish_response, map_transport_error
+from asyncchat._http import Response
 from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer
 from asyncchat.errors import (
     APIError,
@@ -83,7 +81,7 @@ class ChatCompletionStream:
 
     def __init__(
         self,
-        response: aiohttp.ClientResponse,
+        response: Response,
         *,
         url: str,
         timeout: Timeout,
@@ -94,7 +92,9 @@ class ChatCompletionStream:
         self._response = response
         # A server that ignored stream=True answers with one JSON completion.
         self._json_body = json_body
-        self._content = response.content
+        # The transport's read function and the exceptions it may raise: called
+        # directly, once per chunk (see Response.receiver).
+        self._receive, self._read_errors = response.receiver()
         self._url = url
         self._timeout = timeout
         self._decoder = SSEDecoder(max_event_size=max_event_size)
@@ -173,16 +173,17 @@ class ChatCompletionStream:
                 await self._end_without_done()
                 raise StopAsyncIteration
             try:
-                received = await self._content.readany()
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                received = await self._receive()
+            except BaseException as exc:
+                if not isinstance(exc, (APIError, *self._read_errors)):
+                    self._abort()  # a cancellation: the connection is abandoned mid-body
+                    raise
                 if self._client_closed:
                     raise self._client_closed_error() from exc
                 self._abort()
-                error = map_transport_error(exc, self._timeout, self._url)
-                raise self._with_partial(error) from exc
-            except BaseException:  # cancellation: the connection is abandoned mid-body
-                self._abort()
-                raise
+                if isinstance(exc, APIError):  # from a transport that maps its own errors
+                    raise self._with_partial(exc) from None
+                raise self._with_partial(self._response.map_error(exc)) from exc
             if not received:
                 if self._client_closed:
                     raise self._client_closed_error()
@@ -275,12 +276,13 @@ class ChatCompletionStream:
         """The next bytes of the body (b"" at its end); a failure or a cancellation
         closes the connection. (The main loop inlines the same.)"""
         try:
-            return await self._content.readany()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return await self._receive()
+        except BaseException as exc:
             self._abort()
-            raise self._with_partial(map_transport_error(exc, self._timeout, self._url)) from exc
-        except BaseException:
-            self._abort()
+            if isinstance(exc, self._read_errors):
+                raise self._with_partial(self._response.map_error(exc)) from exc
+            if isinstance(exc, APIError):
+                raise self._with_partial(exc) from None
             raise
 
     def _decode_event(self, item: bytes | str | ServerSentEvent) -> dict[str, Any] | None:
@@ -397,11 +399,7 @@ class ChatCompletionStream:
         if not self._finished:
             self._response.close()
             return
-        try:
-            await finish_response(self._response)
-        except BaseException:  # cancelled while draining: the connection cannot be pooled
-            self._response.close()
-            raise
+        await self._response.finish()  # closes the connection if cancelled while draining
 
     async def __aenter__(self) -> ChatCompletionStream:
         return self

@@ -1,7 +1,8 @@
-"""The aiohttp layer: one session and connection pool per client, timeouts, error mapping.
+"""The aiohttp transport: one session and connection pool per client, timeouts,
+redirects, and error mapping.
 
-Everything above this module sees asyncchat errors only; aiohttp's exceptions
-stop here.
+The only module that imports aiohttp (a test checks): everything above it sees
+asyncchat's `Request`, `Response` and errors.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from yarl import URL
 
 from asyncchat._config import Timeout
+from asyncchat._http import Request, Response
 from asyncchat._redact import redact
 from asyncchat.errors import (
     APIConnectionError,
@@ -25,18 +26,17 @@ from asyncchat.errors import (
     IncompleteStreamError,
 )
 
-__all__ = ["Transport", "map_transport_error"]
+__all__ = ["AiohttpTransport"]
 
 # How long to wait, after `[DONE]`, for the end of the HTTP response so the
 # connection can go back to the pool instead of being closed.
 _DRAIN_SECONDS = 1.0
 _DRAIN_MAX_BYTES = 64 * 1024
-
-
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 10
 # Header names that carry credentials: never sent on to another origin.
 _CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "signature", "credential", "cookie")
+_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 def _is_credential(header: str) -> bool:
@@ -81,10 +81,74 @@ def _transport_error(exc: BaseException, timeout: Timeout, url: str) -> APIError
     return APIConnectionError(f"POST {url} failed: {type(exc).__name__}: {exc}")
 
 
-class Transport:
-    """Owns the client's aiohttp session, created lazily inside the running loop."""
+class AiohttpResponse(Response):
+    """An aiohttp response as an asyncchat `Response`."""
 
-    def __init__(self, *, max_connections: int, proxy: str | None = None) -> None:
+    __slots__ = ("_content", "_raw", "_timeout")
+
+    def __init__(self, raw: aiohttp.ClientResponse, request_url: str, timeout: Timeout) -> None:
+        super().__init__(raw.status, raw.headers, url=request_url, reason=raw.reason)
+        self._raw = raw
+        self._content = raw.content
+        self._timeout = timeout
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._content.readany()
+        except _ERRORS as exc:
+            self._raw.close()
+            raise self.map_error(exc) from exc
+
+    def receiver(self) -> tuple[Callable[[], Awaitable[bytes]], tuple[type[BaseException], ...]]:
+        # aiohttp's own read, without the wrapper frame of `receive`: the stream
+        # loop calls it once per chunk and maps the errors itself.
+        return self._content.readany, _ERRORS
+
+    def map_error(self, error: BaseException) -> APIError:
+        return map_transport_error(error, self._timeout, self.url)
+
+    async def finish(self) -> None:
+        """Read to the end of the HTTP body, then pool the connection.
+
+        A connection whose body was not read to the end cannot be reused, so a few
+        trailing bytes (the chunked-encoding terminator) are worth a short wait; a
+        server that keeps talking after `[DONE]` gets its connection closed, and so
+        does a cancellation of this wait.
+        """
+        content = self._content
+        try:
+            if not content.at_eof():
+                with contextlib.suppress(*_ERRORS):
+                    await asyncio.wait_for(_drain(content), _DRAIN_SECONDS)
+        except BaseException:
+            self._raw.close()
+            raise
+        if content.at_eof():
+            self._raw.release()
+        else:
+            self._raw.close()
+
+    def release(self) -> None:
+        self._raw.release()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+async def _drain(content: aiohttp.StreamReader) -> None:
+    received = 0
+    while received <= _DRAIN_MAX_BYTES:
+        data = await content.readany()
+        if not data:
+            return
+        received += len(data)
+
+
+class AiohttpTransport:
+    """The default transport: an aiohttp session and connection pool, created
+    lazily inside the running loop, used from that loop only."""
+
+    def __init__(self, *, max_connections: int = 100, proxy: str | None = None) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.max_connections = max_connections
@@ -93,12 +157,20 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
-    @property
-    def connector(self) -> aiohttp.BaseConnector | None:
-        """The connection pool, once the first request created it."""
-        return self._session.connector if self._session is not None else None
+    def connections(self) -> tuple[int, int]:
+        """(idle, in use): the connections the pool holds now."""
+        connector = self._session.connector if self._session is not None else None
+        if not isinstance(connector, aiohttp.TCPConnector):
+            return 0, 0
+        idle = sum(len(pooled) for pooled in connector._conns.values())
+        return idle, len(connector._acquired)
 
-    def session(self) -> aiohttp.ClientSession:
+    @property
+    def closed(self) -> bool:
+        """True once the pool is closed (every socket with it)."""
+        return self._closed and (self._session is None or self._session.closed)
+
+    def _session_for_this_loop(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("this asyncchat.Client is closed; create a new one")
         loop = asyncio.get_running_loop()
@@ -113,29 +185,22 @@ class Transport:
             )
         return self._session
 
-    async def post(
-        self,
-        url: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        timeout: Timeout,
-        params: Mapping[str, Any] | None,
-    ) -> aiohttp.ClientResponse:
+    async def send(self, request: Request, timeout: Timeout) -> AiohttpResponse:
         """Send the request and return once the response headers are in.
 
         Redirects are followed here rather than by aiohttp, which drops only
         `Authorization` when one leads to another origin: a key sent as `api-key`
         (Azure), `x-api-key` or `x-goog-api-key` would reach the other host.
         """
-        session = self.session()
+        session = self._session_for_this_loop()
         client_timeout = _client_timeout(timeout)
-        method, query = "POST", params
-        target: str | URL = url
-        data: bytes | None = body
+        method, query, headers = request.method, request.params, request.headers
+        target: str | URL = request.url
+        data = request.body
         origin: URL | None = None  # parsed only when a redirect comes
         try:
             for _ in range(_MAX_REDIRECTS + 1):
-                response = await session.request(
+                raw = await session.request(
                     method,
                     target,
                     data=data,
@@ -145,21 +210,21 @@ class Transport:
                     proxy=self.proxy,
                     allow_redirects=False,
                 )
-                location = response.headers.get("Location")
-                if response.status not in _REDIRECT_STATUSES or not location:
-                    return response
-                response.release()
-                target, query = response.url.join(URL(location)), None
-                if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                location = raw.headers.get("Location")
+                if raw.status not in _REDIRECT_STATUSES or not location:
+                    return AiohttpResponse(raw, request.url, timeout)
+                raw.release()
+                target, query = raw.url.join(URL(location)), None
+                if raw.status == 303 or (raw.status in (301, 302) and method == "POST"):
                     method, data = "GET", None  # as browsers and curl do
                 if origin is None:
-                    origin = URL(url).origin()
+                    origin = URL(request.url).origin()
                 if target.origin() != origin:
                     headers = {k: v for k, v in headers.items() if not _is_credential(k)}
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise map_transport_error(exc, timeout, url) from exc
+        except _ERRORS as exc:
+            raise map_transport_error(exc, timeout, request.url) from exc
         raise APIError(  # not a connection failure: retrying would loop again
-            redact(f"POST {url} was redirected more than {_MAX_REDIRECTS} times")
+            redact(f"POST {request.url} was redirected more than {_MAX_REDIRECTS} times")
         )
 
     def close_abandoned(self) -> bool:
@@ -178,55 +243,3 @@ class Transport:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-
-async def read_body(
-    response: aiohttp.ClientResponse, timeout: Timeout, url: str, limit: int | None = None
-) -> bytes:
-    """The whole body, with the connection released (or closed on failure).
-
-    With `limit`, at most that many bytes (and a few more) are read: the rest is
-    not waited for, and the connection is closed rather than pooled.
-    """
-    try:
-        if limit is None:
-            return await response.read()
-        body = bytearray()
-        while len(body) <= limit:
-            received = await response.content.readany()
-            if not received:
-                return bytes(body)
-            body += received
-        response.close()  # the rest is not read: the connection cannot be pooled
-        return bytes(body[:limit])
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-        response.close()
-        raise map_transport_error(exc, timeout, url) from exc
-    finally:
-        response.release()
-
-
-async def finish_response(response: aiohttp.ClientResponse) -> None:
-    """After the last event: read to the end of the HTTP body, then pool the connection.
-
-    A connection whose body was not read to the end cannot be reused, so a few
-    trailing bytes (the chunked-encoding terminator) are worth a short wait; a
-    server that keeps talking after `[DONE]` gets its connection closed.
-    """
-    content = response.content
-    if not content.at_eof():
-        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
-            await asyncio.wait_for(_drain(content), _DRAIN_SECONDS)
-    if content.at_eof():
-        response.release()
-    else:
-        response.close()
-
-
-async def _drain(content: aiohttp.StreamReader) -> None:
-    received = 0
-    while received <= _DRAIN_MAX_BYTES:
-        data = await content.readany()
-        if not data:
-            return
-        received += len(data)

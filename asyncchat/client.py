@@ -13,7 +13,6 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Literal, overload
 
-import aiohttp
 import orjson
 
 from asyncchat._config import (
@@ -27,12 +26,13 @@ from asyncchat._config import (
 )
 from asyncchat._events import ChatStreamManager
 from asyncchat._fanout import Pacer, Requests, fan_out
+from asyncchat._http import Request, Response, Transport
 from asyncchat._logging import configure_from_environment, describe_body, logger
 from asyncchat._ratelimit import RateLimiter, estimate_tokens
 from asyncchat._redact import redact
 from asyncchat._retry import retry_after, retry_delay
 from asyncchat._stream import ChatCompletionStream
-from asyncchat._transport import Transport, read_body
+from asyncchat._transport import AiohttpTransport
 from asyncchat._version import __version__
 from asyncchat.errors import (
     APIConnectionError,
@@ -106,6 +106,7 @@ class Client:
         max_connections: int = 100,
         default_headers: Mapping[str, str] | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        transport: Transport | None = None,
     ) -> None:
         configure_from_environment()
         self.base_url, self.default_query = resolve_base_url(base_url)
@@ -117,8 +118,9 @@ class Client:
         if max_event_size <= 0:
             raise ValueError(f"max_event_size must be positive, got {max_event_size}")
         self.max_event_size = max_event_size
+        self.max_connections = max_connections
         # HTTP(S)_PROXY and NO_PROXY are honoured, as corporate networks need.
-        self._transport = Transport(
+        self._transport: Transport = transport or AiohttpTransport(
             max_connections=max_connections, proxy=proxy_from_environment(self.base_url)
         )
         self._headers: dict[str, str] = {
@@ -137,13 +139,9 @@ class Client:
         _warn_if_unencrypted(self.base_url)
 
     @property
-    def max_connections(self) -> int:
-        return self._transport.max_connections
-
-    @property
-    def connector(self) -> aiohttp.BaseConnector | None:
-        """The aiohttp connection pool (None before the first request)."""
-        return self._transport.connector
+    def transport(self) -> Transport:
+        """What sends the requests: an `AiohttpTransport` unless `transport=` chose another."""
+        return self._transport
 
     def __repr__(self) -> str:
         return (
@@ -161,8 +159,8 @@ class Client:
         await self._transport.close()
 
     def __del__(self) -> None:
-        transport = getattr(self, "_transport", None)
-        if transport is not None and transport.close_abandoned():
+        close_abandoned = getattr(getattr(self, "_transport", None), "close_abandoned", None)
+        if close_abandoned is not None and close_abandoned():
             warnings.warn(
                 f"unclosed {self!r}: use 'async with asyncchat.Client(...)' or "
                 "'await client.close()'; its connections were closed now",
@@ -192,7 +190,7 @@ class Client:
         extra_query: Mapping[str, Any] | None,
         pacer: Pacer | None = None,
         tokens: int = 0,
-    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+    ) -> tuple[Response, bytes | None]:
         """Send with retries; returns the response and, unless streaming, its body.
 
         Retries cover connection errors, timeouts and retryable statuses, and end
@@ -210,6 +208,7 @@ class Client:
             headers.update(extra_headers)
         payload = _encode_body(body)
         query = {**self.default_query, **(extra_query or {})} or None
+        request = Request("POST", url, headers, payload, query)
         if logger.isEnabledFor(10):
             logger.debug("POST %s options=%s", shown, describe_body(body))
         attempt = 0
@@ -219,16 +218,14 @@ class Client:
             started = time.monotonic()
             error: APIError
             try:
-                response = await self._transport.post(
-                    url, payload, headers, effective_timeout, query
-                )
+                response = await self._transport.send(request, effective_timeout)
                 if pacer is not None:
                     pacer.observe(response.headers)
                 request_id = response.headers.get("x-request-id")
                 if 200 <= response.status < 300:
                     content = None
                     if not stream:
-                        content = await read_body(response, effective_timeout, url)
+                        content = await response.read()
                     logger.info(
                         "POST %s -> %s (request id %s) in %.3fs",
                         shown,
@@ -237,7 +234,7 @@ class Client:
                         time.monotonic() - started,
                     )
                     return response, content
-                error = await self._status_error(response, shown, effective_timeout)
+                error = await self._status_error(response, shown)
                 status: int | None = response.status
                 retry_headers: Mapping[str, str] = response.headers
             except APIConnectionError as exc:
@@ -270,12 +267,10 @@ class Client:
             )
             await self._sleep(delay)
 
-    async def _status_error(
-        self, response: aiohttp.ClientResponse, url: str, timeout: Timeout
-    ) -> APIStatusError:
+    async def _status_error(self, response: Response, url: str) -> APIStatusError:
         # An error message needs little: a server answering an error with a huge body
         # (a runaway HTML page) costs no more than this.
-        raw = await read_body(response, timeout, url, limit=_MAX_ERROR_BODY)
+        raw = await response.read(limit=_MAX_ERROR_BODY)
         body: Any
         try:
             body = orjson.loads(raw)
@@ -454,7 +449,7 @@ def _decode_completion(content: bytes, status: int, url: str) -> dict[str, Any]:
 
 
 async def _open_stream(
-    response: aiohttp.ClientResponse,
+    response: Response,
     *,
     url: str,
     timeout: Timeout,
@@ -465,7 +460,7 @@ async def _open_stream(
     content_type = response.headers.get("Content-Type", "").lower()
     if "text/html" in content_type:
         try:
-            preview = (await response.content.read(200)).decode("utf-8", "replace")
+            preview = (await response.receive())[:200].decode("utf-8", "replace")
         finally:
             response.close()
         raise MalformedStreamError(

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import aiohttp
 import pytest
 
 import asyncchat
+from asyncchat._transport import AiohttpTransport
 from asyncchat.testing import MockServer
 
 from .conftest import API_KEY
@@ -21,9 +21,9 @@ def request(i: int, **extra: Any) -> dict[str, Any]:
 
 
 def in_use(client: asyncchat.Client) -> int:
-    connector = client.connector
-    assert isinstance(connector, aiohttp.TCPConnector)
-    return len(connector._acquired)
+    transport = client.transport
+    assert isinstance(transport, AiohttpTransport)
+    return transport.connections()[1]
 
 
 async def test_batch_keeps_input_order(client: asyncchat.Client, server: MockServer) -> None:
@@ -148,13 +148,13 @@ async def test_requests_per_minute_ceiling(client: asyncchat.Client, server: Moc
     clock = FakeClock()
     client._clock, client._sleep = clock, clock.sleep  # type: ignore[method-assign]
     starts: list[float] = []
-    original = client._transport.post
+    original = client.transport.send
 
-    async def recording_post(*args: Any, **kwargs: Any) -> Any:
+    async def recording_send(*args: Any, **kwargs: Any) -> Any:
         starts.append(clock.now)
         return await original(*args, **kwargs)
 
-    client._transport.post = recording_post  # type: ignore[method-assign]
+    client.transport.send = recording_send  # type: ignore[method-assign]
     await client.chat.batch(
         [request(i) for i in range(30)], concurrency=30, requests_per_minute=120
     )

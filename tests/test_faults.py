@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import pytest
 
 import asyncchat
+from asyncchat._transport import AiohttpTransport
 from asyncchat.testing import MockServer, StreamStyle
 
 from .conftest import API_KEY
@@ -230,9 +230,9 @@ async def test_5000_streams_through_a_pool_of_100() -> None:
             )
             async with stream:
                 text = "".join(await consume(stream))
-            connector = client.connector
-            assert isinstance(connector, aiohttp.TCPConnector)
-            peak = max(peak, len(connector._acquired))
+            transport = client.transport
+            assert isinstance(transport, AiohttpTransport)
+            peak = max(peak, transport.connections()[1])
             return text
 
         texts = await asyncio.gather(*(one(i) for i in range(5000)))
@@ -306,9 +306,9 @@ async def test_1000_streams_cancelled_at_random_points() -> None:
             for task in tasks:
                 asyncio.get_running_loop().call_later(rng.uniform(0, 0.03), task.cancel)
             await asyncio.gather(*tasks, return_exceptions=True)
-        connector = client.connector
-        assert isinstance(connector, aiohttp.TCPConnector)
-        assert len(connector._acquired) == 0
+        transport = client.transport
+        assert isinstance(transport, AiohttpTransport)
+        assert transport.connections()[1] == 0
         await asyncio.sleep(0.05)
         assert _close_wait_sockets(server.port) == 0
         # The pool is still usable.
@@ -324,8 +324,8 @@ async def test_client_collected_unclosed_warns_once_and_frees_its_sockets(
 ) -> None:
     client = asyncchat.Client(base_url=server.base_url, api_key=API_KEY)
     await client.chat.completions.create(model="m", messages=USER)
-    connector = client.connector
-    assert connector is not None
+    transport = client.transport
+    assert isinstance(transport, AiohttpTransport) and not transport.closed
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         del client
@@ -333,7 +333,7 @@ async def test_client_collected_unclosed_warns_once_and_frees_its_sockets(
     unclosed = [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert len(unclosed) == 1
     assert "asyncchat.Client" in str(unclosed[0].message)
-    assert connector.closed
+    assert transport.closed
 
 
 async def test_closing_the_client_ends_open_streams(server: MockServer) -> None:

@@ -15,6 +15,7 @@ import pytest
 import asyncchat
 from asyncchat._config import bypasses_proxy, proxy_from_environment
 from asyncchat._redact import redact
+from asyncchat._transport import AiohttpTransport
 from asyncchat.testing import MockServer
 
 from .conftest import API_KEY
@@ -434,7 +435,8 @@ async def test_a_stream_of_keep_alives_ends_at_the_idle_timeout(kind: str) -> No
         assert asyncio.get_running_loop().time() - started < 5
         assert info.value.partial is not None
         assert info.value.partial.choices[0].message.content == "hi"
-        assert client.connector is not None and not client.connector._acquired  # type: ignore[attr-defined]
+        assert isinstance(client.transport, AiohttpTransport)
+        assert client.transport.connections()[1] == 0
 
 
 async def test_keep_alives_between_chunks_do_not_trip_the_idle_timeout() -> None:

@@ -1,11 +1,16 @@
-"""The sans-IO core imports neither asyncio nor aiohttp, directly or through another module."""
+"""The layers: the sans-IO core imports neither asyncio nor aiohttp, directly or through
+another module; nothing but the transport imports aiohttp."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "asyncchat"
 
 CORE_MODULES = [
     "asyncchat.sse",
@@ -13,6 +18,9 @@ CORE_MODULES = [
     "asyncchat.types",
     "asyncchat.errors",
     "asyncchat._retry",
+    "asyncchat._http",
+    "asyncchat._redact",
+    "asyncchat._ratelimit",
 ]
 
 
@@ -31,3 +39,31 @@ def test_core_module_does_no_io(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# aiohttp, and the libraries it brings, stay behind the transport (and the test server).
+AIOHTTP_ALLOWED = {"_transport.py", "testing.py"}
+AIOHTTP_PACKAGES = {"aiohttp", "yarl", "multidict"}
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda path: path.name)
+def test_only_the_transport_imports_aiohttp(path: Path) -> None:
+    found = imported_packages(path) & AIOHTTP_PACKAGES
+    if path.name in AIOHTTP_ALLOWED:
+        return
+    assert not found, f"{path.name} imports {sorted(found)}: go through asyncchat._http"
+
+
+def test_the_aiohttp_check_sees_imports() -> None:
+    assert imported_packages(PACKAGE / "_transport.py") >= {"aiohttp", "yarl"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 import pytest
 
 import asyncchat
+from asyncchat._transport import AiohttpTransport
 from asyncchat.testing import MockServer, StreamStyle
 
 from .conftest import API_KEY, completion_json
@@ -55,10 +55,9 @@ async def consume(stream: asyncchat.ChatCompletionStream) -> None:
 
 def pooled_connections(client: asyncchat.Client) -> int:
     """Connections the pool holds: idle ones plus those in use."""
-    connector = client.connector
-    assert isinstance(connector, aiohttp.TCPConnector)
-    idle = sum(len(connections) for connections in connector._conns.values())
-    return idle + len(connector._acquired)
+    transport = client.transport
+    assert isinstance(transport, AiohttpTransport)
+    return sum(transport.connections())
 
 
 async def test_content_stream(client: asyncchat.Client, server: MockServer) -> None:
