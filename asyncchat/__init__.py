@@ -12,7 +12,9 @@ from asyncchat._events import (
     ToolCallDone,
     UsageReported,
 )
+from asyncchat._http import Request, Response, Transport
 from asyncchat._stream import ChatCompletionStream
+from asyncchat._transport import AiohttpTransport
 from asyncchat._version import __version__
 from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
@@ -55,6 +57,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AiohttpTransport",
     "AuthenticationError",
     "BadRequestError",
     "ChatCompletion",
@@ -82,6 +85,8 @@ __all__ = [
     "RateLimitError",
     "ReasoningDelta",
     "RefusalDelta",
+    "Request",
+    "Response",
     "StreamError",
     "StreamEvent",
     "Timeout",
@@ -89,6 +94,7 @@ __all__ = [
     "ToolCall",
     "ToolCallArgumentsDelta",
     "ToolCallDone",
+    "Transport",
     "UnprocessableEntityError",
     "Usage",
     "UsageReported",

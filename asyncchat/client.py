@@ -383,7 +383,7 @@ class Completions:
         if not stream:
             assert content is not None
             completion = ChatCompletion(
-                _decode_completion(content, response.status, url), request_id
+                _decode_completion(content, response.status, url), request_id, response.headers
             )
             if tokens and pacer is not None:
                 pacer.limiter.correct_tokens(tokens, reported_tokens(completion) or tokens)

@@ -26,14 +26,24 @@ import contextlib
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
-__all__ = ["MockResponse", "MockServer", "RecordedRequest", "StreamStyle"]
+from asyncchat._http import Request
+from asyncchat._mocktransport import MockResponse, MockTransport
+
+__all__ = [
+    "MockResponse",
+    "MockServer",
+    "MockTransport",
+    "RecordedRequest",
+    "Request",
+    "StreamStyle",
+]
 
 ToolCallStyle = Literal["openai", "whole", "no_index", "repeat_name", "object_arguments"]
 CREATED = 1718421897
@@ -50,16 +60,6 @@ class RecordedRequest:
     raw_body: bytes
     body: Any  # the decoded JSON, or None
     peer: tuple[str, int] | None  # the client's address and port: one per connection
-
-
-@dataclass
-class MockResponse:
-    """A scripted answer. `body` is JSON (dict or list), text, or bytes."""
-
-    status: int = 200
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0  # seconds to wait before answering (a slow or stalled server)
 
 
 @dataclass
@@ -195,13 +195,16 @@ class MockServer:
         body: Any = None,
         headers: dict[str, str] | None = None,
         delay: float = 0.0,
+        *,
+        json: Any = None,
+        sse: list[dict[str, Any] | str] | None = None,
     ) -> None:
-        """Answer the next request with this instead of the default.
+        """Answer the next request with this instead of the default (see `MockResponse`).
 
         A 200 with no body keeps the default answer, adding `delay` before it and
         `headers` to it (a slow server, or rate-limit headers).
         """
-        self._script.append(MockResponse(status, body, headers or {}, delay))
+        self._script.append(MockResponse(status, body, headers or {}, delay, json=json, sse=sse))
 
     def enqueue_stream(self, events: str | bytes) -> None:
         """Answer the next request with these raw event-stream bytes (a recorded transcript)."""
@@ -325,7 +328,7 @@ class MockServer:
             scripted = self._script.popleft()
             if scripted.delay:
                 await asyncio.sleep(scripted.delay)
-            if scripted.status != 200 or scripted.body is not None:
+            if scripted.status != 200 or scripted.has_body:
                 return self._scripted(scripted, request_id)
             extra_headers = scripted.headers
         if self.delay:
@@ -354,16 +357,9 @@ class MockServer:
         )
 
     def _scripted(self, scripted: MockResponse, request_id: str) -> web.Response:
-        headers = {"x-request-id": request_id, **scripted.headers}
-        body = scripted.body
-        if isinstance(body, (dict, list)):
-            headers.setdefault("Content-Type", "application/json")
-            data = orjson.dumps(body)
-        elif isinstance(body, str):
-            data = body.encode()
-        else:
-            data = body or b""
-        return web.Response(status=scripted.status, body=data, headers=headers)
+        headers, pieces = scripted.render()
+        headers = {"x-request-id": request_id, **headers}
+        return web.Response(status=scripted.status, body=b"".join(pieces), headers=headers)
 
     def _reply_text(self, body: dict[str, Any]) -> str:
         if callable(self.reply):

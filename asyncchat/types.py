@@ -9,6 +9,7 @@ OpenRouter's `provider`, ...) are kept and readable as attributes too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Generic, TypeVar, overload
 
 import orjson
@@ -283,12 +284,26 @@ class Choice(APIObject):
 class _TopLevel(APIObject):
     """A whole response body; knows the request id from the headers as a fallback."""
 
-    __slots__ = ("_header_request_id",)
+    __slots__ = ("_header_request_id", "_headers")
 
-    def __init__(self, data: dict[str, Any], request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        data: dict[str, Any],
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.__dict__ = data
         self._wrapped = None
         self._header_request_id = request_id
+        self._headers = headers
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The HTTP response headers (case-insensitive keys); empty when built by hand
+        and on stream chunks (the stream has them: `stream.headers`)."""
+        # getattr: a chunk leaves the slot unset, sparing a store per chunk.
+        headers = getattr(self, "_headers", None)
+        return headers if headers is not None else {}
 
     @property
     def request_id(self) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -22,3 +23,16 @@ def test_every_python_block_compiles() -> None:
         # Snippets use `await` at top level, as in an async function body.
         body = "".join(f"    {line}\n" for line in block.splitlines())
         compile(f"async def snippet():\n{body}", "README.md", "exec")
+
+
+def test_mock_transport_example_runs() -> None:
+    """The README's MockTransport example, run as written (inside an async function)."""
+    [block] = [b for b in python_blocks() if "MockTransport(handler)" in b]
+    body = "".join(f"    {line}\n" for line in block.splitlines())
+    namespace: dict[str, object] = {}
+    exec(
+        compile(f"async def example():\n{body}\n    return transport", "README.md", "exec"),
+        namespace,
+    )
+    transport = asyncio.run(namespace["example"]())  # type: ignore[operator]
+    assert [request.json()["model"] for request in transport.requests] == ["glm-4-air"]
