@@ -11,7 +11,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import orjson
 
@@ -24,6 +24,7 @@ from asyncchat._config import (
     resolve_api_key,
     resolve_base_url,
 )
+from asyncchat._endpoints import Embeddings, Models
 from asyncchat._events import ChatStreamManager
 from asyncchat._fanout import Pacer, Requests, fan_out
 from asyncchat._http import Request, Response, Transport
@@ -46,6 +47,8 @@ from asyncchat.sse import DEFAULT_MAX_EVENT_SIZE
 from asyncchat.types import APIObject, ChatCompletion
 
 __all__ = ["Chat", "Client", "Completions"]
+
+T = TypeVar("T")
 
 _JSON_TYPES = ("application/json", "text/json")
 # Keyword arguments of create() that are not part of the JSON body.
@@ -135,6 +138,8 @@ class Client:
         self._clock: Callable[[], float] = time.monotonic
         self._rng = random.Random()
         self.chat = Chat(self)
+        self.models = Models(self)
+        self.embeddings = Embeddings(self)
         self._open_streams: weakref.WeakSet[ChatCompletionStream] = weakref.WeakSet()
         _warn_if_unencrypted(self.base_url)
 
@@ -179,10 +184,11 @@ class Client:
     ) -> None:
         await self.close()
 
-    async def _post(
+    async def _request(
         self,
+        method: str,
         path: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | None,
         *,
         stream: bool,
         timeout: float | Timeout | None,
@@ -206,11 +212,13 @@ class Client:
         headers["Accept"] = "text/event-stream" if stream else "application/json"
         if extra_headers:
             headers.update(extra_headers)
-        payload = _encode_body(body)
+        if body is None:
+            headers.pop("Content-Type", None)
+        payload = None if body is None else _encode_body(body)
         query = {**self.default_query, **(extra_query or {})} or None
-        request = Request("POST", url, headers, payload, query)
+        request = Request(method, url, headers, payload, query)
         if logger.isEnabledFor(10):
-            logger.debug("POST %s options=%s", shown, describe_body(body))
+            logger.debug("%s %s options=%s", method, shown, describe_body(body or {}))
         attempt = 0
         while True:
             if pacer is not None:
@@ -227,14 +235,15 @@ class Client:
                     if not stream:
                         content = await response.read()
                     logger.info(
-                        "POST %s -> %s (request id %s) in %.3fs",
+                        "%s %s -> %s (request id %s) in %.3fs",
+                        method,
                         shown,
                         response.status,
                         request_id,
                         time.monotonic() - started,
                     )
                     return response, content
-                error = await self._status_error(response, shown)
+                error = await self._status_error(response, method, shown)
                 status: int | None = response.status
                 retry_headers: Mapping[str, str] = response.headers
             except APIConnectionError as exc:
@@ -267,7 +276,31 @@ class Client:
             )
             await self._sleep(delay)
 
-    async def _status_error(self, response: Response, url: str) -> APIStatusError:
+    async def _json(
+        self,
+        cls: Callable[[dict[str, Any], str | None, Mapping[str, str]], T],
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        timeout: float | Timeout | None,
+        extra_headers: Mapping[str, str] | None,
+        extra_query: Mapping[str, Any] | None,
+    ) -> T:
+        """A request whose answer is one JSON object, wrapped in `cls`."""
+        response, content = await self._request(
+            method,
+            path,
+            body,
+            stream=False,
+            timeout=timeout,
+            extra_headers=extra_headers,
+            extra_query=extra_query,
+        )
+        assert content is not None
+        data = decode_object(content, response.status, redact(self.base_url + path), method)
+        return cls(data, response.headers.get("x-request-id"), response.headers)
+
+    async def _status_error(self, response: Response, method: str, url: str) -> APIStatusError:
         # An error message needs little: a server answering an error with a huge body
         # (a runaway HTML page) costs no more than this.
         raw = await response.read(limit=_MAX_ERROR_BODY)
@@ -281,6 +314,7 @@ class Client:
             body,
             reason=response.reason,
             url=url,
+            method=method,
             request_id=response.headers.get("x-request-id"),
             headers=response.headers,
         )
@@ -368,7 +402,8 @@ class Completions:
     ) -> ChatCompletion | ChatCompletionStream:
         client = self._client
         tokens = estimate_tokens(body) if pacer is not None and pacer.counts_tokens else 0
-        response, content = await client._post(
+        response, content = await client._request(
+            "POST",
             "/chat/completions",
             body,
             stream=stream,
@@ -383,7 +418,7 @@ class Completions:
         if not stream:
             assert content is not None
             completion = ChatCompletion(
-                _decode_completion(content, response.status, url), request_id, response.headers
+                decode_object(content, response.status, url), request_id, response.headers
             )
             if tokens and pacer is not None:
                 pacer.limiter.correct_tokens(tokens, reported_tokens(completion) or tokens)
@@ -432,19 +467,20 @@ def reported_tokens(completion: ChatCompletion) -> int | None:
     return None
 
 
-def _decode_completion(content: bytes, status: int, url: str) -> dict[str, Any]:
+def decode_object(content: bytes, status: int, url: str, method: str = "POST") -> dict[str, Any]:
+    """A successful response's JSON object; an error for anything else, an error
+    object sent with a 2xx status (some servers do) included."""
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
         preview = content[:200].decode("utf-8", "replace")
         raise APIError(
-            f"POST {url} answered {status} with a body that is not JSON: {preview!r}"
+            f"{method} {url} answered {status} with a body that is not JSON: {preview!r}"
         ) from None
     if not isinstance(data, dict):
-        raise APIError(f"POST {url} answered {status} with JSON that is not an object")
+        raise APIError(f"{method} {url} answered {status} with JSON that is not an object")
     if data.get("error") or data.get("object") == "error":
-        # Some servers report errors with a 200 status.
-        raise status_error(stream_error_status(data), data, url=url)
+        raise status_error(stream_error_status(data), data, url=url, method=method)
     return data
 
 

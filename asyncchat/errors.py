@@ -245,12 +245,13 @@ def status_error(
     context: str | None = None,
     request_id: str | None = None,
     headers: Mapping[str, str] | None = None,
+    method: str = "POST",
 ) -> APIStatusError:
     """The `APIStatusError` subclass for an error response.
 
     `body` is the decoded JSON, or the raw text when the body was not JSON (an
     HTML page from a proxy); either way the message says what the server said.
-    `context` replaces the default "HTTP <status> from POST <url>" lead-in.
+    `context` replaces the default "HTTP <status> from <method> <url>" lead-in.
     """
     message, code, error_type, param = error_fields(body)
     if isinstance(body, dict) and isinstance(body.get("request_id"), str):
@@ -262,7 +263,7 @@ def status_error(
             message = "the response carried no error message"
     if context is None:
         status_text = f"{status_code} {reason}" if reason else str(status_code)
-        context = f"HTTP {status_text} from POST {url}" if url else f"HTTP {status_text}"
+        context = f"HTTP {status_text} from {method} {url}" if url else f"HTTP {status_text}"
     hint = ""
     if status_code == 404 and not isinstance(body, dict):
         hint = " (check base_url: it should end where /chat/completions can be appended)"

@@ -21,8 +21,11 @@ break in chosen ways.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import base64
 import contextlib
+import hashlib
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -43,6 +46,7 @@ __all__ = [
     "RecordedRequest",
     "Request",
     "StreamStyle",
+    "mock_embedding",
 ]
 
 ToolCallStyle = Literal["openai", "whole", "no_index", "repeat_name", "object_arguments"]
@@ -95,6 +99,12 @@ def _last_user_text(messages: Any) -> str:
                     if isinstance(part, dict) and part.get("type") == "text"
                 )
     return ""
+
+
+def mock_embedding(text: str, size: int = 8) -> list[float]:
+    """The mock server's vector for a text: the same every time, exact in float32."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [(digest[i % len(digest)] - 128) / 128 for i in range(size)]
 
 
 def _words(text: str) -> list[str]:
@@ -216,6 +226,8 @@ class MockServer:
         app.router.add_post("/chat/completions", self._handle)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/models", self._models)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/embeddings", self._embeddings)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -260,6 +272,19 @@ class MockServer:
             status=404,
         )
 
+    def _record(self, request: web.Request, raw: bytes, body: Any) -> None:
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=dict(request.headers),
+                raw_body=raw,
+                body=body,
+                peer=request.transport.get_extra_info("peername") if request.transport else None,
+            )
+        )
+
     def _unauthorized(self, request: web.Request, request_id: str) -> web.Response | None:
         """A 401 unless the request carries the key this server requires."""
         authorization = request.headers.get("Authorization")
@@ -278,6 +303,7 @@ class MockServer:
         )
 
     async def _models(self, request: web.Request) -> web.Response:
+        self._record(request, await request.read(), None)
         denied = self._unauthorized(request, "mock-models")
         if denied is not None:
             return denied
@@ -286,6 +312,43 @@ class MockServer:
             for model in self.models
         ]
         return web.json_response({"object": "list", "data": models})
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """A deterministic vector per input (`dimensions` floats, 8 by default),
+        base64 float32 when `encoding_format` asks for it."""
+        raw = await request.read()
+        body = orjson.loads(raw) if raw else None
+        self._record(request, raw, body)
+        denied = self._unauthorized(request, "mock-embeddings")
+        if denied is not None:
+            return denied
+        inputs = body.get("input") if isinstance(body, dict) else None
+        if not inputs:
+            return web.json_response(
+                {"error": {"message": "'input' is required", "type": "invalid_request_error"}},
+                status=400,
+            )
+        assert isinstance(body, dict)
+        if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        dimensions = body.get("dimensions")
+        size = dimensions if isinstance(dimensions, int) and dimensions > 0 else 8
+        data = []
+        for index, text in enumerate(inputs):
+            vector = mock_embedding(str(text), size)
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(array.array("f", vector).tobytes()).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(len(str(text).split()) for text in inputs)
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body.get("model"),
+                "data": data,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         task = asyncio.current_task()
@@ -302,17 +365,7 @@ class MockServer:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = None
-        self.requests.append(
-            RecordedRequest(
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                headers=dict(request.headers),
-                raw_body=raw,
-                body=body,
-                peer=request.transport.get_extra_info("peername") if request.transport else None,
-            )
-        )
+        self._record(request, raw, body)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -9,6 +9,9 @@ OpenRouter's `provider`, ...) are kept and readable as attributes too.
 
 from __future__ import annotations
 
+import array
+import base64
+import sys
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar, overload
 
@@ -26,7 +29,12 @@ __all__ = [
     "ChoiceDeltaToolCall",
     "ChoiceDeltaToolCallFunction",
     "ChunkChoice",
+    "CreateEmbeddingResponse",
+    "Embedding",
+    "EmbeddingUsage",
     "Function",
+    "Model",
+    "ModelList",
     "ToolCall",
     "Usage",
 ]
@@ -323,6 +331,65 @@ class ChatCompletion(_TopLevel):
     service_tier: str | None = None
     choices = _ObjectList(Choice)
     usage = _OptionalObject(Usage)
+
+
+# --- models and embeddings ---------------------------------------------------
+
+
+class Model(APIObject):
+    """A model the server offers."""
+
+    id: str | None = None
+    object: str | None = None
+    created: int | None = None
+    owned_by: str | None = None
+
+
+class ModelList(_TopLevel):
+    """`client.models.list()`: `data` holds the models."""
+
+    object: str | None = None
+    data = _ObjectList(Model)
+
+
+def embedding_floats(raw: Any) -> list[float]:
+    """An embedding as floats: a JSON list as it is, a base64 string (what
+    `encoding_format="base64"` returns: little-endian float32) decoded in C."""
+    if isinstance(raw, list):
+        return raw
+    if not isinstance(raw, str):
+        return []
+    vector = array.array("f", base64.b64decode(raw))
+    if sys.byteorder == "big":
+        vector.byteswap()
+    return vector.tolist()
+
+
+class _EmbeddingVector(_Nested["list[float]"]):
+    def wrap(self, raw: Any) -> list[float]:
+        return embedding_floats(raw)
+
+
+class Embedding(APIObject):
+    """One input's embedding; `embedding` is a list of floats however it was sent."""
+
+    index: int | None = None
+    object: str | None = None
+    embedding = _EmbeddingVector()
+
+
+class EmbeddingUsage(APIObject):
+    prompt_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class CreateEmbeddingResponse(_TopLevel):
+    """`client.embeddings.create()`: one `Embedding` per input, in `data`."""
+
+    object: str | None = None
+    model: str | None = None
+    data = _ObjectList(Embedding)
+    usage = _OptionalObject(EmbeddingUsage)
 
 
 # --- streamed chunks --------------------------------------------------------
