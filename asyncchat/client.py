@@ -110,6 +110,8 @@ class Client:
         default_headers: Mapping[str, str] | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         transport: Transport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         configure_from_environment()
         self.base_url, self.default_query = resolve_base_url(base_url)
@@ -133,9 +135,10 @@ class Client:
         }
         if self._api_key is not None:  # None only for a server on this machine
             self._headers["Authorization"] = Secret(f"Bearer {self._api_key}")
-        # Tests replace these to skip real waits.
-        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-        self._clock: Callable[[], float] = time.monotonic
+        # Every wait (retry backoff, rate-limit pacing) goes through these: a test
+        # passes a fake clock and sleep to run them without waiting.
+        self._sleep = sleep
+        self._clock = clock
         self._rng = random.Random()
         self.chat = Chat(self)
         self.models = Models(self)

@@ -1,8 +1,28 @@
 """The exception tree: everything asyncchat raises derives from `APIError`.
 
+    APIError
+    ├── ConfigurationError           (also a ValueError) no key, a bad base URL or timeout
+    ├── ClientClosedError            (also a RuntimeError) closed, or used from another loop
+    ├── ToolArgumentsError           (also a ValueError) tool arguments that are not an object
+    ├── APIConnectionError           could not connect, or the connection broke
+    │   └── APITimeoutError          a connect, read, idle or total timeout
+    ├── APIStatusError               an HTTP error status (or an error event in a stream)
+    │   ├── BadRequestError          400
+    │   ├── AuthenticationError      401
+    │   ├── PermissionDeniedError    403
+    │   ├── NotFoundError            404
+    │   ├── ConflictError            409
+    │   ├── UnprocessableEntityError 422
+    │   ├── RateLimitError           429
+    │   └── InternalServerError      5xx
+    └── StreamError                  a stream that broke or is not a stream
+        ├── IncompleteStreamError    ended before it finished
+        ├── MalformedStreamError     carried something that is not a chunk
+        └── EventTooLargeError       an event past max_event_size
+
 Messages are written for the person reading a traceback: what happened, the
 provider's own words, and the request id to quote to support. The API key is
-never part of any message.
+never part of any message, and URLs in them have their credentials redacted.
 """
 
 from __future__ import annotations

@@ -74,14 +74,16 @@ async def server() -> AsyncIterator[MockServer]:
 
 @pytest.fixture
 async def client(server: MockServer) -> AsyncIterator[asyncchat.Client]:
-    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as chat_client:
-        # No real waits between retries: record them instead.
-        chat_client.sleeps = []  # type: ignore[attr-defined]
+    # No real waits between retries: record them instead.
+    sleeps: list[float] = []
 
-        async def no_sleep(seconds: float) -> None:
-            chat_client.sleeps.append(seconds)  # type: ignore[attr-defined]
+    async def no_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
 
-        chat_client._sleep = no_sleep  # type: ignore[assignment]
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, sleep=no_sleep
+    ) as chat_client:
+        chat_client.sleeps = sleeps  # type: ignore[attr-defined]
         yield chat_client
 
 

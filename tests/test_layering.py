@@ -67,3 +67,23 @@ def test_only_the_transport_imports_aiohttp(path: Path) -> None:
 
 def test_the_aiohttp_check_sees_imports() -> None:
     assert imported_packages(PACKAGE / "_transport.py") >= {"aiohttp", "yarl"}
+
+
+def test_the_drawn_exception_tree_is_the_real_one() -> None:
+    """errors.py's docstring draws the tree; each drawn parent is the class's first base."""
+    import asyncchat.errors as errors
+
+    parents: list[type] = []
+    drawn = set()
+    for line in (errors.__doc__ or "").splitlines():
+        name = line.lstrip(" │├└─").split(" ", 1)[0]
+        if not line.startswith("    ") or not name.endswith("Error"):
+            continue
+        depth = line.index(name) // 4 - 1
+        cls = getattr(errors, name)
+        del parents[depth:]
+        if parents:
+            assert cls.__bases__[0] is parents[-1], (name, parents[-1])
+        parents.append(cls)
+        drawn.add(name)
+    assert drawn == {name for name in errors.__all__ if name.endswith("Error")}
