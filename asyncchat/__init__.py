@@ -1,17 +1,7 @@
 """asyncchat: a fast, asyncio-first SDK for OpenAI-compatible chat-completions APIs."""
 
 from asyncchat._config import Timeout
-from asyncchat._events import (
-    ChatStream,
-    ChoiceFinished,
-    ContentDelta,
-    ReasoningDelta,
-    RefusalDelta,
-    StreamEvent,
-    ToolCallArgumentsDelta,
-    ToolCallDone,
-    UsageReported,
-)
+from asyncchat._events import ChatStream
 from asyncchat._http import Request, Response, Transport
 from asyncchat._stream import ChatCompletionStream
 from asyncchat._transport import AiohttpTransport
@@ -38,6 +28,17 @@ from asyncchat.errors import (
     StreamError,
     ToolArgumentsError,
     UnprocessableEntityError,
+)
+from asyncchat.events import (
+    ChoiceFinished,
+    ContentDelta,
+    ReasoningDelta,
+    RefusalDelta,
+    StreamEvent,
+    StreamEventBuilder,
+    ToolCallArgumentsDelta,
+    ToolCallDone,
+    UsageReported,
 )
 from asyncchat.types import (
     ChatCompletion,
@@ -89,6 +90,7 @@ __all__ = [
     "Response",
     "StreamError",
     "StreamEvent",
+    "StreamEventBuilder",
     "Timeout",
     "ToolArgumentsError",
     "ToolCall",

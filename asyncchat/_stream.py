@@ -12,7 +12,7 @@ by `__del__` if the stream is dropped unclosed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -20,7 +20,7 @@ import orjson
 
 from asyncchat._config import Timeout
 from asyncchat._http import Response
-from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer
+from asyncchat.accumulate import ChatCompletionAccumulator
 from asyncchat.errors import (
     APIError,
     APITimeoutError,
@@ -36,8 +36,6 @@ from asyncchat.types import ChatCompletion, ChatCompletionChunk
 
 __all__ = ["ChatCompletionStream"]
 
-_Fragments = list[tuple[int, ToolCallBuffer, str]]
-
 
 _NOT_JSON: Any = object()  # what a payload orjson could not parse decodes to
 
@@ -48,6 +46,22 @@ def _as_dict(data: dict[str, Any], request_id: str | None) -> Any:
 
 def _preview(text: str, limit: int = 200) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+class _JSONChunks:
+    """`stream.json_chunks()`: the stream's own iteration, handing out dicts."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: ChatCompletionStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _JSONChunks:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        data: dict[str, Any] = await self._stream.__anext__()  # type: ignore[assignment]
+        return data
 
 
 def _looks_like_sse(data: bytes) -> bool:
@@ -196,14 +210,18 @@ class ChatCompletionStream:
             else:
                 self._pending = iter(payloads)
 
-    async def _next_chunk_data(self) -> tuple[dict[str, Any], _Fragments]:
-        """The next chunk's JSON and its routed tool-call fragments (for the typed events).
+    @property
+    def accumulator(self) -> ChatCompletionAccumulator:
+        """What assembles `completion`; its `last_fragments` are the latest chunk's
+        tool-call fragments, routed to their calls."""
+        return self._accumulator
 
-        Raises StopAsyncIteration at the end of the stream.
-        """
+    def json_chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """The chunks as their decoded JSON dicts, no objects built: for code that reads
+        the JSON itself (`stream_text`, the typed events). Accumulated all the same.
+        Use it instead of iterating the stream, not alongside."""
         self._hand_out = _as_dict
-        data: dict[str, Any] = await self.__anext__()  # type: ignore[assignment]
-        return data, self._accumulator._fragments
+        return _JSONChunks(self)
 
     def _decoded(
         self, decode: Callable[..., list[ServerSentEvent]], *received: bytes

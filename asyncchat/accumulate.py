@@ -23,7 +23,7 @@ from typing import Any
 
 from asyncchat.types import APIObject, ChatCompletion, arguments_text
 
-__all__ = ["ChatCompletionAccumulator", "ToolCallBuffer"]
+__all__ = ["ChatCompletionAccumulator", "ToolCallBuffer", "ToolCallFragment"]
 
 # Top-level chunk keys with a fixed place in the completion; others are provider extras.
 _FIRST_VALUE_WINS = frozenset({"id", "created"})
@@ -60,6 +60,10 @@ class ToolCallBuffer:
             "type": self.type or "function",
             "function": {"name": self.name, "arguments": self.arguments},
         }
+
+
+# A tool-call fragment routed to its call: (choice index, the call, the arguments piece).
+ToolCallFragment = tuple[int, ToolCallBuffer, str]
 
 
 class _ChoiceBuffer:
@@ -159,7 +163,8 @@ class ChatCompletionAccumulator:
         self._top: dict[str, Any] = {}
         self._choices: dict[int, _ChoiceBuffer] = {}
         self._usage: Any = None
-        self._fragments: list[tuple[int, ToolCallBuffer, str]] = []
+        # The tool-call fragments of the latest chunk (what `add` returned).
+        self.last_fragments: list[ToolCallFragment] = []
         self._top_size = -1  # how many top-level fields the last chunk read had
         self._top_settled = False
         self._last: Any = None  # the latest chunk, and the latest whose fields were read
@@ -172,14 +177,18 @@ class ChatCompletionAccumulator:
         choices = self._choices.values()
         return bool(choices) and all(choice.finish_reason for choice in choices)
 
-    def add(self, chunk: dict[str, Any] | APIObject) -> None:
-        """Add one chunk: a `ChatCompletionChunk` or its decoded JSON dict."""
+    def add(self, chunk: dict[str, Any] | APIObject) -> list[ToolCallFragment]:
+        """Add one chunk: a `ChatCompletionChunk` or its decoded JSON dict.
+
+        Returns the tool-call fragments it carried, each routed to its call (what
+        the typed events report); the list is reused, read it before the next add.
+        """
         data = chunk._data if isinstance(chunk, APIObject) else chunk
         if not isinstance(data, dict):
             raise TypeError(f"a chunk must be a dict or ChatCompletionChunk, not {type(data)}")
-        self._ingest(data)
+        return self._ingest(data)
 
-    def _ingest(self, data: dict[str, Any]) -> list[tuple[int, ToolCallBuffer, str]]:
+    def _ingest(self, data: dict[str, Any]) -> list[ToolCallFragment]:
         """Add a chunk's JSON; returns the tool-call fragments it carried, routed to their calls.
 
         The stream's typed events need to know which call a fragment went to. The
@@ -187,9 +196,9 @@ class ChatCompletionAccumulator:
         streamed chunk, so the common shapes take the shortest path.
         """
         self.chunk_count += 1
-        fragments = self._fragments
+        fragments = self.last_fragments
         if fragments:
-            fragments = self._fragments = []
+            fragments = self.last_fragments = []
         if not self._top_settled or len(data) != self._top_size:
             self._read_top_level(data)
         self._last = data
@@ -252,7 +261,7 @@ class ChatCompletionAccumulator:
         self,
         buffer: _ChoiceBuffer,
         delta: dict[str, Any],
-        fragments: list[tuple[int, ToolCallBuffer, str]],
+        fragments: list[ToolCallFragment],
     ) -> None:
         # Values of the wrong JSON type are skipped: a stream is never lost to one
         # odd field.
@@ -295,7 +304,7 @@ class ChatCompletionAccumulator:
         self,
         buffer: _ChoiceBuffer,
         tool_calls: list[Any],
-        fragments: list[tuple[int, ToolCallBuffer, str]],
+        fragments: list[ToolCallFragment],
     ) -> None:
         """Route each fragment to its call: assign id, type and name, append the arguments."""
         for fragment in tool_calls:
@@ -354,6 +363,10 @@ class ChatCompletionAccumulator:
         for key, value in logprobs.items():
             if isinstance(value, list):
                 buffer.logprobs.setdefault(key, []).extend(value)
+
+    def choice_indexes(self) -> list[int]:
+        """The indexes of the choices seen so far, in order."""
+        return sorted(self._choices)
 
     def tool_calls(self, choice_index: int = 0) -> list[ToolCallBuffer]:
         """The tool calls of one choice so far, in index order."""

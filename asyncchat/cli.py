@@ -19,11 +19,11 @@ import orjson
 from asyncchat._batchfile import BatchFileError
 from asyncchat._batchrun import BatchStop, BatchSummary, fatal_hint, run_batch_file
 from asyncchat._config import environment_api_key, is_loopback, resolve_base_url
-from asyncchat._events import ContentDelta, ReasoningDelta, ToolCallDone
 from asyncchat._version import __version__
 from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
 from asyncchat.errors import APIError, ConfigurationError, NotFoundError
+from asyncchat.events import ContentDelta, ReasoningDelta, ToolCallDone
 from asyncchat.testing import MockServer, StreamStyle
 from asyncchat.types import ChatCompletion, Usage
 

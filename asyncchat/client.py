@@ -533,11 +533,7 @@ class Chat:
         params.pop("stream", None)
         stream: ChatCompletionStream = await self.completions.create(stream=True, **params)
         async with stream:
-            while True:
-                try:
-                    data, _ = await stream._next_chunk_data()
-                except StopAsyncIteration:
-                    return
+            async for data in stream.json_chunks():
                 choices = data.get("choices")
                 for choice in choices if type(choices) is list else ():
                     if type(choice) is dict and choice.get("index", 0) == 0:

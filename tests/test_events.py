@@ -113,3 +113,52 @@ async def test_leaving_the_block_early_closes_the_stream(
                 break
     final = await client.chat.completions.create(model="m", messages=USER)
     assert final.choices[0].finish_reason == "stop"
+
+
+def test_the_event_builder_needs_no_stream() -> None:
+    """The typed events are built sans-IO: any chunks in, events out."""
+    from asyncchat import (
+        ChoiceFinished,
+        ContentDelta,
+        StreamEventBuilder,
+        ToolCallArgumentsDelta,
+        ToolCallDone,
+    )
+
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"content": "Hi"}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]},
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]},
+                }
+            ]
+        },
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+                }
+            ]
+        },
+    ]
+    builder = StreamEventBuilder()
+    events = [event for chunk in chunks for event in builder.add(chunk)]
+    assert events[0] == ContentDelta("Hi")
+    assert [e.arguments for e in events if isinstance(e, ToolCallArgumentsDelta)] == [
+        "",
+        '{"a"',
+        '{"a": 1}',
+    ]
+    # No finish_reason came: end() reports the call done, once.
+    [done] = builder.end()
+    assert isinstance(done, ToolCallDone) and done.parsed_arguments == {"a": 1}
+    assert builder.end() == []
+    assert builder.add({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) == [
+        ChoiceFinished("stop")
+    ]
+    assert builder.accumulator.completion().choices[0].message.content == "Hi"

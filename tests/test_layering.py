@@ -19,6 +19,7 @@ CORE_MODULES = [
     "asyncchat.errors",
     "asyncchat._retry",
     "asyncchat._http",
+    "asyncchat.events",
     "asyncchat._redact",
     "asyncchat._ratelimit",
 ]
