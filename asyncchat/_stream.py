@@ -31,6 +31,7 @@ from asyncchat.errors import (
     status_error,
     stream_error_status,
 )
+from asyncchat.quirks import is_error_body
 from asyncchat.sse import ServerSentEvent, SSEDecoder
 from asyncchat.types import ChatCompletion, ChatCompletionChunk
 
@@ -338,8 +339,7 @@ class ChatCompletionStream:
                 raise self._fail(self._error_from_event(data))
             self._no_chunk_yet()
             return None  # another named event (a ping): not a chunk
-        # {"error": {...}}, with or without choices (OpenRouter), or vLLM's error object.
-        if (data.get("error")) or ("choices" not in data and data.get("object") == "error"):
+        if is_error_body(data):
             raise self._fail(self._error_from_event(data))
         return data
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asyncchat.quirks import REASONING_KEYS
 from asyncchat.types import APIObject, ChatCompletion, arguments_text
 
 __all__ = ["ChatCompletionAccumulator", "ToolCallBuffer", "ToolCallFragment"]
@@ -277,7 +278,7 @@ class ChatCompletionAccumulator:
             elif key == "tool_calls":
                 if type(value) is list:
                     self._add_tool_fragments(buffer, value, fragments)
-            elif key == "reasoning_content" or key == "reasoning":
+            elif key in REASONING_KEYS:
                 if type(value) is str:
                     if buffer.reasoning is None:
                         buffer.reasoning = [value]

@@ -24,6 +24,7 @@ from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
 from asyncchat.errors import APIError, ConfigurationError, NotFoundError
 from asyncchat.events import ContentDelta, ReasoningDelta, ToolCallDone
+from asyncchat.quirks import reasoning_text
 from asyncchat.testing import MockServer, StreamStyle
 from asyncchat.types import ChatCompletion, Usage
 
@@ -500,8 +501,8 @@ async def _converse(
 def _print_message(completion: ChatCompletion, printer: _Printer) -> None:
     message = completion.choices[0].message
     data = message.to_dict()
-    reasoning = data.get("reasoning_content") or data.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = reasoning_text(data)
+    if reasoning:
         printer.reasoning(reasoning)
     if message.content:
         printer.content(message.content)

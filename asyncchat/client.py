@@ -43,6 +43,7 @@ from asyncchat.errors import (
     status_error,
     stream_error_status,
 )
+from asyncchat.quirks import is_error_body
 from asyncchat.sse import DEFAULT_MAX_EVENT_SIZE
 from asyncchat.types import APIObject, ChatCompletion
 
@@ -482,7 +483,7 @@ def decode_object(content: bytes, status: int, url: str, method: str = "POST") -
         ) from None
     if not isinstance(data, dict):
         raise APIError(f"{method} {url} answered {status} with JSON that is not an object")
-    if data.get("error") or data.get("object") == "error":
+    if is_error_body(data):
         raise status_error(stream_error_status(data), data, url=url, method=method)
     return data
 

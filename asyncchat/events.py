@@ -22,6 +22,7 @@ from typing import Any
 
 from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer, ToolCallFragment
 from asyncchat.errors import ToolArgumentsError
+from asyncchat.quirks import reasoning_text
 from asyncchat.types import APIObject, Usage, parse_tool_arguments
 
 __all__ = [
@@ -154,8 +155,8 @@ class StreamEventBuilder:
             delta = choice.get("delta")
             if type(delta) is not dict:
                 delta = {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning and type(reasoning) is str:
+            reasoning = reasoning_text(delta)
+            if reasoning:
                 events.append(ReasoningDelta(reasoning, index))
             content = delta.get("content")
             if content and type(content) is str:

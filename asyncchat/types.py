@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar, overload
 import orjson
 
 from asyncchat.errors import ToolArgumentsError
+from asyncchat.quirks import reasoning_text
 
 __all__ = [
     "APIObject",
@@ -194,7 +195,7 @@ class _Arguments(_Nested["str | None"]):
 
 
 class _Reasoning:
-    """Reasoning text, sent as `reasoning_content` (DeepSeek, GLM) or `reasoning` (vLLM, ...)."""
+    """Reasoning text, under whichever key the server used (`quirks.REASONING_KEYS`)."""
 
     @overload
     def __get__(self, obj: None, owner: type) -> _Reasoning: ...
@@ -203,9 +204,7 @@ class _Reasoning:
     def __get__(self, obj: APIObject | None, owner: type) -> _Reasoning | str | None:
         if obj is None:
             return self
-        data = obj.__dict__
-        value = data.get("reasoning_content")
-        return data.get("reasoning") if value is None else value
+        return reasoning_text(obj.__dict__)
 
     def __set__(self, obj: APIObject, value: Any) -> None:
         raise AttributeError("'reasoning_content' is read-only")

@@ -20,6 +20,7 @@ CORE_MODULES = [
     "asyncchat._retry",
     "asyncchat._http",
     "asyncchat.events",
+    "asyncchat.quirks",
     "asyncchat._redact",
     "asyncchat._ratelimit",
 ]

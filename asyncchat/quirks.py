@@ -1,0 +1,50 @@
+"""What OpenAI-compatible servers do differently, and the one rule asyncchat follows
+for each. A new quirk goes here (and in a test), not into the modules that use it.
+
+    quirk                                     who                      rule
+    ----------------------------------------  -----------------------  -----------------------
+    reasoning as `reasoning_content`          DeepSeek, GLM, Qwen      accumulated like content
+    reasoning as `reasoning`                  vLLM, OpenRouter, Ollama   (REASONING_KEYS)
+    `{"error": {...}}` in a 2xx body/event    OpenRouter, GLM, proxies an APIStatusError
+    `{"object": "error", "message": ...}`     vLLM, SGLang               (is_error_body)
+    `event: error`, JSON or text              some gateways            the same, in streams
+    tool-call fragments without `index`       Gemini, older Ollama     routed by id, then a new
+                                                                       name, then the latest call
+    id / type / name in every fragment        some vLLM builds         assigned, never appended
+    the whole tool call in one chunk          GLM, Ollama, vLLM        one fragment like others
+    tool arguments as a JSON object           Ollama, proxies          serialized to JSON text
+    usage in a last `choices: []` chunk,      OpenAI, vLLM             the last non-null usage
+      in every chunk, or in the choice        Moonshot                   wins, never summed
+    a first chunk with `choices: []`          Azure (filter results)   skipped
+    no `[DONE]`, or `[DONE]` twice            Ollama, llama.cpp        done when every choice
+                                                                       has a finish_reason
+    finish_reason `sensitive`, ...            GLM                      an open string
+    SSE labelled `application/json`           hand-written servers     read as SSE
+    a value of the wrong JSON type            any                      skipped as if absent
+
+The tool-call routing lives in `accumulate._ChoiceBuffer.route`, the SSE rules in
+`sse.py`: both are this table's rules too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["REASONING_KEYS", "is_error_body", "reasoning_text"]
+
+REASONING_KEYS = ("reasoning_content", "reasoning")
+
+
+def reasoning_text(message: dict[str, Any]) -> str | None:
+    """The reasoning text of a delta or message, under whichever key the server used."""
+    for key in REASONING_KEYS:
+        value = message.get(key)
+        if value and type(value) is str:
+            return value
+    return None
+
+
+def is_error_body(data: dict[str, Any]) -> bool:
+    """Whether a JSON object that came with a 2xx status (a body, or a stream event)
+    is really an error report."""
+    return bool(data.get("error")) or ("choices" not in data and data.get("object") == "error")
