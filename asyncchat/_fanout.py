@@ -22,7 +22,7 @@ from collections.abc import (
 from typing import Any, TypeVar
 
 from asyncchat._logging import logger
-from asyncchat._ratelimit import MAX_RESET_PAUSE, RateLimiter
+from asyncchat._ratelimit import MAX_RESET_PAUSE, RateLimit
 
 __all__ = ["Pacer", "Requests", "fan_out"]
 
@@ -33,11 +33,11 @@ _WORKER_DONE: Any = object()
 
 
 class Pacer:
-    """The async side of a `RateLimiter`: waits until a request may start."""
+    """The async side of a `RateLimit`: waits until a request may start."""
 
     def __init__(
         self,
-        limiter: RateLimiter,
+        limiter: RateLimit,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,

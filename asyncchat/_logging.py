@@ -44,3 +44,13 @@ def _shorten(value: Any) -> Any:
 def describe_body(body: dict[str, Any]) -> str:
     """The request options for a debug line, long strings (base64 images) cut short."""
     return orjson.dumps(_shorten(body), default=str).decode()
+
+
+def describe_request(request: Any) -> str:
+    """`describe_body` of a request's JSON body ("" when it has none)."""
+    if not request.body:
+        return "{}"
+    try:
+        return describe_body(orjson.loads(request.body))
+    except orjson.JSONDecodeError:
+        return f"<{len(request.body)} bytes>"

@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-__all__ = ["MAX_RESET_PAUSE", "RateLimiter", "estimate_tokens", "parse_duration"]
+__all__ = ["MAX_RESET_PAUSE", "RateLimit", "RateLimiter", "estimate_tokens", "parse_duration"]
 
 # The longest pause an `x-ratelimit-reset-*` header can impose. Longer than Retry-After's
 # cap, since a per-minute budget can legitimately reset minutes away, but bounded: a
@@ -54,6 +54,35 @@ def estimate_tokens(body: Mapping[str, Any]) -> int:
     )
     n = body.get("n") or 1
     return prompt + int(completion) * int(n)
+
+
+class RateLimit(Protocol):
+    """What a fan-out asks of its rate limit; `RateLimiter` is the in-process one.
+
+    Another implementation (one shared by several processes or machines) passes
+    as `chat.batch(..., rate_limit=...)`. Times are the fan-out clock's seconds.
+    """
+
+    @property
+    def counts_tokens(self) -> bool:
+        """True when requests must bring a token estimate to `reserve`."""
+        ...
+
+    def reserve(self, now: float, tokens: int = 0) -> float:
+        """Book a start for a request of `tokens`; when it may start (>= now)."""
+        ...
+
+    def correct_tokens(self, estimated: int, actual: int) -> None:
+        """A response reported its real usage."""
+        ...
+
+    def pause(self, until: float) -> None:
+        """Hold every start until `until` (the server asked everyone to wait)."""
+        ...
+
+    def observe(self, headers: Mapping[str, str], now: float) -> list[str]:
+        """Follow a response's rate-limit headers; returns the ones not followed."""
+        ...
 
 
 class RateLimiter:

@@ -10,6 +10,7 @@ import warnings
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -28,8 +29,9 @@ from asyncchat._endpoints import Embeddings, Models
 from asyncchat._events import ChatStreamManager
 from asyncchat._fanout import Pacer, Requests, fan_out
 from asyncchat._http import Request, Response, Transport
-from asyncchat._logging import configure_from_environment, describe_body, logger
-from asyncchat._ratelimit import RateLimiter, estimate_tokens
+from asyncchat._logging import configure_from_environment
+from asyncchat._observe import LoggingObserver, RequestObserver
+from asyncchat._ratelimit import RateLimit, RateLimiter, estimate_tokens
 from asyncchat._redact import redact
 from asyncchat._retry import retry_after, retry_delay
 from asyncchat._stream import ChatCompletionStream
@@ -113,6 +115,7 @@ class Client:
         transport: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        observers: Iterable[RequestObserver] = (),
     ) -> None:
         configure_from_environment()
         self.base_url, self.default_query = resolve_base_url(base_url)
@@ -140,6 +143,7 @@ class Client:
         # passes a fake clock and sleep to run them without waiting.
         self._sleep = sleep
         self._clock = clock
+        self._observers: list[RequestObserver] = [LoggingObserver(), *observers]
         self._rng = random.Random()
         self.chat = Chat(self)
         self.models = Models(self)
@@ -200,53 +204,40 @@ class Client:
         extra_query: Mapping[str, Any] | None,
         pacer: Pacer | None = None,
         tokens: int = 0,
-    ) -> tuple[Response, bytes | None]:
-        """Send with retries; returns the response and, unless streaming, its body.
+    ) -> _Sent:
+        """Send with retries; the response and, unless streaming, its body.
 
+        The one pipeline every endpoint goes through. Options are resolved once;
+        observers (logging, and whatever `observers=` added) see every attempt.
         Retries cover connection errors, timeouts and retryable statuses, and end
         when a response is handed over: a stream is never retried once its body
         has started, so no token is ever delivered twice. In a fan-out, `pacer`
         holds every attempt to the shared rate limit (`tokens` is the estimate),
         and a 429 with `Retry-After` pauses the whole fan-out, not this request only.
         """
-        url = self.base_url + path
-        shown = redact(url)  # what messages and logs quote
+        request = self._prepare(method, path, body, stream, extra_headers, extra_query)
         effective_timeout = self.timeout if timeout is None else Timeout.coerce(timeout)
-        headers = dict(self._headers)
-        headers["Accept"] = "text/event-stream" if stream else "application/json"
-        if extra_headers:
-            headers.update(extra_headers)
-        if body is None:
-            headers.pop("Content-Type", None)
-        payload = None if body is None else _encode_body(body)
-        query = {**self.default_query, **(extra_query or {})} or None
-        request = Request(method, url, headers, payload, query)
-        if logger.isEnabledFor(10):
-            logger.debug("%s %s options=%s", method, shown, describe_body(body or {}))
+        shown = redact(request.url)  # what messages quote
+        observers = self._observers
         attempt = 0
         while True:
             if pacer is not None:
                 await pacer.wait_turn(tokens)
+            for observer in observers:
+                observer.request_started(request, attempt)
             started = time.monotonic()
             error: APIError
             try:
                 response = await self._transport.send(request, effective_timeout)
                 if pacer is not None:
                     pacer.observe(response.headers)
-                request_id = response.headers.get("x-request-id")
                 if 200 <= response.status < 300:
-                    content = None
-                    if not stream:
-                        content = await response.read()
-                    logger.info(
-                        "%s %s -> %s (request id %s) in %.3fs",
-                        method,
-                        shown,
-                        response.status,
-                        request_id,
-                        time.monotonic() - started,
-                    )
-                    return response, content
+                    content = None if stream else await response.read()
+                    seconds = time.monotonic() - started
+                    for observer in observers:
+                        observer.request_succeeded(request, response, seconds)
+                    request_id = response.headers.get("x-request-id")
+                    return _Sent(response, content, effective_timeout, shown, request_id)
                 error = await self._status_error(response, method, shown)
                 status: int | None = response.status
                 retry_headers: Mapping[str, str] = response.headers
@@ -267,18 +258,33 @@ class Client:
                 and retry_after(retry_headers, time.time()) is not None
             ):
                 pacer.pause_for(delay)  # the server named a pause: it holds every worker
+            seconds = time.monotonic() - started
+            for observer in observers:
+                observer.request_failed(request, attempt, error, seconds, delay)
             if delay is None:
-                logger.info("%s", error)
                 raise error
             attempt += 1
-            logger.info(
-                "%s; retry %d of %d in %.2fs",
-                error,
-                attempt,
-                self.max_retries,
-                delay,
-            )
             await self._sleep(delay)
+
+    def _prepare(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        stream: bool,
+        extra_headers: Mapping[str, str] | None,
+        extra_query: Mapping[str, Any] | None,
+    ) -> Request:
+        """The request, built once for all its attempts."""
+        headers = dict(self._headers)
+        headers["Accept"] = "text/event-stream" if stream else "application/json"
+        if extra_headers:
+            headers.update(extra_headers)
+        if body is None:
+            headers.pop("Content-Type", None)
+        payload = None if body is None else _encode_body(body)
+        query = {**self.default_query, **(extra_query or {})} or None
+        return Request(method, self.base_url + path, headers, payload, query)
 
     async def _json(
         self,
@@ -291,7 +297,7 @@ class Client:
         extra_query: Mapping[str, Any] | None,
     ) -> T:
         """A request whose answer is one JSON object, wrapped in `cls`."""
-        response, content = await self._request(
+        sent = await self._request(
             method,
             path,
             body,
@@ -300,9 +306,9 @@ class Client:
             extra_headers=extra_headers,
             extra_query=extra_query,
         )
-        assert content is not None
-        data = decode_object(content, response.status, redact(self.base_url + path), method)
-        return cls(data, response.headers.get("x-request-id"), response.headers)
+        assert sent.content is not None
+        data = decode_object(sent.content, sent.response.status, sent.url, method)
+        return cls(data, sent.request_id, sent.response.headers)
 
     async def _status_error(self, response: Response, method: str, url: str) -> APIStatusError:
         # An error message needs little: a server answering an error with a huge body
@@ -406,7 +412,7 @@ class Completions:
     ) -> ChatCompletion | ChatCompletionStream:
         client = self._client
         tokens = estimate_tokens(body) if pacer is not None and pacer.counts_tokens else 0
-        response, content = await client._request(
+        sent = await client._request(
             "POST",
             "/chat/completions",
             body,
@@ -417,25 +423,37 @@ class Completions:
             pacer=pacer,
             tokens=tokens,
         )
-        request_id = response.headers.get("x-request-id")
-        url = redact(client.base_url + "/chat/completions")  # for messages
+        response = sent.response
         if not stream:
-            assert content is not None
+            assert sent.content is not None
             completion = ChatCompletion(
-                decode_object(content, response.status, url), request_id, response.headers
+                decode_object(sent.content, response.status, sent.url),
+                sent.request_id,
+                response.headers,
             )
             if tokens and pacer is not None:
                 pacer.limiter.correct_tokens(tokens, reported_tokens(completion) or tokens)
             return completion
         chunks = await _open_stream(
             response,
-            url=url,
-            timeout=client.timeout if timeout is None else Timeout.coerce(timeout),
+            url=sent.url,
+            timeout=sent.timeout,
             max_event_size=client.max_event_size,
-            request_id=request_id,
+            request_id=sent.request_id,
         )
         client._open_streams.add(chunks)
         return chunks
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A request's answer, with what was resolved for it once."""
+
+    response: Response
+    content: bytes | None  # the body, unless streaming
+    timeout: Timeout
+    url: str  # redacted, for messages
+    request_id: str | None
 
 
 def build_body(
@@ -551,6 +569,7 @@ class Chat:
         return_exceptions: bool = True,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> list[ChatCompletion | Exception]:
         """Run many `completions.create` calls; the results in input order.
 
@@ -565,6 +584,7 @@ class Chat:
             concurrency=concurrency,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
+            rate_limit=rate_limit,
         )
         async with aclosing(finished):  # a raise below cancels the rest at once
             async for index, result in finished:
@@ -582,6 +602,7 @@ class Chat:
         concurrency: int = 64,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> AsyncGenerator[tuple[int, ChatCompletion | Exception], None]:
         """`(index, result)` for each request as it finishes; an exception object for a
         failure. Leaving the loop early cancels the requests still in flight.
@@ -590,7 +611,7 @@ class Chat:
         corrected from `usage`) set a rate limit shared by all the requests; a 429
         with `Retry-After`, or `x-ratelimit-remaining-*: 0`, pauses them all.
         """
-        run_one = self._request_runner(requests_per_minute, tokens_per_minute)
+        run_one = self._request_runner(requests_per_minute, tokens_per_minute, rate_limit)
         # Closing this generator early must close the fan-out (and cancel its workers)
         # now, not when the garbage collector gets to it.
         async with aclosing(fan_out(run_one, requests, concurrency=concurrency)) as items:
@@ -598,11 +619,20 @@ class Chat:
                 yield item
 
     def _request_runner(
-        self, requests_per_minute: float | None, tokens_per_minute: float | None
+        self,
+        requests_per_minute: float | None,
+        tokens_per_minute: float | None,
+        rate_limit: RateLimit | None = None,
     ) -> Callable[[Mapping[str, Any]], Awaitable[ChatCompletion]]:
         """One fan-out's `run_one`: a dict of `create()` arguments -> its completion,
-        every call paced by one shared rate limit."""
-        limiter = RateLimiter(
+        every call paced by one shared rate limit (`rate_limit`, or an in-process
+        `RateLimiter` under the per-minute ceilings)."""
+        if rate_limit is not None and (requests_per_minute or tokens_per_minute):
+            raise ValueError(
+                "give the ceilings to your rate_limit, or requests_per_minute / "
+                "tokens_per_minute without one, not both"
+            )
+        limiter = rate_limit or RateLimiter(
             requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
         )
         pacer = Pacer(limiter, clock=self._client._clock, sleep=self._client._sleep)

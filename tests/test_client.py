@@ -456,7 +456,7 @@ async def test_debug_log_has_request_details_but_never_the_key(
     text = caplog.text
     assert "POST " + server.base_url + "/chat/completions" in text
     assert "Say this is a test" in text
-    assert "retry 1 of 2" in text
+    assert "retry 1 in" in text
     assert "-> 200 (request id mock-req-2)" in text
     assert API_KEY not in text
     assert "Authorization" not in text
