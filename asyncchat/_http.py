@@ -49,9 +49,10 @@ class Headers(Mapping[str, str]):
         return f"Headers({dict(self.items())!r})"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass pays a call per field to build
 class Request:
-    """What the client sends: `url` without its query, which is `params`."""
+    """What the client sends: `url` without its query, which is `params`. Built once
+    for all the attempts of a request; a transport reads it and leaves it alone."""
 
     method: str
     url: str

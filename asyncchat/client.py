@@ -445,7 +445,7 @@ class Completions:
         return chunks
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Sent:
     """A request's answer, with what was resolved for it once."""
 
