@@ -11,6 +11,7 @@ by `__del__` if the stream is dropped unclosed.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
@@ -70,6 +71,22 @@ def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
     return {**completion, "object": "chat.completion.chunk", "choices": choices}
 
 
+class _Phase(enum.Enum):
+    """Where a stream is in its life (h11's style: one state, not five flags)."""
+
+    JSON_FIRST = "the answer may be one JSON completion: its first bytes decide"
+    READING = "reading events"
+    INPUT_ENDED = "the body ended: what is left is handed out, then the end is judged"
+    DONE = "ended normally: [DONE], or every choice finished"
+    STOPPED = "closed before its end, or failed: nothing more is handed out"
+    CLIENT_CLOSED = "Client.close() ended it mid-stream"
+
+
+# Module globals: the stream loop compares against them once per read.
+_JSON_FIRST, _READING, _INPUT_ENDED = _Phase.JSON_FIRST, _Phase.READING, _Phase.INPUT_ENDED
+_DONE, _STOPPED, _CLIENT_CLOSED = _Phase.DONE, _Phase.STOPPED, _Phase.CLIENT_CLOSED
+
+
 class ChatCompletionStream:
     """The chunks of a streamed chat completion.
 
@@ -90,7 +107,8 @@ class ChatCompletionStream:
     ) -> None:
         self._response = response
         # A server that ignored stream=True answers with one JSON completion.
-        self._json_body = json_body
+        self._phase = _JSON_FIRST if json_body else _READING
+        self._released = False  # the connection went back to the pool, or was closed
         # The transport's read function and the exceptions it may raise: called
         # directly, once per chunk (see Response.receiver).
         self._receive, self._read_errors = response.receiver()
@@ -107,10 +125,6 @@ class ChatCompletionStream:
         self._hand_out: Callable[[dict[str, Any], str | None], ChatCompletionChunk] = (
             ChatCompletionChunk
         )
-        self._eof = False
-        self._finished = False  # ended normally: the response is released
-        self._closed = False
-        self._client_closed = False  # ended by Client.close() mid-stream
         self._idle_count, self._idle_since = -1, 0.0  # see _no_chunk_yet
         self.request_id = request_id
 
@@ -127,7 +141,7 @@ class ChatCompletionStream:
     @property
     def finished(self) -> bool:
         """True once the stream ended normally."""
-        return self._finished
+        return self._phase is _DONE
 
     def __aiter__(self) -> ChatCompletionStream:
         return self
@@ -141,7 +155,7 @@ class ChatCompletionStream:
                     data = self._decode_event(item)
                 elif item == b"[DONE]":
                     data = None
-                    self._finished = True
+                    self._phase = _DONE
                 else:  # a payload of the decoder's fast path, nearly always a plain chunk
                     try:
                         data = orjson.loads(item)
@@ -152,24 +166,23 @@ class ChatCompletionStream:
                 if data is not None:
                     self._accumulator._ingest(data)
                     return self._hand_out(data, self.request_id)
-                if self._finished:
+                if self._phase is _DONE:
                     self._pending = iter(())  # anything after [DONE] is ignored
                     break
-            if self._json_body:
-                data = await self._json_response_as_chunk()
-                if data is None:
-                    continue  # an event stream after all: its first bytes are pending
-                self._accumulator._ingest(data)
-                return self._hand_out(data, self.request_id)
-            if self._finished:
-                await self.close()
-                raise StopAsyncIteration
-            if self._closed:
-                if self._client_closed:
+            phase = self._phase
+            if phase is not _READING:
+                if phase is _JSON_FIRST:
+                    data = await self._json_response_as_chunk()
+                    if data is None:
+                        continue  # an event stream after all: its first bytes are pending
+                    self._accumulator._ingest(data)
+                    return self._hand_out(data, self.request_id)
+                if phase is _DONE:
+                    await self.close()
+                elif phase is _INPUT_ENDED:
+                    await self._end_without_done()
+                elif phase is _CLIENT_CLOSED:
                     raise self._client_closed_error()
-                raise StopAsyncIteration
-            if self._eof:
-                await self._end_without_done()
                 raise StopAsyncIteration
             try:
                 received = await self._receive()
@@ -177,16 +190,16 @@ class ChatCompletionStream:
                 if not isinstance(exc, (APIError, *self._read_errors)):
                     self._abort()  # a cancellation: the connection is abandoned mid-body
                     raise
-                if self._client_closed:
+                if self._phase is _CLIENT_CLOSED:
                     raise self._client_closed_error() from exc
                 self._abort()
                 if isinstance(exc, APIError):  # from a transport that maps its own errors
                     raise self._with_partial(exc) from None
                 raise self._with_partial(self._response.map_error(exc)) from exc
             if not received:
-                if self._client_closed:
+                if self._phase is _CLIENT_CLOSED:
                     raise self._client_closed_error()
-                self._eof = True
+                self._phase = _INPUT_ENDED
                 self._pending = self._decoded(self._decoder.close)
                 continue
             payloads = self._decoder.take_data_events(received)
@@ -251,7 +264,7 @@ class ChatCompletionStream:
         are left pending and None is returned. The JSON body is held to the event
         size cap, as any one event is.
         """
-        self._json_body = False
+        self._phase = _READING
         first = await self._read()
         if _looks_like_sse(first):
             self._pending = self._decoded(self._decoder.feed, first)
@@ -269,7 +282,7 @@ class ChatCompletionStream:
             if not received:
                 break
             body += received
-        self._finished = self._closed = True
+        self._phase, self._released = _DONE, True
         self._response.release()
         data = self._decode(bytes(body), "message")
         if data is None:
@@ -330,10 +343,10 @@ class ChatCompletionStream:
 
     def _decode_unusual(self, payload: str | bytes, event: str, problem: str) -> None:
         """An event that is not a JSON object: `[DONE]`, a blank keep-alive, error text,
-        garbage. Sets `_finished` at `[DONE]`, raises for errors and garbage."""
+        garbage. Ends the stream normally at `[DONE]`, raises for errors and garbage."""
         text = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
         if text.startswith("[DONE]"):
-            self._finished = True
+            self._phase = _DONE
             return
         if not text or text.isspace():
             self._no_chunk_yet()
@@ -356,8 +369,7 @@ class ChatCompletionStream:
     async def _end_without_done(self) -> None:
         """End of input with no `[DONE]`: fine if every choice finished, a broken stream if not."""
         if self._accumulator.finished:
-            self._finished = True
-            self._closed = True
+            self._phase, self._released = _DONE, True
             self._response.release()
             return
         raise self._fail(
@@ -379,9 +391,9 @@ class ChatCompletionStream:
         return error
 
     def _end_because_client_closed(self) -> None:
-        if not self._closed:
-            self._client_closed = True
+        if not self._released:
             self._abort()
+            self._phase = _CLIENT_CLOSED
 
     def _client_closed_error(self) -> APIError:
         return self._with_partial(
@@ -389,17 +401,19 @@ class ChatCompletionStream:
         )
 
     def _abort(self) -> None:
-        """Close the connection: a response not read to its end cannot be pooled."""
-        self._closed = True
+        """Stop here and close the connection: a response not read to its end cannot be
+        pooled."""
+        self._phase, self._released = _STOPPED, True
         self._pending = iter(())  # nothing after an error is handed out
         self._response.close()
 
     async def close(self) -> None:
         """Stop the stream: after `[DONE]` the connection is pooled, before it, closed."""
-        if self._closed:
+        if self._released:
             return
-        self._closed = True
-        if not self._finished:
+        self._released = True
+        if self._phase is not _DONE:
+            self._phase = _STOPPED
             self._response.close()
             return
         await self._response.finish()  # closes the connection if cancelled while draining
@@ -417,12 +431,12 @@ class ChatCompletionStream:
 
     def __del__(self) -> None:
         # Dropped without close (a `break` outside `async with`): don't leak the socket.
-        if not getattr(self, "_closed", True):
+        if not getattr(self, "_released", True):
             self._response.close()
 
     def __repr__(self) -> str:
-        state = "finished" if self._finished else "closed" if self._closed else "open"
         return (
-            f"<ChatCompletionStream {state}, {self._accumulator.chunk_count} chunks, "
+            f"<ChatCompletionStream {self._phase.name.lower()}, "
+            f"{self._accumulator.chunk_count} chunks, "
             f"request_id={self.request_id!r}>"
         )
