@@ -439,6 +439,7 @@ def test_mock_server_command(tmp_path: Path) -> None:
                 "--api-key",
                 "any",
             ],
+            stdin=subprocess.DEVNULL,  # nothing piped: the prompt is the argument alone
             capture_output=True,
             text=True,
             timeout=60,
