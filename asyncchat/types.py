@@ -1,19 +1,24 @@
-"""Response objects: cheap, typed, read-only views over the decoded JSON.
+"""Response objects: cheap, typed views over the decoded JSON.
 
 An object wraps the dict that `orjson.loads` produced and builds nothing up
 front: building a chunk costs one small allocation, not a validation pass.
 Nested objects are wrapped on first access and cached, scalars are read from
 the dict each time. Fields a provider adds beyond OpenAI's (GLM's `web_search`,
 OpenRouter's `provider`, ...) are kept and readable as attributes too.
+
+A view never parts from its JSON: nested fields (`choices`, `delta`, `usage`,
+...) are read-only, and a scalar field written (`chunk.id = ...`) is written
+into the JSON, so `to_dict()` shows it.
 """
 
 from __future__ import annotations
 
 import array
 import base64
+import operator
 import sys
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import orjson
 
@@ -394,9 +399,15 @@ class CreateEmbeddingResponse(_TopLevel):
 # --- streamed chunks --------------------------------------------------------
 # These classes are built for every streamed chunk. The fields nearly every
 # reader goes through (`choices[0].delta`, `delta.tool_calls`) are built with
-# the object and kept in slots: a slot is a data descriptor, so it shadows the
-# raw value of the same name in `__dict__` and reads at C speed, with no Python
-# call per access. Deeper levels are built on first access.
+# the object and kept in private slots, read through `_read_only`: a property
+# whose getter is an `attrgetter`, so a read is C calls only (no Python frame)
+# and an assignment raises instead of silently parting from `to_dict()`. Being
+# a data descriptor, it shadows the raw value of the same name in `__dict__`.
+# Deeper levels are built on first access.
+
+
+def _read_only(slot: str) -> Any:
+    return property(operator.attrgetter(slot))
 
 
 def _objects(cls: type[ObjT], raw: Any) -> list[ObjT]:
@@ -409,13 +420,20 @@ def _objects(cls: type[ObjT], raw: Any) -> list[ObjT]:
 class ChoiceDeltaToolCallFunction(APIObject):
     """A fragment of a tool call's function: the name (usually once), a piece of arguments."""
 
-    __slots__ = ("arguments",)
+    __slots__ = ("_arguments",)
     name: str | None = None
+    if TYPE_CHECKING:
+
+        @property
+        def arguments(self) -> str | None: ...
+
+    else:
+        arguments = _read_only("_arguments")
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.__dict__ = data
         arguments = data.get("arguments")
-        self.arguments: str | None = (
+        self._arguments = (
             arguments if arguments is None or type(arguments) is str else arguments_text(arguments)
         )
 
@@ -450,43 +468,56 @@ class ChoiceDelta(APIObject):
     `tool_calls` holds this chunk's tool-call fragments, None when it has none.
     """
 
-    __slots__ = ("tool_calls",)
+    __slots__ = ("_tool_calls",)
     role: str | None = None
     content: str | None = None
     refusal: str | None = None
     reasoning_content = _Reasoning()
+    if TYPE_CHECKING:
+
+        @property
+        def tool_calls(self) -> list[ChoiceDeltaToolCall] | None: ...
+
+    else:
+        tool_calls = _read_only("_tool_calls")
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.__dict__ = data
         calls = data.get("tool_calls")
-        self.tool_calls: list[ChoiceDeltaToolCall] | None
         if calls is None:
-            self.tool_calls = None
+            self._tool_calls = None
         elif type(calls) is list and len(calls) == 1 and type(calls[0]) is dict:
-            self.tool_calls = [ChoiceDeltaToolCall(calls[0])]  # the usual single fragment
+            self._tool_calls = [ChoiceDeltaToolCall(calls[0])]  # the usual single fragment
         else:
-            self.tool_calls = _objects(ChoiceDeltaToolCall, calls)
+            self._tool_calls = _objects(ChoiceDeltaToolCall, calls)
 
 
 class ChunkChoice(APIObject):
     """One choice's part of a streamed chunk."""
 
-    __slots__ = ("delta",)
+    __slots__ = ("_delta",)
     index: int | None = None
     finish_reason: str | None = None
     logprobs = _OptionalObject(APIObject)
+    if TYPE_CHECKING:
+
+        @property
+        def delta(self) -> ChoiceDelta: ...
+
+    else:
+        delta = _read_only("_delta")
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.__dict__ = data
         self._wrapped = None
         delta = data.get("delta")
-        self.delta = ChoiceDelta(delta if isinstance(delta, dict) else {})
+        self._delta = ChoiceDelta(delta if isinstance(delta, dict) else {})
 
 
 class ChatCompletionChunk(_TopLevel):
     """One event of a streamed completion."""
 
-    __slots__ = ("choices",)
+    __slots__ = ("_choices",)
     id: str | None = None
     object: str | None = None
     created: int | None = None
@@ -494,6 +525,13 @@ class ChatCompletionChunk(_TopLevel):
     system_fingerprint: str | None = None
     service_tier: str | None = None
     usage = _OptionalObject(Usage)
+    if TYPE_CHECKING:
+
+        @property
+        def choices(self) -> list[ChunkChoice]: ...
+
+    else:
+        choices = _read_only("_choices")
 
     def __init__(self, data: dict[str, Any], request_id: str | None = None) -> None:
         self.__dict__ = data
@@ -501,6 +539,6 @@ class ChatCompletionChunk(_TopLevel):
         self._header_request_id = request_id
         choices = data.get("choices")
         if type(choices) is list and len(choices) == 1 and type(choices[0]) is dict:
-            self.choices = [ChunkChoice(choices[0])]  # the usual single choice
+            self._choices = [ChunkChoice(choices[0])]  # the usual single choice
         else:
-            self.choices = _objects(ChunkChoice, choices)
+            self._choices = _objects(ChunkChoice, choices)

@@ -129,3 +129,39 @@ def test_missing_nested_objects_read_as_empty() -> None:
     chunk = ChatCompletionChunk({"choices": [{}]})
     assert chunk.choices[0].delta.content is None
     assert ChatCompletionChunk({}).choices == []
+
+
+def test_nested_fields_are_read_only_and_scalar_writes_reach_to_dict() -> None:
+    """A view never silently parts from the JSON it shows."""
+    import pytest
+
+    from asyncchat.types import ChatCompletion, ChatCompletionChunk
+
+    data = {
+        "id": "c",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "content": "hi",
+                    "tool_calls": [{"index": 0, "function": {"arguments": "{}"}}],
+                },
+            }
+        ],
+        "usage": {"total_tokens": 3},
+    }
+    chunk = ChatCompletionChunk(data)
+    choice = chunk.choices[0]
+    for owner, name in (
+        (chunk, "choices"),
+        (chunk, "usage"),
+        (choice, "delta"),
+        (choice.delta, "tool_calls"),
+        (choice.delta.tool_calls[0].function, "arguments"),  # type: ignore[index]
+        (ChatCompletion({"choices": []}), "choices"),
+    ):
+        with pytest.raises(AttributeError):
+            setattr(owner, name, [])
+    chunk.id = "changed"  # a scalar field is the JSON's own value
+    assert chunk.to_dict()["id"] == "changed"
+    assert chunk.to_dict()["choices"] == data["choices"]
