@@ -17,7 +17,7 @@ import array
 import base64
 import operator
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import orjson
@@ -99,15 +99,20 @@ _MISSING: Any = object()
 class _Nested(Generic[T]):
     """A data descriptor: the raw JSON under the attribute's name, wrapped once and cached.
 
-    Being a data descriptor, it takes precedence over the raw value in `__dict__`.
-    Subclasses say how to wrap: `shape` is "object", "optional", "list",
-    "optional list", or "custom" for `wrap`. The wrapping is inlined here because
-    it runs for every streamed chunk.
+    Being a data descriptor, it takes precedence over the raw value in `__dict__`,
+    and assignments raise. `shape` says how to wrap: "object" (always present, an
+    empty one when absent), "optional" (None when absent or null), "list" (empty
+    when absent), "optional list" (None when absent, as the official SDK), or
+    "custom" for a `wrap` function. The four factories below give each shape its
+    type. The wrapping is inlined here because it runs for every streamed chunk.
     """
 
     key: str
-    shape = "custom"
-    cls: Any = None
+
+    def __init__(
+        self, shape: str, cls: Any = None, wrap: Callable[[Any], Any] | None = None
+    ) -> None:
+        self.shape, self.cls, self.wrap = shape, cls, wrap
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.key = name
@@ -140,6 +145,7 @@ class _Nested(Generic[T]):
         elif shape == "optional":
             value = cls(raw) if isinstance(raw, dict) else None
         else:
+            assert self.wrap is not None
             value = self.wrap(raw)
         wrapped[key] = value
         return value  # type: ignore[no-any-return]
@@ -147,44 +153,21 @@ class _Nested(Generic[T]):
     def __set__(self, obj: APIObject, value: Any) -> None:
         raise AttributeError(f"{self.key!r} is read-only")
 
-    def wrap(self, raw: Any) -> T:
-        raise NotImplementedError
+
+def _object(cls: type[ObjT]) -> _Nested[ObjT]:
+    return _Nested("object", cls)
 
 
-class _Object(_Nested[ObjT]):
-    """A nested object, always present (an empty one when absent)."""
-
-    shape = "object"
-
-    def __init__(self, cls: type[ObjT]) -> None:
-        self.cls = cls
+def _optional(cls: type[ObjT]) -> _Nested[ObjT | None]:
+    return _Nested("optional", cls)
 
 
-class _OptionalObject(_Nested["ObjT | None"]):
-    """A nested object, None when absent or null."""
-
-    shape = "optional"
-
-    def __init__(self, cls: type[ObjT]) -> None:
-        self.cls = cls
+def _list(cls: type[ObjT]) -> _Nested[list[ObjT]]:
+    return _Nested("list", cls)
 
 
-class _ObjectList(_Nested["list[ObjT]"]):
-    """A list of nested objects, empty when absent or null."""
-
-    shape = "list"
-
-    def __init__(self, cls: type[ObjT]) -> None:
-        self.cls = cls
-
-
-class _OptionalObjectList(_Nested["list[ObjT] | None"]):
-    """A list of nested objects, None when absent or null (as the official SDK)."""
-
-    shape = "optional list"
-
-    def __init__(self, cls: type[ObjT]) -> None:
-        self.cls = cls
+def _optional_list(cls: type[ObjT]) -> _Nested[list[ObjT] | None]:
+    return _Nested("optional list", cls)
 
 
 def arguments_text(value: Any) -> str | None:
@@ -192,11 +175,6 @@ def arguments_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return orjson.dumps(value).decode()
-
-
-class _Arguments(_Nested["str | None"]):
-    def wrap(self, raw: Any) -> str | None:
-        return arguments_text(raw)
 
 
 class _Reasoning:
@@ -224,8 +202,8 @@ class Usage(APIObject):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
-    prompt_tokens_details = _OptionalObject(APIObject)
-    completion_tokens_details = _OptionalObject(APIObject)
+    prompt_tokens_details = _optional(APIObject)
+    completion_tokens_details = _optional(APIObject)
 
 
 # --- non-streamed completion ---------------------------------------------------
@@ -235,7 +213,7 @@ class Function(APIObject):
     """The function a tool call invokes, with its arguments as JSON text."""
 
     name: str | None = None
-    arguments = _Arguments()
+    arguments: _Nested[str | None] = _Nested("custom", wrap=arguments_text)
 
     def parsed_arguments(self) -> dict[str, Any]:
         """The arguments decoded as a JSON object.
@@ -270,7 +248,7 @@ class ToolCall(APIObject):
 
     id: str | None = None
     type: str | None = None
-    function = _Object(Function)
+    function = _object(Function)
 
 
 class ChatCompletionMessage(APIObject):
@@ -280,8 +258,8 @@ class ChatCompletionMessage(APIObject):
     content: str | None = None
     refusal: str | None = None
     reasoning_content = _Reasoning()
-    tool_calls = _OptionalObjectList(ToolCall)
-    function_call = _OptionalObject(Function)
+    tool_calls = _optional_list(ToolCall)
+    function_call = _optional(Function)
 
 
 class Choice(APIObject):
@@ -289,8 +267,8 @@ class Choice(APIObject):
 
     index: int | None = None
     finish_reason: str | None = None
-    message = _Object(ChatCompletionMessage)
-    logprobs = _OptionalObject(APIObject)
+    message = _object(ChatCompletionMessage)
+    logprobs = _optional(APIObject)
 
 
 class _TopLevel(APIObject):
@@ -333,8 +311,8 @@ class ChatCompletion(_TopLevel):
     model: str | None = None
     system_fingerprint: str | None = None
     service_tier: str | None = None
-    choices = _ObjectList(Choice)
-    usage = _OptionalObject(Usage)
+    choices = _list(Choice)
+    usage = _optional(Usage)
 
 
 # --- models and embeddings ---------------------------------------------------
@@ -353,7 +331,7 @@ class ModelList(_TopLevel):
     """`client.models.list()`: `data` holds the models."""
 
     object: str | None = None
-    data = _ObjectList(Model)
+    data = _list(Model)
 
 
 def embedding_floats(raw: Any) -> list[float]:
@@ -369,17 +347,12 @@ def embedding_floats(raw: Any) -> list[float]:
     return vector.tolist()
 
 
-class _EmbeddingVector(_Nested["list[float]"]):
-    def wrap(self, raw: Any) -> list[float]:
-        return embedding_floats(raw)
-
-
 class Embedding(APIObject):
     """One input's embedding; `embedding` is a list of floats however it was sent."""
 
     index: int | None = None
     object: str | None = None
-    embedding = _EmbeddingVector()
+    embedding: _Nested[list[float]] = _Nested("custom", wrap=embedding_floats)
 
 
 class EmbeddingUsage(APIObject):
@@ -392,8 +365,8 @@ class CreateEmbeddingResponse(_TopLevel):
 
     object: str | None = None
     model: str | None = None
-    data = _ObjectList(Embedding)
-    usage = _OptionalObject(EmbeddingUsage)
+    data = _list(Embedding)
+    usage = _optional(EmbeddingUsage)
 
 
 # --- streamed chunks --------------------------------------------------------
@@ -498,7 +471,7 @@ class ChunkChoice(APIObject):
     __slots__ = ("_delta",)
     index: int | None = None
     finish_reason: str | None = None
-    logprobs = _OptionalObject(APIObject)
+    logprobs = _optional(APIObject)
     if TYPE_CHECKING:
 
         @property
@@ -524,7 +497,7 @@ class ChatCompletionChunk(_TopLevel):
     model: str | None = None
     system_fingerprint: str | None = None
     service_tier: str | None = None
-    usage = _OptionalObject(Usage)
+    usage = _optional(Usage)
     if TYPE_CHECKING:
 
         @property
