@@ -19,6 +19,7 @@ from asyncchat._transport import AiohttpTransport
 from asyncchat.testing import MockServer
 
 from .conftest import API_KEY
+from .test_faults import raw_server
 
 USER = [{"role": "user", "content": "hi"}]
 CHUNK = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
@@ -393,26 +394,16 @@ async def endless_server(piece: bytes, first: bytes = b"") -> AsyncIterator[str]
     """A stream that sends `first`, then `piece` every 20 ms, forever."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(head(**SSE) + (frame(first) if first else b""))
-            if piece == b"x":
-                writer.write(frame(b"data: {"))
-            while True:
-                writer.write(frame(piece))
-                await writer.drain()
-                await asyncio.sleep(0.02)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+        writer.write(head(**SSE) + (frame(first) if first else b""))
+        if piece == b"x":
+            writer.write(frame(b"data: {"))
+        while True:
+            writer.write(frame(piece))
+            await writer.drain()
+            await asyncio.sleep(0.02)
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with raw_server(serve) as base_url:
+        yield base_url
 
 
 @pytest.mark.parametrize("kind", list(KEEPALIVES))
@@ -443,7 +434,6 @@ async def test_keep_alives_between_chunks_do_not_trip_the_idle_timeout() -> None
     """Idle counts time without a chunk, not time since the stream began."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
         writer.write(head(**SSE))
         for _ in range(10):  # 1 s of stream, 0.1 s between chunks, comments in between
             for _ in range(5):
@@ -453,22 +443,18 @@ async def test_keep_alives_between_chunks_do_not_trip_the_idle_timeout() -> None
             writer.write(frame(CHUNK))
         writer.write(frame(DONE) + b"0\r\n\r\n")
         await writer.drain()
-        writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    try:
-        async with asyncchat.Client(
+    async with (
+        raw_server(serve) as base_url,
+        asyncchat.Client(
             base_url=base_url, api_key=API_KEY, timeout=asyncchat.Timeout(idle=0.3)
-        ) as client:
-            stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
-            async with stream:
-                async for _ in stream:
-                    pass
-            assert stream.completion.choices[0].message.content == "hi" * 10
-    finally:
-        server.close()
-        await server.wait_closed()
+        ) as client,
+    ):
+        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+        async with stream:
+            async for _ in stream:
+                pass
+        assert stream.completion.choices[0].message.content == "hi" * 10
 
 
 def test_timeout_defaults_and_coercion() -> None:
@@ -526,7 +512,6 @@ async def test_invalid_utf8_gets_one_outcome_however_it_is_split(split: int | No
     pieces = [BAD_UTF8 + DONE] if split is None else [BAD_UTF8[:split], BAD_UTF8[split:] + DONE]
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
         writer.write(head(**SSE))
         for piece in pieces:
             writer.write(frame(piece))
@@ -534,18 +519,14 @@ async def test_invalid_utf8_gets_one_outcome_however_it_is_split(split: int | No
             await asyncio.sleep(0.02)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
-        writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    try:
-        async with asyncchat.Client(base_url=base_url, api_key=API_KEY) as client:
-            stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
-            async with stream:
-                texts = [chunk.choices[0].delta.content async for chunk in stream]
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with (
+        raw_server(serve) as base_url,
+        asyncchat.Client(base_url=base_url, api_key=API_KEY) as client,
+    ):
+        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+        async with stream:
+            texts = [chunk.choices[0].delta.content async for chunk in stream]
     assert texts == ["caf\ufffd \ufffd"]
 
 
@@ -583,30 +564,16 @@ async def test_an_endless_error_body_is_read_only_so_far() -> None:
     """A 500 whose body never ends (a runaway page): the error comes after 1 MiB."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(
-                head(
-                    "500 Internal Server Error",
-                    Content_Type="text/html",
-                    **{"Transfer_Encoding": "chunked"},
-                )
-            )
-            writer.write(frame(b"<html><body>Something broke"))
-            while True:
-                writer.write(frame(b" " * 65536))
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+        status = "500 Internal Server Error"
+        writer.write(head(status, Content_Type="text/html", Transfer_Encoding="chunked"))
+        writer.write(frame(b"<html><body>Something broke"))
+        while True:
+            writer.write(frame(b" " * 65536))
+            await writer.drain()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    try:
-        async with asyncchat.Client(base_url=base_url, api_key=API_KEY, max_retries=0) as client:
-            with pytest.raises(asyncchat.InternalServerError, match="Something broke"):
-                await asyncio.wait_for(client.chat.completions.create(model="m", messages=USER), 10)
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with (
+        raw_server(serve) as base_url,
+        asyncchat.Client(base_url=base_url, api_key=API_KEY, max_retries=0) as client,
+    ):
+        with pytest.raises(asyncchat.InternalServerError, match="Something broke"):
+            await asyncio.wait_for(client.chat.completions.create(model="m", messages=USER), 10)
