@@ -21,6 +21,7 @@ CORE_MODULES = [
     "asyncchat._http",
     "asyncchat.events",
     "asyncchat.quirks",
+    "asyncchat.partial_json",
     "asyncchat._redact",
     "asyncchat._ratelimit",
 ]

@@ -36,3 +36,8 @@ def test_mock_transport_example_runs() -> None:
     )
     transport = asyncio.run(namespace["example"]())  # type: ignore[operator]
     assert [request.json()["model"] for request in transport.requests] == ["glm-4-air"]
+
+
+def test_partial_json_example_runs() -> None:
+    [block] = [b for b in python_blocks() if "PartialJSONParser()" in b]
+    exec(compile(block, "README.md", "exec"), {})
