@@ -120,6 +120,9 @@ class PartialJSONParser:
         self._number_start = 0
         self._literal: tuple[str, Any, int] | None = None  # word, value, letters matched
         self._changes: list[Change] = []
+        # The latest value placed, and where: a string's slot, a container to push.
+        self._last_placed: Any = None
+        self._last_slot: tuple[Any, Any] = (self.__dict__, "_root")
 
     @property
     def done(self) -> bool:
@@ -256,7 +259,7 @@ class PartialJSONParser:
         if not self._stack:
             self._root, self._started, self._top = value, True, _NOTHING
             path: Path = ()
-            self._last_slot: tuple[Any, Any] = (self.__dict__, "_root")
+            self._last_slot = (self.__dict__, "_root")
         else:
             frame = self._stack[-1]
             container = frame.container
