@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asyncchat.quirks import REASONING_KEYS
+from asyncchat.quirks import REASONING_KEYS, unindexed_fragment_starts_a_call
 from asyncchat.types import APIObject, ChatCompletion, arguments_text
 
 __all__ = ["ChatCompletionAccumulator", "ToolCallBuffer", "ToolCallFragment"]
@@ -109,16 +109,9 @@ class _ChoiceBuffer:
         elif call_id is not None and call_id in self.by_id:
             call = self.by_id[call_id]
         else:
-            # No index (Gemini, older Ollama): a new id or a new name starts a call,
-            # anything else continues the latest one.
             name = function.get("name") if function is not None else None
             latest = calls[max(calls)] if calls else None
-            starts_new = (
-                latest is None
-                or call_id is not None
-                or (name and latest.name and name != latest.name)
-            )
-            if starts_new or latest is None:
+            if latest is None or unindexed_fragment_starts_a_call(call_id, name, latest.name):
                 position = max(calls) + 1 if calls else 0
                 call = calls[position] = ToolCallBuffer(position)
             else:

@@ -22,15 +22,15 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     SSE labelled `application/json`           hand-written servers     read as SSE
     a value of the wrong JSON type            any                      skipped as if absent
 
-The tool-call routing lives in `accumulate._ChoiceBuffer.route`, the SSE rules in
-`sse.py`: both are this table's rules too.
+The SSE rules (line ends, comments, a BOM) live in `sse.py`, the stream's labels in
+`_stream.py`; the rules below are the ones the chunk readers share.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["REASONING_KEYS", "is_error_body", "reasoning_text"]
+__all__ = ["REASONING_KEYS", "is_error_body", "reasoning_text", "unindexed_fragment_starts_a_call"]
 
 REASONING_KEYS = ("reasoning_content", "reasoning")
 
@@ -48,3 +48,12 @@ def is_error_body(data: dict[str, Any]) -> bool:
     """Whether a JSON object that came with a 2xx status (a body, or a stream event)
     is really an error report."""
     return bool(data.get("error")) or ("choices" not in data and data.get("object") == "error")
+
+
+def unindexed_fragment_starts_a_call(
+    call_id: str | None, name: Any, latest_name: str | None
+) -> bool:
+    """A tool-call fragment without `index` (Gemini, older Ollama), whose id is not one
+    already seen: does it start a new call, or continue the latest one? A new id or a
+    new name starts one; anything else (arguments alone) continues."""
+    return call_id is not None or bool(name and latest_name and name != latest_name)
