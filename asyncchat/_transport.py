@@ -84,8 +84,6 @@ def _transport_error(exc: BaseException, timeout: Timeout, url: str) -> APIError
 class AiohttpResponse(Response):
     """An aiohttp response as an asyncchat `Response`."""
 
-    __slots__ = ("_content", "_raw", "_timeout")
-
     def __init__(self, raw: aiohttp.ClientResponse, request_url: str, timeout: Timeout) -> None:
         super().__init__(raw.status, raw.headers, url=request_url, reason=raw.reason)
         self._raw = raw
