@@ -55,8 +55,8 @@ def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
 
 def map_transport_error(exc: BaseException, timeout: Timeout, url: str) -> APIError:
     """The asyncchat error for an aiohttp or socket failure, credentials redacted."""
-    error = _transport_error(exc, timeout, redact(url))
-    error.message = redact(error.message)
+    error = _transport_error(exc, timeout, url)
+    error.message = redact(error.message)  # the URL, and aiohttp's own text quoting one
     error.args = (error.message,)
     return error
 

@@ -449,17 +449,12 @@ async def _chat(args: argparse.Namespace, out: TextIO) -> int:
         async with _client(args) as client:
             return await _converse(client, args, params, out)
     except NotFoundError as exc:
-        raise NotFoundError(
-            f"{exc.message} (is {params['model']!r} a model of this server? choose one with "
-            "-m/--model or ASYNCCHAT_MODEL)",
-            status_code=exc.status_code,
-            request_id=exc.request_id,
-            body=exc.body,
-            code=exc.code,
-            type=exc.type,
-            param=exc.param,
-            headers=exc.headers,
-        ) from None
+        exc.message += (
+            f" (is {params['model']!r} a model of this server? choose one with "
+            "-m/--model or ASYNCCHAT_MODEL)"
+        )
+        exc.args = (exc.message,)
+        raise
 
 
 async def _converse(
