@@ -8,23 +8,33 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Generic, TypeVar
 
 from asyncchat._stream import ChatCompletionStream
 from asyncchat.events import StreamEvent, StreamEventBuilder
-from asyncchat.types import ChatCompletion
+from asyncchat.structured import StructuredRequest
+from asyncchat.types import ChatCompletion, ParsedChatCompletion
 
 __all__ = ["ChatStream", "ChatStreamManager"]
 
+T = TypeVar("T")
 
-class ChatStream:
+
+class ChatStream(Generic[T]):
     """Typed events of one streamed completion; iterate with `async for`."""
 
-    def __init__(self, stream: ChatCompletionStream) -> None:
+    def __init__(
+        self, stream: ChatCompletionStream, structured: StructuredRequest | None = None
+    ) -> None:
         self._stream = stream
+        self._structured = structured or StructuredRequest(None)
         self._chunks = stream.json_chunks()
-        self._builder = StreamEventBuilder(stream.accumulator)
+        self._builder = StreamEventBuilder(
+            stream.accumulator, json_content=self._structured.json_content
+        )
         self._pending: list[StreamEvent] = []
         self._ended = False
+        self._final: ParsedChatCompletion[T] | None = None
 
     @property
     def completion(self) -> ChatCompletion:
@@ -35,7 +45,7 @@ class ChatStream:
     def request_id(self) -> str | None:
         return self._stream.request_id
 
-    def __aiter__(self) -> ChatStream:
+    def __aiter__(self) -> ChatStream[T]:
         return self
 
     async def __anext__(self) -> StreamEvent:
@@ -52,25 +62,38 @@ class ChatStream:
             self._pending.reverse()
         return self._pending.pop()
 
-    async def final_completion(self) -> ChatCompletion:
-        """Read whatever is left of the stream; the whole completion."""
-        async for _ in self:
-            pass
-        return self._stream.completion
+    async def final_completion(self) -> ParsedChatCompletion[T]:
+        """Read whatever is left of the stream; the whole completion.
+
+        With a `response_format`, `choices[i].message.parsed` is the answer as
+        the model (or decoded JSON), and an answer cut by the token limit or a
+        content filter raises `LengthFinishReasonError` or
+        `ContentFilterFinishReasonError`, as `completions.parse()` does.
+        """
+        if self._final is None:
+            async for _ in self:
+                pass
+            self._final = self._structured.parse(self._stream.completion)
+        return self._final
 
     async def close(self) -> None:
         await self._stream.close()
 
 
-class ChatStreamManager:
+class ChatStreamManager(Generic[T]):
     """`async with client.chat.stream(...) as stream:` opens the request, and always closes it."""
 
-    def __init__(self, open_stream: Callable[[], Awaitable[ChatCompletionStream]]) -> None:
+    def __init__(
+        self,
+        open_stream: Callable[[], Awaitable[ChatCompletionStream]],
+        structured: StructuredRequest | None = None,
+    ) -> None:
         self._open_stream = open_stream
-        self._stream: ChatStream | None = None
+        self._structured = structured
+        self._stream: ChatStream[T] | None = None
 
-    async def __aenter__(self) -> ChatStream:
-        self._stream = ChatStream(await self._open_stream())
+    async def __aenter__(self) -> ChatStream[T]:
+        self._stream = ChatStream(await self._open_stream(), self._structured)
         return self._stream
 
     async def __aexit__(

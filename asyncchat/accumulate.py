@@ -362,6 +362,13 @@ class ChatCompletionAccumulator:
         """The indexes of the choices seen so far, in order."""
         return sorted(self._choices)
 
+    def content_pieces(self, choice_index: int = 0) -> list[str]:
+        """The pieces of one choice's text so far: a live list that only grows."""
+        buffer = self._choices.get(choice_index)
+        if buffer is None or buffer.content is None:
+            return []
+        return buffer.content
+
     def tool_calls(self, choice_index: int = 0) -> list[ToolCallBuffer]:
         """The tool calls of one choice so far, in index order."""
         buffer = self._choices.get(choice_index)

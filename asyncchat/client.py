@@ -41,17 +41,25 @@ from asyncchat.errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
+    BadRequestError,
     MalformedStreamError,
     status_error,
     stream_error_status,
 )
 from asyncchat.quirks import is_error_body
 from asyncchat.sse import DEFAULT_MAX_EVENT_SIZE
-from asyncchat.types import APIObject, ChatCompletion
+from asyncchat.structured import (
+    Strategy,
+    StructuredRequest,
+    is_pydantic_model,
+    json_schema_refused,
+)
+from asyncchat.types import APIObject, ChatCompletion, ParsedChatCompletion
 
 __all__ = ["Chat", "Client", "Completions"]
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 _JSON_TYPES = ("application/json", "text/json")
 # Keyword arguments of create() that are not part of the JSON body.
@@ -401,6 +409,80 @@ class Completions:
         body = build_body(model, messages, stream, params, extra_body)
         return await self._send(body, stream, timeout, extra_headers, extra_query)
 
+    @overload
+    async def parse(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        response_format: type[M],
+        strategy: Strategy = "json_schema",
+        timeout: float | Timeout | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> ParsedChatCompletion[M]: ...
+
+    @overload
+    async def parse(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        response_format: Mapping[str, Any] | None = None,
+        strategy: Strategy = "json_schema",
+        timeout: float | Timeout | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> ParsedChatCompletion[Any]: ...
+
+    async def parse(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        response_format: Any = None,
+        strategy: Strategy = "json_schema",
+        timeout: float | Timeout | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_query: Mapping[str, Any] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> ParsedChatCompletion[Any]:
+        """A completion whose answer is parsed: `choices[0].message.parsed`.
+
+        `response_format` is a pydantic model class (the answer comes as an
+        instance) or a `json_schema` / `json_object` response-format dict (the
+        answer comes as decoded JSON). A model's schema is made strict as
+        OpenAI requires. `strategy` says how the format is asked for:
+        "json_schema" (the default), "json_object" (JSON mode, the schema in
+        the system message), or "tool" (a forced tool call); see
+        `asyncchat.structured`. Tools made with `pydantic_function_tool` have
+        their calls' arguments validated into their models.
+
+        Raises `LengthFinishReasonError` or `ContentFilterFinishReasonError`
+        when the answer was cut or filtered, `StructuredOutputError` when it is
+        not in the format.
+        """
+        if params.pop("stream", False):
+            raise TypeError(
+                "parse() returns a whole completion: to stream one, use "
+                "client.chat.stream(..., response_format=...)"
+            )
+        structured = StructuredRequest.of(response_format, strategy, params.get("tools"))
+        body = build_body(model, messages, False, params, extra_body)
+        body["messages"] = structured.shape(body["messages"], body)
+        try:
+            completion = await self._send(body, False, timeout, extra_headers, extra_query)
+        except BadRequestError as exc:
+            _hint_other_strategy(exc, structured)
+            raise
+        assert isinstance(completion, ChatCompletion)
+        return structured.parse(completion)
+
     async def _send(
         self,
         body: dict[str, Any],
@@ -445,6 +527,20 @@ class Completions:
         return chunks
 
 
+def _hint_other_strategy(error: BadRequestError, structured: StructuredRequest) -> None:
+    """Add to a 400 that refuses the `json_schema` format what to do instead."""
+    if (
+        structured.output is not None
+        and structured.strategy == "json_schema"
+        and json_schema_refused(error.status_code, error.message)
+    ):
+        error.message += (
+            " (this server does not take a json_schema response_format: "
+            "pass strategy='json_object', or strategy='tool')"
+        )
+        error.args = (error.message,)
+
+
 @dataclass(slots=True)
 class _Sent:
     """A request's answer, with what was resolved for it once."""
@@ -471,6 +567,11 @@ def build_body(
     messages = list(messages)
     if not messages:
         raise ValueError("messages must not be empty")
+    if "response_format" in params and is_pydantic_model(params["response_format"]):
+        raise TypeError(
+            "create() sends response_format as JSON: to parse the answer into a "
+            "pydantic model, call parse() (or chat.stream()) with it"
+        )
     body: dict[str, Any] = {"model": model, "messages": messages, **params}
     if stream:
         body["stream"] = True
@@ -667,13 +768,55 @@ class Chat:
 
         return run_one
 
-    def stream(self, **params: Any) -> ChatStreamManager:
+    @overload
+    def stream(
+        self, *, response_format: type[M], strategy: Strategy = "json_schema", **params: Any
+    ) -> ChatStreamManager[M]: ...
+
+    @overload
+    def stream(
+        self,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        strategy: Strategy = "json_schema",
+        **params: Any,
+    ) -> ChatStreamManager[Any]: ...
+
+    def stream(
+        self, *, response_format: Any = None, strategy: Strategy = "json_schema", **params: Any
+    ) -> ChatStreamManager[Any]:
         """`async with client.chat.stream(...) as s:` iterate typed events, then
-        `await s.final_completion()`."""
+        `await s.final_completion()`.
+
+        Takes the arguments of `completions.create`, and `response_format` and
+        `strategy` as `completions.parse` does: the answer's text deltas then
+        carry `parsed` (the JSON value so far), and the final completion
+        `message.parsed`. Tool-argument deltas carry `parsed` in any case.
+        """
         params.pop("stream", None)
+        if isinstance(response_format, Mapping) and response_format.get("type") not in (
+            "json_schema",
+            "json_object",
+        ):
+            params["response_format"] = response_format  # "text", or a provider's own: sent as is
+            response_format = None
+        structured = StructuredRequest.of(response_format, strategy, params.get("tools"))
+        completions = self.completions
 
         async def open_stream() -> ChatCompletionStream:
-            stream: ChatCompletionStream = await self.completions.create(stream=True, **params)
+            fields = dict(params)
+            model, messages = fields.pop("model", None), fields.pop("messages", None)
+            options = {name: fields.pop(name, None) for name in _CALL_OPTIONS}
+            body = build_body(model, messages, True, fields, options["extra_body"])
+            body["messages"] = structured.shape(body["messages"], body)
+            try:
+                stream = await completions._send(
+                    body, True, options["timeout"], options["extra_headers"], options["extra_query"]
+                )
+            except BadRequestError as exc:
+                _hint_other_strategy(exc, structured)
+                raise
+            assert isinstance(stream, ChatCompletionStream)
             return stream
 
-        return ChatStreamManager(open_stream)
+        return ChatStreamManager(open_stream, structured)

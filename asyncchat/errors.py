@@ -4,6 +4,9 @@
     ├── ConfigurationError           (also a ValueError) no key, a bad base URL or timeout
     ├── ClientClosedError            (also a RuntimeError) closed, or used from another loop
     ├── ToolArgumentsError           (also a ValueError) tool arguments that are not an object
+    ├── StructuredOutputError        (also a ValueError) an answer not in the format asked for
+    │   ├── LengthFinishReasonError         cut at the token limit
+    │   └── ContentFilterFinishReasonError  stopped by the provider's content filter
     ├── APIConnectionError           could not connect, or the connection broke
     │   └── APITimeoutError          a connect, read, idle or total timeout
     ├── APIStatusError               an HTTP error status (or an error event in a stream)
@@ -43,14 +46,17 @@ __all__ = [
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
+    "ContentFilterFinishReasonError",
     "EventTooLargeError",
     "IncompleteStreamError",
     "InternalServerError",
+    "LengthFinishReasonError",
     "MalformedStreamError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
     "StreamError",
+    "StructuredOutputError",
     "ToolArgumentsError",
     "UnprocessableEntityError",
 ]
@@ -205,6 +211,44 @@ class ToolArgumentsError(APIError, ValueError):
     def __init__(self, message: str, *, arguments: str) -> None:
         super().__init__(message)
         self.arguments = arguments
+
+
+class StructuredOutputError(APIError, ValueError):
+    """An answer that is not in the format `parse()` asked for (not JSON, or not
+    valid for the model); `completion` holds the whole answer."""
+
+    completion: ChatCompletion
+
+    def __init__(self, message: str, *, completion: ChatCompletion) -> None:
+        super().__init__(message, request_id=completion.request_id)
+        self.completion = completion
+
+
+class LengthFinishReasonError(StructuredOutputError):
+    """The answer was cut at the token limit (`finish_reason` "length") before it was complete."""
+
+    def __init__(self, *, completion: ChatCompletion) -> None:
+        usage = completion.usage
+        tokens = usage.completion_tokens if usage is not None else None
+        spent = f" after {tokens} completion tokens" if tokens is not None else ""
+        super().__init__(
+            f"the answer was cut at the token limit{spent} (finish_reason 'length'), "
+            "so it cannot be parsed: raise max_tokens or max_completion_tokens",
+            completion=completion,
+        )
+
+
+class ContentFilterFinishReasonError(StructuredOutputError):
+    """The provider's content filter stopped the answer (`content_filter`, GLM's `sensitive`)."""
+
+    def __init__(
+        self, *, completion: ChatCompletion, finish_reason: str = "content_filter"
+    ) -> None:
+        super().__init__(
+            f"the provider's content filter stopped the answer (finish_reason {finish_reason!r}), "
+            "so it cannot be parsed",
+            completion=completion,
+        )
 
 
 # --- building errors from what a server sent -----------------------------------

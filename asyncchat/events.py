@@ -13,21 +13,30 @@ the finish itself, and usage. `StreamEventBuilder` does it on any chunks:
     builder.accumulator.completion()     # the whole completion
 
 `client.chat.stream(...)` is this builder over a live stream.
+
+`parsed` on a tool call's argument deltas (and, with `json_content=True`, on
+the answer's text deltas, as `JSONContentDelta`) is the JSON value so far. It
+is computed when read, by a `PartialJSONParser` that is fed only then: a reader
+who never reads it pays nothing, one who reads it on every event pays for each
+character once. It is a live value that later pieces extend (copy it to keep a
+snapshot); read it in event order, as `async for` does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer, ToolCallFragment
 from asyncchat.errors import ToolArgumentsError
+from asyncchat.partial_json import PartialJSONError, PartialJSONParser
 from asyncchat.quirks import reasoning_text
 from asyncchat.types import APIObject, Usage, parse_tool_arguments
 
 __all__ = [
     "ChoiceFinished",
     "ContentDelta",
+    "JSONContentDelta",
     "ReasoningDelta",
     "RefusalDelta",
     "StreamEvent",
@@ -38,12 +47,74 @@ __all__ = [
 ]
 
 
+class _PartialJSON:
+    """One text's JSON value so far, parsed lazily: text reaches the parser only
+    when a value is asked for, and each character only once."""
+
+    __slots__ = ("_error", "_fed", "_parser")
+
+    def __init__(self) -> None:
+        self._parser: PartialJSONParser | None = None
+        self._fed = 0  # characters (of a text) or pieces (of a list) fed so far
+        self._error: PartialJSONError | None = None
+
+    def _feed(self, text: str) -> Any:
+        if self._error is not None:
+            raise self._error
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = PartialJSONParser()
+        try:
+            parser.feed(text)
+        except PartialJSONError as exc:
+            self._error = exc
+            raise
+        return parser.value
+
+    def of_text(self, text: str) -> Any:
+        """The value of `text`, which extends every text asked about before."""
+        if len(text) <= self._fed:  # nothing new, or an older event read late
+            return self._feed("")
+        piece = text[self._fed :]
+        self._fed = len(text)
+        return self._feed(piece)
+
+    def of_pieces(self, pieces: list[str], count: int) -> Any:
+        """The value of the first `count` pieces of a list that only grows."""
+        if count <= self._fed:
+            return self._feed("")
+        new = pieces[self._fed : count]
+        self._fed = count
+        return self._feed(new[0] if len(new) == 1 else "".join(new))
+
+
 @dataclass(frozen=True, slots=True)
 class ContentDelta:
     """A piece of the answer's text."""
 
     text: str
     choice_index: int = 0
+
+    @property
+    def parsed(self) -> Any:
+        """None: no JSON `response_format` was asked for (see `JSONContentDelta`)."""
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class JSONContentDelta(ContentDelta):
+    """A piece of an answer asked for as JSON (`response_format`); `parsed` is the
+    value so far: `{}`, then `{"city": ""}`, then `{"city": "Bos"}`, ..."""
+
+    _partial: _PartialJSON = field(default_factory=_PartialJSON, repr=False, compare=False)
+    _pieces: list[str] = field(default_factory=list, repr=False, compare=False)
+    _count: int = field(default=0, repr=False, compare=False)
+
+    @property
+    def parsed(self) -> Any:
+        """The answer's JSON value so far (None before it starts); raises
+        `PartialJSONError` (a ValueError) once the text is not JSON."""
+        return self._partial.of_pieces(self._pieces, self._count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +135,8 @@ class RefusalDelta:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallArgumentsDelta:
-    """A fragment of a tool call: `delta` is new, `arguments` is everything so far."""
+    """A fragment of a tool call: `delta` is new, `arguments` is everything so far,
+    `parsed` the arguments' JSON value so far."""
 
     index: int
     id: str | None
@@ -72,6 +144,13 @@ class ToolCallArgumentsDelta:
     delta: str
     arguments: str
     choice_index: int = 0
+    _partial: _PartialJSON = field(default_factory=_PartialJSON, repr=False, compare=False)
+
+    @property
+    def parsed(self) -> Any:
+        """The arguments so far as JSON: `{}`, then `{"city": "Bos"}`, ... (None
+        before they start); raises `PartialJSONError` once they are not JSON."""
+        return self._partial.of_text(self.arguments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +209,15 @@ def _tool_call_done(choice_index: int, call: ToolCallBuffer) -> ToolCallDone:
 class StreamEventBuilder:
     """Chunks in, typed events out; the accumulator assembles the completion alongside."""
 
-    def __init__(self, accumulator: ChatCompletionAccumulator | None = None) -> None:
+    def __init__(
+        self, accumulator: ChatCompletionAccumulator | None = None, *, json_content: bool = False
+    ) -> None:
+        """`json_content`: the answer's text is JSON, so its deltas are
+        `JSONContentDelta`s that carry `parsed`."""
         self.accumulator = accumulator if accumulator is not None else ChatCompletionAccumulator()
+        self.json_content = json_content
         self._done_calls: set[tuple[int, int]] = set()
+        self._partials: dict[Any, _PartialJSON] = {}  # by tool call, or by choice index
 
     def add(self, chunk: dict[str, Any] | APIObject) -> list[StreamEvent]:
         """Add a chunk to the accumulator; the events it carries."""
@@ -145,6 +230,7 @@ class StreamEventBuilder:
         `add` returned)."""
         # Values of the wrong JSON type are skipped, as the accumulator skips them.
         events: list[StreamEvent] = []
+        partials = self._partials
         choices = data.get("choices")
         for choice in choices if type(choices) is list else ():
             if type(choice) is not dict:
@@ -160,15 +246,21 @@ class StreamEventBuilder:
                 events.append(ReasoningDelta(reasoning, index))
             content = delta.get("content")
             if content and type(content) is str:
-                events.append(ContentDelta(content, index))
+                if self.json_content:
+                    events.append(self._json_content_delta(content, index))
+                else:
+                    events.append(ContentDelta(content, index))
             refusal = delta.get("refusal")
             if refusal and type(refusal) is str:
                 events.append(RefusalDelta(refusal, index))
             for choice_index, call, piece in fragments:
                 if choice_index == index:
+                    partial = partials.get(call)
+                    if partial is None:
+                        partial = partials[call] = _PartialJSON()
                     events.append(
                         ToolCallArgumentsDelta(
-                            call.index, call.id, call.name, piece, call.arguments, index
+                            call.index, call.id, call.name, piece, call.arguments, index, partial
                         )
                     )
             finish_reason = choice.get("finish_reason")
@@ -179,6 +271,13 @@ class StreamEventBuilder:
         if usage and type(usage) is dict:
             events.append(UsageReported(Usage(usage)))
         return events
+
+    def _json_content_delta(self, content: str, index: int) -> JSONContentDelta:
+        partial = self._partials.get(index)
+        if partial is None:
+            partial = self._partials[index] = _PartialJSON()
+        pieces = self.accumulator.content_pieces(index)
+        return JSONContentDelta(content, index, partial, pieces, len(pieces))
 
     def _finish_tool_calls(self, choice_index: int, events: list[StreamEvent]) -> None:
         for call in self.accumulator.tool_calls(choice_index):

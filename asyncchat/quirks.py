@@ -18,7 +18,13 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a first chunk with `choices: []`          Azure (filter results)   skipped
     no `[DONE]`, or `[DONE]` twice            Ollama, llama.cpp        done when every choice
                                                                        has a finish_reason
-    finish_reason `sensitive`, ...            GLM                      an open string
+    finish_reason `sensitive`, ...            GLM                      an open string; parse()
+                                                                       reads `sensitive` as a
+                                                                       content filter
+                                                                       (CONTENT_FILTER_REASONS)
+    `json_schema` response_format refused     DeepSeek, GLM            parse(strategy=
+                                                                       "json_object")
+    only `tool_choice: "auto"` taken          GLM                      no "tool" strategy there
     SSE labelled `application/json`           hand-written servers     read as SSE
     a value of the wrong JSON type            any                      skipped as if absent
 
@@ -30,9 +36,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["REASONING_KEYS", "is_error_body", "reasoning_text", "unindexed_fragment_starts_a_call"]
+__all__ = [
+    "CONTENT_FILTER_REASONS",
+    "REASONING_KEYS",
+    "is_error_body",
+    "reasoning_text",
+    "unindexed_fragment_starts_a_call",
+]
 
 REASONING_KEYS = ("reasoning_content", "reasoning")
+# finish_reason values that mean a provider's filter stopped the answer.
+CONTENT_FILTER_REASONS = frozenset({"content_filter", "sensitive"})
 
 
 def reasoning_text(message: dict[str, Any]) -> str | None:

@@ -9,9 +9,19 @@ word (then a chunk with `finish_reason`, a usage chunk when
 `stream_options.include_usage` is set, then `[DONE]`).
 
 Tool calls: when the request has `tools`, `tool_choice` is not "none" and the
-last message is the user's, the reply is a tool call to each tool whose name
-appears in the user's text (the first tool when none is named). Each string
-argument is the last word of the user's text, an enum its first value.
+last message is the user's, the reply is a tool call to the tool `tool_choice`
+names, else to each tool whose name appears in the user's text (the first tool
+when none is named). The arguments follow the tool's schema: each string is the
+last word of the user's text, an enum its first value, a number 1, an array one
+item.
+
+Structured outputs: with a `json_schema` response format the reply is a JSON
+object made the same way from its schema; with `json_object`, from a JSON schema
+written on a line of its own in a system message (as `parse(strategy=
+"json_object")` writes it), else `{"answer": <the reply text>}`. A streamed
+JSON reply comes `argument_fragment_size` characters a chunk. `response_formats`
+lists the format types the server takes; `MockServer(response_formats=("text",
+"json_object"))` refuses `json_schema` with a 400, as DeepSeek does.
 
 Every request is recorded in `server.requests`. `server.enqueue(...)` scripts
 the next answers (status, body, headers, delay) ahead of the default one, and
@@ -114,7 +124,8 @@ def _words(text: str) -> list[str]:
 
 def _tool_functions(body: dict[str, Any]) -> list[dict[str, Any]]:
     tools = body.get("tools")
-    if not isinstance(tools, list) or body.get("tool_choice") == "none":
+    choice = body.get("tool_choice")
+    if not isinstance(tools, list) or choice == "none":
         return []
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -127,6 +138,9 @@ def _tool_functions(body: dict[str, Any]) -> list[dict[str, Any]]:
         for tool in tools
         if isinstance(tool, dict) and isinstance(tool.get("function"), dict)
     ]
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        forced = choice["function"].get("name")
+        return [function for function in functions if function.get("name") == forced]
     text = _last_user_text(messages)
     named = [function for function in functions if function.get("name", "") in text]
     return named or functions[:1]
@@ -134,25 +148,70 @@ def _tool_functions(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _example_arguments(function: dict[str, Any], text: str) -> dict[str, Any]:
     """Arguments that satisfy the function's JSON schema, taken from the user's text."""
-    last_word = re.sub(r"\W", "", text.split()[-1]) if text.split() else "value"
     parameters = function.get("parameters")
-    properties = parameters.get("properties", {}) if isinstance(parameters, dict) else {}
-    arguments: dict[str, Any] = {}
-    for name, schema in properties.items():
-        kind = schema.get("type") if isinstance(schema, dict) else None
-        if isinstance(schema, dict) and schema.get("enum"):
-            arguments[name] = schema["enum"][0]
-        elif kind in ("integer", "number"):
-            arguments[name] = 1
-        elif kind == "boolean":
-            arguments[name] = True
-        elif kind == "array":
-            arguments[name] = []
-        elif kind == "object":
-            arguments[name] = {}
-        else:
-            arguments[name] = last_word
-    return arguments
+    value = _example(parameters if isinstance(parameters, dict) else {}, text)
+    return value if isinstance(value, dict) else {}
+
+
+def _example(schema: dict[str, Any], text: str) -> Any:
+    """A value that satisfies a JSON schema: strings are the last word of `text`."""
+    last_word = re.sub(r"\W", "", text.split()[-1]) if text.split() else "value"
+    return _example_of(schema, schema, last_word, 0)
+
+
+def _example_of(schema: Any, root: dict[str, Any], word: str, depth: int) -> Any:
+    if not isinstance(schema, dict) or depth > 8:  # a recursive schema stops here
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        return _example_of(target, root, word, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        branches = schema.get(key)
+        if isinstance(branches, list) and branches:
+            real = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "null")]
+            return _example_of((real or branches)[0], root, word, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties")
+        return {
+            name: _example_of(sub, root, word, depth + 1)
+            for name, sub in (properties.items() if isinstance(properties, dict) else ())
+        }
+    if kind == "array":
+        return [_example_of(schema.get("items", {}), root, word, depth + 1)]
+    if kind in ("integer", "number"):
+        return 1
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return word
+
+
+def _schema_in_system_message(messages: Any) -> dict[str, Any] | None:
+    """A JSON schema written on a line of its own in a system message."""
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict) or message.get("role") not in ("system", "developer"):
+            continue
+        content = message.get("content")
+        for line in content.splitlines() if isinstance(content, str) else ():
+            if line.startswith("{"):
+                try:
+                    schema = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(schema, dict) and ("properties" in schema or "type" in schema):
+                    return schema
+    return None
 
 
 class MockServer:
@@ -162,6 +221,7 @@ class MockServer:
     or get a 401. `reply`: the text to answer with (or a function of the request
     body) instead of the echo. `delay`: seconds to wait before each default
     answer (to hold requests in flight). `models`: the ids `GET /v1/models` lists.
+    `response_formats`: the `response_format` types it takes; others get a 400.
     """
 
     def __init__(
@@ -174,8 +234,10 @@ class MockServer:
         host: str = "127.0.0.1",
         port: int = 0,
         models: Sequence[str] = ("mock-model",),
+        response_formats: Sequence[str] = ("text", "json_object", "json_schema"),
     ) -> None:
         self.api_key = api_key
+        self.response_formats = tuple(response_formats)
         self.models = list(models)
         self.delay = delay  # seconds before every default answer
         self.reply = reply
@@ -401,12 +463,35 @@ class MockServer:
                 status=400,
                 headers={"x-request-id": request_id},
             )
+        refused = self._refused_format(body, request_id)
+        if refused is not None:
+            return refused
         if body.get("stream"):
             return await self._stream(request, body, request_id)
         return web.Response(
             body=orjson.dumps(self._completion(body, request_id)),
             content_type="application/json",
             headers={"x-request-id": request_id, **extra_headers},
+        )
+
+    def _refused_format(self, body: dict[str, Any], request_id: str) -> web.Response | None:
+        """DeepSeek's answer to a response format it does not take."""
+        response_format = body.get("response_format")
+        if not isinstance(response_format, dict):
+            return None
+        if response_format.get("type") in self.response_formats:
+            return None
+        return web.json_response(
+            {
+                "error": {
+                    "message": "This response_format type is unavailable now",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_request_error",
+                }
+            },
+            status=400,
+            headers={"x-request-id": request_id},
         )
 
     def _scripted(self, scripted: MockResponse, request_id: str) -> web.Response:
@@ -419,10 +504,32 @@ class MockServer:
             return self.reply(body)
         if self.reply is not None:
             return self.reply
-        return f"You said: {_last_user_text(body.get('messages'))}"
+        echo = f"You said: {_last_user_text(body.get('messages'))}"
+        answer = self._structured_answer(body, echo)
+        return echo if answer is None else orjson.dumps(answer).decode()
+
+    @staticmethod
+    def _structured_answer(body: dict[str, Any], echo: str) -> Any:
+        """The JSON a structured-output request asks for; None for a text answer."""
+        response_format = body.get("response_format")
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        text = _last_user_text(body.get("messages"))
+        if kind == "json_schema":
+            spec = response_format.get("json_schema")  # type: ignore[union-attr]
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            return _example(schema if isinstance(schema, dict) else {}, text)
+        if kind == "json_object":
+            schema = _schema_in_system_message(body.get("messages"))
+            return {"answer": echo} if schema is None else _example(schema, text)
+        return None
 
     def _tokens(self, body: dict[str, Any]) -> list[str]:
-        words = _words(self._reply_text(body))
+        reply = self._reply_text(body)
+        if reply.startswith("{"):  # JSON: in pieces, as tool arguments come
+            size = max(1, self.style.argument_fragment_size)
+            words = [reply[start : start + size] for start in range(0, len(reply), size)]
+        else:
+            words = _words(reply)
         count = self.style.tokens
         if count is None:
             return words

@@ -41,6 +41,11 @@ __all__ = [
     "Function",
     "Model",
     "ModelList",
+    "ParsedChatCompletion",
+    "ParsedChatCompletionMessage",
+    "ParsedChoice",
+    "ParsedFunction",
+    "ParsedToolCall",
     "ToolCall",
     "Usage",
 ]
@@ -313,6 +318,87 @@ class ChatCompletion(_TopLevel):
     service_tier: str | None = None
     choices = _list(Choice)
     usage = _optional(Usage)
+
+
+# --- parsed completions (structured outputs) ------------------------------------
+# What `completions.parse()` and `chat.stream(..., response_format=...)` return:
+# the same views, with the parsed answer held beside the JSON, never in it. (The
+# nested fields are narrowed to the Parsed classes: lists are invariant, hence
+# the ignored overrides.)
+
+_UNPARSED: Any = object()
+
+
+class ParsedFunction(Function):
+    """A tool call's function; the arguments of a pydantic tool come as its model."""
+
+    __slots__ = ("_parsed",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self._parsed: Any = _UNPARSED
+
+    def parsed_arguments(self) -> Any:
+        """The arguments as an instance of the tool's model, for a tool made with
+        `pydantic_function_tool`; for any other tool, decoded as a dict."""
+        if self._parsed is not _UNPARSED:
+            return self._parsed
+        return super().parsed_arguments()
+
+
+class ParsedToolCall(ToolCall):
+    """A tool call whose function may carry parsed arguments."""
+
+    function = _object(ParsedFunction)
+
+
+class ParsedChatCompletionMessage(ChatCompletionMessage, Generic[T]):
+    """An assistant message with `parsed`: the answer as the model instance (or the
+    decoded JSON for a schema dict); None on a refusal or without a format."""
+
+    __slots__ = ("_parsed",)
+    if TYPE_CHECKING:
+
+        @property
+        def tool_calls(self) -> list[ParsedToolCall] | None: ...  # type: ignore[override]
+
+    else:
+        tool_calls = _optional_list(ParsedToolCall)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self._parsed: T | None = None
+
+    @property
+    def parsed(self) -> T | None:
+        return self._parsed
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, parsed={self._parsed!r})"
+
+
+class ParsedChoice(Choice, Generic[T]):
+    """A choice whose message carries `parsed`."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def message(self) -> ParsedChatCompletionMessage[T]: ...  # type: ignore[override]
+
+    else:
+        message = _object(ParsedChatCompletionMessage)
+
+
+class ParsedChatCompletion(ChatCompletion, Generic[T]):
+    """A completion whose messages carry `parsed` (`choices[0].message.parsed`)."""
+
+    if TYPE_CHECKING:
+
+        @property
+        def choices(self) -> list[ParsedChoice[T]]: ...  # type: ignore[override]
+
+    else:
+        choices = _list(ParsedChoice)
 
 
 # --- models and embeddings ---------------------------------------------------
