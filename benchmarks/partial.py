@@ -67,7 +67,7 @@ def jiter_reparse(pieces: list[str]) -> Any:
     buffer, value = "", None
     for piece in pieces:
         buffer += piece
-        value = jiter.from_json(buffer.encode(), partial_mode="trailing-strings")
+        value = jiter.from_json(buffer.encode(), partial_mode=True)  # as the SDK calls it
     return value
 
 
