@@ -23,9 +23,21 @@ from typing import Any
 import orjson
 
 from benchmarks.load_server import raise_file_limit
-from benchmarks.scenarios import Stream, build
+from benchmarks.scenarios import TOOL_NAME, Stream, build
 
 MESSAGES = [{"role": "user", "content": "Benchmark me"}]
+# The `tools` scenario's tool, strict: the official SDK's `.stream()` parses the
+# partial arguments of strict tools only.
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": TOOL_NAME,
+            "parameters": {"type": "object", "properties": {}},
+            "strict": True,
+        },
+    }
+]
 
 
 @dataclass
@@ -102,6 +114,51 @@ async def run_asyncchat_text(
         return await _gather(n, one)
 
 
+async def _run_asyncchat_events(
+    url: str, n: int, scenario: str, expected: Stream, read_parsed: bool
+) -> list[Result | BaseException]:
+    import asyncchat
+
+    async with _asyncchat_client(url, n) as client:
+
+        async def one() -> Result:
+            parts: list[str] = []
+            first = 0.0
+            parsed: Any = None
+            async with client.chat.stream(model=scenario, messages=MESSAGES, tools=TOOLS) as s:
+                async for event in s:
+                    if isinstance(event, asyncchat.ContentDelta):
+                        parts.append(event.text)
+                        first = first or time.perf_counter()
+                    elif isinstance(event, asyncchat.ToolCallArgumentsDelta):
+                        first = first or time.perf_counter()
+                        if read_parsed:
+                            parsed = event.parsed  # what a UI renders after every fragment
+                final = await s.final_completion()
+            arguments = None
+            tool_calls = final.choices[0].message.tool_calls
+            if tool_calls:
+                arguments = tool_calls[0].function.arguments
+                if read_parsed and parsed != orjson.loads(arguments or "null"):
+                    raise AssertionError("the last partial value is not the arguments")
+            # Events are not chunks: chunks are counted by the server's contract.
+            return Result("".join(parts), arguments, expected.chunk_count, first)
+
+        return await _gather(n, one)
+
+
+async def run_asyncchat_events(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    return await _run_asyncchat_events(url, n, scenario, expected, read_parsed=False)
+
+
+async def run_asyncchat_partial(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    return await _run_asyncchat_events(url, n, scenario, expected, read_parsed=True)
+
+
 # --- the official SDK -----------------------------------------------------------------
 
 
@@ -168,6 +225,53 @@ async def run_openai_aiohttp(
 
     http_client = openai.DefaultAioHttpClient(limits=_limits(httpx2, n))
     return await _run_openai(url, n, scenario, http_client)
+
+
+async def run_openai_stream(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    """The official SDK's `.chat.completions.stream()` helper: typed events, and the
+    partial arguments of the (strict) tool re-parsed with jiter after every fragment."""
+    import httpx2
+    import openai
+
+    client = openai.AsyncOpenAI(
+        base_url=url,
+        api_key="bench",
+        max_retries=0,
+        http_client=openai.DefaultAsyncHttpxClient(limits=_limits(httpx2, n)),  # type: ignore[arg-type]
+    )
+    async with client:
+
+        async def one() -> Result:
+            parts: list[str] = []
+            first = 0.0
+            chunks = 0
+            parsed: Any = None
+            async with client.chat.completions.stream(
+                model=scenario,
+                messages=MESSAGES,  # type: ignore[arg-type]
+                tools=TOOLS,  # type: ignore[arg-type]
+            ) as stream:
+                async for event in stream:
+                    if event.type == "chunk":
+                        chunks += 1
+                    elif event.type == "content.delta":
+                        parts.append(event.delta)
+                        first = first or time.perf_counter()
+                    elif event.type == "tool_calls.function.arguments.delta":
+                        first = first or time.perf_counter()
+                        parsed = event.parsed_arguments
+                final = await stream.get_final_completion()
+            arguments = None
+            tool_calls = final.choices[0].message.tool_calls
+            if tool_calls:
+                arguments = tool_calls[0].function.arguments
+                if parsed != orjson.loads(arguments or "null"):
+                    raise AssertionError("the last partial value is not the arguments")
+            return Result("".join(parts), arguments, chunks, first)
+
+        return await _gather(n, one)
 
 
 # --- other stacks ------------------------------------------------------------------
@@ -306,8 +410,11 @@ async def run_floor_parse(
 RUNNERS: dict[str, Runner] = {
     "asyncchat": run_asyncchat,
     "asyncchat-text": run_asyncchat_text,
+    "asyncchat-events": run_asyncchat_events,
+    "asyncchat-partial": run_asyncchat_partial,
     "openai": run_openai,
     "openai-aiohttp": run_openai_aiohttp,
+    "openai-stream": run_openai_stream,
     "httpx-sse": run_httpx_sse,
     "aiohttp-readline": run_aiohttp_readline,
     "floor-raw": run_floor_raw,
@@ -318,6 +425,7 @@ RUNNERS: dict[str, Runner] = {
 REQUIREMENTS = {
     "openai": ("openai", "httpx2"),
     "openai-aiohttp": ("openai", "httpx2"),
+    "openai-stream": ("openai", "httpx2"),
     "httpx-sse": ("httpx", "httpx_sse"),
 }
 

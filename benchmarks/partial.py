@@ -3,12 +3,13 @@
 Tool arguments of 1 KB to 1 MB arrive in 4-character fragments. Measured, in
 one process and one run: asyncchat's `PartialJSONParser` fed every fragment
 (reading nothing; applying the changes it returns, as a UI would; reading
-`.value` after every fragment), and the official SDK's method, jiter
-re-parsing the whole buffer in partial mode after every fragment (installed
-with the `bench` extra; skipped, and said so, when it is not). Re-parsing is
-quadratic, so it stops at the sizes where it would take minutes.
+`.value` after every fragment), and re-parsing the whole buffer after every
+fragment: jiter in partial mode (the official SDK's method, and instructor's)
+and the `partial-json-parser` package (both installed with the `bench` extra;
+skipped, and said so, when they are not). Re-parsing is quadratic, so each
+re-parser stops at the size where it would take minutes.
 
-    python -m benchmarks.partial [--sizes 1000 10000 100000 1000000]
+    python -m benchmarks.partial [--sizes 1000 10000 100000 1000000] [--plot docs/partial.png]
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 from asyncchat.partial_json import Change, PartialJSONParser
 
 FRAGMENT = 4
-REPARSE_LIMIT = 100_000  # bytes: beyond this a quadratic re-parse takes minutes
 
 
 def arguments(size: int) -> str:
@@ -71,12 +71,62 @@ def jiter_reparse(pieces: list[str]) -> Any:
     return value
 
 
-RUNNERS: dict[str, Callable[[list[str]], Any]] = {
-    "asyncchat (feed)": feed_only,
-    "asyncchat (feed + render changes)": feed_and_render_changes,
-    "asyncchat (feed + .value)": feed_and_read_value,
-    "jiter re-parse (official SDK)": jiter_reparse,
+def partial_json_parser_reparse(pieces: list[str]) -> Any:
+    from partial_json_parser import loads
+
+    buffer, value = "", None
+    for piece in pieces:
+        buffer += piece
+        value = loads(buffer)
+    return value
+
+
+# Each runner, and the largest size (bytes) it is run at: a quadratic one takes
+# minutes beyond it.
+RUNNERS: dict[str, tuple[Callable[[list[str]], Any], int]] = {
+    "asyncchat (feed)": (feed_only, 10**9),
+    "asyncchat (feed + render changes)": (feed_and_render_changes, 10**9),
+    "asyncchat (feed + .value)": (feed_and_read_value, 1_000_000),
+    "jiter re-parse (official SDK)": (jiter_reparse, 300_000),
+    "partial-json-parser re-parse": (partial_json_parser_reparse, 30_000),
 }
+
+
+def measure(run: Callable[[list[str]], Any], size: int) -> float | None:
+    """Seconds to parse arguments of `size` bytes in fragments; None if not installed."""
+    text = arguments(size)
+    pieces = [text[i : i + FRAGMENT] for i in range(0, len(text), FRAGMENT)]
+    try:
+        started = time.perf_counter()
+        result = run(pieces)
+        seconds = time.perf_counter() - started
+    except ImportError:
+        return None
+    assert result == json.loads(text), run.__name__
+    return seconds
+
+
+def plot(results: dict[str, dict[int, float]], path: str) -> None:
+    """Milliseconds by size, log-log: a straight line of slope 1 is linear time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name, points in results.items():
+        if points:
+            sizes = sorted(points)
+            axis.plot(sizes, [points[s] * 1000 for s in sizes], marker="o", label=name)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("tool arguments (bytes), in 4-character fragments")
+    axis.set_ylabel("total parse time (ms)")
+    axis.set_title("Partial JSON as it streams: incremental vs re-parse per fragment")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -84,28 +134,26 @@ def main() -> None:
     options.add_argument(
         "--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000]
     )
-    sizes = options.parse_args().sizes
+    options.add_argument("--plot", metavar="PNG", help="also draw the curves into this file")
+    args = options.parse_args()
+    sizes = args.sizes
+    results: dict[str, dict[int, float]] = {}
     print(f"{'runner':34}" + "".join(f"{size:>12,} B" for size in sizes))
-    for name, run in RUNNERS.items():
-        cells = []
+    for name, (run, limit) in RUNNERS.items():
+        cells, results[name] = [], {}
         for size in sizes:
-            text = arguments(size)
-            pieces = [text[i : i + FRAGMENT] for i in range(0, len(text), FRAGMENT)]
-            if (name.startswith("jiter") and size > REPARSE_LIMIT) or (
-                name.endswith(".value)") and size > REPARSE_LIMIT * 10
-            ):
+            seconds = measure(run, size) if size <= limit else None
+            if size > limit:
                 cells.append(f"{'-':>14}")
-                continue
-            try:
-                started = time.perf_counter()
-                result = run(pieces)
-                seconds = time.perf_counter() - started
-            except ImportError:
+            elif seconds is None:
                 cells.append(f"{'not installed':>14}")
-                continue
-            assert result == json.loads(text), name
-            cells.append(f"{seconds * 1000:>11.1f} ms")
-        print(f"{name:34}" + "".join(cells))
+            else:
+                results[name][size] = seconds
+                cells.append(f"{seconds * 1000:>11.1f} ms")
+        print(f"{name:34}" + "".join(cells), flush=True)
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,15 @@ from benchmarks.micro import accumulator_benchmark, decoder_benchmark
 from benchmarks.scenarios import SCENARIOS, build
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL_RUNNERS = ["asyncchat", "asyncchat-text", "aiohttp-readline", "floor-raw", "floor-parse"]
+LOCAL_RUNNERS = [
+    "asyncchat",
+    "asyncchat-text",
+    "asyncchat-events",
+    "asyncchat-partial",
+    "aiohttp-readline",
+    "floor-raw",
+    "floor-parse",
+]
 
 
 def test_scenarios_are_consistent() -> None:

@@ -22,6 +22,7 @@ CORE_MODULES = [
     "asyncchat.events",
     "asyncchat.quirks",
     "asyncchat.partial_json",
+    "asyncchat.structured",
     "asyncchat._redact",
     "asyncchat._ratelimit",
 ]

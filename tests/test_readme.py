@@ -6,6 +6,8 @@ import asyncio
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -41,3 +43,13 @@ def test_mock_transport_example_runs() -> None:
 def test_partial_json_example_runs() -> None:
     [block] = [b for b in python_blocks() if "PartialJSONParser()" in b]
     exec(compile(block, "README.md", "exec"), {})
+
+
+def test_structured_outputs_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The parse() and stream(response_format=) example, over a real MockServer."""
+    [block] = [b for b in python_blocks() if "completions.parse(" in b and "asyncio.run" in b]
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "{}"
+    assert "{'name': 'Bos'}" in printed
+    assert printed[-1] == "{'name': 'Boston', 'population': 1, 'landmarks': ['Boston']}"
