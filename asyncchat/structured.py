@@ -370,11 +370,13 @@ class StructuredRequest:
         parsed: ParsedChatCompletion[Any] = ParsedChatCompletion(
             completion._data, completion._header_request_id, completion._headers
         )
+        if not self.parses:
+            return parsed
         for choice in parsed.choices:
             reason = choice.finish_reason
-            if self.parses and reason == "length":
+            if reason == "length":
                 raise LengthFinishReasonError(completion=completion)
-            if self.parses and reason in CONTENT_FILTER_REASONS:
+            if reason in CONTENT_FILTER_REASONS:
                 raise ContentFilterFinishReasonError(completion=completion, finish_reason=reason)
             message = choice.message
             for call in message.tool_calls or ():
