@@ -117,6 +117,7 @@ class PartialJSONParser:
         self._offset = 0  # the position of the first character of the current piece
         # A token a piece ended inside of:
         self._string: _String | None = None
+        self._plain: _String | None = None  # the open value string, when no escape is pending
         self._escape: str | None = None  # what followed the backslash so far
         self._high_surrogate: int | None = None  # waiting to see if a low one follows
         self._number: list[str] | None = None
@@ -155,26 +156,24 @@ class PartialJSONParser:
 
     def feed(self, text: str) -> list[Change]:
         """Parse the next piece of text; the changes it made."""
-        string = self._string
+        string = self._plain
         if (
             string is not None
-            and self._escape is None
-            and self._high_surrogate is None
             and '"' not in text
             and "\\" not in text
             and text.isprintable()  # no control characters (and a few rarer ones)
             and text
         ):
-            # The usual piece of a long text: plain characters inside a string. This
-            # path skips the general loop, which costs more than the piece itself.
-            # (Between feeds a value string has reported all its parts.)
+            # The usual piece of a long text: plain characters inside a value
+            # string. This path skips the general loop, which costs more than the
+            # piece itself; `_plain` is set by that loop when it ends in such a string.
             string.parts.append(text)
             self._offset += len(text)
-            if string.is_key:
-                return []
-            string.reported += 1
             return [_new_change(Change, (string.path, "text", text))]
         self._changes = []
+        self._plain = None
+        if self._string is not None:
+            self._string.reported = len(self._string.parts)  # all reported before now
         position, end = 0, len(text)
         while position < end:
             if self._string is not None:
@@ -185,8 +184,11 @@ class PartialJSONParser:
                 position = self._read_literal(text, position)
             else:
                 position = self._read_structure(text, position)
-        if self._string is not None:
-            self._report(self._string)
+        string = self._string
+        if string is not None:
+            self._report(string)
+            if not string.is_key and self._escape is None and self._high_surrogate is None:
+                self._plain = string
         self._offset += end
         return self._changes
 
