@@ -304,8 +304,10 @@ class StructuredRequest:
 
     @classmethod
     def of(
-        cls, response_format: Any, strategy: str, tools: Iterable[Any] | None
+        cls, response_format: Any, strategy: Strategy, tools: Iterable[Any] | None
     ) -> StructuredRequest:
+        """The plan for a call's `response_format` (None: only pydantic tools, if
+        any, are parsed), `strategy` and `tools`; a clear error for a bad one."""
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
         output = None if response_format is None else OutputFormat.of(response_format)
@@ -315,7 +317,7 @@ class StructuredRequest:
             assert output.schema is not None
             if output.schema.get("type") != "object":
                 raise ValueError("strategy='tool' needs a schema whose top level is an object")
-        return cls(output, strategy, _tool_models(tools))  # type: ignore[arg-type]
+        return cls(output, strategy, _tool_models(tools))
 
     @property
     def parses(self) -> bool:
@@ -431,6 +433,14 @@ def _first_line(error: Exception) -> str:
 
 def json_schema_refused(status_code: int, message: str) -> bool:
     """Whether a 400 says the server does not take a `json_schema` response format
-    (DeepSeek: "This response_format type is unavailable now")."""
+    (DeepSeek: "This response_format type is unavailable now"), rather than that the
+    schema itself is wrong (OpenAI: "Invalid schema for response_format ...")."""
     lowered = message.lower()
-    return status_code == 400 and ("response_format" in lowered or "json_schema" in lowered)
+    return (
+        status_code == 400
+        and ("response_format" in lowered or "json_schema" in lowered)
+        and any(word in lowered for word in _REFUSALS)
+    )
+
+
+_REFUSALS = ("unavailable", "not supported", "unsupported", "not support", "unknown variant")

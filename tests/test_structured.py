@@ -308,11 +308,15 @@ async def test_a_server_without_json_schema_gets_a_hint_and_the_fallbacks_work()
                 strategy=strategy,  # type: ignore[arg-type]
             )
             assert completion.choices[0].message.parsed == Weather(city="Boston", unit="celsius")
-        # A 400 about something else gets no such hint.
-        server.enqueue(400, json={"error": {"message": "messages too long"}})
-        with pytest.raises(asyncchat.BadRequestError) as other:
-            await client.chat.completions.parse(model="m", messages=USER, response_format=Weather)
-        assert "strategy" not in str(other.value)
+        # A 400 about something else, or about the schema itself, gets no such hint.
+        for message in ("messages too long", "Invalid schema for response_format 'W'"):
+            server.enqueue(400, json={"error": {"message": message}})
+            with pytest.raises(asyncchat.BadRequestError) as other:
+                await client.chat.completions.parse(
+                    model="m", messages=USER, response_format=Weather
+                )
+            assert message in str(other.value)
+            assert "strategy" not in str(other.value)
 
 
 async def test_pydantic_tools_come_back_as_their_models(client: asyncchat.Client) -> None:
