@@ -3,6 +3,7 @@
 from asyncchat._config import Timeout
 from asyncchat._events import ChatStream
 from asyncchat._http import Request, Response, Transport
+from asyncchat._runner import ToolRunner
 from asyncchat._stream import ChatCompletionStream
 from asyncchat._transport import AiohttpTransport
 from asyncchat._version import __version__
@@ -24,12 +25,14 @@ from asyncchat.errors import (
     InternalServerError,
     LengthFinishReasonError,
     MalformedStreamError,
+    MaxTurnsError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
     StreamError,
     StructuredOutputError,
     ToolArgumentsError,
+    ToolCallError,
     UnprocessableEntityError,
 )
 from asyncchat.events import (
@@ -42,9 +45,12 @@ from asyncchat.events import (
     StreamEventBuilder,
     ToolCallArgumentsDelta,
     ToolCallDone,
+    ToolFinished,
+    ToolStarted,
     UsageReported,
 )
 from asyncchat.structured import PydanticFunctionTool, pydantic_function_tool
+from asyncchat.tools import Tool, tool
 from asyncchat.types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -94,6 +100,7 @@ __all__ = [
     "JSONContentDelta",
     "LengthFinishReasonError",
     "MalformedStreamError",
+    "MaxTurnsError",
     "NotFoundError",
     "ParsedChatCompletion",
     "ParsedChatCompletionMessage",
@@ -112,10 +119,15 @@ __all__ = [
     "StreamEventBuilder",
     "StructuredOutputError",
     "Timeout",
+    "Tool",
     "ToolArgumentsError",
     "ToolCall",
     "ToolCallArgumentsDelta",
     "ToolCallDone",
+    "ToolCallError",
+    "ToolFinished",
+    "ToolRunner",
+    "ToolStarted",
     "Transport",
     "UnprocessableEntityError",
     "Usage",
@@ -124,4 +136,5 @@ __all__ = [
     "image_part",
     "pydantic_function_tool",
     "text_part",
+    "tool",
 ]

@@ -8,7 +8,15 @@ import time
 import urllib.parse
 import warnings
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
@@ -34,6 +42,7 @@ from asyncchat._observe import LoggingObserver, RequestObserver
 from asyncchat._ratelimit import RateLimit, RateLimiter, estimate_tokens
 from asyncchat._redact import redact
 from asyncchat._retry import retry_after, retry_delay
+from asyncchat._runner import Approve, OnResult, ToolRunner
 from asyncchat._stream import ChatCompletionStream
 from asyncchat._transport import AiohttpTransport
 from asyncchat._version import __version__
@@ -767,6 +776,54 @@ class Chat:
             return result
 
         return run_one
+
+    def run_tools(
+        self,
+        *,
+        model: str,
+        messages: Iterable[Any],
+        tools: Sequence[Any],
+        max_turns: int = 10,
+        max_concurrency: int = 8,
+        tool_timeout: float | None = None,
+        on_error: Literal["tell", "raise"] = "tell",
+        approve: Approve | None = None,
+        on_result: OnResult | None = None,
+        **params: Any,
+    ) -> ToolRunner:
+        """Run the tool-calling loop: stream an answer, run the tools it calls, send the
+        results back, until the model answers without calling one.
+
+        `tools` holds functions (sync or async; the schema comes from their type
+        hints and docstring), `@asyncchat.tool` functions, and tool dicts (a call
+        to one, having no function, ends the run for you to handle). Calls of one
+        turn run concurrently, at most `max_concurrency` at once, each within
+        `tool_timeout` seconds (or its own `@tool(timeout=)`). An error in a call
+        is sent to the model as that call's result, or raised as `ToolCallError`
+        with `on_error="raise"`. `approve(call)` (sync or async) runs before each
+        call: True runs it, False or a text vetoes it (the text is sent back);
+        `on_result(finished)` may return a replacement for the result.
+        `runner.stop()` ends the run after the current turn. More than
+        `max_turns` requests raise `MaxTurnsError`. Other keywords go to each
+        request, as in `chat.stream()`.
+
+            runner = client.chat.run_tools(model=..., messages=..., tools=[get_weather])
+            final = await runner.final_completion()      # or: async for event in runner
+            runner.messages                              # the whole conversation
+        """
+        params.pop("stream", None)
+        return ToolRunner(
+            self,
+            messages,
+            tools,
+            {"model": model, **params},
+            max_turns=max_turns,
+            max_concurrency=max_concurrency,
+            tool_timeout=tool_timeout,
+            on_error=on_error,
+            approve=approve,
+            on_result=on_result,
+        )
 
     @overload
     def stream(

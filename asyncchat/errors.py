@@ -4,6 +4,8 @@
     ├── ConfigurationError           (also a ValueError) no key, a bad base URL or timeout
     ├── ClientClosedError            (also a RuntimeError) closed, or used from another loop
     ├── ToolArgumentsError           (also a ValueError) tool arguments that are not an object
+    ├── ToolCallError                a tool failed, with run_tools(on_error="raise")
+    ├── MaxTurnsError                run_tools reached max_turns with tools still called
     ├── StructuredOutputError        (also a ValueError) an answer not in the format asked for
     │   ├── LengthFinishReasonError         cut at the token limit
     │   └── ContentFilterFinishReasonError  stopped by the provider's content filter
@@ -52,12 +54,14 @@ __all__ = [
     "InternalServerError",
     "LengthFinishReasonError",
     "MalformedStreamError",
+    "MaxTurnsError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
     "StreamError",
     "StructuredOutputError",
     "ToolArgumentsError",
+    "ToolCallError",
     "UnprocessableEntityError",
 ]
 
@@ -211,6 +215,32 @@ class ToolArgumentsError(APIError, ValueError):
     def __init__(self, message: str, *, arguments: str) -> None:
         super().__init__(message)
         self.arguments = arguments
+
+
+class ToolCallError(APIError):
+    """A tool call failed in `run_tools(on_error="raise")`; the cause is chained.
+    `messages` holds the conversation up to the call."""
+
+    def __init__(
+        self, message: str, *, name: str, arguments: str, messages: list[dict[str, Any]]
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.arguments = arguments
+        self.messages = messages
+
+
+class MaxTurnsError(APIError):
+    """`run_tools` made `max_turns` requests and the model still called tools.
+    `messages` (with the last calls' results) lets a new run go on; `completion`
+    is the last answer."""
+
+    def __init__(
+        self, message: str, *, messages: list[dict[str, Any]], completion: ChatCompletion
+    ) -> None:
+        super().__init__(message, request_id=completion.request_id)
+        self.messages = messages
+        self.completion = completion
 
 
 class StructuredOutputError(APIError, ValueError):

@@ -43,6 +43,8 @@ __all__ = [
     "StreamEventBuilder",
     "ToolCallArgumentsDelta",
     "ToolCallDone",
+    "ToolFinished",
+    "ToolStarted",
     "UsageReported",
 ]
 
@@ -183,6 +185,36 @@ class UsageReported:
     """The server reported token usage (possibly again, cumulatively)."""
 
     usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted:
+    """`run_tools` is about to run a tool call (after `approve`, if any)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]  # converted to the function's parameter types
+    turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    """A tool call of `run_tools` is done: `result` is the text sent back to the model.
+
+    `error` is what went wrong, or None: arguments that did not fit
+    (`ToolArgumentsError`, `arguments` then None), an unknown tool (`LookupError`),
+    a veto (`PermissionError`), a timeout (`TimeoutError`), or the function's own
+    exception. `value` is what the function returned.
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any] | None
+    result: str
+    error: BaseException | None
+    seconds: float
+    turn: int
+    value: Any = None
 
 
 StreamEvent = (

@@ -27,6 +27,10 @@ Every request is recorded in `server.requests`. `server.enqueue(...)` scripts
 the next answers (status, body, headers, delay) ahead of the default one, and
 `server.style` (a `StreamStyle`) makes streams look like other servers' or
 break in chosen ways.
+
+`MockServer(turns=[Turn(...), ...])` plays a scripted model instead, for testing
+an agent: each request gets the next turn (tool calls, or a final answer), and
+is checked against what the script expects (see `Turn`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import orjson
 from aiohttp import web
 
 from asyncchat._http import Request
+from asyncchat._mockscript import Turn, TurnScript
 from asyncchat._mocktransport import MockResponse, MockTransport
 
 __all__ = [
@@ -56,6 +61,8 @@ __all__ = [
     "RecordedRequest",
     "Request",
     "StreamStyle",
+    "Turn",
+    "TurnScript",
     "mock_embedding",
 ]
 
@@ -92,6 +99,14 @@ class StreamStyle:
     error_after: int | None = None  # send an error event after this many chunks, then end
     drop_after: int | None = None  # cut the connection after this many chunks
     events_per_write: int = 1  # how many SSE events go into one socket write
+
+
+@dataclass
+class _Answer:
+    """What the server answers a request with."""
+
+    tool_calls: list[dict[str, Any]]
+    tokens: list[str]
 
 
 def _last_user_text(messages: Any) -> str:
@@ -222,6 +237,8 @@ class MockServer:
     body) instead of the echo. `delay`: seconds to wait before each default
     answer (to hold requests in flight). `models`: the ids `GET /v1/models` lists.
     `response_formats`: the `response_format` types it takes; others get a 400.
+    `turns`: play a scripted model instead (see `Turn`); `server.turns.errors`
+    lists what the client sent that the script did not expect.
     """
 
     def __init__(
@@ -235,8 +252,10 @@ class MockServer:
         port: int = 0,
         models: Sequence[str] = ("mock-model",),
         response_formats: Sequence[str] = ("text", "json_object", "json_schema"),
+        turns: Sequence[Turn] | None = None,
     ) -> None:
         self.api_key = api_key
+        self.turns = None if turns is None else TurnScript(turns)
         self.response_formats = tuple(response_formats)
         self.models = list(models)
         self.delay = delay  # seconds before every default answer
@@ -466,12 +485,28 @@ class MockServer:
         refused = self._refused_format(body, request_id)
         if refused is not None:
             return refused
+        if self.turns is None:
+            answer = self._plan(body)
+        else:
+            played = self.turns.play(body)
+            if isinstance(played, str):
+                return self._script_error(played, request_id)
+            answer = _Answer(played.tool_calls, _words(played.content) if played.content else [])
         if body.get("stream"):
-            return await self._stream(request, body, request_id)
+            return await self._stream(request, body, request_id, answer)
         return web.Response(
-            body=orjson.dumps(self._completion(body, request_id)),
+            body=orjson.dumps(self._completion(body, request_id, answer)),
             content_type="application/json",
             headers={"x-request-id": request_id, **extra_headers},
+        )
+
+    @staticmethod
+    def _script_error(message: str, request_id: str) -> web.Response:
+        """A request the scripted model did not expect: a 400 that says why."""
+        return web.json_response(
+            {"error": {"message": message, "type": "invalid_request_error", "code": "script"}},
+            status=400,
+            headers={"x-request-id": request_id},
         )
 
     def _refused_format(self, body: dict[str, Any], request_id: str) -> web.Response | None:
@@ -558,8 +593,13 @@ class MockServer:
             "total_tokens": prompt_tokens + completion_tokens,
         }
 
-    def _completion(self, body: dict[str, Any], request_id: str) -> dict[str, Any]:
+    def _plan(self, body: dict[str, Any]) -> _Answer:
+        """What to answer `body` with: tool calls, or else the text's tokens."""
         tool_calls = self._tool_calls(body)
+        return _Answer(tool_calls, [] if tool_calls else self._tokens(body))
+
+    def _completion(self, body: dict[str, Any], request_id: str, answer: _Answer) -> dict[str, Any]:
+        tool_calls = answer.tool_calls
         if tool_calls:
             message: dict[str, Any] = {
                 "role": "assistant",
@@ -568,7 +608,7 @@ class MockServer:
             }
             finish_reason, completion_tokens = "tool_calls", 10 * len(tool_calls)
         else:
-            tokens = self._tokens(body)
+            tokens = answer.tokens
             message = {"role": "assistant", "content": "".join(tokens)}
             finish_reason, completion_tokens = "stop", len(tokens)
         n = body["n"] if isinstance(body.get("n"), int) else 1
@@ -586,7 +626,9 @@ class MockServer:
 
     # --- streaming -----------------------------------------------------------------
 
-    def _chunks(self, body: dict[str, Any], request_id: str) -> list[dict[str, Any]]:
+    def _chunks(
+        self, body: dict[str, Any], request_id: str, answer: _Answer
+    ) -> list[dict[str, Any]]:
         """Every chunk of the stream, before the style's breakage is applied."""
         style = self.style
         base = {
@@ -607,13 +649,13 @@ class MockServer:
         chunks = [chunk({"role": "assistant", "content": ""})]
         if style.reasoning:
             chunks += [chunk({style.reasoning: word}) for word in _words("Let me think.")]
-        tool_calls = self._tool_calls(body)
+        tool_calls = answer.tool_calls
         if tool_calls:
             chunks[0]["choices"][0]["delta"]["content"] = None
             chunks += [chunk({"tool_calls": fragment}) for fragment in self._fragments(tool_calls)]
             finish_reason, completion_tokens = "tool_calls", 10 * len(tool_calls)
         else:
-            tokens = self._tokens(body)
+            tokens = answer.tokens
             chunks += [chunk({"content": token}) for token in tokens]
             finish_reason, completion_tokens = "stop", len(tokens)
         if style.send_finish_reason:
@@ -667,7 +709,7 @@ class MockServer:
         return fragments
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], request_id: str
+        self, request: web.Request, body: dict[str, Any], request_id: str, answer: _Answer
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
@@ -679,7 +721,7 @@ class MockServer:
         await response.prepare(request)
         # A client that goes away mid-stream is nothing to report.
         with contextlib.suppress(ConnectionResetError):
-            await self._write_events(request, response, body, request_id)
+            await self._write_events(request, response, body, request_id, answer)
         return response
 
     async def _write_events(
@@ -688,11 +730,12 @@ class MockServer:
         response: web.StreamResponse,
         body: dict[str, Any],
         request_id: str,
+        answer: _Answer,
     ) -> None:
         style = self.style
         end = style.line_ending
         events: list[bytes] = []
-        for sent, chunk in enumerate(self._chunks(body, request_id)):
+        for sent, chunk in enumerate(self._chunks(body, request_id, answer)):
             if style.drop_after is not None and sent >= style.drop_after:
                 await self._flush(response, events)
                 assert request.transport is not None

@@ -1,0 +1,324 @@
+"""`client.chat.run_tools(...)`: the tool-calling loop every agent writes by hand.
+
+Each turn streams the model's answer (its events are handed out as they come);
+when it asks for tools, the calls run concurrently (a sync function in a worker
+thread), and their results go back in call order, as `tool` messages, for the
+next turn. The loop ends when the model answers without calling a tool.
+
+Whatever goes wrong in a call (arguments that are not JSON or do not fit the
+function, an unknown tool, an exception, a timeout, a veto) becomes the text of
+that call's `tool` message, so the model can correct itself; `on_error="raise"`
+ends the run instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from asyncchat.errors import APIError, MaxTurnsError, ToolArgumentsError, ToolCallError
+from asyncchat.events import StreamEvent, ToolFinished, ToolStarted
+from asyncchat.structured import is_pydantic_model
+from asyncchat.tools import Tool, tool_of
+from asyncchat.types import ChatCompletion, ChatCompletionMessage, ToolCall
+
+if TYPE_CHECKING:
+    from asyncchat.client import Chat
+
+__all__ = ["RunnerEvent", "ToolRunner"]
+
+RunnerEvent = StreamEvent | ToolStarted | ToolFinished
+Approve = Callable[[ToolStarted], "bool | str | Awaitable[bool | str]"]
+OnResult = Callable[[ToolFinished], Any]
+
+
+class ToolRunner:
+    """The loop of one `run_tools` call: `await runner.final_completion()` runs it;
+    `async for event in runner` runs it and hands out every event; `runner.messages`
+    is the conversation so far, as plain dicts ready to send again."""
+
+    def __init__(
+        self,
+        chat: Chat,
+        messages: Iterable[Any],
+        tools: Sequence[Any],
+        params: dict[str, Any],
+        *,
+        max_turns: int,
+        max_concurrency: int,
+        tool_timeout: float | None,
+        on_error: Literal["tell", "raise"],
+        approve: Approve | None,
+        on_result: OnResult | None,
+    ) -> None:
+        if max_turns < 1 or max_concurrency < 1:
+            raise ValueError("max_turns and max_concurrency must be at least 1")
+        if on_error not in ("tell", "raise"):
+            raise ValueError(f"on_error must be 'tell' or 'raise', not {on_error!r}")
+        if params.get("n", 1) != 1:
+            raise ValueError("run_tools follows one answer: leave out n")
+        if isinstance(messages, (str, bytes, dict)):
+            raise TypeError("messages must be a list of message dicts")
+        self.messages: list[dict[str, Any]] = list(messages)  # yours is not modified
+        self.completions: list[ChatCompletion] = []  # one a turn
+        self._chat = chat
+        self._params = params
+        self._functions, self._wire = _read_tools(tools)
+        # Tools given as dicts, with no function to run: a call to one ends the run.
+        self._wire_only = {t.get("function", {}).get("name") for t in self._wire} - set(
+            self._functions
+        )
+        self._max_turns = max_turns
+        self._limit = asyncio.Semaphore(max_concurrency)
+        self._tool_timeout = tool_timeout
+        self._on_error = on_error
+        self._approve = approve
+        self._on_result = on_result
+        self._stopped = False
+        self._events = self._run()
+
+    def __aiter__(self) -> ToolRunner:
+        return self
+
+    async def __anext__(self) -> RunnerEvent:
+        return await self._events.__anext__()
+
+    async def final_completion(self) -> ChatCompletion:
+        """Run the loop to its end (or what is left of it); the last completion."""
+        async for _ in self._events:
+            pass
+        if not self.completions:
+            raise APIError("the tool runner was closed before its first answer")
+        return self.completions[-1]
+
+    def stop(self) -> None:
+        """End the run after the current turn: its tool calls still get their results,
+        then no further request is made."""
+        self._stopped = True
+
+    async def close(self) -> None:
+        """End the run now: running tools are cancelled, the stream is released."""
+        await self._events.aclose()
+
+    async def __aenter__(self) -> ToolRunner:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def _run(self) -> AsyncGenerator[RunnerEvent, None]:
+        for turn in range(1, self._max_turns + 1):
+            async with self._chat.stream(
+                messages=self.messages, tools=self._wire, **self._params
+            ) as stream:
+                async for streamed in stream:
+                    yield streamed
+                completion = await stream.final_completion()
+            self.completions.append(completion)
+            if not completion.choices:
+                raise APIError(
+                    "the server answered with no choices", request_id=completion.request_id
+                )
+            message = completion.choices[0].message
+            calls: list[ToolCall] = _with_ids(message.tool_calls or [], turn)
+            self.messages.append(_assistant_message(message, calls))
+            if not calls or self._stopped:
+                return
+            if any(call.function.name in self._wire_only for call in calls):
+                return  # a tool without a function: its call is yours to handle
+            async for event in self._run_calls(calls, turn):
+                yield event
+            if self._stopped:
+                return
+        raise MaxTurnsError(
+            f"the model still called tools after max_turns={self._max_turns} turns; "
+            "runner.messages (and this error's .messages) hold the conversation to go on from",
+            messages=self.messages,
+            completion=self.completions[-1],
+        )
+
+    async def _run_calls(
+        self, calls: list[ToolCall], turn: int
+    ) -> AsyncGenerator[RunnerEvent, None]:
+        """Run a turn's calls concurrently, handing out their events as they happen;
+        then append their results, in call order."""
+        events: asyncio.Queue[RunnerEvent] = asyncio.Queue()
+        tasks = [asyncio.ensure_future(self._call(call, turn, events)) for call in calls]
+        try:
+            pending = set(tasks)
+            while pending:
+                getter = asyncio.ensure_future(events.get())
+                done, _ = await asyncio.wait(
+                    {getter, *pending}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+                for task in done - {getter}:
+                    task.result()  # a call that raised (on_error="raise") ends the run now
+                pending -= done
+            while not events.empty():
+                yield events.get_nowait()
+            for call, task in zip(calls, tasks, strict=True):
+                self.messages.append(
+                    {"role": "tool", "tool_call_id": call.id, "content": task.result()}
+                )
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _call(self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent]) -> str:
+        """Run one call; the text of its `tool` message."""
+        name = call.function.name or ""
+        raw = call.function.arguments
+        call_id = call.id or ""
+        arguments: dict[str, Any] | None = None
+        value: Any = None
+        started_at = time.perf_counter()
+        try:
+            tool = self._functions.get(name)
+            if tool is None:
+                known = ", ".join(sorted(self._functions)) or "none"
+                raise LookupError(f"there is no tool named {name!r}; the tools are: {known}")
+            arguments = tool.arguments(raw)
+            started = ToolStarted(call_id, name, arguments, turn)
+            verdict = await _maybe_await(self._approve(started)) if self._approve else True
+            if verdict is not True:
+                raise PermissionError(
+                    verdict if isinstance(verdict, str) else "the call was not allowed"
+                )
+            events.put_nowait(started)
+            started_at = time.perf_counter()
+            async with self._limit:
+                value = await self._invoke(tool, arguments)
+            result = tool_result_text(value)
+            error: BaseException | None = None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._on_error == "raise":
+                raise ToolCallError(
+                    f"tool call {name!r} failed: {_describe(exc)}",
+                    name=name,
+                    arguments=raw or "",
+                    messages=self.messages,
+                ) from exc
+            result, error = f"Error: {_describe(exc)}", exc
+        finished = ToolFinished(
+            call_id, name, arguments, result, error, time.perf_counter() - started_at, turn, value
+        )
+        if self._on_result is not None:
+            replaced = await _maybe_await(self._on_result(finished))
+            if replaced is not None:
+                result = tool_result_text(replaced)
+                finished = ToolFinished(
+                    call_id, name, arguments, result, error, finished.seconds, turn, value
+                )
+        events.put_nowait(finished)
+        return result
+
+    async def _invoke(self, tool: Tool, arguments: dict[str, Any]) -> Any:
+        timeout = tool.timeout if tool.timeout is not None else self._tool_timeout
+        if tool.is_async:
+            work: Awaitable[Any] = tool.function(**arguments)
+        else:  # a worker thread: it cannot be stopped, only no longer waited for
+            work = asyncio.to_thread(tool.function, **arguments)
+        try:
+            value = await asyncio.wait_for(work, timeout)
+            return await value if inspect.isawaitable(value) else value
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"the tool did not finish within {timeout:g} s") from None
+
+
+def _read_tools(tools: Sequence[Any]) -> tuple[dict[str, Tool], list[dict[str, Any]]]:
+    """The runnable tools by name, and every tool as the request sends it."""
+    if isinstance(tools, (str, bytes, dict)) or callable(tools):
+        raise TypeError("tools must be a list of functions, tools or tool dicts")
+    functions: dict[str, Tool] = {}
+    wire: list[dict[str, Any]] = []
+    for item in tools:
+        if isinstance(item, dict):
+            wire.append(item)
+            continue
+        if not isinstance(item, Tool):
+            if not callable(item):
+                raise TypeError(f"a tool must be a function or a tool dict, not {item!r}")
+            item = tool_of(item)
+        if item.name in functions:
+            raise ValueError(f"two tools are named {item.name!r}")
+        functions[item.name] = item
+        wire.append(item.to_dict())
+    return functions, wire
+
+
+def _with_ids(calls: Sequence[ToolCall], turn: int) -> list[ToolCall]:
+    """The calls, each with an id (a server that sends none gets one made up, so that
+    its results can name their call)."""
+    for index, call in enumerate(calls):
+        if not call.id:
+            call.id = f"call_{turn}_{index}"
+    return list(calls)
+
+
+def _assistant_message(message: ChatCompletionMessage, calls: list[ToolCall]) -> dict[str, Any]:
+    """The model's turn as a message to send back. Reasoning is left out (DeepSeek
+    refuses it in input messages)."""
+    sent: dict[str, Any] = {"role": "assistant", "content": message.content}
+    if calls:
+        sent["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": call.type or "function",
+                "function": {
+                    "name": call.function.name,
+                    "arguments": call.function.arguments or "{}",
+                },
+            }
+            for call in calls
+        ]
+    return sent
+
+
+def tool_result_text(value: Any) -> str:
+    """A tool's return value as the text of its `tool` message: a str as it is, a
+    pydantic model dumped, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if is_pydantic_model(type(value)):
+        return str(value.model_dump_json())
+    return orjson.dumps(value, default=_json_default).decode()
+
+
+def _json_default(value: Any) -> Any:
+    if is_pydantic_model(type(value)):
+        return value.model_dump(mode="json")
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"a {type(value).__name__} has no JSON form")
+
+
+def _describe(error: BaseException) -> str:
+    """An error as the model reads it: its type and message, no traceback."""
+    if isinstance(error, ToolArgumentsError):
+        return str(error)
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
