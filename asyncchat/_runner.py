@@ -155,24 +155,18 @@ class ToolRunner:
     ) -> AsyncGenerator[RunnerEvent, None]:
         """Run a turn's calls concurrently, handing out their events as they happen;
         then append their results, in call order."""
-        events: asyncio.Queue[RunnerEvent] = asyncio.Queue()
-        tasks = [asyncio.ensure_future(self._call(call, turn, events)) for call in calls]
+        events: asyncio.Queue[RunnerEvent | _Done] = asyncio.Queue()
+        tasks = [asyncio.ensure_future(self._reported(call, turn, events)) for call in calls]
         try:
-            pending = set(tasks)
-            while pending:
-                getter = asyncio.ensure_future(events.get())
-                done, _ = await asyncio.wait(
-                    {getter, *pending}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter in done:
-                    yield getter.result()
-                else:
-                    getter.cancel()
-                for task in done - {getter}:
-                    task.result()  # a call that raised (on_error="raise") ends the run now
-                pending -= done
-            while not events.empty():
-                yield events.get_nowait()
+            remaining = len(tasks)
+            while remaining:
+                item = await events.get()
+                if not isinstance(item, _Done):
+                    yield item
+                    continue
+                remaining -= 1
+                if item.error is not None:
+                    raise item.error  # on_error="raise": the run ends now
             for call, task in zip(calls, tasks, strict=True):
                 self.messages.append(
                     {"role": "tool", "tool_call_id": call.id, "content": task.result()}
@@ -182,7 +176,24 @@ class ToolRunner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _call(self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent]) -> str:
+    async def _reported(
+        self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent | _Done]
+    ) -> str:
+        """`_call`, then a `_Done` in the queue, however it ended."""
+        try:
+            result = await self._call(call, turn, events)
+        except asyncio.CancelledError:
+            events.put_nowait(_Done(None))
+            raise
+        except Exception as exc:
+            events.put_nowait(_Done(exc))
+            raise
+        events.put_nowait(_Done(None))
+        return result
+
+    async def _call(
+        self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent | _Done]
+    ) -> str:
         """Run one call; the text of its `tool` message."""
         name = call.function.name or ""
         raw = call.function.arguments
@@ -245,6 +256,15 @@ class ToolRunner:
             raise TimeoutError(f"the tool did not finish within {timeout:g} s") from None
 
 
+class _Done:
+    """A call's end, in the events queue; `error` when it is to end the run."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+
 def _read_tools(tools: Sequence[Any]) -> tuple[dict[str, Tool], list[dict[str, Any]]]:
     """The runnable tools by name, and every tool as the request sends it."""
     if isinstance(tools, (str, bytes, dict)) or callable(tools):
@@ -301,7 +321,13 @@ def tool_result_text(value: Any) -> str:
         return value
     if is_pydantic_model(type(value)):
         return str(value.model_dump_json())
-    return orjson.dumps(value, default=_json_default).decode()
+    try:
+        return orjson.dumps(value, default=_json_default).decode()
+    except orjson.JSONEncodeError:
+        raise TypeError(
+            f"the tool returned a {type(value).__name__}, which has no JSON form: "
+            "return a str, or data made of dicts, lists, numbers and strings"
+        ) from None
 
 
 def _json_default(value: Any) -> Any:

@@ -23,6 +23,7 @@ CORE_MODULES = [
     "asyncchat.quirks",
     "asyncchat.partial_json",
     "asyncchat.structured",
+    "asyncchat.tools",
     "asyncchat._redact",
     "asyncchat._ratelimit",
 ]

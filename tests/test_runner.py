@@ -1,0 +1,445 @@
+"""client.chat.run_tools: the loop, the calls, the errors told to the model, the hooks,
+and the scripted model, over the loopback MockServer."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+from typing import Any
+
+import pytest
+
+import asyncchat
+from asyncchat.testing import MockServer, StreamStyle, Turn
+
+from .conftest import API_KEY
+
+USER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+async def get_weather(city: str) -> dict[str, Any]:
+    """The current weather in a city.
+
+    Args:
+        city: The city's name.
+    """
+    await asyncio.sleep(0)
+    return {"city": city, "celsius": 21}
+
+
+async def get_time(zone: str) -> str:
+    """The local time in a time zone."""
+    if zone.startswith("Mars"):
+        raise ValueError(f"unknown time zone {zone!r}")
+    return "14:00"
+
+
+def to_fahrenheit(celsius: float) -> float:
+    """Celsius to Fahrenheit."""
+    return round(celsius * 9 / 5 + 32, 1)
+
+
+TOOLS = [get_weather, get_time, to_fahrenheit]
+
+
+def scripted(*turns: Turn) -> MockServer:
+    return MockServer(api_key=API_KEY, turns=list(turns))
+
+
+def connect(server: MockServer) -> asyncchat.Client:
+    return asyncchat.Client(base_url=server.base_url, api_key=API_KEY, max_retries=0)
+
+
+async def test_the_default_mock_loop_ends_with_an_answer(client: asyncchat.Client) -> None:
+    messages = copy.deepcopy(USER)
+    runner = client.chat.run_tools(model="m", messages=messages, tools=[get_weather])
+    final = await runner.final_completion()
+    assert messages == USER  # the caller's list is not modified
+    assert final.choices[0].message.content == "You said: What is the weather in Paris?"
+    assert [m["role"] for m in runner.messages] == ["user", "assistant", "tool", "assistant"]
+    call = runner.messages[1]["tool_calls"][0]
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+    assert runner.messages[2] == {
+        "role": "tool",
+        "tool_call_id": call["id"],
+        "content": '{"city":"Paris","celsius":21}',
+    }
+    assert len(runner.completions) == 2
+    assert await runner.final_completion() is final  # done: no further request
+
+
+async def test_an_agent_recovers_from_a_tool_error_with_events_in_order() -> None:
+    server = scripted(
+        Turn(tool_calls=[("get_weather", {"city": "Paris"}), ("get_time", {"zone": "Mars/X"})]),
+        Turn(
+            tool_calls=[("get_time", {"zone": "Europe/Paris"}), ("to_fahrenheit", {"celsius": 21})],
+            expect_results=['"celsius":21', "Error: ValueError: unknown time zone 'Mars/X'"],
+        ),
+        Turn(content="21 °C (69.8 °F) at 14:00.", expect_results=["14:00", "69.8"]),
+    )
+    async with server, connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=USER, tools=TOOLS)
+        events = [event async for event in runner]
+        final = await runner.final_completion()
+    assert server.turns is not None and server.turns.errors == [] and server.turns.done
+    assert final.choices[0].message.content == "21 °C (69.8 °F) at 14:00."
+    finished = [e for e in events if isinstance(e, asyncchat.ToolFinished)]
+    assert [(e.turn, e.name) for e in finished if e.error is None] == [
+        (1, "get_weather"),
+        (2, "get_time"),
+        (2, "to_fahrenheit"),
+    ]
+    [failed] = [e for e in finished if e.error is not None]
+    assert isinstance(failed.error, ValueError) and failed.arguments == {"zone": "Mars/X"}
+    assert failed.result == "Error: ValueError: unknown time zone 'Mars/X'"
+    assert all(e.seconds >= 0 for e in finished)
+    started = [e for e in events if isinstance(e, asyncchat.ToolStarted)]
+    assert len(started) == 4 and started[2].arguments == {"zone": "Europe/Paris"}
+    converted = next(e for e in finished if e.name == "to_fahrenheit")
+    assert converted.arguments == {"celsius": 21.0} and converted.value == 69.8
+    text = "".join(e.text for e in events if isinstance(e, asyncchat.ContentDelta))
+    assert text == "21 °C (69.8 °F) at 14:00."
+    # Each call's finish comes after its start, and a turn's calls before the next turn.
+    order = [
+        (type(e).__name__, e.id)
+        for e in events
+        if isinstance(e, (asyncchat.ToolStarted, asyncchat.ToolFinished))
+    ]
+    for kind, call_id in order:
+        if kind == "ToolFinished" and ("ToolStarted", call_id) in order:
+            assert order.index(("ToolStarted", call_id)) < order.index((kind, call_id))
+
+
+async def test_calls_of_a_turn_run_concurrently_bounded_and_answer_in_call_order() -> None:
+    running, peak, release = 0, 0, asyncio.Event()
+
+    async def slow(tag: str) -> str:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 2:
+            release.set()
+        await asyncio.wait_for(release.wait(), 5)  # needs a second call running alongside
+        await asyncio.sleep(0.01 if tag == "first" else 0)
+        running -= 1
+        return tag
+
+    calls = [("slow", {"tag": tag}) for tag in ("first", "second", "third")]
+    server = scripted(
+        Turn(tool_calls=calls),
+        Turn(content="done", expect_results=["first", "second", "third"]),
+    )
+    async with server, connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=USER, tools=[slow], max_concurrency=2)
+        await runner.final_completion()
+    assert server.turns is not None and server.turns.errors == []
+    assert peak == 2
+
+
+async def test_a_sync_tool_runs_in_a_worker_thread() -> None:
+    threads: list[int] = []
+
+    def where() -> str:
+        threads.append(threading.get_ident())
+        return "ok"
+
+    server = scripted(Turn(tool_calls=[("where", {})]), Turn(content="fine"))
+    async with server, connect(server) as client:
+        await client.chat.run_tools(model="m", messages=USER, tools=[where]).final_completion()
+    assert threads and threads[0] != threading.get_ident()
+
+
+def calls_stream(*calls: tuple[str, str]) -> list[dict[str, Any] | str]:
+    """A streamed answer that makes these calls, (name, arguments text) each."""
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunks: list[dict[str, Any] | str] = [
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": f"call_{index}",
+                                "type": "function",
+                                "function": {"name": name, "arguments": arguments},
+                            }
+                        ]
+                    },
+                }
+            ],
+        }
+        for index, (name, arguments) in enumerate(calls)
+    ]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    return chunks
+
+
+async def test_each_kind_of_failure_is_told_to_the_model(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    @asyncchat.tool(timeout=0.05)
+    async def sleepy() -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    def boom(n: int) -> str:
+        raise RuntimeError(f"disk full\nat block {n}")
+
+    server.enqueue(
+        sse=calls_stream(
+            ("get_weather", '{"town": "Paris"}'),
+            ("get_weather", '{"city": "Par'),
+            ("nope", "{}"),
+            ("sleepy", ""),
+            ("boom", '{"n": 7}'),
+        )
+    )
+    runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather, sleepy, boom])
+    events = [event async for event in runner]
+    results = [m["content"] for m in runner.messages if m["role"] == "tool"]
+    assert results == [
+        "Error: the arguments do not match get_weather's parameters: there is no parameter "
+        "'town'; 'city' is missing",
+        results[1],  # orjson's words, checked below
+        "Error: LookupError: there is no tool named 'nope'; the tools are: boom, get_weather, "
+        "sleepy",
+        "Error: TimeoutError: the tool did not finish within 0.05 s",
+        "Error: RuntimeError: disk full at block 7",
+    ]
+    assert results[1].startswith("Error: the arguments are not valid JSON (")
+    assert results[1].endswith(""": '{"city": "Par'""")
+    errors = [type(e.error).__name__ for e in events if isinstance(e, asyncchat.ToolFinished)]
+    assert sorted(errors) == sorted(
+        ["ToolArgumentsError", "ToolArgumentsError", "LookupError", "TimeoutError", "RuntimeError"]
+    )
+    started = {e.name for e in events if isinstance(e, asyncchat.ToolStarted)}
+    assert started == {"sleepy", "boom"}  # the others never started
+    assert runner.messages[-1]["content"].startswith("You said:")  # the model answered after
+
+
+async def test_on_error_raise_ends_the_run_with_the_cause(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    cancelled = asyncio.Event()
+
+    async def waits() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    server.enqueue(sse=calls_stream(("waits", ""), ("get_time", '{"zone": "Mars/X"}')))
+    runner = client.chat.run_tools(
+        model="m", messages=USER, tools=[waits, get_time], on_error="raise"
+    )
+    with pytest.raises(asyncchat.ToolCallError) as caught:
+        await runner.final_completion()
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert caught.value.name == "get_time"
+    assert "tool call 'get_time' failed: ValueError: unknown time zone 'Mars/X'" in str(
+        caught.value
+    )
+    assert caught.value.messages[-1]["role"] == "assistant"
+    assert cancelled.is_set()  # the other call was cancelled, not left running
+
+
+async def test_approve_vetoes_and_on_result_rewrites(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    seen: list[asyncchat.ToolStarted] = []
+
+    async def approve(call: asyncchat.ToolStarted) -> bool | str:
+        seen.append(call)
+        if call.name == "get_time":
+            return "The user declined: no clocks today."
+        return call.arguments.get("celsius", 0) < 100 if call.name == "to_fahrenheit" else True
+
+    def on_result(finished: asyncchat.ToolFinished) -> str | None:
+        return f"[checked] {finished.result}" if finished.name == "get_weather" else None
+
+    server.enqueue(
+        sse=calls_stream(
+            ("get_weather", '{"city": "Oslo"}'),
+            ("get_time", '{"zone": "CET"}'),
+            ("to_fahrenheit", '{"celsius": 500}'),
+        )
+    )
+    runner = client.chat.run_tools(
+        model="m", messages=USER, tools=TOOLS, approve=approve, on_result=on_result
+    )
+    events = [event async for event in runner]
+    results = [m["content"] for m in runner.messages if m["role"] == "tool"]
+    assert results == [
+        '[checked] {"city":"Oslo","celsius":21}',
+        "Error: PermissionError: The user declined: no clocks today.",
+        "Error: PermissionError: the call was not allowed",
+    ]
+    assert [call.name for call in seen] == ["get_weather", "get_time", "to_fahrenheit"]
+    assert seen[2].arguments == {"celsius": 500.0}
+    vetoed = [e for e in events if isinstance(e, asyncchat.ToolFinished) and e.error]
+    assert {type(e.error) for e in vetoed} == {PermissionError}
+    started = [e.name for e in events if isinstance(e, asyncchat.ToolStarted)]
+    assert started == ["get_weather"]
+
+
+async def test_stop_ends_after_the_current_turn(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather])
+    async for event in runner:
+        if isinstance(event, asyncchat.ToolStarted):
+            runner.stop()
+    final = await runner.final_completion()
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert [m["role"] for m in runner.messages] == ["user", "assistant", "tool"]
+    assert len(server.requests) == 1
+
+
+async def test_max_turns_raises_with_messages_to_go_on_from() -> None:
+    server = scripted(
+        Turn(tool_calls=[("get_weather", {"city": "A"})]),
+        Turn(tool_calls=[("get_weather", {"city": "B"})]),
+        Turn(content="finally"),
+    )
+    async with server, connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=USER, tools=TOOLS, max_turns=2)
+        with pytest.raises(asyncchat.MaxTurnsError, match="max_turns=2") as caught:
+            await runner.final_completion()
+        assert caught.value.messages is runner.messages
+        assert runner.messages[-1]["role"] == "tool"  # the last calls have their results
+        again = client.chat.run_tools(model="m", messages=caught.value.messages, tools=TOOLS)
+        final = await again.final_completion()
+    assert final.choices[0].message.content == "finally"
+    assert server.turns is not None and server.turns.errors == []
+
+
+async def test_a_tool_given_as_a_dict_ends_the_run_for_you(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    answer = {
+        "type": "function",
+        "function": {"name": "final_answer", "parameters": {"type": "object"}},
+    }
+    server.enqueue(sse=calls_stream(("final_answer", '{"text": "42"}')))
+    runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather, answer])
+    final = await runner.final_completion()
+    calls = final.choices[0].message.tool_calls
+    assert calls is not None and calls[0].function.parsed_arguments() == {"text": "42"}
+    assert [m["role"] for m in runner.messages] == ["user", "assistant"]
+    sent = server.requests[-1].body["tools"]
+    assert [t["function"]["name"] for t in sent] == ["get_weather", "final_answer"]
+
+
+async def test_cancelling_the_runner_cancels_tools_and_releases_the_stream(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def forever() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    server.enqueue(sse=calls_stream(("forever", "")))
+    runner = client.chat.run_tools(model="m", messages=USER, tools=[forever])
+    task = asyncio.ensure_future(runner.final_completion())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled.is_set()
+
+    # Mid-stream: the connection goes back to the pool, no request left open.
+    server.style = StreamStyle(chunk_delay=0.05)
+    runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather])
+    async for event in runner:
+        if isinstance(event, asyncchat.ToolCallArgumentsDelta):
+            break
+    await runner.close()
+    assert client.transport.connections()[1] == 0  # type: ignore[attr-defined]
+
+
+async def test_misuse_is_refused_before_any_request(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    def twin() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="at least 1"):
+        client.chat.run_tools(model="m", messages=USER, tools=[], max_turns=0)
+    with pytest.raises(ValueError, match="on_error"):
+        client.chat.run_tools(model="m", messages=USER, tools=[], on_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="leave out n"):
+        client.chat.run_tools(model="m", messages=USER, tools=[], n=2)
+    with pytest.raises(ValueError, match="two tools are named 'twin'"):
+        client.chat.run_tools(model="m", messages=USER, tools=[twin, asyncchat.tool(twin)])
+    with pytest.raises(TypeError, match="a list"):
+        client.chat.run_tools(model="m", messages=USER, tools=get_weather)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a function or a tool dict"):
+        client.chat.run_tools(model="m", messages=USER, tools=[42])
+    assert server.requests == []
+
+
+async def test_the_script_reports_a_client_that_sends_the_wrong_thing() -> None:
+    server = scripted(
+        Turn(tool_calls=[("get_weather", {"city": "A"})]),
+        Turn(content="ok", expect_results=["Reykjavik"]),
+    )
+    async with server, connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=USER, tools=TOOLS)
+        with pytest.raises(asyncchat.BadRequestError, match="should contain 'Reykjavik'"):
+            await runner.final_completion()
+        assert server.turns is not None and len(server.turns.errors) == 1
+        # A hand-written loop that forgets the tool results is told so.
+        with pytest.raises(asyncchat.BadRequestError, match="should end with 1 tool message"):
+            await client.chat.completions.create(model="m", messages=USER)
+        unoffered = scripted(Turn(tool_calls=[("missing", {})]))
+        async with unoffered, connect(unoffered) as other:
+            with pytest.raises(asyncchat.BadRequestError, match="does not offer"):
+                await other.chat.completions.create(model="m", messages=USER, tools=[_offered("x")])
+            over = scripted()
+            async with over, connect(over) as third:
+                with pytest.raises(asyncchat.BadRequestError, match="no turn left"):
+                    await third.chat.completions.create(model="m", messages=USER)
+
+
+async def test_expect_checks_the_request() -> None:
+    def wants_temperature(body: dict[str, Any]) -> None:
+        assert body.get("temperature") == 0, "temperature must be 0"
+
+    server = scripted(Turn(content="ok", expect=wants_temperature))
+    async with server, connect(server) as client:
+        with pytest.raises(asyncchat.BadRequestError, match="temperature must be 0"):
+            await client.chat.completions.create(model="m", messages=USER)
+        done = await client.chat.completions.create(model="m", messages=USER, temperature=0)
+    assert done.choices[0].message.content == "ok"
+
+
+def _offered(name: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+
+
+def test_results_are_sent_as_text() -> None:
+    from asyncchat._runner import tool_result_text
+
+    from .test_tools import Address, Point
+
+    assert tool_result_text("as is") == "as is"
+    assert tool_result_text(None) == "null"
+    assert tool_result_text({"a": [1, 2.5]}) == '{"a":[1,2.5]}'
+    assert tool_result_text(Address(street="s", city="c")) == '{"street":"s","city":"c"}'
+    assert tool_result_text([Address(street="s", city="c")]) == '[{"street":"s","city":"c"}]'
+    assert tool_result_text(Point(1, 2)) == '{"x":1,"y":2}'
+    assert tool_result_text({1, 2}) in ("[1,2]", "[2,1]")
+    with pytest.raises(TypeError, match="no JSON form"):
+        tool_result_text(object())
