@@ -53,3 +53,15 @@ def test_structured_outputs_example_runs(capsys: pytest.CaptureFixture[str]) -> 
     assert printed[0] == "{}"
     assert "{'name': 'Bos'}" in printed
     assert printed[-1] == "{'name': 'Boston', 'population': 1, 'landmarks': ['Boston']}"
+
+
+def test_agent_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The run_tools example: two async tools and a sync one, a tool error fed back and
+    recovered, over a scripted MockServer."""
+    [block] = [b for b in python_blocks() if "run_tools(" in b and "asyncio.run" in b]
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out
+    assert "-> get_time({'zone': 'Mars/Paris'})" in printed
+    assert "<- get_time: Error: ValueError: unknown time zone 'Mars/Paris'" in printed
+    assert "<- to_fahrenheit: 69.8" in printed
+    assert printed.rstrip().endswith("In Paris it is 21 °C (69.8 °F) at 14:00.")
