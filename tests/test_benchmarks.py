@@ -141,3 +141,21 @@ def test_instruction_counts_say_when_valgrind_is_missing(tmp_path: Path) -> None
     result = _instructions(env={**os.environ, "PATH": str(tmp_path)})
     assert result.returncode == 2
     assert "valgrind is not installed" in result.stderr
+
+
+@pytest.mark.slow
+def test_agent_benchmark_runs() -> None:
+    """benchmarks.agent: every loop gets the right answer from the mock server."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.agent", "--conversations", "3", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "3 conversations of 2 turns, 10 at a time"
+    rows = {line[:38].strip(): line[38:].strip() for line in lines[2:]}
+    assert rows["asyncchat run_tools (streamed)"].isdigit()
+    assert rows["asyncchat hand-written loop, stream()"].isdigit()
