@@ -49,6 +49,7 @@ from asyncchat.events import (
     ToolStarted,
     UsageReported,
 )
+from asyncchat.ratelimits import RateLimits
 from asyncchat.structured import PydanticFunctionTool, pydantic_function_tool
 from asyncchat.tools import Tool, tool
 from asyncchat.types import (
@@ -110,6 +111,7 @@ __all__ = [
     "PermissionDeniedError",
     "PydanticFunctionTool",
     "RateLimitError",
+    "RateLimits",
     "ReasoningDelta",
     "RefusalDelta",
     "Request",

@@ -135,6 +135,7 @@ class _Progress:
         self.total = total
         self.done_before = done_before
         self.done = self.failed = self.in_flight = self.tokens = 0  # this run's
+        self.quota = ""  # what the latest response said is left of the rate limits
         self.clock = clock
         self.started = clock()
         self.last_shown = float("-inf")
@@ -150,7 +151,9 @@ class _Progress:
         eta = f"{left / rate:.0f}s" if rate > 0 else "-"
         self.stream.write(
             f"\r{self.done_before + self.done}/{self.total} done, {self.failed} failed, "
-            f"{self.in_flight} in flight, {rate:.1f} req/s, {self.tokens} tokens, ETA {eta}  "
+            f"{self.in_flight} in flight, {rate:.1f} req/s, {self.tokens} tokens, ETA {eta}"
+            + (f", {self.quota}" if self.quota else "")
+            + "  "
         )
         self.stream.flush()
 
@@ -286,6 +289,9 @@ class _Run:
         line, succeeded = encode_record(custom_id, result)
         self.results.write(line)
         self.status.done += 1
+        limits = getattr(result, "rate_limits", None)  # a completion's, or an error's
+        if limits is not None:
+            self.status.quota = limits.describe()
         if succeeded:
             self.succeeded += 1
             assert isinstance(result, ChatCompletion)

@@ -33,6 +33,7 @@ from asyncchat.errors import (
     stream_error_status,
 )
 from asyncchat.quirks import is_error_body
+from asyncchat.ratelimits import RateLimits
 from asyncchat.sse import ServerSentEvent, SSEDecoder
 from asyncchat.types import ChatCompletion, ChatCompletionChunk
 
@@ -132,6 +133,11 @@ class ChatCompletionStream:
     def headers(self) -> Any:
         """The response headers (a case-insensitive mapping)."""
         return self._response.headers
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """The `x-ratelimit-*` headers as values; None when the server sent none."""
+        return RateLimits.from_headers(self._response.headers)
 
     @property
     def completion(self) -> ChatCompletion:

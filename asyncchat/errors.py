@@ -35,6 +35,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from asyncchat.ratelimits import RateLimits
+
 if TYPE_CHECKING:
     from asyncchat.types import ChatCompletion
 
@@ -139,6 +141,12 @@ class APIStatusError(APIError):
         self.type = type
         self.param = param
         self.headers = headers if headers is not None else {}
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """The `x-ratelimit-*` headers of the error response, as values (a 429's
+        say which budget ran out, and when it resets)."""
+        return RateLimits.from_headers(self.headers)
 
 
 class BadRequestError(APIStatusError):

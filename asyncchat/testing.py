@@ -493,7 +493,7 @@ class MockServer:
                 return self._script_error(played, request_id)
             answer = _Answer(played.tool_calls, _words(played.content) if played.content else [])
         if body.get("stream"):
-            return await self._stream(request, body, request_id, answer)
+            return await self._stream(request, body, request_id, answer, extra_headers)
         return web.Response(
             body=orjson.dumps(self._completion(body, request_id, answer)),
             content_type="application/json",
@@ -709,13 +709,19 @@ class MockServer:
         return fragments
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], request_id: str, answer: _Answer
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        request_id: str,
+        answer: _Answer,
+        extra_headers: dict[str, str],
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
                 "x-request-id": request_id,
+                **extra_headers,
             }
         )
         await response.prepare(request)

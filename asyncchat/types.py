@@ -24,6 +24,7 @@ import orjson
 
 from asyncchat.errors import ToolArgumentsError
 from asyncchat.quirks import reasoning_text
+from asyncchat.ratelimits import RateLimits
 
 __all__ = [
     "APIObject",
@@ -299,6 +300,11 @@ class _TopLevel(APIObject):
         # getattr: a chunk leaves the slot unset, sparing a store per chunk.
         headers = getattr(self, "_headers", None)
         return headers if headers is not None else {}
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """The `x-ratelimit-*` headers as values; None when the server sent none."""
+        return RateLimits.from_headers(self.headers)
 
     @property
     def request_id(self) -> str | None:

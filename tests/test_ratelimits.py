@@ -1,0 +1,111 @@
+"""Rate-limit headers as values: on completions, streams, errors, and the batch
+progress line."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+
+import asyncchat
+from asyncchat._batchrun import run_batch_file
+from asyncchat.ratelimits import RateLimits
+from asyncchat.testing import MockServer
+
+from .conftest import API_KEY
+
+USER = [{"role": "user", "content": "hi"}]
+QUOTA = {
+    "x-ratelimit-limit-requests": "5000",
+    "x-ratelimit-limit-tokens": "2000000",
+    "x-ratelimit-remaining-requests": "4999",
+    "x-ratelimit-remaining-tokens": "1999000",
+    "x-ratelimit-reset-requests": "12ms",
+    "x-ratelimit-reset-tokens": "1m30s",
+}
+EXPECTED = RateLimits(5000, 2_000_000, 4999, 1_999_000, 0.012, 90.0)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (QUOTA, EXPECTED),
+        ({"X-RateLimit-Remaining-Tokens": "10"}, RateLimits(remaining_tokens=10)),
+        ({"x-ratelimit-reset-requests": "6m0s"}, RateLimits(reset_requests=360.0)),
+        ({"x-ratelimit-reset-tokens": "250ms"}, RateLimits(reset_tokens=0.25)),
+        ({"x-ratelimit-reset-tokens": "20"}, RateLimits(reset_tokens=20.0)),
+        ({"x-ratelimit-reset-tokens": "1.5s"}, RateLimits(reset_tokens=1.5)),
+        ({"x-ratelimit-limit-requests": "lots", "x-ratelimit-reset-tokens": "soon"}, RateLimits()),
+        ({"x-ratelimit-remaining-requests": "-1"}, RateLimits()),
+        ({"content-type": "application/json"}, None),
+        ({}, None),
+    ],
+)
+def test_headers_become_values(headers: dict[str, str], expected: RateLimits | None) -> None:
+    assert RateLimits.from_headers(headers) == expected
+
+
+def test_describe_says_what_is_left() -> None:
+    assert EXPECTED.describe() == "4,999 requests, 2.0M tokens left"
+    assert RateLimits(remaining_tokens=45_000).describe() == "45k tokens left"
+    assert RateLimits(remaining_requests=3).describe() == "3 requests left"
+    assert RateLimits(limit_requests=3).describe() == ""
+
+
+async def test_on_a_completion_a_stream_and_an_error(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    server.enqueue(headers=QUOTA)  # the default answer, with these headers
+    completion = await client.chat.completions.create(model="m", messages=USER)
+    assert completion.rate_limits == EXPECTED
+    plain = await client.chat.completions.create(model="m", messages=USER)
+    assert plain.rate_limits is None
+
+    server.enqueue(headers=QUOTA)
+    stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+    async with stream:
+        assert stream.rate_limits == EXPECTED
+        async for _ in stream:
+            pass
+
+    spent = {**QUOTA, "x-ratelimit-remaining-tokens": "0", "retry-after": "0"}
+    for _ in range(3):  # the first try and both retries
+        server.enqueue(429, json={"error": {"message": "slow down"}}, headers=spent)
+    with pytest.raises(asyncchat.RateLimitError) as caught:
+        await client.chat.completions.create(model="m", messages=USER)
+    assert caught.value.rate_limits == RateLimits(5000, 2_000_000, 4999, 0, 0.012, 90.0)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_the_batch_progress_line_shows_the_quota_left(
+    server: MockServer, tmp_path: Path
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": USER},
+        }
+        for i in range(3)
+    ]
+    requests.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    for left in (10, 9, 8):
+        server.enqueue(headers={**QUOTA, "x-ratelimit-remaining-requests": str(left)})
+    terminal = Terminal()
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        ticks = iter(range(10**9))
+        client._clock = lambda: float(next(ticks))  # a second per look: every result shows
+        summary = await run_batch_file(client, requests, output, concurrency=1, progress=terminal)
+    assert summary.ok
+    shown = re.findall(r"(\d+) requests, 2\.0M tokens left", terminal.getvalue())
+    changes = [n for i, n in enumerate(shown) if i == 0 or shown[i - 1] != n]
+    assert changes == ["10", "9", "8"]
