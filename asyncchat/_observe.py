@@ -17,14 +17,20 @@ the error is raised.
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from asyncchat._http import Request, Response
 from asyncchat._logging import describe_request, logger
 from asyncchat._redact import redact
 from asyncchat.errors import APIError
 
-__all__ = ["LoggingObserver", "RequestObserver"]
+if TYPE_CHECKING:
+    from asyncchat._timing import StreamTiming
+    from asyncchat.accumulate import ChatCompletionAccumulator
+
+__all__ = ["LoggingObserver", "RequestObserver", "stream_line"]
 
 
 class RequestObserver(Protocol):
@@ -43,7 +49,12 @@ class RequestObserver(Protocol):
 
 
 class LoggingObserver:
-    """The `asyncchat` logger's lines (ASYNCCHAT_LOG=debug|info): never a header."""
+    """The `asyncchat` logger's lines (ASYNCCHAT_LOG=debug|info): never a header.
+
+    One line per request at info, `key=value` for grep: its status, request id and
+    duration; a stream's is written when it ends, with its time to first chunk,
+    its chunks and how it ended.
+    """
 
     def request_started(self, request: Request, attempt: int) -> None:
         if attempt == 0 and logger.isEnabledFor(10):
@@ -52,9 +63,11 @@ class LoggingObserver:
             )
 
     def request_succeeded(self, request: Request, response: Response, seconds: float) -> None:
+        if request.headers.get("Accept") == "text/event-stream":
+            return  # a stream's line comes at its end: see stream_line
         if logger.isEnabledFor(20):
             logger.info(
-                "%s %s -> %s (request id %s) in %.3fs",
+                "%s %s -> %s request_id=%s duration=%.3fs",
                 request.method,
                 redact(request.url),
                 response.status,
@@ -74,3 +87,31 @@ class LoggingObserver:
             logger.info("%s", error)
         else:
             logger.info("%s; retry %d in %.2fs", error, attempt + 1, retry_in)
+
+
+def stream_line(
+    request: Request, response: Response
+) -> Callable[[StreamTiming, ChatCompletionAccumulator, BaseException | None], None]:
+    """A stream's info line, written when the stream ends (see `StreamTiming`)."""
+
+    def log(
+        timing: StreamTiming, accumulator: ChatCompletionAccumulator, error: BaseException | None
+    ) -> None:
+        first = timing.time_to_first_chunk
+        if error is not None:
+            ended = f"error:{type(error).__name__}"
+        else:
+            ended = "closed" if timing.closed_early else "done"
+        logger.info(
+            "%s %s -> %s request_id=%s duration=%.3fs ttfc=%s chunks=%d ended=%s",
+            request.method,
+            redact(request.url),
+            response.status,
+            response.headers.get("x-request-id"),
+            time.perf_counter() - timing.started,
+            "-" if first is None else f"{first:.3f}s",
+            accumulator.chunk_count,
+            ended,
+        )
+
+    return log

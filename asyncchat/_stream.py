@@ -21,6 +21,7 @@ import orjson
 
 from asyncchat._config import Timeout
 from asyncchat._http import Response
+from asyncchat._timing import StreamTiming
 from asyncchat.accumulate import ChatCompletionAccumulator
 from asyncchat.errors import (
     APIError,
@@ -105,6 +106,7 @@ class ChatCompletionStream:
         max_event_size: int,
         request_id: str | None,
         json_body: bool = False,
+        timing: StreamTiming | None = None,
     ) -> None:
         self._response = response
         # A server that ignored stream=True answers with one JSON completion.
@@ -128,6 +130,10 @@ class ChatCompletionStream:
         )
         self._idle_count, self._idle_since = -1, 0.0  # see _no_chunk_yet
         self.request_id = request_id
+        # Telemetry and the log line time the stream; without them, no read is wrapped.
+        self._timing = timing
+        if timing is not None:
+            self._receive = timing.wrap(self._receive, self._accumulator)
 
     @property
     def headers(self) -> Any:
@@ -194,14 +200,13 @@ class ChatCompletionStream:
                 received = await self._receive()
             except BaseException as exc:
                 if not isinstance(exc, (APIError, *self._read_errors)):
-                    self._abort()  # a cancellation: the connection is abandoned mid-body
+                    self._abort(exc)  # a cancellation: the connection is abandoned mid-body
                     raise
                 if self._phase is _CLIENT_CLOSED:
                     raise self._client_closed_error() from exc
-                self._abort()
                 if isinstance(exc, APIError):  # from a transport that maps its own errors
-                    raise self._with_partial(exc) from None
-                raise self._with_partial(self._response.map_error(exc)) from exc
+                    raise self._fail(exc) from None
+                raise self._fail(self._response.map_error(exc)) from exc
             if not received:
                 if self._phase is _CLIENT_CLOSED:
                     raise self._client_closed_error()
@@ -235,8 +240,7 @@ class ChatCompletionStream:
         try:
             events = decode(*received)
         except APIError as exc:
-            self._abort()
-            raise self._with_partial(exc) from None
+            raise self._fail(exc) from None
         if not events:
             self._no_chunk_yet()
         return iter([e if e.event != "message" else e.data for e in events])
@@ -290,7 +294,8 @@ class ChatCompletionStream:
             body += received
         self._phase, self._released = _DONE, True
         self._response.release()
-        data = self._decode(bytes(body), "message")
+        data = self._decode(bytes(body), "message")  # an error object raises, and is timed so
+        self._ended(None)
         if data is None:
             raise StopAsyncIteration
         return completion_as_chunk(data)
@@ -301,11 +306,11 @@ class ChatCompletionStream:
         try:
             return await self._receive()
         except BaseException as exc:
-            self._abort()
             if isinstance(exc, self._read_errors):
-                raise self._with_partial(self._response.map_error(exc)) from exc
+                raise self._fail(self._response.map_error(exc)) from exc
             if isinstance(exc, APIError):
-                raise self._with_partial(exc) from None
+                raise self._fail(exc) from None
+            self._abort(exc)
             raise
 
     def _decode_event(self, item: bytes | str | ServerSentEvent) -> dict[str, Any] | None:
@@ -377,6 +382,7 @@ class ChatCompletionStream:
         if self._accumulator.finished:
             self._phase, self._released = _DONE, True
             self._response.release()
+            self._ended(None)
             return
         raise self._fail(
             IncompleteStreamError(
@@ -386,8 +392,9 @@ class ChatCompletionStream:
         )
 
     def _fail(self, error: APIError) -> APIError:
-        self._abort()
-        return self._with_partial(error)
+        self._with_partial(error)
+        self._abort(error)
+        return error
 
     def _with_partial(self, error: APIError) -> APIError:
         if error.request_id is None:
@@ -398,7 +405,7 @@ class ChatCompletionStream:
 
     def _end_because_client_closed(self) -> None:
         if not self._released:
-            self._abort()
+            self._abort(ClientClosedError("the client was closed"))
             self._phase = _CLIENT_CLOSED
 
     def _client_closed_error(self) -> APIError:
@@ -406,12 +413,20 @@ class ChatCompletionStream:
             ClientClosedError("the asyncchat.Client was closed while this stream was open")
         )
 
-    def _abort(self) -> None:
+    def _abort(self, error: BaseException) -> None:
         """Stop here and close the connection: a response not read to its end cannot be
-        pooled."""
+        pooled. `error` is what stopped it (a cancellation, a broken stream)."""
         self._phase, self._released = _STOPPED, True
         self._pending = iter(())  # nothing after an error is handed out
         self._response.close()
+        self._ended(error)
+
+    def _ended(self, error: BaseException | None) -> None:
+        """The stream is over: its timing (if any) learns how, once."""
+        timing = self._timing
+        if timing is not None:
+            self._timing = None
+            timing.ended(self._accumulator, error)
 
     async def close(self) -> None:
         """Stop the stream: after `[DONE]` the connection is pooled, before it, closed."""
@@ -421,7 +436,11 @@ class ChatCompletionStream:
         if self._phase is not _DONE:
             self._phase = _STOPPED
             self._response.close()
+            if self._timing is not None:
+                self._timing.closed_early = True  # by its reader: not an error
+            self._ended(None)
             return
+        self._ended(None)
         await self._response.finish()  # closes the connection if cancelled while draining
 
     async def __aenter__(self) -> ChatCompletionStream:
@@ -439,6 +458,7 @@ class ChatCompletionStream:
         # Dropped without close (a `break` outside `async with`): don't leak the socket.
         if not getattr(self, "_released", True):
             self._response.close()
+            self._ended(None)
 
     def __repr__(self) -> str:
         return (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 import time
 import urllib.parse
@@ -14,13 +16,14 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Iterator,
     Mapping,
     Sequence,
 )
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import orjson
 
@@ -37,13 +40,14 @@ from asyncchat._endpoints import Embeddings, Models
 from asyncchat._events import ChatStreamManager
 from asyncchat._fanout import Pacer, Requests, fan_out
 from asyncchat._http import Request, Response, Transport
-from asyncchat._logging import configure_from_environment
-from asyncchat._observe import LoggingObserver, RequestObserver
+from asyncchat._logging import configure_from_environment, logger
+from asyncchat._observe import LoggingObserver, RequestObserver, stream_line
 from asyncchat._ratelimit import RateLimit, RateLimiter, estimate_tokens
 from asyncchat._redact import redact
 from asyncchat._retry import retry_after, retry_delay
 from asyncchat._runner import Approve, OnResult, ToolRunner
 from asyncchat._stream import ChatCompletionStream
+from asyncchat._timing import StreamTiming
 from asyncchat._transport import AiohttpTransport
 from asyncchat._version import __version__
 from asyncchat.errors import (
@@ -51,6 +55,7 @@ from asyncchat.errors import (
     APIError,
     APIStatusError,
     BadRequestError,
+    ConfigurationError,
     MalformedStreamError,
     status_error,
     stream_error_status,
@@ -64,6 +69,9 @@ from asyncchat.structured import (
     json_schema_refused,
 )
 from asyncchat.types import APIObject, ChatCompletion, ParsedChatCompletion
+
+if TYPE_CHECKING:  # imported only when telemetry is on: it needs opentelemetry
+    from asyncchat._telemetry import Operation, Telemetry
 
 __all__ = ["Chat", "Client", "Completions"]
 
@@ -133,6 +141,7 @@ class Client:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         observers: Iterable[RequestObserver] = (),
+        telemetry: bool | None = None,
     ) -> None:
         configure_from_environment()
         self.base_url, self.default_query = resolve_base_url(base_url)
@@ -161,6 +170,7 @@ class Client:
         self._sleep = sleep
         self._clock = clock
         self._observers: list[RequestObserver] = [LoggingObserver(), *observers]
+        self._telemetry = _load_telemetry(telemetry)
         self._rng = random.Random()
         self.chat = Chat(self)
         self.models = Models(self)
@@ -235,7 +245,32 @@ class Client:
         request = self._prepare(method, path, body, stream, extra_headers, extra_query)
         effective_timeout = self.timeout if timeout is None else Timeout.coerce(timeout)
         shown = redact(request.url)  # what messages quote
+        telemetry = self._telemetry
+        operation = None if telemetry is None else telemetry.start(path, body, request.url)
+        issued = time.perf_counter()
+        try:
+            return await self._attempts(
+                request, stream, effective_timeout, shown, pacer, tokens, operation, issued
+            )
+        except BaseException as exc:  # a cancellation too: the span ends either way
+            if operation is not None:
+                operation.failed(exc)
+            raise
+
+    async def _attempts(
+        self,
+        request: Request,
+        stream: bool,
+        effective_timeout: Timeout,
+        shown: str,
+        pacer: Pacer | None,
+        tokens: int,
+        operation: Operation | None,
+        issued: float,
+    ) -> _Sent:
+        """`_request`'s retry loop."""
         observers = self._observers
+        method = request.method
         attempt = 0
         while True:
             if pacer is not None:
@@ -254,7 +289,16 @@ class Client:
                     for observer in observers:
                         observer.request_succeeded(request, response, seconds)
                     request_id = response.headers.get("x-request-id")
-                    return _Sent(response, content, effective_timeout, shown, request_id)
+                    return _Sent(
+                        response,
+                        content,
+                        effective_timeout,
+                        shown,
+                        request_id,
+                        request,
+                        operation,
+                        issued,
+                    )
                 error = await self._status_error(response, method, shown)
                 status: int | None = response.status
                 retry_headers: Mapping[str, str] = response.headers
@@ -280,6 +324,8 @@ class Client:
                 observer.request_failed(request, attempt, error, seconds, delay)
             if delay is None:
                 raise error
+            if operation is not None:
+                operation.retried(attempt, error, delay)
             attempt += 1
             await self._sleep(delay)
 
@@ -324,7 +370,10 @@ class Client:
             extra_query=extra_query,
         )
         assert sent.content is not None
-        data = decode_object(sent.content, sent.response.status, sent.url, method)
+        with sent.reported():
+            data = decode_object(sent.content, sent.response.status, sent.url, method)
+            if sent.operation is not None:
+                sent.operation.succeeded(data)
         return cls(data, sent.request_id, sent.response.headers)
 
     async def _status_error(self, response: Response, method: str, url: str) -> APIStatusError:
@@ -517,23 +566,46 @@ class Completions:
         response = sent.response
         if not stream:
             assert sent.content is not None
-            completion = ChatCompletion(
-                decode_object(sent.content, response.status, sent.url),
-                sent.request_id,
-                response.headers,
-            )
+            with sent.reported():
+                completion = ChatCompletion(
+                    decode_object(sent.content, response.status, sent.url),
+                    sent.request_id,
+                    response.headers,
+                )
+                if sent.operation is not None:
+                    sent.operation.succeeded(completion._data)
             if tokens and pacer is not None:
                 pacer.limiter.correct_tokens(tokens, reported_tokens(completion) or tokens)
             return completion
-        chunks = await _open_stream(
-            response,
-            url=sent.url,
-            timeout=sent.timeout,
-            max_event_size=client.max_event_size,
-            request_id=sent.request_id,
-        )
+        with sent.reported():
+            chunks = await _open_stream(
+                response,
+                url=sent.url,
+                timeout=sent.timeout,
+                max_event_size=client.max_event_size,
+                request_id=sent.request_id,
+                timing=sent.stream_timing(),
+            )
         client._open_streams.add(chunks)
         return chunks
+
+
+def _load_telemetry(enabled: bool | None) -> Telemetry | None:
+    """The shared telemetry when opentelemetry-api is installed and `enabled` is not
+    False; None otherwise (asked for explicitly and missing: an error)."""
+    if enabled is False:
+        return None
+    try:
+        from asyncchat._telemetry import shared_telemetry
+    except ImportError as exc:
+        if not (exc.name or "").startswith("opentelemetry"):
+            raise
+        if enabled:
+            raise ConfigurationError(
+                "telemetry=True needs opentelemetry-api: pip install 'asyncchat[otel]'"
+            ) from None
+        return None
+    return shared_telemetry()
 
 
 def _hint_other_strategy(error: BadRequestError, structured: StructuredRequest) -> None:
@@ -559,6 +631,31 @@ class _Sent:
     timeout: Timeout
     url: str  # redacted, for messages
     request_id: str | None
+    request: Request
+    operation: Operation | None  # its telemetry span, when telemetry is on
+    issued: float  # time.perf_counter() when the first attempt began
+
+    @contextlib.contextmanager
+    def reported(self) -> Iterator[None]:
+        """Reading the answer: a failure here ends the request's span as one."""
+        try:
+            yield
+        except BaseException as exc:
+            if self.operation is not None:
+                self.operation.failed(exc)
+            raise
+
+    def stream_timing(self) -> StreamTiming | None:
+        """What times the stream, for telemetry and the log line; None when neither
+        is on, so that the stream runs untimed."""
+        operation = self.operation
+        logged = logger.isEnabledFor(logging.INFO)
+        if operation is None and not logged:
+            return None
+        timing = operation.timing() if operation is not None else StreamTiming(self.issued, [])
+        if logged:
+            timing.listen(stream_line(self.request, self.response))
+        return timing
 
 
 def build_body(
@@ -623,6 +720,7 @@ async def _open_stream(
     timeout: Timeout,
     max_event_size: int,
     request_id: str | None,
+    timing: StreamTiming | None,
 ) -> ChatCompletionStream:
     """Wrap a 2xx response as a stream, after checking it is an event stream."""
     content_type = response.headers.get("Content-Type", "").lower()
@@ -643,6 +741,7 @@ async def _open_stream(
         max_event_size=max_event_size,
         request_id=request_id,
         json_body=content_type.startswith(_JSON_TYPES),
+        timing=timing,
     )
 
 

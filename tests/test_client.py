@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -457,9 +458,36 @@ async def test_debug_log_has_request_details_but_never_the_key(
     assert "POST " + server.base_url + "/chat/completions" in text
     assert "Say this is a test" in text
     assert "retry 1 in" in text
-    assert "-> 200 (request id mock-req-2)" in text
+    assert re.search(r"-> 200 request_id=mock-req-2 duration=\d+\.\d{3}s$", text, re.MULTILINE)
     assert API_KEY not in text
     assert "Authorization" not in text
+
+
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+async def test_one_log_line_per_stream_with_its_time_to_first_chunk(
+    client: asyncchat.Client, server: MockServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="asyncchat"):
+        stream = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
+        async with stream:
+            async for _ in stream:
+                pass
+        broken = await client.chat.completions.create(model="m", messages=HELLO, stream=True)
+        async with broken:
+            async for _ in broken:
+                break
+    lines = [r.getMessage() for r in caplog.records if "request_id=" in r.getMessage()]
+    assert len(lines) == 2  # one a request, written when its stream ended
+    done = re.fullmatch(
+        r"POST \S+/chat/completions -> 200 request_id=mock-req-1 duration=\d+\.\d{3}s "
+        r"ttfc=(\d+\.\d{3})s chunks=(\d+) ended=done",
+        lines[0],
+    )
+    assert done is not None and int(done.group(2)) == stream.accumulator.chunk_count
+    assert float(done.group(1)) > 0
+    assert re.search(r"request_id=mock-req-2 .* chunks=1 ended=closed$", lines[1])
 
 
 def test_log_level_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

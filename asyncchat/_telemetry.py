@@ -1,0 +1,410 @@
+"""OpenTelemetry spans and metrics for chat and embeddings requests, after the GenAI
+semantic conventions.
+
+On when `opentelemetry-api` is installed (the `otel` extra) and the client was not
+made with `telemetry=False`. It records through the global tracer and meter
+providers, so it goes wherever the application sends its telemetry (nowhere, with
+the API's no-op defaults). Off, this module is not imported, and nothing runs
+per request or per chunk.
+
+One CLIENT span per logical request, named `chat {model}` (or `embeddings
+{model}`), covering every retry (each an event on it); for a stream, it ends when
+the stream does, however it ends, with the time to the first chunk. Names follow
+the conventions of semantic-conventions v1.41 unless `OTEL_SEMCONV_STABILITY_OPT_IN`
+holds `gen_ai_latest_experimental`, which switches to the newer ones (inference
+metrics `gen_ai.client.inference.*`, `gen_ai.request.stream`,
+`gen_ai.response.time_to_first_chunk`). Messages are recorded only with
+`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never a header, so
+never the API key.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from asyncchat._timing import StreamTiming
+from asyncchat._version import __version__
+from asyncchat.accumulate import ChatCompletionAccumulator
+from asyncchat.errors import APIStatusError
+
+__all__ = ["Operation", "Telemetry", "error_type", "provider_of", "shared_telemetry"]
+
+# Hosts with a name of their own in the conventions; any other server speaks
+# OpenAI's protocol, and is `openai` to them.
+_PROVIDERS = {
+    "api.openai.com": "openai",
+    "api.deepseek.com": "deepseek",
+    "api.groq.com": "groq",
+    "api.mistral.ai": "mistral_ai",
+    "api.x.ai": "x_ai",
+    "api.perplexity.ai": "perplexity",
+    "generativelanguage.googleapis.com": "gcp.gemini",
+}
+# Request fields the conventions name, and their attributes.
+_REQUEST_ATTRIBUTES = {
+    "max_tokens": "gen_ai.request.max_tokens",
+    "max_completion_tokens": "gen_ai.request.max_tokens",
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "top_k": "gen_ai.request.top_k",
+    "seed": "gen_ai.request.seed",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "reasoning_effort": "gen_ai.request.reasoning.level",
+    "encoding_format": "gen_ai.request.encoding_formats",
+}
+_DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                     40.96, 81.92]  # fmt: skip
+_TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                  16777216, 67108864]  # fmt: skip
+_CHUNK_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5]
+
+
+_SHARED: dict[tuple[str, str], Telemetry] = {}
+
+
+def shared_telemetry() -> Telemetry:
+    """The telemetry for the current settings, made once: instruments are registered
+    with the meter once, however many clients there are."""
+    key = (
+        os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
+        os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", ""),
+    )
+    telemetry = _SHARED.get(key)
+    if telemetry is None:
+        telemetry = _SHARED[key] = Telemetry()
+    return telemetry
+
+
+def provider_of(base_url: str) -> str:
+    """`gen_ai.provider.name` for a base URL."""
+    host = (urllib.parse.urlsplit(base_url).hostname or "").lower()
+    if host.endswith(".openai.azure.com"):
+        return "azure.ai.openai"
+    return _PROVIDERS.get(host, "openai")
+
+
+def error_type(error: BaseException) -> str:
+    """`error.type`: the HTTP status of a status error, else the exception's class."""
+    if isinstance(error, APIStatusError):
+        return str(error.status_code)
+    cls = type(error)
+    module = "asyncchat" if cls.__module__.startswith("asyncchat") else cls.__module__
+    return f"{module}.{cls.__qualname__}"
+
+
+def _histogram(meter: Any, name: str, unit: str, description: str, buckets: list[Any]) -> Any:
+    return meter.create_histogram(
+        name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets
+    )
+
+
+class Telemetry:
+    """The tracer, the meter's instruments, and the conventions' version in use."""
+
+    def __init__(self) -> None:
+        opt_in = os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
+        self.latest = "gen_ai_latest_experimental" in [v.strip() for v in opt_in.split(",")]
+        capture = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
+        self.capture_content = capture.strip().lower() == "true"
+        self.tracer = trace.get_tracer("asyncchat", __version__)
+        meter = metrics.get_meter("asyncchat", __version__)
+        prefix = "gen_ai.client.inference" if self.latest else "gen_ai.client.operation"
+        self.duration = _histogram(
+            meter,
+            "gen_ai.client.inference.duration"
+            if self.latest
+            else "gen_ai.client.operation.duration",
+            "s",
+            "GenAI operation duration",
+            _DURATION_BUCKETS,
+        )
+        self.time_to_first_chunk = _histogram(
+            meter,
+            f"{prefix}.time_to_first_chunk",
+            "s",
+            "Time to receive the first chunk of a streamed response",
+            _CHUNK_BUCKETS,
+        )
+        self.time_per_output_chunk = _histogram(
+            meter,
+            f"{prefix}.time_per_output_chunk",
+            "s",
+            "Time per output chunk after the first one",
+            _CHUNK_BUCKETS,
+        )
+        if self.latest:
+            self.input_tokens = _histogram(
+                meter, "gen_ai.client.inference.usage.input_tokens", "{token}",
+                "Input tokens used", _TOKEN_BUCKETS,
+            )  # fmt: skip
+            self.output_tokens = _histogram(
+                meter, "gen_ai.client.inference.usage.output_tokens", "{token}",
+                "Output tokens used", _TOKEN_BUCKETS,
+            )  # fmt: skip
+        else:
+            self.token_usage = _histogram(
+                meter, "gen_ai.client.token.usage", "{token}",
+                "Number of input and output tokens used", _TOKEN_BUCKETS,
+            )  # fmt: skip
+
+    def start(self, path: str, body: Mapping[str, Any] | None, url: str) -> Operation | None:
+        """The span of a request, begun; None for what the conventions do not cover
+        (listing models)."""
+        if path.endswith("/chat/completions"):
+            operation = "chat"
+        elif path.endswith("/embeddings"):
+            operation = "embeddings"
+        else:
+            return None
+        return Operation(self, operation, body or {}, url)
+
+
+class Operation:
+    """One logical request's span and measurements, from its start to its end."""
+
+    def __init__(self, telemetry: Telemetry, name: str, body: Mapping[str, Any], url: str) -> None:
+        self.telemetry = telemetry
+        self.name = name
+        self.started = time.perf_counter()
+        self.streaming = bool(body.get("stream"))
+        model = body.get("model")
+        parts = urllib.parse.urlsplit(url)
+        # The attributes the metrics share with the span.
+        common: dict[str, Any] = {
+            "gen_ai.operation.name": name,
+            "gen_ai.provider.name": provider_of(url),
+        }
+        if isinstance(model, str):
+            common["gen_ai.request.model"] = model
+        if parts.hostname:
+            common["server.address"] = parts.hostname
+            common["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
+        self.common = common
+        attributes = dict(common, **_request_attributes(body))
+        if telemetry.latest and name == "chat":
+            attributes["gen_ai.request.stream"] = self.streaming
+        if telemetry.capture_content and name == "chat":
+            attributes["gen_ai.input.messages"] = _input_messages(body.get("messages"))
+        self.span = telemetry.tracer.start_span(
+            f"{name} {model}" if isinstance(model, str) else name,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
+        self._ended = False
+
+    def retried(self, attempt: int, error: BaseException, delay: float) -> None:
+        """An attempt failed and another follows in `delay` seconds."""
+        self.span.add_event(
+            "asyncchat.retry",
+            {"retry.attempt": attempt + 1, "error.type": error_type(error), "retry.delay": delay},
+        )
+
+    def failed(self, error: BaseException) -> None:
+        """The request ended in `error` (the last attempt's, or a cancellation)."""
+        if self._ended:
+            return
+        self._ended = True
+        kind = error_type(error)
+        span = self.span
+        span.set_attribute("error.type", kind)
+        span.set_status(Status(StatusCode.ERROR, str(error)[:500] or kind))
+        span.record_exception(error)
+        span.end()
+        self.telemetry.duration.record(
+            time.perf_counter() - self.started, {**self.common, "error.type": kind}
+        )
+
+    def succeeded(self, data: Mapping[str, Any]) -> None:
+        """A whole answer arrived (not streamed): its response attributes, then the end."""
+        self._finish(data, None)
+
+    def timing(self) -> StreamTiming:
+        """What times the stream this request's answer is; it ends the span."""
+        per_chunk = self.telemetry.time_per_output_chunk.record
+        common = self.common
+
+        def record_chunk(seconds: float) -> None:
+            per_chunk(seconds, common)
+
+        return StreamTiming(self.started, [self._stream_ended], record_chunk)
+
+    def _stream_ended(
+        self,
+        timing: StreamTiming,
+        accumulator: ChatCompletionAccumulator,
+        error: BaseException | None,
+    ) -> None:
+        first = timing.time_to_first_chunk
+        if first is not None:
+            self.telemetry.time_to_first_chunk.record(first, self.common)
+            if self.telemetry.latest:
+                self.span.set_attribute("gen_ai.response.time_to_first_chunk", first)
+            else:
+                self.span.add_event("gen_ai.first_chunk", {"time_to_first_chunk": first})
+        if timing.closed_early:
+            self.span.add_event("asyncchat.stream_closed_early")
+        data = accumulator.completion_dict() if accumulator.chunk_count else {}
+        self._finish(data, error)
+
+    def _finish(self, data: Mapping[str, Any], error: BaseException | None) -> None:
+        if self._ended:
+            return
+        attributes = _response_attributes(data)
+        if self.telemetry.capture_content and self.name == "chat" and data:
+            attributes["gen_ai.output.messages"] = _output_messages(data)
+        self.span.set_attributes(attributes)
+        if error is not None:
+            self.failed(error)
+        else:
+            self._ended = True
+            self.span.end()
+            self.telemetry.duration.record(
+                time.perf_counter() - self.started, self._metric_attributes(data)
+            )
+        self._record_usage(data)
+
+    def _metric_attributes(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        model = data.get("model")
+        return (
+            {**self.common, "gen_ai.response.model": model}
+            if isinstance(model, str)
+            else self.common
+        )
+
+    def _record_usage(self, data: Mapping[str, Any]) -> None:
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
+            return
+        attributes = self._metric_attributes(data)
+        telemetry = self.telemetry
+        for key, kind in (("prompt_tokens", "input"), ("completion_tokens", "output")):
+            count = usage.get(key)
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                continue
+            if telemetry.latest:
+                histogram = telemetry.input_tokens if kind == "input" else telemetry.output_tokens
+                histogram.record(count, attributes)
+            else:
+                telemetry.token_usage.record(count, {**attributes, "gen_ai.token.type": kind})
+
+
+def _request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    for field, name in _REQUEST_ATTRIBUTES.items():
+        value = body.get(field)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            attributes[name] = [value] if name.endswith("formats") else value
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        attributes["gen_ai.request.stop_sequences"] = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        attributes["gen_ai.request.stop_sequences"] = stop
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n != 1:
+        attributes["gen_ai.request.choice.count"] = n
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    ):
+        attributes["gen_ai.output.type"] = "json"
+    return attributes
+
+
+def _response_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    if isinstance(data.get("id"), str):
+        attributes["gen_ai.response.id"] = data["id"]
+    if isinstance(data.get("model"), str):
+        attributes["gen_ai.response.model"] = data["model"]
+    choices = data.get("choices")
+    if isinstance(choices, list):
+        reasons = [
+            choice.get("finish_reason") or ""
+            for choice in choices
+            if isinstance(choice, dict) and "finish_reason" in choice
+        ]
+        if reasons:
+            attributes["gen_ai.response.finish_reasons"] = reasons
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        counts = {
+            "gen_ai.usage.input_tokens": usage.get("prompt_tokens"),
+            "gen_ai.usage.output_tokens": usage.get("completion_tokens"),
+            "gen_ai.usage.cache_read.input_tokens": _detail(usage, "prompt", "cached_tokens"),
+            "gen_ai.usage.reasoning.output_tokens": _detail(
+                usage, "completion", "reasoning_tokens"
+            ),
+        }
+        for name, count in counts.items():
+            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                attributes[name] = count
+    return attributes
+
+
+def _detail(usage: dict[str, Any], side: str, key: str) -> Any:
+    details = usage.get(f"{side}_tokens_details")
+    return details.get(key) if isinstance(details, dict) else None
+
+
+def _parts(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A message's content as the conventions' parts."""
+    parts: list[dict[str, Any]] = []
+    content = message.get("content")
+    if isinstance(content, str) and content:
+        parts.append({"type": "text", "content": content})
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text":
+                parts.append({"type": "text", "content": part.get("text")})
+            elif isinstance(part, dict) and part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url", "")
+                if isinstance(url, str) and not url.startswith("data:"):
+                    parts.append({"type": "uri", "modality": "image", "uri": url})
+                else:
+                    parts.append({"type": "blob", "modality": "image"})  # the bytes left out
+    for call in message.get("tool_calls") or ():
+        if isinstance(call, dict) and isinstance(call.get("function"), dict):
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": call["function"].get("name"),
+                    "arguments": call["function"].get("arguments"),
+                }
+            )
+    if message.get("role") == "tool":
+        return [{"type": "tool_call_response", "id": message.get("tool_call_id"),
+                 "response": message.get("content")}]  # fmt: skip
+    return parts
+
+
+def _input_messages(messages: Any) -> str:
+    shaped = [
+        {"role": message.get("role"), "parts": _parts(message)}
+        for message in messages or ()
+        if isinstance(message, dict)
+    ]
+    return orjson.dumps(shaped).decode()
+
+
+def _output_messages(data: Mapping[str, Any]) -> str:
+    shaped = [
+        {
+            "role": "assistant",
+            "parts": _parts(choice.get("message") or {}),
+            "finish_reason": choice.get("finish_reason"),
+        }
+        for choice in data.get("choices") or ()
+        if isinstance(choice, dict)
+    ]
+    return orjson.dumps(shaped).decode()
