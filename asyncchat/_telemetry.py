@@ -84,6 +84,21 @@ def shared_telemetry() -> Telemetry:
     return telemetry
 
 
+# The API's stand-ins until an SDK provider is set (the metrics one is private, so
+# it is known by name: a rename would only make telemetry measure for nothing).
+_PLACEHOLDERS = frozenset(
+    {"ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider"}
+)
+
+
+def _configured() -> bool:
+    """Whether the application set a tracer or a meter provider."""
+    return (
+        type(trace.get_tracer_provider()).__name__ not in _PLACEHOLDERS
+        or type(metrics.get_meter_provider()).__name__ not in _PLACEHOLDERS
+    )
+
+
 def provider_of(base_url: str) -> str:
     """`gen_ai.provider.name` for a base URL."""
     host = (urllib.parse.urlsplit(base_url).hostname or "").lower()
@@ -97,8 +112,8 @@ def error_type(error: BaseException) -> str:
     if isinstance(error, APIStatusError):
         return str(error.status_code)
     cls = type(error)
-    module = "asyncchat" if cls.__module__.startswith("asyncchat") else cls.__module__
-    return f"{module}.{cls.__qualname__}"
+    module = cls.__module__.split(".")[0]
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
 def _histogram(meter: Any, name: str, unit: str, description: str, buckets: list[Any]) -> Any:
@@ -158,7 +173,10 @@ class Telemetry:
 
     def start(self, path: str, body: Mapping[str, Any] | None, url: str) -> Operation | None:
         """The span of a request, begun; None for what the conventions do not cover
-        (listing models)."""
+        (listing models), and while no SDK is configured (every span and measure
+        would be dropped: nothing is timed for nothing)."""
+        if not _configured():
+            return None
         if path.endswith("/chat/completions"):
             operation = "chat"
         elif path.endswith("/embeddings"):

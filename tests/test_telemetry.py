@@ -1,0 +1,314 @@
+"""OpenTelemetry spans and metrics, read back with the SDK's in-memory exporter and
+metric reader, over the loopback MockServer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import asyncchat
+from asyncchat._telemetry import provider_of
+from asyncchat.testing import MockServer, StreamStyle
+
+from .conftest import API_KEY
+
+EXPORTER = InMemorySpanExporter()
+READER = InMemoryMetricReader()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sdk() -> None:
+    """The SDK as an application would set it up, once: the global providers can be
+    set only once in a process."""
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
+
+
+@pytest.fixture(autouse=True)
+def fresh_spans() -> Iterator[None]:
+    EXPORTER.clear()
+    yield
+
+
+def spans() -> list[ReadableSpan]:
+    return list(EXPORTER.get_finished_spans())
+
+
+def points(name: str, model: str) -> list[Any]:
+    """The data points of a metric for one request model (each test uses its own)."""
+    found = []
+    data = READER.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    found += [
+                        point
+                        for point in metric.data.data_points
+                        if point.attributes.get("gen_ai.request.model") == model
+                    ]
+    return found
+
+
+def user(text: str = "hello there") -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+async def test_a_completion_is_one_client_span_with_the_conventions_attributes(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    await client.chat.completions.create(
+        model="m-plain",
+        messages=user("Secret plans"),
+        temperature=0.5,
+        max_tokens=50,
+        top_p=0.9,
+        seed=7,
+        stop=["END"],
+        n=2,
+    )
+    [span] = spans()
+    assert span.name == "chat m-plain" and span.kind is SpanKind.CLIENT
+    assert span.status.status_code is StatusCode.UNSET
+    attributes = dict(span.attributes or {})
+    assert attributes == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "m-plain",
+        "server.address": "127.0.0.1",
+        "server.port": server.port,
+        "gen_ai.request.temperature": 0.5,
+        "gen_ai.request.max_tokens": 50,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.seed": 7,
+        "gen_ai.request.stop_sequences": ("END",),
+        "gen_ai.request.choice.count": 2,
+        "gen_ai.response.id": "chatcmpl-mock-req-1",
+        "gen_ai.response.model": "m-plain",
+        "gen_ai.response.finish_reasons": ("stop", "stop"),
+        "gen_ai.usage.input_tokens": attributes["gen_ai.usage.input_tokens"],
+        "gen_ai.usage.output_tokens": 8,  # 4 words, n=2
+    }
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+    text = json.dumps(attributes)
+    assert "Secret plans" not in text and API_KEY not in text  # no content unless opted in
+    [duration] = points("gen_ai.client.operation.duration", "m-plain")
+    assert duration.count == 1 and 0 < duration.sum < 5
+    assert duration.attributes["gen_ai.response.model"] == "m-plain"
+    usage = points("gen_ai.client.token.usage", "m-plain")
+    assert {p.attributes["gen_ai.token.type"]: p.sum for p in usage}["output"] == 8
+    assert points("gen_ai.client.operation.time_to_first_chunk", "m-plain") == []
+
+
+async def test_a_stream_span_ends_with_the_stream_and_times_its_chunks(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    server.style = StreamStyle(chunk_delay=0.01)
+    stream = await client.chat.completions.create(
+        model="m-stream", messages=user(), stream=True, stream_options={"include_usage": True}
+    )
+    assert spans() == []  # open until the stream ends
+    async with stream:
+        async for _ in stream:
+            pass
+    [span] = spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attributes["gen_ai.usage.output_tokens"] == 4
+    [first] = [event for event in span.events if event.name == "gen_ai.first_chunk"]
+    ttfc = first.attributes["time_to_first_chunk"]  # type: ignore[index]
+    assert 0 < ttfc < (span.end_time - span.start_time) / 1e9  # type: ignore[operator]
+    [ttfc_point] = points("gen_ai.client.operation.time_to_first_chunk", "m-stream")
+    assert ttfc_point.count == 1 and ttfc_point.sum == pytest.approx(ttfc)
+    [per_chunk] = points("gen_ai.client.operation.time_per_output_chunk", "m-stream")
+    assert per_chunk.count == stream.accumulator.chunk_count - 1
+    assert per_chunk.sum > 0
+
+
+async def test_a_broken_stream_ends_its_span_as_an_error(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    server.style = StreamStyle(error_after=2)
+    stream = await client.chat.completions.create(model="m-broken", messages=user(), stream=True)
+    with pytest.raises(asyncchat.APIStatusError):
+        async with stream:
+            async for _ in stream:
+                pass
+    [span] = spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert "mock server error mid-stream" in (span.status.description or "")
+    assert span.attributes is not None and span.attributes["error.type"] == "500"
+    assert [event.name for event in span.events if event.name == "exception"] == ["exception"]
+    [duration] = points("gen_ai.client.operation.duration", "m-broken")
+    assert duration.attributes["error.type"] == "500"
+
+
+async def test_a_cancelled_or_abandoned_stream_still_ends_its_span(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    server.style = StreamStyle(chunk_delay=0.2)
+    first_chunk = asyncio.Event()
+
+    async def read() -> None:
+        stream = await client.chat.completions.create(
+            model="m-cancel", messages=user(), stream=True
+        )
+        async with stream:
+            async for _ in stream:
+                first_chunk.set()
+
+    task = asyncio.ensure_future(read())
+    await asyncio.wait_for(first_chunk.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [span] = spans()
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "asyncio.CancelledError"
+
+    EXPORTER.clear()
+    server.style = StreamStyle()
+    stream = await client.chat.completions.create(model="m-early", messages=user(), stream=True)
+    async with stream:
+        async for _ in stream:
+            break  # the reader leaves early: not an error
+    [span] = spans()
+    assert span.status.status_code is StatusCode.UNSET
+    assert "asyncchat.stream_closed_early" in [event.name for event in span.events]
+
+
+async def test_retries_are_events_on_one_span(client: asyncchat.Client, server: MockServer) -> None:
+    server.enqueue(503, {"error": {"message": "busy"}}, headers={"retry-after-ms": "1"})
+    await client.chat.completions.create(model="m-retry", messages=user())
+    [span] = spans()
+    [retry] = [event for event in span.events if event.name == "asyncchat.retry"]
+    assert retry.attributes is not None
+    assert retry.attributes["retry.attempt"] == 1 and retry.attributes["error.type"] == "503"
+    assert span.status.status_code is StatusCode.UNSET
+
+    EXPORTER.clear()
+    for _ in range(3):
+        server.enqueue(429, {"error": {"message": "slow down"}}, headers={"retry-after-ms": "1"})
+    with pytest.raises(asyncchat.RateLimitError):
+        await client.chat.completions.create(model="m-refused", messages=user())
+    [span] = spans()
+    assert span.attributes is not None and span.attributes["error.type"] == "429"
+    assert len([e for e in span.events if e.name == "asyncchat.retry"]) == 2
+
+
+async def test_a_fan_out_is_a_span_per_request(client: asyncchat.Client) -> None:
+    requests = [{"model": "m-fan", "messages": user(f"number {i}")} for i in range(5)]
+    results = await client.chat.batch(requests, concurrency=3)
+    assert all(isinstance(r, asyncchat.ChatCompletion) for r in results)
+    assert sorted(span.name for span in spans()) == ["chat m-fan"] * 5
+    assert len({span.context.span_id for span in spans()}) == 5  # type: ignore[union-attr]
+    [duration] = points("gen_ai.client.operation.duration", "m-fan")
+    assert duration.count == 5
+
+
+async def test_embeddings_and_models(client: asyncchat.Client) -> None:
+    await client.embeddings.create(model="e-1", input=["a b c"])
+    await client.models.list()  # not a GenAI operation: no span
+    [span] = spans()
+    assert span.name == "embeddings e-1"
+    assert span.attributes is not None
+    assert span.attributes["gen_ai.operation.name"] == "embeddings"
+    assert span.attributes["gen_ai.usage.input_tokens"] > 0  # type: ignore[operator]
+
+
+async def test_message_content_only_when_opted_in(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        await client.chat.completions.create(model="m-content", messages=user("Say hi"))
+    [span] = spans()
+    assert span.attributes is not None
+    assert json.loads(str(span.attributes["gen_ai.input.messages"])) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Say hi"}]}
+    ]
+    assert json.loads(str(span.attributes["gen_ai.output.messages"])) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "You said: Say hi"}],
+            "finish_reason": "stop",
+        }
+    ]
+    assert API_KEY not in json.dumps(dict(span.attributes))
+
+
+async def test_latest_conventions_on_opt_in(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http,gen_ai_latest_experimental")
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        stream = await client.chat.completions.create(
+            model="m-latest", messages=user(), stream=True
+        )
+        async with stream:
+            async for _ in stream:
+                pass
+    [span] = spans()
+    assert span.attributes is not None
+    assert span.attributes["gen_ai.request.stream"] is True
+    assert span.attributes["gen_ai.response.time_to_first_chunk"] > 0  # type: ignore[operator]
+    assert points("gen_ai.client.inference.duration", "m-latest")
+    assert points("gen_ai.client.inference.time_to_first_chunk", "m-latest")
+    assert points("gen_ai.client.operation.duration", "m-latest") == []
+
+
+async def test_telemetry_false_records_nothing_and_times_nothing(server: MockServer) -> None:
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, telemetry=False
+    ) as client:
+        stream = await client.chat.completions.create(model="m-off", messages=user(), stream=True)
+        assert stream._timing is None  # no read is wrapped
+        async with stream:
+            async for _ in stream:
+                pass
+    assert spans() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "provider"),
+    [
+        ("https://api.openai.com/v1", "openai"),
+        ("https://myres.openai.azure.com/openai/deployments/x", "azure.ai.openai"),
+        ("https://api.deepseek.com/v1", "deepseek"),
+        ("https://open.bigmodel.cn/api/paas/v4", "openai"),  # OpenAI-compatible
+        ("http://localhost:8000/v1", "openai"),
+    ],
+)
+def test_provider_names(url: str, provider: str) -> None:
+    assert provider_of(url) == provider
+
+
+def test_without_opentelemetry_nothing_is_imported() -> None:
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "import asyncchat\n"
+        "asyncchat.Client(api_key='k')\n"
+        "assert 'asyncchat._telemetry' not in sys.modules\n"
+        "try:\n"
+        "    asyncchat.Client(api_key='k', telemetry=True)\n"
+        "except asyncchat.ConfigurationError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'asyncchat[otel]'" in done.stdout
