@@ -97,6 +97,25 @@ async def run_asyncchat(
         return await _gather(n, one)
 
 
+async def run_asyncchat_otel(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    """`run_asyncchat` with telemetry on: the OpenTelemetry SDK recording every span
+    and measure in memory, as a test (or an exporter's batch) would."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    return await run_asyncchat(url, n, scenario, expected)
+
+
 async def run_asyncchat_text(
     url: str, n: int, scenario: str, expected: Stream
 ) -> list[Result | BaseException]:
@@ -410,6 +429,7 @@ async def run_floor_parse(
 RUNNERS: dict[str, Runner] = {
     "asyncchat": run_asyncchat,
     "asyncchat-text": run_asyncchat_text,
+    "asyncchat-otel": run_asyncchat_otel,
     "asyncchat-events": run_asyncchat_events,
     "asyncchat-partial": run_asyncchat_partial,
     "openai": run_openai,
@@ -426,6 +446,7 @@ REQUIREMENTS = {
     "openai": ("openai", "httpx2"),
     "openai-aiohttp": ("openai", "httpx2"),
     "openai-stream": ("openai", "httpx2"),
+    "asyncchat-otel": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
     "httpx-sse": ("httpx", "httpx_sse"),
 }
 

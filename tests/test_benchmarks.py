@@ -20,6 +20,7 @@ LOCAL_RUNNERS = [
     "asyncchat",
     "asyncchat-text",
     "asyncchat-events",
+    "asyncchat-otel",
     "asyncchat-partial",
     "aiohttp-readline",
     "floor-raw",
