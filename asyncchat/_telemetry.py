@@ -193,6 +193,7 @@ class Operation:
         self.telemetry = telemetry
         self.name = name
         self.started = time.perf_counter()
+        self.started_ns = time.time_ns()  # the span's start, to date its events
         self.streaming = bool(body.get("stream"))
         model = body.get("model")
         parts = urllib.parse.urlsplit(url)
@@ -216,6 +217,7 @@ class Operation:
             f"{name} {model}" if isinstance(model, str) else name,
             kind=SpanKind.CLIENT,
             attributes=attributes,
+            start_time=self.started_ns,
         )
         self._ended = False
 
@@ -267,7 +269,11 @@ class Operation:
             if self.telemetry.latest:
                 self.span.set_attribute("gen_ai.response.time_to_first_chunk", first)
             else:
-                self.span.add_event("gen_ai.first_chunk", {"time_to_first_chunk": first})
+                self.span.add_event(
+                    "gen_ai.first_chunk",
+                    {"time_to_first_chunk": first},
+                    timestamp=self.started_ns + int(first * 1e9),
+                )
         if timing.closed_early:
             self.span.add_event("asyncchat.stream_closed_early")
         data = accumulator.completion_dict() if accumulator.chunk_count else {}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,17 @@ def test_agent_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "<- get_time: Error: ValueError: unknown time zone 'Mars/Paris'" in printed
     assert "<- to_fahrenheit: 69.8" in printed
     assert printed.rstrip().endswith("In Paris it is 21 °C (69.8 °F) at 14:00.")
+
+
+def test_opentelemetry_example_prints_a_span() -> None:
+    """The console-exporter example, in its own process (the global tracer provider
+    can be set once per process)."""
+    [block] = [b for b in python_blocks() if "ConsoleSpanExporter()" in b]
+    done = subprocess.run(
+        [sys.executable, "-c", block], capture_output=True, text=True, timeout=60, check=True
+    )
+    span = json.loads(done.stdout)
+    assert span["name"] == "chat glm-4-air" and span["kind"] == "SpanKind.CLIENT"
+    assert span["attributes"]["gen_ai.request.temperature"] == 0.2
+    assert span["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
+    assert [event["name"] for event in span["events"]] == ["gen_ai.first_chunk"]
