@@ -26,11 +26,11 @@ class StreamTiming:
 
     __slots__ = (
         "_counted",
-        "closed_early",
         "_last_read",
         "_listeners",
         "_per_chunk",
         "_previous",
+        "closed_early",
         "first_chunk",
         "started",
     )
