@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, cast
 
@@ -133,7 +133,7 @@ class ChatCompletionStream:
         # Telemetry and the log line time the stream; without them, no read is wrapped.
         self._timing = timing
         if timing is not None:
-            self._receive = timing.wrap(self._receive, self._accumulator)
+            self._receive = timing.wrap(self._receive, self._accumulator, self._unwrap)
 
     @property
     def headers(self) -> Any:
@@ -420,6 +420,10 @@ class ChatCompletionStream:
         self._pending = iter(())  # nothing after an error is handed out
         self._response.close()
         self._ended(error)
+
+    def _unwrap(self, receive: Callable[[], Awaitable[bytes]]) -> None:
+        """The timing is done with the reads: back to the plain read function."""
+        self._receive = receive
 
     def _ended(self, error: BaseException | None) -> None:
         """The stream is over: its timing (if any) learns how, once."""

@@ -249,13 +249,7 @@ class Operation:
 
     def timing(self) -> StreamTiming:
         """What times the stream this request's answer is; it ends the span."""
-        per_chunk = self.telemetry.time_per_output_chunk.record
-        common = self.common
-
-        def record_chunk(seconds: float) -> None:
-            per_chunk(seconds, common)
-
-        return StreamTiming(self.started, [self._stream_ended], record_chunk)
+        return StreamTiming(self.started, [self._stream_ended])
 
     def _stream_ended(
         self,
@@ -263,10 +257,11 @@ class Operation:
         accumulator: ChatCompletionAccumulator,
         error: BaseException | None,
     ) -> None:
+        telemetry = self.telemetry
         first = timing.time_to_first_chunk
         if first is not None:
-            self.telemetry.time_to_first_chunk.record(first, self.common)
-            if self.telemetry.latest:
+            telemetry.time_to_first_chunk.record(first, self.common)
+            if telemetry.latest:
                 self.span.set_attribute("gen_ai.response.time_to_first_chunk", first)
             else:
                 self.span.add_event(
@@ -274,6 +269,11 @@ class Operation:
                     {"time_to_first_chunk": first},
                     timestamp=self.started_ns + int(first * 1e9),
                 )
+        # Once a stream, the mean: a record per chunk would cost the SDK more than
+        # the chunk itself (about 10 µs a record, against 20 µs a chunk).
+        per_chunk = timing.time_per_chunk
+        if per_chunk is not None:
+            telemetry.time_per_output_chunk.record(per_chunk, self.common)
         if timing.closed_early:
             self.span.add_event("asyncchat.stream_closed_early")
         data = accumulator.completion_dict() if accumulator.chunk_count else {}

@@ -136,8 +136,8 @@ async def test_a_stream_span_ends_with_the_stream_and_times_its_chunks(
     [ttfc_point] = points("gen_ai.client.operation.time_to_first_chunk", "m-stream")
     assert ttfc_point.count == 1 and ttfc_point.sum == pytest.approx(ttfc)
     [per_chunk] = points("gen_ai.client.operation.time_per_output_chunk", "m-stream")
-    assert per_chunk.count == stream.accumulator.chunk_count - 1
-    assert per_chunk.sum > 0
+    assert per_chunk.count == 1  # once a stream: the mean of the chunks after the first
+    assert 0.005 < per_chunk.sum < 0.5  # the server waits 10 ms between chunks
 
 
 async def test_a_broken_stream_ends_its_span_as_an_error(
