@@ -12,8 +12,8 @@ One CLIENT span per logical request, named `chat {model}` (or `embeddings
 the stream does, however it ends, with the time to the first chunk. Names follow
 the conventions of semantic-conventions v1.41 unless `OTEL_SEMCONV_STABILITY_OPT_IN`
 holds `gen_ai_latest_experimental`, which switches to the newer ones (inference
-metrics `gen_ai.client.inference.*`, `gen_ai.request.stream`,
-`gen_ai.response.time_to_first_chunk`). Messages are recorded only with
+metrics `gen_ai.client.inference.*`, `gen_ai.request.stream`); a stream's span
+carries `gen_ai.response.time_to_first_chunk` in both. Messages are recorded only with
 `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never a header, so
 never the API key.
 """
@@ -193,7 +193,6 @@ class Operation:
         self.telemetry = telemetry
         self.name = name
         self.started = time.perf_counter()
-        self.started_ns = time.time_ns()  # the span's start, to date its events
         self.streaming = bool(body.get("stream"))
         model = body.get("model")
         parts = urllib.parse.urlsplit(url)
@@ -217,7 +216,6 @@ class Operation:
             f"{name} {model}" if isinstance(model, str) else name,
             kind=SpanKind.CLIENT,
             attributes=attributes,
-            start_time=self.started_ns,
         )
         self._ended = False
 
@@ -261,14 +259,6 @@ class Operation:
         first = timing.time_to_first_chunk
         if first is not None:
             telemetry.time_to_first_chunk.record(first, self.common)
-            if telemetry.latest:
-                self.span.set_attribute("gen_ai.response.time_to_first_chunk", first)
-            else:
-                self.span.add_event(
-                    "gen_ai.first_chunk",
-                    {"time_to_first_chunk": first},
-                    timestamp=self.started_ns + int(first * 1e9),
-                )
         # Once a stream, the mean: a record per chunk would cost the SDK more than
         # the chunk itself (about 10 µs a record, against 20 µs a chunk).
         per_chunk = timing.time_per_chunk
@@ -276,13 +266,27 @@ class Operation:
             telemetry.time_per_output_chunk.record(per_chunk, self.common)
         if timing.closed_early:
             self.span.add_event("asyncchat.stream_closed_early")
-        data = accumulator.completion_dict() if accumulator.chunk_count else {}
-        self._finish(data, error)
+        if not accumulator.chunk_count:
+            data: dict[str, Any] = {}
+        elif telemetry.capture_content:
+            data = accumulator.completion_dict()
+        else:
+            data = accumulator.response_fields()
+        # v1.41 has no name for it on the span: the newer conventions' attribute.
+        extra = {} if first is None else {"gen_ai.response.time_to_first_chunk": first}
+        self._finish(data, error, extra)
 
-    def _finish(self, data: Mapping[str, Any], error: BaseException | None) -> None:
+    def _finish(
+        self,
+        data: Mapping[str, Any],
+        error: BaseException | None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         if self._ended:
             return
         attributes = _response_attributes(data)
+        if extra:
+            attributes.update(extra)
         if self.telemetry.capture_content and self.name == "chat" and data:
             attributes["gen_ai.output.messages"] = _output_messages(data)
         self.span.set_attributes(attributes)
