@@ -294,7 +294,7 @@ class ChatCompletionStream:
             body += received
         self._phase, self._released = _DONE, True
         self._response.release()
-        data = self._decode(bytes(body), "message")  # an error object raises, and is timed so
+        data = self._decode(bytes(body), "message")  # an error object raises: _fail ends the timing
         self._ended(None)
         if data is None:
             raise StopAsyncIteration
