@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import shlex
@@ -12,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import orjson
 
@@ -23,7 +24,7 @@ from asyncchat._version import __version__
 from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
 from asyncchat.errors import APIError, ConfigurationError, NotFoundError
-from asyncchat.events import ContentDelta, ReasoningDelta, ToolCallDone
+from asyncchat.events import ContentDelta, ReasoningDelta, ToolCallDone, ToolFinished, ToolStarted
 from asyncchat.quirks import reasoning_text
 from asyncchat.testing import MockServer, StreamStyle
 from asyncchat.types import ChatCompletion, Usage
@@ -647,4 +648,53 @@ async def demo(out: TextIO) -> int:
                     out.write(f"   {event.name} {arguments}\n")
             final = await events.final_completion()
         out.write(f"   finish_reason: {final.choices[0].finish_reason}\n")
+
+        out.write("\n4. A JSON answer, parsed as it streams:\n")
+        async with client.chat.stream(
+            model="glm-4-air",
+            messages=[{"role": "user", "content": "Describe Boston"}],
+            response_format=CITY_FORMAT,
+        ) as events:
+            shown = None
+            async for event in events:
+                if isinstance(event, ContentDelta) and event.parsed != shown:
+                    shown = copy.deepcopy(event.parsed)
+                    out.write(f"   {json.dumps(shown)}\n")
+            final = await events.final_completion()
+        out.write(f"   parsed: {final.choices[0].message.parsed}\n")
+
+        out.write("\n5. A Python function as a tool, in the tool-calling loop:\n")
+        runner = client.chat.run_tools(
+            model="glm-4-air",
+            messages=[{"role": "user", "content": "What's the weather like in Boston?"}],
+            tools=[get_current_weather],
+        )
+        async for step in runner:
+            if isinstance(step, ToolStarted):
+                out.write(f"   -> {step.name}({json.dumps(step.arguments)})\n")
+            elif isinstance(step, ToolFinished):
+                out.write(f"   <- {step.result}\n")
+        answer = await runner.final_completion()
+        out.write(f"   answer: {answer.choices[0].message.content}\n")
     return 0
+
+
+CITY_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "city",
+        "schema": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "population": {"type": "integer"}},
+        },
+    },
+}
+
+
+def get_current_weather(location: str, unit: Literal["celsius", "fahrenheit"] = "celsius") -> str:
+    """Get the current weather in a given location.
+
+    Args:
+        location: The city and state, such as "San Francisco, CA".
+    """
+    return f"21 degrees {unit} and sunny in {location}"

@@ -46,6 +46,11 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     assert "You said: Stream these words one at a time please" in out
     assert 'get_current_weather {"location": "Boston", "unit": "celsius"}' in out
     assert "finish_reason: tool_calls" in out
+    assert '   {}\n   {"name": "Bos"}\n   {"name": "Boston"}\n' in out  # it grows
+    assert "parsed: {'name': 'Boston', 'population': 1}" in out
+    assert '-> get_current_weather({"location": "Boston", "unit": "celsius"})' in out
+    assert "<- 21 degrees celsius and sunny in Boston" in out
+    assert "answer: You said: What's the weather like in Boston?" in out
 
 
 def test_chat_streams(background_server: MockServer, capsys: pytest.CaptureFixture[str]) -> None:
