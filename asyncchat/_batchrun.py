@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_requests
 from asyncchat._fanout import fan_out
+from asyncchat._ratelimit import RateLimit
 from asyncchat.client import Client, reported_tokens
 from asyncchat.errors import APIStatusError
 from asyncchat.types import ChatCompletion
@@ -169,6 +170,7 @@ async def run_batch_file(
     retry_failed: bool = False,
     requests_per_minute: float | None = None,
     tokens_per_minute: float | None = None,
+    rate_limit: RateLimit | None = None,
     progress: TextIO = sys.stderr,
     stop: BatchStop | None = None,
 ) -> BatchSummary:
@@ -184,7 +186,7 @@ async def run_batch_file(
     try:
         run = _Run(client, results, ids, stop or BatchStop(), progress)
         pending = run.pending(input_requests(input_path, model))
-        runner = client.chat._request_runner(requests_per_minute, tokens_per_minute)
+        runner = client.chat._request_runner(requests_per_minute, tokens_per_minute, rate_limit)
         await run.run(runner, pending, concurrency)
     finally:
         results.close()

@@ -52,6 +52,10 @@ class Pacer:
         return self.limiter.counts_tokens
 
     async def wait_turn(self, tokens: int) -> None:
+        acquire = getattr(self.limiter, "acquire", None)
+        if acquire is not None:  # a limit that asks a server (RedisRateLimit): it waits itself
+            await acquire(tokens)
+            return
         start = self.limiter.reserve(self.clock(), tokens)
         delay = start - self.clock()
         if delay > 0:

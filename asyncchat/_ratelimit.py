@@ -17,7 +17,14 @@ from typing import Any, Protocol
 
 import orjson
 
-__all__ = ["MAX_RESET_PAUSE", "RateLimit", "RateLimiter", "estimate_tokens", "parse_duration"]
+__all__ = [
+    "MAX_RESET_PAUSE",
+    "RateLimit",
+    "RateLimiter",
+    "estimate_tokens",
+    "parse_duration",
+    "spent_budget_pauses",
+]
 
 # The longest pause an `x-ratelimit-reset-*` header can impose. Longer than Retry-After's
 # cap, since a per-minute budget can legitimately reset minutes away, but bounded: a
@@ -132,21 +139,32 @@ class RateLimiter:
         A reset further off than `MAX_RESET_PAUSE`, or not a duration, is not waited
         for; returns those headers, to report.
         """
-        declined = []
-        for kind in ("requests", "tokens"):
-            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
-            reset = headers.get(f"x-ratelimit-reset-{kind}")
-            if remaining is None or reset is None:
-                continue
-            try:
-                spent = float(remaining) <= 0
-            except ValueError:
-                continue
-            if not spent:
-                continue
-            seconds = parse_duration(reset)
-            if seconds is None or seconds > MAX_RESET_PAUSE:
-                declined.append(f"x-ratelimit-reset-{kind}: {reset}")
-            else:
-                self.pause(now + seconds)
+        pauses, declined = spent_budget_pauses(headers)
+        for seconds in pauses:
+            self.pause(now + seconds)
         return declined
+
+
+def spent_budget_pauses(headers: Mapping[str, str]) -> tuple[list[float], list[str]]:
+    """The pauses a response's spent budgets ask for (`x-ratelimit-remaining-*: 0`
+    with its `x-ratelimit-reset-*`), in seconds; and the resets not followed (longer
+    than `MAX_RESET_PAUSE`, or not a duration), as header lines to report."""
+    pauses: list[float] = []
+    declined: list[str] = []
+    for kind in ("requests", "tokens"):
+        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+        reset = headers.get(f"x-ratelimit-reset-{kind}")
+        if remaining is None or reset is None:
+            continue
+        try:
+            spent = float(remaining) <= 0
+        except ValueError:
+            continue
+        if not spent:
+            continue
+        seconds = parse_duration(reset)
+        if seconds is None or seconds > MAX_RESET_PAUSE:
+            declined.append(f"x-ratelimit-reset-{kind}: {reset}")
+        else:
+            pauses.append(seconds)
+    return pauses, declined

@@ -11,7 +11,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -151,6 +151,15 @@ def _add_batch(commands: Any) -> None:
     )
     batch.add_argument("--rpm", type=float, help="requests-per-minute ceiling")
     batch.add_argument("--tpm", type=float, help="tokens-per-minute ceiling (estimated)")
+    batch.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="share --rpm/--tpm through this Redis with every process using the same base URL "
+        "and key (needs the redis extra)",
+    )
+    batch.add_argument(
+        "--limit-name", help="with --redis-url: share the limit under this name instead"
+    )
     batch.add_argument("-m", "--model", help="use this model for every request")
     batch.add_argument(
         "--shard",
@@ -518,7 +527,7 @@ async def _batch(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(number, stop.request, number.name)
     try:
-        async with _client(args) as client:
+        async with _client(args) as client, _shared_limit(args, client) as shared:
             summary = await run_batch_file(
                 client,
                 args.input,
@@ -527,8 +536,9 @@ async def _batch(args: argparse.Namespace) -> int:
                 model=args.model,
                 shard=args.shard,
                 retry_failed=args.retry_failed,
-                requests_per_minute=args.rpm,
-                tokens_per_minute=args.tpm,
+                requests_per_minute=None if shared else args.rpm,
+                tokens_per_minute=None if shared else args.tpm,
+                rate_limit=shared,
                 stop=stop,
             )
     finally:
@@ -536,6 +546,31 @@ async def _batch(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(number)
     return _report_batch(args, summary)
+
+
+@contextlib.asynccontextmanager
+async def _shared_limit(args: argparse.Namespace, client: Client) -> AsyncIterator[Any]:
+    """The Redis-shared limit `--redis-url` asks for, or None."""
+    if not args.redis_url:
+        yield None
+        return
+    if not (args.rpm or args.tpm):
+        raise ConfigurationError("--redis-url shares a limit: give --rpm, --tpm or both")
+    try:
+        from asyncchat.redislimit import RedisRateLimit
+    except ImportError:  # pragma: no cover - the redis package is missing
+        raise ConfigurationError(
+            "--redis-url needs the redis package: pip install 'asyncchat[redis]'"
+        ) from None
+    limit = RedisRateLimit(
+        args.redis_url,
+        requests_per_minute=args.rpm,
+        tokens_per_minute=args.tpm,
+        client=None if args.limit_name else client,
+        name=args.limit_name,
+    )
+    async with limit:
+        yield limit
 
 
 def _report_batch(args: argparse.Namespace, summary: BatchSummary) -> int:
