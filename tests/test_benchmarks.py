@@ -160,3 +160,29 @@ def test_agent_benchmark_runs() -> None:
     rows = {line[:38].strip(): line[38:].strip() for line in lines[2:]}
     assert rows["asyncchat run_tools (streamed)"].isdigit()
     assert rows["asyncchat hand-written loop, stream()"].isdigit()
+
+
+@pytest.mark.slow
+def test_shared_limit_benchmark_runs() -> None:
+    """benchmarks.shared_limit: both modes run, against a real redis-server."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.shared_limit",
+            "--processes",
+            "2",
+            "--rpm",
+            "1200",
+            "--seconds",
+            "2",
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()[2:]
+    assert [row[:22].strip() for row in rows] == ["shared (Redis)", "naive split, skewed"]
+    assert all(int(row[22:32]) > 0 for row in rows)

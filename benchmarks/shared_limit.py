@@ -1,0 +1,148 @@
+"""How well processes sharing one `RedisRateLimit` keep to it, and what it costs.
+
+Starts a redis-server and the mock server, then `--processes` workers that send
+requests as fast as the limit lets them for `--seconds`: with one limit shared
+through Redis (`--rpm` for all of them), and with the naive split (each process
+`--rpm / processes` on its own) when one worker has all the work (a skewed
+job: the split leaves the others' share unused). Reports the rate the server
+saw against the limit, the fastest 10-second window, and Redis round trips per
+request.
+
+    python -m benchmarks.shared_limit [--processes 4] [--rpm 600] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def worker(
+    url: str, redis_url: str, rpm: float, seconds: float, mode: str, busy: bool
+) -> dict[str, Any]:
+    """One process's requests for `seconds`; the times they were answered."""
+    import asyncchat
+    from asyncchat._ratelimit import RateLimiter
+    from asyncchat.redislimit import RedisRateLimit
+
+    async with asyncchat.Client(base_url=url, api_key="bench") as client:
+        limit: Any
+        if mode == "shared":
+            limit = RedisRateLimit(redis_url, requests_per_minute=rpm, client=client)
+        else:
+            limit = RateLimiter(requests_per_minute=rpm)
+        deadline = time.monotonic() + seconds
+        answered: list[float] = []
+
+        async def requests() -> Any:
+            while busy and time.monotonic() < deadline:
+                yield {"model": "m", "messages": MESSAGES}
+
+        async for _, result in client.chat.as_completed(
+            requests(), concurrency=8, rate_limit=limit
+        ):
+            if isinstance(result, Exception):
+                raise result
+            answered.append(time.time())
+        trips = getattr(limit, "round_trips", 0)
+        if mode == "shared":
+            await limit.close()
+    return {"answered": answered, "round_trips": trips}
+
+
+def run_mode(
+    mode: str, processes: int, rpm: float, seconds: float, url: str, redis_url: str
+) -> dict[str, Any]:
+    """Every worker of one mode, as separate processes; what the server saw."""
+    share = rpm if mode == "shared" else rpm / processes
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = []
+        for index in range(processes):
+            busy = mode == "shared" or index == 0  # the split: one worker has the work
+            out = Path(tmp) / f"{index}.json"
+            code = (
+                "import asyncio, json, sys\n"
+                "from benchmarks.shared_limit import worker\n"
+                f"r = asyncio.run(worker({url!r}, {redis_url!r}, {share}, {seconds}, "
+                f"{mode!r}, {busy}))\n"
+                f"open({str(out)!r}, 'w').write(json.dumps(r))\n"
+            )
+            runs.append((subprocess.Popen([sys.executable, "-c", code]), out))
+        times: list[float] = []
+        trips = 0
+        for process, out in runs:
+            assert process.wait(seconds + 120) == 0, f"a {mode} worker failed"
+            result = json.loads(out.read_text())
+            times += result["answered"]
+            trips += result["round_trips"]
+    times.sort()
+    span = times[-1] - times[0] if len(times) > 1 else 0.0
+    window = max((sum(1 for t in times if start <= t < start + 10) for start in times), default=0)
+    return {
+        "mode": mode,
+        "requests": len(times),
+        "per_minute": (len(times) - 1) / span * 60 if span else 0.0,
+        "fastest_10s_per_minute": window * 6,
+        "round_trips_per_request": trips / len(times) if times else 0.0,
+    }
+
+
+def main() -> None:
+    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options.add_argument("--processes", type=int, default=4)
+    options.add_argument("--rpm", type=float, default=600)
+    options.add_argument("--seconds", type=float, default=30)
+    args = options.parse_args()
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("needs redis-server (apt-get install redis-server)")
+    redis_port = _free_port()
+    redis = subprocess.Popen(
+        [binary, "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "asyncchat", "mock-server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split(" on ")[1].split()[0]
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        time.sleep(0.5)
+        print(f"{args.processes} processes, limit {args.rpm:g}/min, {args.seconds:g} s each")
+        print(f"{'mode':22}{'requests':>10}{'per min':>10}{'fastest 10 s':>14}{'trips/req':>11}")
+        for mode in ("shared", "split"):
+            row = run_mode(mode, args.processes, args.rpm, args.seconds, url, redis_url)
+            label = "shared (Redis)" if mode == "shared" else "naive split, skewed"
+            print(
+                f"{label:22}{row['requests']:>10}{row['per_minute']:>10.1f}"
+                f"{row['fastest_10s_per_minute']:>14}{row['round_trips_per_request']:>11.2f}",
+                flush=True,
+            )
+    finally:
+        server.terminate()
+        redis.terminate()
+        server.wait()
+        redis.wait()
+
+
+if __name__ == "__main__":
+    main()
