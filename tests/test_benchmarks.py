@@ -176,7 +176,7 @@ def test_shared_limit_benchmark_runs() -> None:
             "1200",
             "--seconds",
             "2",
-        ],  # fmt: skip
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
