@@ -235,7 +235,7 @@ class RedisRateLimit:
 
     async def _take_lease(self, tokens: int) -> float:
         """Reserve `lease` requests and their tokens in Redis; seconds until the first."""
-        requests = self.lease if self._per_request else 1
+        requests = self.lease
         lease_tokens = max(tokens, 1) * self.lease if self._per_token else 0
         correction, self._correction = self._correction, 0
         try:

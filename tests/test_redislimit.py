@@ -96,6 +96,13 @@ async def test_tokens_are_reserved_and_reconciled(redis_url: str) -> None:
         await client.aclose()
 
 
+async def test_a_tokens_only_limit_leases_too(redis_url: str) -> None:
+    async with limiter(redis_url, "tokens-only", tokens_per_minute=6_000_000, lease=4) as limit:
+        for _ in range(8):
+            await limit._slot(100)
+        assert limit.round_trips == 2  # 8 requests, 4 a round trip
+
+
 async def test_a_pause_holds_every_process(redis_url: str) -> None:
     first = limiter(redis_url, "pause", requests_per_minute=6000, lease=1)
     second = limiter(redis_url, "pause", requests_per_minute=6000, lease=1)
