@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from asyncchat.errors import APIError, MaxTurnsError, ToolArgumentsError, ToolCallError
+from asyncchat.errors import (
+    APIError,
+    MaxTurnsError,
+    ToolArgumentsError,
+    ToolCallError,
+    one_line,
+)
 from asyncchat.events import StreamEvent, ToolFinished, ToolStarted
 from asyncchat.structured import is_pydantic_model
 from asyncchat.tools import Tool, tool_of
@@ -342,7 +348,7 @@ def _describe(error: BaseException) -> str:
     """An error as the model reads it: its type and message, no traceback."""
     if isinstance(error, ToolArgumentsError):
         return str(error)
-    text = " ".join(str(error).split())
+    text = one_line(error, limit=2000)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 

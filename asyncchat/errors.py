@@ -65,6 +65,7 @@ __all__ = [
     "ToolArgumentsError",
     "ToolCallError",
     "UnprocessableEntityError",
+    "one_line",
 ]
 
 
@@ -287,6 +288,12 @@ class ContentFilterFinishReasonError(StructuredOutputError):
             "so it cannot be parsed",
             completion=completion,
         )
+
+
+def one_line(error: BaseException | str, limit: int = 300) -> str:
+    """An error's message folded onto one line and cut (pydantic's, a tool's, run
+    over several), for a message that quotes it."""
+    return " ".join(str(error).split())[:limit]
 
 
 # --- building errors from what a server sent -----------------------------------

@@ -34,6 +34,7 @@ from asyncchat.errors import (
     LengthFinishReasonError,
     StructuredOutputError,
     ToolArgumentsError,
+    one_line,
 )
 from asyncchat.quirks import CONTENT_FILTER_REASONS
 from asyncchat.types import ChatCompletion, ParsedChatCompletion
@@ -409,7 +410,7 @@ class StructuredRequest:
             return output.parse(text)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise StructuredOutputError(
-                f"the answer is not a valid {output.name}: {_first_line(exc)}: {text[:200]!r}",
+                f"the answer is not a valid {output.name}: {one_line(exc)}: {text[:200]!r}",
                 completion=completion,
             ) from exc
 
@@ -421,14 +422,9 @@ class StructuredRequest:
         except ValueError as exc:
             raise ToolArgumentsError(
                 f"the arguments of tool call {function.name!r} are not a valid "
-                f"{model.__name__}: {_first_line(exc)}: {arguments[:200]!r}",
+                f"{model.__name__}: {one_line(exc)}: {arguments[:200]!r}",
                 arguments=arguments,
             ) from exc
-
-
-def _first_line(error: Exception) -> str:
-    """An error's message folded onto one line (pydantic's run over several)."""
-    return " ".join(str(error).split())[:300]
 
 
 def json_schema_refused(status_code: int, message: str) -> bool:

@@ -126,6 +126,13 @@ def _last_user_text(messages: Any) -> str:
     return ""
 
 
+def _error(status: int, message: str, request_id: str | None = None, **fields: Any) -> web.Response:
+    """An OpenAI-shaped error answer: `{"error": {"message", "type", ...fields}}`."""
+    error = {"message": message, "type": "invalid_request_error", **fields}
+    headers = {"x-request-id": request_id} if request_id else None
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
 def mock_embedding(text: str, size: int = 8) -> list[float]:
     """The mock server's vector for a text: the same every time, exact in float32."""
     digest = hashlib.sha256(text.encode()).digest()
@@ -342,16 +349,7 @@ class MockServer:
     # --- request handling --------------------------------------------------------
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "error": {
-                    "message": f"no route for {request.method} {request.path}",
-                    "type": "invalid_request_error",
-                    "code": "not_found",
-                }
-            },
-            status=404,
-        )
+        return _error(404, f"no route for {request.method} {request.path}", code="not_found")
 
     def _record(self, request: web.Request, raw: bytes, body: Any) -> None:
         self.requests.append(
@@ -371,17 +369,7 @@ class MockServer:
         authorization = request.headers.get("Authorization")
         if self.api_key is None or authorization == f"Bearer {self.api_key}":
             return None
-        return web.json_response(
-            {
-                "error": {
-                    "message": "Incorrect API key provided.",
-                    "type": "invalid_request_error",
-                    "code": "invalid_api_key",
-                }
-            },
-            status=401,
-            headers={"x-request-id": request_id},
-        )
+        return _error(401, "Incorrect API key provided.", request_id, code="invalid_api_key")
 
     async def _models(self, request: web.Request) -> web.Response:
         self._record(request, await request.read(), None)
@@ -405,10 +393,7 @@ class MockServer:
             return denied
         inputs = body.get("input") if isinstance(body, dict) else None
         if not inputs:
-            return web.json_response(
-                {"error": {"message": "'input' is required", "type": "invalid_request_error"}},
-                status=400,
-            )
+            return _error(400, "'input' is required")
         assert isinstance(body, dict)
         if not isinstance(inputs, list) or (inputs and isinstance(inputs[0], int)):
             inputs = [inputs]
@@ -471,16 +456,8 @@ class MockServer:
         if denied is not None:
             return denied
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return web.json_response(
-                {
-                    "error": {
-                        "message": "the body must be a JSON object with 'messages'",
-                        "type": "invalid_request_error",
-                        "param": "messages",
-                    }
-                },
-                status=400,
-                headers={"x-request-id": request_id},
+            return _error(
+                400, "the body must be a JSON object with 'messages'", request_id, param="messages"
             )
         refused = self._refused_format(body, request_id)
         if refused is not None:
@@ -490,7 +467,7 @@ class MockServer:
         else:
             played = self.turns.play(body)
             if isinstance(played, str):
-                return self._script_error(played, request_id)
+                return _error(400, played, request_id, code="script")  # why, for the test
             answer = _Answer(played.tool_calls, _words(played.content) if played.content else [])
         if body.get("stream"):
             return await self._stream(request, body, request_id, answer, extra_headers)
@@ -500,15 +477,6 @@ class MockServer:
             headers={"x-request-id": request_id, **extra_headers},
         )
 
-    @staticmethod
-    def _script_error(message: str, request_id: str) -> web.Response:
-        """A request the scripted model did not expect: a 400 that says why."""
-        return web.json_response(
-            {"error": {"message": message, "type": "invalid_request_error", "code": "script"}},
-            status=400,
-            headers={"x-request-id": request_id},
-        )
-
     def _refused_format(self, body: dict[str, Any], request_id: str) -> web.Response | None:
         """DeepSeek's answer to a response format it does not take."""
         response_format = body.get("response_format")
@@ -516,17 +484,12 @@ class MockServer:
             return None
         if response_format.get("type") in self.response_formats:
             return None
-        return web.json_response(
-            {
-                "error": {
-                    "message": "This response_format type is unavailable now",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "invalid_request_error",
-                }
-            },
-            status=400,
-            headers={"x-request-id": request_id},
+        return _error(
+            400,
+            "This response_format type is unavailable now",
+            request_id,
+            param=None,
+            code="invalid_request_error",
         )
 
     def _scripted(self, scripted: MockResponse, request_id: str) -> web.Response:

@@ -37,7 +37,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, overload
 
 import orjson
 
-from asyncchat.errors import ToolArgumentsError
+from asyncchat.errors import ToolArgumentsError, one_line
 from asyncchat.structured import is_pydantic_model, to_strict_json_schema
 
 __all__ = ["Tool", "tool"]
@@ -410,7 +410,7 @@ def _convert(annotation: Any, value: Any) -> Any:
         try:
             return annotation.model_validate(value)
         except ValueError as exc:  # pydantic's ValidationError
-            raise _Mismatch(f"is not a valid {annotation.__name__}: {_one_line(exc)}") from None
+            raise _Mismatch(f"is not a valid {annotation.__name__}: {one_line(exc)}") from None
     return value
 
 
@@ -446,10 +446,6 @@ def _convert_fields(hints: dict[str, Any], required: set[str], value: Any) -> di
     if problems:
         raise _Mismatch(", ".join(problems))
     return converted
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:300]
 
 
 # --- docstrings ------------------------------------------------------------------------------
