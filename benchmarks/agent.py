@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from benchmarks.mock import mock_server
 
 QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 ANSWER = "You said: What is the weather in Paris?"
@@ -52,6 +52,15 @@ WEATHER_TOOL = {
 Conversation = Callable[[Any], Awaitable[str]]
 
 
+async def _send_results(
+    messages: list[Any], calls: Any, arguments: Callable[[Any], dict[str, Any]]
+) -> None:
+    """What every hand-written loop does with a turn's calls: run each, append its result."""
+    for call in calls:
+        result = await get_weather(**arguments(call))
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)})
+
+
 async def asyncchat_run_tools(client: Any) -> str:
     runner = client.chat.run_tools(model="m", messages=QUESTION, tools=[get_weather])
     final = await runner.final_completion()
@@ -68,11 +77,7 @@ async def asyncchat_hand_loop(client: Any) -> str:
         if not message.tool_calls:
             return str(message.content)
         messages.append(message.to_dict())
-        for call in message.tool_calls:
-            result = await get_weather(**call.function.parsed_arguments())
-            messages.append(
-                {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
-            )
+        await _send_results(messages, message.tool_calls, lambda c: c.function.parsed_arguments())
 
 
 async def asyncchat_stream_loop(client: Any) -> str:
@@ -86,11 +91,7 @@ async def asyncchat_stream_loop(client: Any) -> str:
         if not message.tool_calls:
             return str(message.content)
         messages.append(message.to_dict())
-        for call in message.tool_calls:
-            result = await get_weather(**call.function.parsed_arguments())
-            messages.append(
-                {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
-            )
+        await _send_results(messages, message.tool_calls, lambda c: c.function.parsed_arguments())
 
 
 async def openai_hand_loop(client: Any) -> str:
@@ -103,11 +104,9 @@ async def openai_hand_loop(client: Any) -> str:
         if not message.tool_calls:
             return str(message.content)
         messages.append(message.model_dump(exclude_none=True))
-        for call in message.tool_calls:
-            result = await get_weather(**json.loads(call.function.arguments))
-            messages.append(
-                {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
-            )
+        await _send_results(
+            messages, message.tool_calls, lambda c: json.loads(c.function.arguments)
+        )
 
 
 async def openai_stream_loop(client: Any) -> str:
@@ -123,11 +122,9 @@ async def openai_stream_loop(client: Any) -> str:
         if not message.tool_calls:
             return str(message.content)
         messages.append(message.model_dump(exclude_none=True, exclude={"parsed"}))
-        for call in message.tool_calls:
-            result = await get_weather(**json.loads(call.function.arguments))
-            messages.append(
-                {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
-            )
+        await _send_results(
+            messages, message.tool_calls, lambda c: json.loads(c.function.arguments)
+        )
 
 
 def _asyncchat_client(url: str, concurrency: int) -> Any:
@@ -186,14 +183,7 @@ def main() -> None:
     options.add_argument("--concurrency", type=int, default=10)
     options.add_argument("--repeat", type=int, default=3, help="runs of each (best kept)")
     args = options.parse_args()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "asyncchat", "mock-server", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().split(" on ")[1].split()[0]
+    with mock_server() as url:
         turns = 2 * args.conversations
         print(f"{args.conversations} conversations of 2 turns, {args.concurrency} at a time")
         print(f"{'runner':38}{'CPU µs/turn':>14}")
@@ -209,9 +199,6 @@ def main() -> None:
                 print(f"{name:38}{'not installed':>14}")
                 continue
             print(f"{name:38}{best / turns * 1e6:>14.0f}", flush=True)
-    finally:
-        server.terminate()
-        server.wait()
 
 
 if __name__ == "__main__":

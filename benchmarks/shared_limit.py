@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.mock import mock_server
+
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
@@ -117,30 +119,24 @@ def main() -> None:
         [binary, "--port", str(redis_port), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "asyncchat", "mock-server", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     try:
-        assert server.stdout is not None
-        url = server.stdout.readline().split(" on ")[1].split()[0]
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        time.sleep(0.5)
-        print(f"{args.processes} processes, limit {args.rpm:g}/min, {args.seconds:g} s each")
-        print(f"{'mode':22}{'requests':>10}{'per min':>10}{'fastest 10 s':>14}{'trips/req':>11}")
-        for mode in ("shared", "split"):
-            row = run_mode(mode, args.processes, args.rpm, args.seconds, url, redis_url)
-            label = "shared (Redis)" if mode == "shared" else "naive split, skewed"
+        with mock_server() as url:
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            time.sleep(0.5)
+            print(f"{args.processes} processes, limit {args.rpm:g}/min, {args.seconds:g} s each")
             print(
-                f"{label:22}{row['requests']:>10}{row['per_minute']:>10.1f}"
-                f"{row['fastest_10s_per_minute']:>14}{row['round_trips_per_request']:>11.2f}",
-                flush=True,
+                f"{'mode':22}{'requests':>10}{'per min':>10}{'fastest 10 s':>14}{'trips/req':>11}"
             )
+            for mode in ("shared", "split"):
+                row = run_mode(mode, args.processes, args.rpm, args.seconds, url, redis_url)
+                label = "shared (Redis)" if mode == "shared" else "naive split, skewed"
+                print(
+                    f"{label:22}{row['requests']:>10}{row['per_minute']:>10.1f}"
+                    f"{row['fastest_10s_per_minute']:>14}{row['round_trips_per_request']:>11.2f}",
+                    flush=True,
+                )
     finally:
-        server.terminate()
         redis.terminate()
-        server.wait()
         redis.wait()
 
 
