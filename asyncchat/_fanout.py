@@ -53,7 +53,7 @@ class Pacer:
 
     async def wait_turn(self, tokens: int) -> None:
         acquire = getattr(self.limiter, "acquire", None)
-        if acquire is not None:  # a limit that asks a server (RedisRateLimit): it waits itself
+        if acquire is not None:  # a limit kept on a server: see RateLimit
             await acquire(tokens)
             return
         start = self.limiter.reserve(self.clock(), tokens)

@@ -68,6 +68,9 @@ class RateLimit(Protocol):
 
     Another implementation (one shared by several processes or machines) passes
     as `chat.batch(..., rate_limit=...)`. Times are the fan-out clock's seconds.
+    A limit that must ask a server before a request may start (`RedisRateLimit`)
+    also has `async def acquire(tokens)`, which waits itself: the fan-out awaits it
+    instead of `reserve`.
     """
 
     @property
