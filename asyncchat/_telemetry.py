@@ -1,11 +1,12 @@
 """OpenTelemetry spans and metrics for chat and embeddings requests, after the GenAI
 semantic conventions.
 
-On when `opentelemetry-api` is installed (the `otel` extra) and the client was not
-made with `telemetry=False`. It records through the global tracer and meter
-providers, so it goes wherever the application sends its telemetry (nowhere, with
-the API's no-op defaults). Off, this module is not imported, and nothing runs
-per request or per chunk.
+On when `opentelemetry-api` is installed (the `otel` extra) and the application
+has imported it (as setting up a provider does), unless the client was made with
+`telemetry=False`. It records through the global tracer and meter providers, so
+it goes wherever the application sends its telemetry, and nowhere until a
+provider is set. Off, neither this module nor opentelemetry is imported, and
+nothing runs per chunk.
 
 One CLIENT span per logical request, named `chat {model}` (or `embeddings
 {model}`), covering every retry (each an event on it); for a stream, it ends when

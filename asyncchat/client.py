@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
+import sys
 import time
 import urllib.parse
 import warnings
@@ -16,7 +16,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
-    Iterator,
     Mapping,
     Sequence,
 )
@@ -170,7 +169,10 @@ class Client:
         self._sleep = sleep
         self._clock = clock
         self._observers: list[RequestObserver] = [LoggingObserver(), *observers]
-        self._telemetry = _load_telemetry(telemetry)
+        # None until the application imports opentelemetry (to set up its providers):
+        # asyncchat does not import it first, nor pay for it on every request.
+        self._telemetry_enabled = telemetry
+        self._telemetry = _load_telemetry(telemetry) if telemetry else None
         self._rng = random.Random()
         self.chat = Chat(self)
         self.models = Models(self)
@@ -246,88 +248,75 @@ class Client:
         effective_timeout = self.timeout if timeout is None else Timeout.coerce(timeout)
         shown = redact(request.url)  # what messages quote
         telemetry = self._telemetry
+        if telemetry is None and self._telemetry_enabled is None and _OTEL in sys.modules:
+            telemetry = self._telemetry = _load_telemetry(None)
+            if telemetry is None:  # imported, but not installed whole: do not try again
+                self._telemetry_enabled = False
         operation = None if telemetry is None else telemetry.start(path, body, request.url)
         issued = time.perf_counter()
-        try:
-            return await self._attempts(
-                request, stream, effective_timeout, shown, pacer, tokens, operation, issued
-            )
-        except BaseException as exc:  # a cancellation too: the span ends either way
+        observers = self._observers
+        try:  # a failure, or a cancellation, ends the request's span
+            attempt = 0
+            while True:
+                if pacer is not None:
+                    await pacer.wait_turn(tokens)
+                for observer in observers:
+                    observer.request_started(request, attempt)
+                started = time.monotonic()
+                error: APIError
+                try:
+                    response = await self._transport.send(request, effective_timeout)
+                    if pacer is not None:
+                        pacer.observe(response.headers)
+                    if 200 <= response.status < 300:
+                        content = None if stream else await response.read()
+                        seconds = time.monotonic() - started
+                        for observer in observers:
+                            observer.request_succeeded(request, response, seconds)
+                        request_id = response.headers.get("x-request-id")
+                        return _Sent(
+                            response,
+                            content,
+                            effective_timeout,
+                            shown,
+                            request_id,
+                            request,
+                            operation,
+                            issued,
+                        )
+                    error = await self._status_error(response, method, shown)
+                    status: int | None = response.status
+                    retry_headers: Mapping[str, str] = response.headers
+                except APIConnectionError as exc:
+                    error, status, retry_headers = exc, None, {}
+                delay = retry_delay(
+                    attempt=attempt,
+                    max_retries=self.max_retries,
+                    status=status,
+                    headers=retry_headers,
+                    now=time.time(),
+                    rng=self._rng,
+                )
+                if (
+                    pacer is not None
+                    and status == 429
+                    and delay is not None
+                    and retry_after(retry_headers, time.time()) is not None
+                ):
+                    pacer.pause_for(delay)  # the server named a pause: it holds every worker
+                seconds = time.monotonic() - started
+                for observer in observers:
+                    observer.request_failed(request, attempt, error, seconds, delay)
+                if delay is None:
+                    raise error
+                if operation is not None:
+                    operation.retried(attempt, error, delay)
+                attempt += 1
+                await self._sleep(delay)
+        except BaseException as exc:
             if operation is not None:
                 operation.failed(exc)
             raise
-
-    async def _attempts(
-        self,
-        request: Request,
-        stream: bool,
-        effective_timeout: Timeout,
-        shown: str,
-        pacer: Pacer | None,
-        tokens: int,
-        operation: Operation | None,
-        issued: float,
-    ) -> _Sent:
-        """`_request`'s retry loop."""
-        observers = self._observers
-        method = request.method
-        attempt = 0
-        while True:
-            if pacer is not None:
-                await pacer.wait_turn(tokens)
-            for observer in observers:
-                observer.request_started(request, attempt)
-            started = time.monotonic()
-            error: APIError
-            try:
-                response = await self._transport.send(request, effective_timeout)
-                if pacer is not None:
-                    pacer.observe(response.headers)
-                if 200 <= response.status < 300:
-                    content = None if stream else await response.read()
-                    seconds = time.monotonic() - started
-                    for observer in observers:
-                        observer.request_succeeded(request, response, seconds)
-                    request_id = response.headers.get("x-request-id")
-                    return _Sent(
-                        response,
-                        content,
-                        effective_timeout,
-                        shown,
-                        request_id,
-                        request,
-                        operation,
-                        issued,
-                    )
-                error = await self._status_error(response, method, shown)
-                status: int | None = response.status
-                retry_headers: Mapping[str, str] = response.headers
-            except APIConnectionError as exc:
-                error, status, retry_headers = exc, None, {}
-            delay = retry_delay(
-                attempt=attempt,
-                max_retries=self.max_retries,
-                status=status,
-                headers=retry_headers,
-                now=time.time(),
-                rng=self._rng,
-            )
-            if (
-                pacer is not None
-                and status == 429
-                and delay is not None
-                and retry_after(retry_headers, time.time()) is not None
-            ):
-                pacer.pause_for(delay)  # the server named a pause: it holds every worker
-            seconds = time.monotonic() - started
-            for observer in observers:
-                observer.request_failed(request, attempt, error, seconds, delay)
-            if delay is None:
-                raise error
-            if operation is not None:
-                operation.retried(attempt, error, delay)
-            attempt += 1
-            await self._sleep(delay)
 
     def _prepare(
         self,
@@ -370,10 +359,13 @@ class Client:
             extra_query=extra_query,
         )
         assert sent.content is not None
-        with sent.reported():
+        try:
             data = decode_object(sent.content, sent.response.status, sent.url, method)
-            if sent.operation is not None:
-                sent.operation.succeeded(data)
+        except BaseException as exc:
+            sent.failed(exc)
+            raise
+        if sent.operation is not None:
+            sent.operation.succeeded(data)
         return cls(data, sent.request_id, sent.response.headers)
 
     async def _status_error(self, response: Response, method: str, url: str) -> APIStatusError:
@@ -566,18 +558,18 @@ class Completions:
         response = sent.response
         if not stream:
             assert sent.content is not None
-            with sent.reported():
-                completion = ChatCompletion(
-                    decode_object(sent.content, response.status, sent.url),
-                    sent.request_id,
-                    response.headers,
-                )
-                if sent.operation is not None:
-                    sent.operation.succeeded(completion._data)
+            try:
+                data = decode_object(sent.content, response.status, sent.url)
+            except BaseException as exc:
+                sent.failed(exc)
+                raise
+            completion = ChatCompletion(data, sent.request_id, response.headers)
+            if sent.operation is not None:
+                sent.operation.succeeded(data)
             if tokens and pacer is not None:
                 pacer.limiter.correct_tokens(tokens, reported_tokens(completion) or tokens)
             return completion
-        with sent.reported():
+        try:
             chunks = await _open_stream(
                 response,
                 url=sent.url,
@@ -586,15 +578,19 @@ class Completions:
                 request_id=sent.request_id,
                 timing=sent.stream_timing(),
             )
+        except BaseException as exc:
+            sent.failed(exc)
+            raise
         client._open_streams.add(chunks)
         return chunks
 
 
+_OTEL = "opentelemetry.trace"  # imported by any application that sets up a provider
+
+
 def _load_telemetry(enabled: bool | None) -> Telemetry | None:
-    """The shared telemetry when opentelemetry-api is installed and `enabled` is not
-    False; None otherwise (asked for explicitly and missing: an error)."""
-    if enabled is False:
-        return None
+    """The shared telemetry when opentelemetry-api is installed; None otherwise
+    (asked for with `telemetry=True` and missing: an error)."""
     try:
         from asyncchat._telemetry import shared_telemetry
     except ImportError as exc:
@@ -635,15 +631,10 @@ class _Sent:
     operation: Operation | None  # its telemetry span, when telemetry is on
     issued: float  # time.perf_counter() when the first attempt began
 
-    @contextlib.contextmanager
-    def reported(self) -> Iterator[None]:
-        """Reading the answer: a failure here ends the request's span as one."""
-        try:
-            yield
-        except BaseException as exc:
-            if self.operation is not None:
-                self.operation.failed(exc)
-            raise
+    def failed(self, error: BaseException) -> None:
+        """Reading the answer failed: the request's span ends as a failure."""
+        if self.operation is not None:
+            self.operation.failed(error)
 
     def stream_timing(self) -> StreamTiming | None:
         """What times the stream, for telemetry and the log line; None when neither

@@ -311,3 +311,23 @@ def test_without_opentelemetry_nothing_is_imported() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "pip install 'asyncchat[otel]'" in done.stdout
+
+
+def test_opentelemetry_is_never_imported_first() -> None:
+    """Installed but not imported by the application: requests do not import it."""
+    code = (
+        "import asyncio, sys\n"
+        "import asyncchat\n"
+        "from asyncchat.testing import MockResponse, MockTransport\n"
+        "async def main():\n"
+        "    transport = MockTransport(lambda r: MockResponse(json={'choices': []}))\n"
+        "    async with asyncchat.Client(api_key='k', transport=transport) as client:\n"
+        "        await client.chat.completions.create(model='m', messages=[{'role': 'user',"
+        " 'content': 'hi'}])\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', "
+        "'asyncchat._telemetry'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
