@@ -46,10 +46,13 @@ __all__ = [
     "BatchFileError",
     "BatchInputError",
     "ResultsFile",
+    "batch_record",
     "check_input",
+    "check_request",
     "encode_record",
     "input_requests",
     "shard_of",
+    "unstorable_record",
 ]
 
 _CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
@@ -75,6 +78,29 @@ def shard_of(custom_id: str, shards: int) -> int:
     return int.from_bytes(digest[:8], "big") % shards + 1
 
 
+def check_request(record: Any, model: str | None) -> str | None:
+    """What is wrong with one input record, or None; the duplicate check is the caller's."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    custom_id = record.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        return "missing custom_id (a non-empty string)"
+    if record.get("method", "POST") != "POST":
+        return f"method must be POST, got {record.get('method')!r}"
+    if record.get("url") not in _CHAT_URLS:
+        return f"url must be /v1/chat/completions, got {record.get('url')!r}"
+    body = record.get("body")
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        return "body.messages must be a non-empty list"
+    if not model and not body.get("model"):
+        return "body.model is missing (or pass --model)"
+    if body.get("stream"):
+        return "body.stream is not supported in a batch"
+    return None
+
+
 def _check_line(
     number: int, text: str, seen: set[str], model: str | None
 ) -> tuple[str | None, str | None]:
@@ -83,27 +109,13 @@ def _check_line(
         record = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         return None, f"line {number}: not valid JSON ({exc})"
-    if not isinstance(record, dict):
-        return None, f"line {number}: not a JSON object"
-    custom_id = record.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
-        return None, f"line {number}: missing custom_id (a non-empty string)"
+    problem = check_request(record, model)
+    if problem is not None:
+        return None, f"line {number}: {problem}"
+    custom_id: str = record["custom_id"]
     if custom_id in seen:
         return None, f"line {number}: custom_id {custom_id!r} is used more than once"
     seen.add(custom_id)
-    if record.get("method", "POST") != "POST":
-        return None, f"line {number}: method must be POST, got {record.get('method')!r}"
-    if record.get("url") not in _CHAT_URLS:
-        return None, f"line {number}: url must be /v1/chat/completions, got {record.get('url')!r}"
-    body = record.get("body")
-    if not isinstance(body, dict):
-        return None, f"line {number}: body must be a JSON object"
-    if not isinstance(body.get("messages"), list) or not body["messages"]:
-        return None, f"line {number}: body.messages must be a non-empty list"
-    if not model and not body.get("model"):
-        return None, f"line {number}: body.model is missing (or pass --model)"
-    if body.get("stream"):
-        return None, f"line {number}: body.stream is not supported in a batch"
     return custom_id, None
 
 
@@ -260,11 +272,12 @@ class ResultsFile:
 
     @classmethod
     def open(
-        cls, output: Path, *, input_path: Path, ids: set[str], retry_failed: bool
+        cls, output: Path, *, input_path: Path | None, ids: set[str], retry_failed: bool = False
     ) -> ResultsFile:
+        """The output of the run over `input_path` (and its `ids`), ready to append to."""
         if str(output) == "-":
             return cls(sys.stdout.buffer, path=None, scan=_Scan())
-        if _same_file(output, input_path):
+        if input_path is not None and _same_file(output, input_path):
             raise BatchFileError(
                 f"the output {output} is the input file {input_path}: choose another -o "
                 "(nothing was sent)"
@@ -343,7 +356,7 @@ def _drop_failures(file: BinaryIO, path: Path, failed: set[str]) -> BinaryIO:
     return copy
 
 
-def _record(custom_id: str, result: ChatCompletion | Exception) -> dict[str, Any]:
+def batch_record(custom_id: str, result: ChatCompletion | Exception) -> dict[str, Any]:
     """One output line in the OpenAI Batch format."""
     record: dict[str, Any] = {"id": f"batch_req_{uuid.uuid4().hex}", "custom_id": custom_id}
     if isinstance(result, ChatCompletion):
@@ -383,18 +396,21 @@ def encode_record(custom_id: str, result: ChatCompletion | Exception) -> tuple[b
     never stops a run.
     """
     try:
-        line = orjson.dumps(_record(custom_id, result))
+        line = orjson.dumps(batch_record(custom_id, result))
         succeeded = isinstance(result, ChatCompletion)
     except TypeError as exc:
-        error = {
-            "code": "invalid_response",
-            "message": f"the answer could not be stored as JSON: {exc}",
-        }
-        fallback = {
-            "id": f"batch_req_{uuid.uuid4().hex}",
-            "custom_id": custom_id,
-            "response": None,
-            "error": error,
-        }
-        line, succeeded = orjson.dumps(fallback), False
+        line, succeeded = orjson.dumps(unstorable_record(custom_id, exc)), False
     return line + b"\n", succeeded
+
+
+def unstorable_record(custom_id: str, error: TypeError) -> dict[str, Any]:
+    """The error record of an answer orjson cannot encode (nested too deep)."""
+    return {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": custom_id,
+        "response": None,
+        "error": {
+            "code": "invalid_response",
+            "message": f"the answer could not be stored as JSON: {error}",
+        },
+    }

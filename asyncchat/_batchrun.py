@@ -30,7 +30,7 @@ from asyncchat.client import Client, reported_tokens
 from asyncchat.errors import APIStatusError
 from asyncchat.types import ChatCompletion
 
-__all__ = ["BatchStop", "BatchSummary", "fatal_hint", "run_batch_file"]
+__all__ = ["BatchStop", "BatchSummary", "RunTally", "fatal_hint", "run_batch_file"]
 
 _Runner = Callable[[Mapping[str, Any]], Awaitable[ChatCompletion]]
 
@@ -130,6 +130,7 @@ class _Progress:
         total: int,
         done_before: int,
         clock: Callable[[], float] = time.monotonic,
+        counts_in_flight: bool = True,
     ) -> None:
         self.stream = stream
         self.live = stream.isatty()
@@ -138,6 +139,7 @@ class _Progress:
         self.done = self.failed = self.in_flight = self.tokens = 0  # this run's
         self.quota = ""  # what the latest response said is left of the rate limits
         self.clock = clock
+        self.counts_in_flight = counts_in_flight  # False where requests are open elsewhere
         self.started = clock()
         self.last_shown = float("-inf")
 
@@ -152,7 +154,8 @@ class _Progress:
         eta = f"{left / rate:.0f}s" if rate > 0 else "-"
         self.stream.write(
             f"\r{self.done_before + self.done}/{self.total} done, {self.failed} failed, "
-            f"{self.in_flight} in flight, {rate:.1f} req/s, {self.tokens} tokens, ETA {eta}"
+            + (f"{self.in_flight} in flight, " if self.counts_in_flight else "")
+            + f"{rate:.1f} req/s, {self.tokens} tokens, ETA {eta}"
             + (f", {self.quota}" if self.quota else "")
             + "  "
         )
@@ -193,8 +196,52 @@ async def run_batch_file(
     return run.summary()
 
 
-class _Run:
-    """One run's state: what is in flight, what was written, why it stopped."""
+class RunTally:
+    """What a run wrote, counted over this input's ids, shown and summed up; and why it
+    stopped. The engines (this module's, and Ray's) keep theirs in one."""
+
+    def __init__(
+        self,
+        results: ResultsFile,
+        ids: set[str],
+        stop: BatchStop,
+        status: Callable[[int, int], _Progress],
+    ) -> None:
+        self.results = results
+        self.ids = ids
+        self.stop = stop
+        self.done_before = results.succeeded | results.failed
+        self.succeeded = len(results.succeeded)
+        self.failed = len(results.failed)
+        self.status = status(len(ids), len(self.done_before))
+        self.fatal: APIStatusError | None = None
+        self.started = time.monotonic()
+
+    def count(self, succeeded: bool, tokens: int) -> None:
+        """One record written."""
+        self.status.done += 1
+        if succeeded:
+            self.succeeded += 1
+            self.status.tokens += tokens
+        else:
+            self.failed += 1
+            self.status.failed += 1
+
+    def summary(self) -> BatchSummary:
+        return BatchSummary(
+            total=len(self.ids),
+            skipped=len(self.done_before),
+            succeeded=self.succeeded,
+            failed=self.failed,
+            seconds=time.monotonic() - self.started,
+            tokens=self.status.tokens,
+            stopped_by=self.stop.reason,
+            fatal=self.fatal,
+        )
+
+
+class _Run(RunTally):
+    """One run in this process: its requests in flight, and the tally."""
 
     def __init__(
         self,
@@ -204,16 +251,10 @@ class _Run:
         stop: BatchStop,
         progress: TextIO,
     ) -> None:
-        self.results = results
-        self.ids = ids
-        self.stop = stop
-        self.done_before = results.succeeded | results.failed
-        self.succeeded = len(results.succeeded)
-        self.failed = len(results.failed)
-        self.status = _Progress(progress, len(ids), len(self.done_before), client._clock)
-        self.fatal: APIStatusError | None = None
+        super().__init__(
+            results, ids, stop, lambda total, done: _Progress(progress, total, done, client._clock)
+        )
         self.in_flight: set[asyncio.Future[ChatCompletion]] = set()
-        self.started = time.monotonic()
 
     def pending(
         self, requests: Iterator[tuple[str, dict[str, Any]]]
@@ -290,27 +331,9 @@ class _Run:
             return  # not written: a rerun with the fix sends it
         line, succeeded = encode_record(custom_id, result)
         self.results.write(line)
-        self.status.done += 1
         limits = getattr(result, "rate_limits", None)  # a completion's, or an error's
         if limits is not None:
             self.status.quota = limits.describe()
-        if succeeded:
-            self.succeeded += 1
-            assert isinstance(result, ChatCompletion)
-            self.status.tokens += reported_tokens(result) or 0
-        else:
-            self.failed += 1
-            self.status.failed += 1
+        tokens = reported_tokens(result) if isinstance(result, ChatCompletion) else None
+        self.count(succeeded, tokens or 0)
         self.status.show()
-
-    def summary(self) -> BatchSummary:
-        return BatchSummary(
-            total=len(self.ids),
-            skipped=len(self.done_before),
-            succeeded=self.succeeded,
-            failed=self.failed,
-            seconds=time.monotonic() - self.started,
-            tokens=self.status.tokens,
-            stopped_by=self.stop.reason,
-            fatal=self.fatal,
-        )

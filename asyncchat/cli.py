@@ -181,6 +181,25 @@ def _add_batch(commands: Any) -> None:
         help="on Ctrl-C or SIGTERM, how long requests in flight may finish (default: 10);"
         " a second Ctrl-C cancels them at once",
     )
+    batch.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: actors on a Ray cluster (needs the ray extra)",
+    )
+    batch.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --engine ray: the cluster to join (default: RAY_ADDRESS, else a local one)",
+    )
+    batch.add_argument(
+        "--ray-actors",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="with --engine ray: actors sending requests, --concurrency split between them"
+        " (default: 2)",
+    )
     _add_connection(batch)
 
 
@@ -252,7 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "chat":
             return asyncio.run(_chat(args, sys.stdout))
+        if args.command == "batch" and args.engine == "ray":
+            return _batch_on_ray(args)
         if args.command == "batch":
+            if args.ray_address:
+                raise ConfigurationError("--ray-address needs --engine ray")
             return asyncio.run(_batch(args))
         if args.command == "mock-server":
             return asyncio.run(_mock_server(args))
@@ -273,13 +296,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _client(args: argparse.Namespace) -> Client:
     """The client for --base-url / --api-key; a missing key's error names the flags."""
+    return Client(**_connection(args))
+
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """`base_url` and `api_key` from the flags or the environment, checked."""
     base_url, _ = resolve_base_url(args.base_url)
-    if not environment_api_key(args.api_key) and not is_loopback(base_url):
+    api_key = environment_api_key(args.api_key)
+    if not api_key and not is_loopback(base_url):
         raise ConfigurationError(
             f"no API key for {base_url}: pass --api-key KEY, or set ASYNCCHAT_API_KEY "
             "(or OPENAI_API_KEY)"
         )
-    return Client(api_key=args.api_key, base_url=args.base_url)
+    url = args.base_url or os.environ.get("ASYNCCHAT_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+    return {"base_url": url, "api_key": api_key}
 
 
 # --- chat ---------------------------------------------------------------------------
@@ -545,6 +575,42 @@ async def _batch(args: argparse.Namespace) -> int:
         for number in signals:
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(number)
+    return _report_batch(args, summary)
+
+
+def _batch_on_ray(args: argparse.Namespace) -> int:
+    """`--engine ray`: the same job on Ray actors; the driver writes the output."""
+    if (args.rpm or args.tpm) and not args.redis_url:
+        raise ConfigurationError(
+            "--engine ray shares --rpm/--tpm between its actors through Redis: add --redis-url"
+        )
+    if args.limit_name and not args.redis_url:
+        raise ConfigurationError("--limit-name needs --redis-url")
+    connection = _connection(args)  # the actors get these: a remote one has not our environment
+    try:
+        from asyncchat import ray as ray_engine
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"--engine ray needs Ray Data ({exc}): pip install 'asyncchat[ray]'"
+        ) from None
+    stop = BatchStop()
+    summary = ray_engine.run_batch_file(
+        args.input,
+        args.output,
+        address=args.ray_address,
+        actors=args.ray_actors,
+        concurrency=args.concurrency,
+        model=args.model,
+        shard=args.shard,
+        retry_failed=args.retry_failed,
+        client_options=connection,
+        requests_per_minute=args.rpm,
+        tokens_per_minute=args.tpm,
+        redis_url=args.redis_url,
+        limit_name=args.limit_name,
+        stop=stop,
+        handle_signals=True,
+    )
     return _report_batch(args, summary)
 
 

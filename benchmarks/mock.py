@@ -9,10 +9,11 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def mock_server() -> Iterator[str]:
-    """`asyncchat mock-server` on a free port; its base URL, until the block ends."""
+def mock_server(*options: str) -> Iterator[str]:
+    """`asyncchat mock-server` on a free port (with `options`, such as `--delay 0.1`);
+    its base URL, until the block ends."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "asyncchat", "mock-server", "--port", "0"],
+        [sys.executable, "-m", "asyncchat", "mock-server", "--port", "0", *options],
         stdout=subprocess.PIPE,
         text=True,
     )

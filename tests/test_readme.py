@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from asyncchat.testing import MockServer
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 def python_blocks() -> list[str]:
@@ -82,3 +87,24 @@ def test_opentelemetry_example_prints_a_span() -> None:
     assert span["attributes"]["gen_ai.request.temperature"] == 0.2
     assert span["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
     assert 0 < span["attributes"]["gen_ai.response.time_to_first_chunk"] < 5
+
+
+@pytest.mark.slow
+def test_ray_example_writes_the_results(tmp_path: Path, background_server: MockServer) -> None:
+    """The Ray pipeline example, in its own process (it starts a local Ray cluster), with
+    the mock server's address in place of port 8000."""
+    [block] = [b for b in python_blocks() if "map_chat_completions(" in b]
+    block = block.replace("http://127.0.0.1:8000/v1", background_server.base_url)
+    background_server.api_key = None  # as `asyncchat mock-server` without --api-key
+    (tmp_path / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "requests.jsonl", tmp_path / "examples")
+    environment = {**os.environ, "RAY_ADDRESS": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+        timeout=180, env=environment,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    requests = (ROOT / "examples" / "requests.jsonl").read_text().splitlines()
+    assert done.stdout.strip() == f"{len(requests)} results written"
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert {result["response"]["status_code"] for result in results} == {200}

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -21,40 +17,9 @@ import asyncchat
 from asyncchat.redislimit import RedisRateLimit, limit_name
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A real redis-server for this module (CI installs the Debian package)."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed: apt-get install redis-server (see .ci/run)"
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def limiter(url: str, name: str, **options: object) -> RedisRateLimit:

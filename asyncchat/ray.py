@@ -1,0 +1,572 @@
+"""Batch jobs on Ray Data, in the OpenAI Batch file format (`pip install 'asyncchat[ray]'`).
+
+    requests = read_batch_jsonl("s3://bucket/requests/")  # or a local path
+    results = map_chat_completions(requests, actors=4, concurrency=32, base_url=...)
+    write_batch_jsonl(results, "results.jsonl")
+
+- `read_batch_jsonl`: the request lines of OpenAI Batch files, on any filesystem
+  Ray reads, as rows `custom_id`, `body` (JSON text).
+- `ChatBatchUDF`: the callable class for `Dataset.map_batches`. Each actor holds
+  one asyncchat client and keeps at most `concurrency` requests open, across all
+  the batches Ray hands it at once. Each row in gives one row out, with the
+  OpenAI Batch result fields; a request that fails gives an error row, never a
+  failed job. `map_chat_completions` applies it with settings that suit
+  network-bound actors.
+- `write_batch_jsonl`: result rows into a local results file, with the same
+  safety as `asyncchat batch` (locked, appended to, never rewritten).
+- `run_batch_file`: `asyncchat batch --engine ray`: the resumable job, from an
+  input file to its results file, on a cluster or a local one.
+
+Result rows hold `response` and `error` as JSON text: answers differ in shape from
+row to row, and an Arrow column needs one type. `status_code` is the HTTP status
+(null when no answer came), for filtering without parsing.
+
+Per-minute ceilings are shared between actors through Redis (`redis_url`): a
+ceiling per actor would multiply by the number of actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+import pyarrow as pa
+import ray
+import ray.data
+
+from asyncchat._batchfile import (
+    ResultsFile,
+    batch_record,
+    check_input,
+    check_request,
+    input_requests,
+    unstorable_record,
+)
+from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, _Progress, fatal_hint
+from asyncchat.client import Client
+from asyncchat.errors import APIStatusError, status_error
+from asyncchat.types import ChatCompletion
+
+__all__ = [
+    "REQUEST_SCHEMA",
+    "RESULT_SCHEMA",
+    "ChatBatchUDF",
+    "map_chat_completions",
+    "read_batch_jsonl",
+    "run_batch_file",
+    "write_batch_jsonl",
+]
+
+REQUEST_SCHEMA = pa.schema(
+    [
+        ("custom_id", pa.string()),
+        ("body", pa.string()),  # the request body as JSON text; null when `problem` is set
+        ("problem", pa.string()),  # why the input line cannot be run, or null
+    ]
+)
+RESULT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("custom_id", pa.string()),
+        ("status_code", pa.int32()),
+        ("response", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide error
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def read_batch_jsonl(paths: str | Path | list[str], **read_text_options: Any) -> ray.data.Dataset:
+    """The requests of OpenAI Batch JSONL files as rows `custom_id`, `body`, `problem`.
+
+    `paths` and `read_text_options` (`filesystem=` among them) go to
+    `ray.data.read_text`. A line that cannot be run keeps its place as a row with
+    a `problem`, which `ChatBatchUDF` turns into an error result.
+    """
+    if isinstance(paths, Path):
+        paths = str(paths)
+    lines = ray.data.read_text(paths, drop_empty_lines=True, **read_text_options)
+    return lines.map_batches(_requests_from_lines, batch_format="pyarrow")
+
+
+def _requests_from_lines(lines: pa.Table) -> pa.Table:
+    rows = []
+    for text in lines.column("text").to_pylist():
+        try:
+            record = orjson.loads(text.lstrip("\ufeff"))  # a BOM, from files saved on Windows
+        except orjson.JSONDecodeError as exc:
+            rows.append({"custom_id": "", "body": None, "problem": f"not valid JSON ({exc})"})
+            continue
+        problem = check_request(record, model="any")  # the UDF checks the model
+        custom_id = record.get("custom_id") if isinstance(record, dict) else None
+        rows.append(
+            {
+                "custom_id": custom_id if isinstance(custom_id, str) else "",
+                "body": None if problem else orjson.dumps(record["body"]).decode(),
+                "problem": problem,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=REQUEST_SCHEMA)
+
+
+# --- the UDF --------------------------------------------------------------------------
+
+
+class ChatBatchUDF:
+    """Sends each row's request; one result row per row (see the module).
+
+    Rows need `custom_id` and `body` (a dict or JSON text); `model` fills in a body
+    without one. `concurrency` bounds the requests this actor has open. The
+    per-minute ceilings need `redis_url`: every actor (and process) using that
+    Redis with the same base URL and key, or `limit_name`, shares them.
+    `client_options` are more `Client` arguments (`timeout`, `max_retries`, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        model: str | None = None,
+        concurrency: int = 32,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        redis_url: str | None = None,
+        limit_name: str | None = None,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        # Made on the first batch, in the event loop Ray runs async UDFs in: the
+        # client's connections belong to that loop.
+        self._requests: _ActorRequests | None = None
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if (requests_per_minute or tokens_per_minute) and not redis_url:
+            raise ValueError(
+                "per-minute ceilings are shared between actors through Redis: give redis_url "
+                "(a ceiling per actor would multiply by the number of actors)"
+            )
+        self.model = model
+        self._client_options = {"base_url": base_url, "api_key": api_key, **(client_options or {})}
+        self._concurrency = concurrency
+        self._limit = (redis_url, requests_per_minute, tokens_per_minute, limit_name)
+
+    async def __call__(self, batch: pa.Table | Mapping[str, Any]) -> AsyncIterator[pa.Table]:
+        # An async generator, as Ray Data calls async UDFs since 2.31; it yields once.
+        if self._requests is None:
+            self._requests = _ActorRequests(
+                self._client_options, self._concurrency, self._limit, self.model
+            )
+        rows = await asyncio.gather(*(self._requests.result(*row) for row in _request_rows(batch)))
+        yield pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+
+    def __del__(self) -> None:
+        # Ray Data drops the UDF when its actor retires; close the connections
+        # in their loop, which still runs in its own thread.
+        requests, self._requests = self._requests, None
+        if requests is None or not requests.loop.is_running():
+            return
+        closing = asyncio.run_coroutine_threadsafe(requests.close(), requests.loop)
+        if threading.current_thread() is not requests.loop_thread:  # else waiting would block it
+            with contextlib.suppress(Exception):
+                closing.result(timeout=5)
+
+
+def _request_rows(batch: pa.Table | Mapping[str, Any]) -> Iterator[tuple[str, Any, str | None]]:
+    """`(custom_id, body, problem)` for each row of a batch, in whatever format Ray gave it."""
+    if isinstance(batch, pa.Table):
+        columns = {name: batch.column(name).to_pylist() for name in batch.column_names}
+    else:
+        columns = {name: list(values) for name, values in batch.items()}
+    if "custom_id" not in columns or "body" not in columns:
+        raise ValueError(
+            f"ChatBatchUDF needs the columns custom_id and body; got {sorted(columns)}"
+        )
+    problems = columns.get("problem") or [None] * len(columns["custom_id"])
+    return zip(columns["custom_id"], columns["body"], problems, strict=True)
+
+
+class _ActorRequests:
+    """One actor's client, its bound on open requests, and what stops it."""
+
+    def __init__(
+        self,
+        client_options: Mapping[str, Any],
+        concurrency: int,
+        limit: tuple[str | None, float | None, float | None, str | None],
+        model: str | None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.current_thread()
+        self.client = Client(**client_options)
+        redis_url, requests_per_minute, tokens_per_minute, limit_name = limit
+        self.rate_limit = None
+        if redis_url:
+            from asyncchat.redislimit import RedisRateLimit  # the redis extra, only when used
+
+            self.rate_limit = RedisRateLimit(
+                redis_url,
+                requests_per_minute=requests_per_minute,
+                tokens_per_minute=tokens_per_minute,
+                client=None if limit_name else self.client,
+                name=limit_name,
+            )
+        self.send = self.client.chat._request_runner(None, None, self.rate_limit)
+        self.open = asyncio.Semaphore(concurrency)
+        self.model = model
+        self.stopped_by: str | None = None  # a job-wide error: nothing more is sent
+
+    async def result(self, custom_id: Any, body: Any, problem: str | None) -> dict[str, Any]:
+        custom_id = "" if custom_id is None else str(custom_id)
+        request, problem = _parse_body(body, self.model, problem)
+        if request is None:
+            return _error_row(custom_id, "invalid_request", problem or "no request body")
+        async with self.open:
+            if self.stopped_by is not None:
+                return _error_row(custom_id, NOT_SENT, self.stopped_by)
+            try:
+                answer: ChatCompletion | Exception = await self.send(request)
+            except Exception as exc:
+                answer = exc
+        if isinstance(answer, APIStatusError) and self.stopped_by is None:
+            hint = fatal_hint(answer)
+            if hint is not None:
+                self.stopped_by = f"not sent: an earlier request failed with {answer}; {hint}"
+        return result_row(custom_id, answer)
+
+    async def close(self) -> None:
+        try:
+            if self.rate_limit is not None:
+                await self.rate_limit.close()
+        finally:
+            await self.client.close()
+
+
+def _parse_body(
+    body: Any, model: str | None, problem: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    if problem:
+        return None, problem
+    if isinstance(body, (str, bytes)):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return None, f"body is not valid JSON ({exc})"
+    elif isinstance(body, Mapping):
+        # A dict came through an Arrow struct column, which gives every row every
+        # key of every other row, null where it had none: such nulls are not sent.
+        body = _without_nulls(body)
+    if not isinstance(body, Mapping):
+        return None, f"body must be a JSON object, got {type(body).__name__}"
+    request = dict(body)
+    if model and not request.get("model"):
+        request["model"] = model
+    problem = check_request(
+        {"custom_id": "-", "url": "/v1/chat/completions", "body": request}, model=None
+    )
+    return (None, problem) if problem else (request, None)
+
+
+def _without_nulls(value: Any) -> Any:
+    if type(value).__module__ == "numpy":  # arrays and scalars of Ray's numpy batches
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
+def result_row(custom_id: str, result: ChatCompletion | Exception) -> dict[str, Any]:
+    """The result row of one request: the OpenAI Batch record, its parts as JSON text."""
+    record = batch_record(custom_id, result)
+    try:
+        response = None if record["response"] is None else orjson.dumps(record["response"])
+    except TypeError as exc:  # an answer nested deeper than orjson encodes
+        record, response = unstorable_record(custom_id, exc), None
+    error = record["error"]
+    return {
+        "id": record["id"],
+        "custom_id": custom_id,
+        "status_code": None if response is None else record["response"]["status_code"],
+        "response": None if response is None else response.decode(),
+        "error": None if error is None else orjson.dumps(error).decode(),
+    }
+
+
+def _error_row(custom_id: str, code: str, message: str) -> dict[str, Any]:
+    row = result_row(custom_id, ValueError(message))
+    row["error"] = orjson.dumps({"code": code, "message": message}).decode()
+    return row
+
+
+def map_chat_completions(
+    requests: ray.data.Dataset,
+    *,
+    actors: int = 2,
+    concurrency: int = 32,
+    batch_size: int | None = None,
+    num_cpus: float = 0.25,
+    **udf_options: Any,
+) -> ray.data.Dataset:
+    """`requests` mapped through `ChatBatchUDF` on `actors` actors (lazily, as Ray does).
+
+    An actor mostly waits on the network, so each asks for a quarter of a CPU by
+    default: whole CPUs would leave none for the tasks that read the input, and
+    on a small machine the job would wait forever. Batches of a quarter of
+    `concurrency` rows keep the actor's requests flowing while Ray runs four
+    batches at a time, and bring results back in small steps.
+    """
+    if actors < 1:
+        raise ValueError(f"actors must be at least 1, got {actors}")
+    return requests.map_batches(
+        ChatBatchUDF,
+        fn_constructor_kwargs={"concurrency": concurrency, **udf_options},
+        batch_size=batch_size or max(1, concurrency // 4),
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=num_cpus,
+    )
+
+
+# --- writing --------------------------------------------------------------------------
+
+
+def result_line(row: Mapping[str, Any]) -> bytes:
+    """A result row back as its line of an OpenAI Batch output file."""
+    record = {
+        "id": row["id"],
+        "custom_id": row["custom_id"],
+        # Fragments: the parts are JSON already, and go in as they are.
+        "response": None if row["response"] is None else orjson.Fragment(row["response"]),
+        "error": None if row["error"] is None else orjson.Fragment(row["error"]),
+    }
+    return orjson.dumps(record) + b"\n"
+
+
+def write_batch_jsonl(results: ray.data.Dataset, path: str | Path) -> int:
+    """Append the result rows to a local results file; returns how many.
+
+    The file is treated as `asyncchat batch` treats its output: one that holds
+    anything but result records is refused, it is locked while written, and
+    nothing already in it is changed. Rows arrive as the job runs.
+    """
+    output = ResultsFile.open(Path(path), input_path=None, ids=set())
+    written = 0
+    try:
+        tables: Iterable[Any] = results.iter_batches(batch_format="pyarrow", batch_size=None)
+        for table in tables:
+            output.write(b"".join(result_line(row) for row in table.to_pylist()))
+            written += table.num_rows
+    finally:
+        output.close()
+    return written
+
+
+# --- the resumable job ----------------------------------------------------------------
+
+
+def run_batch_file(
+    input_path: Path,
+    output_path: Path,
+    *,
+    address: str | None = None,
+    actors: int = 2,
+    concurrency: int = 64,
+    model: str | None = None,
+    shard: tuple[int, int] = (1, 1),
+    retry_failed: bool = False,
+    client_options: Mapping[str, Any] | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    redis_url: str | None = None,
+    limit_name: str | None = None,
+    progress: TextIO = sys.stderr,
+    stop: BatchStop | None = None,
+    handle_signals: bool = False,
+) -> BatchSummary:
+    """`asyncchat batch --engine ray`: the requests of the input (and shard) that the
+    output does not hold yet, run on Ray, each result written as it comes back.
+
+    `concurrency` bounds the requests open across the job, split between the
+    actors. The driver reads the input, so it may be a file only this machine
+    has; a local cluster is started (and stopped) when Ray is not running and no
+    `address` is given. A `stop` ends the job at once: the results that came back
+    are kept, and a rerun sends the requests that were still out. With
+    `handle_signals`, SIGINT and SIGTERM request the stop, as in the command.
+    """
+    ids = check_input(input_path, model, shard)
+    results = ResultsFile.open(
+        output_path, input_path=input_path, ids=ids, retry_failed=retry_failed
+    )
+    try:
+        stop = stop or BatchStop()
+        job = _RayJob(results, ids, stop, progress)
+        pending = [
+            {"custom_id": custom_id, "body": orjson.dumps(body).decode(), "problem": None}
+            for custom_id, body in input_requests(input_path, model)
+            if custom_id in ids and custom_id not in job.done_before
+        ]
+        if pending:
+            per_actor = max(1, -(-concurrency // actors))
+            with _ray_cluster(address), _stopped_by_signals(stop, handle_signals):
+                dataset = ray.data.from_items(pending)
+                mapped = map_chat_completions(
+                    dataset,
+                    actors=min(actors, len(pending)),
+                    concurrency=per_actor,
+                    client_options=client_options,
+                    requests_per_minute=requests_per_minute,
+                    tokens_per_minute=tokens_per_minute,
+                    redis_url=redis_url,
+                    limit_name=limit_name,
+                )
+                job.run(mapped)
+    finally:
+        results.close()
+    return job.summary()
+
+
+@contextlib.contextmanager
+def _ray_cluster(address: str | None) -> Iterator[None]:
+    """Ray, connected: the cluster at `address`, the one already joined, or a new local one
+    (stopped afterwards). Ray Data's progress bars stay off while the job prints its own."""
+    context = ray.data.DataContext.get_current()
+    shown = context.enable_progress_bars, context.print_on_execution_start
+    context.enable_progress_bars = context.print_on_execution_start = False
+    # Quiet: Ray Data's notes on each execution, and its warning that the bars are off.
+    quieted = {"ray.data": logging.WARNING, "ray.data._internal.progress": logging.ERROR}
+    levels = {name: logging.getLogger(name).level for name in quieted}
+    for name, level in quieted.items():
+        logging.getLogger(name).setLevel(level)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+        context.enable_progress_bars, context.print_on_execution_start = shown
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop: BatchStop, handle: bool) -> Iterator[None]:
+    """SIGINT and SIGTERM request `stop` (installed after `ray.init`, which sets its own)."""
+    if not handle or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.getsignal(number) for number in signals]
+    for number in signals:
+        signal.signal(number, lambda received, _frame: stop.request(signal.Signals(received).name))
+    try:
+        yield
+    finally:
+        for number, handler in zip(signals, previous, strict=True):
+            signal.signal(number, handler)
+
+
+class _RayJob(RunTally):
+    """The driver's side: results written as they come back, counted, shown."""
+
+    def __init__(
+        self, results: ResultsFile, ids: set[str], stop: BatchStop, progress: TextIO
+    ) -> None:
+        super().__init__(
+            results,
+            ids,
+            stop,
+            lambda total, done: _Progress(progress, total, done, counts_in_flight=False),
+        )
+
+    def run(self, mapped: ray.data.Dataset) -> None:
+        try:
+            for table in _batches_until(mapped, self.stop):
+                self.results.write(b"".join(self.lines(table.to_pylist())))
+                self.status.show()
+                if self.fatal is not None:
+                    return
+        finally:
+            self.status.show(force=True)
+            if self.status.live:
+                self.status.stream.write("\n")
+
+    def lines(self, rows: list[dict[str, Any]]) -> Iterator[bytes]:
+        """The lines to write: all but job-wide errors and requests held back after
+        one, which a rerun sends."""
+        for row in rows:
+            response = None if row["response"] is None else orjson.loads(row["response"])
+            if response is not None and row["status_code"] != 200:
+                error = status_error(
+                    row["status_code"], response.get("body"), request_id=response.get("request_id")
+                )
+                if fatal_hint(error) is not None:
+                    self.fatal = self.fatal or error
+                    continue
+            elif row["error"] is not None and orjson.loads(row["error"]).get("code") == NOT_SENT:
+                continue
+            yield result_line(row)
+            usage = response["body"].get("usage") if response else None
+            tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+            self.count(row["status_code"] == 200, tokens if isinstance(tokens, int) else 0)
+
+
+def _batches_until(mapped: ray.data.Dataset, stop: BatchStop) -> Iterator[pa.Table]:
+    """The result batches as they come back, until the job ends or `stop` is requested.
+
+    Ray is iterated in a thread, so that a signal handler runs at once and the
+    wait for the next batch can be given up.
+    """
+    arrived: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4)
+    halt = threading.Event()
+
+    def hand_over(kind: str, value: Any) -> None:
+        while not halt.is_set():
+            with contextlib.suppress(queue.Full):
+                arrived.put((kind, value), timeout=0.1)
+                return
+
+    def consume() -> None:
+        batches: Iterator[Any] = iter(mapped.iter_batches(batch_format="pyarrow", batch_size=None))
+        try:
+            for table in batches:
+                hand_over("batch", table)
+                if halt.is_set():
+                    break
+            else:
+                hand_over("end", None)
+        except BaseException as exc:  # handed to the driver, raised there
+            hand_over("error", exc)
+        finally:
+            close = getattr(batches, "close", None)  # a generator: closing it stops Ray's execution
+            if close is not None:
+                close()
+
+    threading.Thread(target=consume, name="asyncchat-ray-results", daemon=True).start()
+    try:
+        while not stop.requested:
+            try:
+                kind, value = arrived.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        halt.set()

@@ -1,0 +1,352 @@
+"""Batch jobs on a real local Ray cluster (`ray.init(num_cpus=2)`) against the loopback
+MockServer: the UDF's rows, its bounds, its job-wide stop, the results file, and the
+`asyncchat batch --engine ray` command in subprocesses, resumed and interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import ray
+
+from asyncchat._batchfile import BatchFileError
+from asyncchat.ray import (
+    ChatBatchUDF,
+    map_chat_completions,
+    read_batch_jsonl,
+    write_batch_jsonl,
+)
+from asyncchat.testing import MockServer
+
+from .conftest import API_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """One local Ray cluster of two CPUs for this module; its address, for the commands
+    that join it with --ray-address."""
+    context = ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        yield str(context.address_info["gcs_address"])
+    finally:
+        ray.shutdown()
+
+
+def request_line(custom_id: str, text: str = "hi", **body: Any) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "m", "messages": [{"role": "user", "content": text}], **body},
+    }
+
+
+def write_input(path: Path, count: int) -> Path:
+    path.write_bytes(
+        b"".join(orjson.dumps(request_line(f"r{i}", f"hi {i}")) + b"\n" for i in range(count))
+    )
+    return path
+
+
+def client_options(server: MockServer, api_key: str = API_KEY) -> dict[str, Any]:
+    return {"base_url": server.base_url, "api_key": api_key, "max_retries": 0}
+
+
+def by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {row["custom_id"]: row for row in rows}
+
+
+def test_each_row_gives_one_result_row_and_a_failure_is_an_error_row(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    background_server.response_formats = ("text",)  # a json_schema request gets a 400
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    no_model = request_line("no-model")
+    del no_model["body"]["model"]
+    lines = [
+        b"\xef\xbb\xbf" + orjson.dumps(request_line("first", "hello")),  # a BOM first
+        orjson.dumps(request_line("refused", response_format=schema)),
+        b"{not json",
+        orjson.dumps({**request_line("get"), "method": "GET"}),
+        orjson.dumps(no_model),
+        *(orjson.dumps(request_line(f"r{i}", f"hi {i}")) for i in range(20)),
+    ]
+    source = tmp_path / "requests.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n\n")  # and a blank line at the end
+
+    results = map_chat_completions(
+        read_batch_jsonl(source),
+        actors=2,
+        concurrency=4,
+        client_options=client_options(background_server),
+    )
+    rows = results.take_all()
+
+    assert len(rows) == 25  # one row per line, the blank one aside
+    found = by_id(rows)
+    first = found["first"]
+    assert first["status_code"] == 200 and first["error"] is None
+    answer = orjson.loads(first["response"])["body"]
+    assert answer["choices"][0]["message"]["content"] == "You said: hello"
+    assert first["id"].startswith("batch_req_")
+    refused = found["refused"]
+    assert refused["status_code"] == 400 and refused["error"] is None
+    assert "response_format" in orjson.loads(refused["response"])["body"]["error"]["message"]
+    for custom_id in ("get", "no-model"):
+        assert found[custom_id]["response"] is None
+        assert orjson.loads(found[custom_id]["error"])["code"] == "invalid_request"
+    assert "method must be POST" in orjson.loads(found["get"]["error"])["message"]
+    assert "body.model is missing" in orjson.loads(found["no-model"]["error"])["message"]
+    not_json = found[""]
+    assert "not valid JSON" in orjson.loads(not_json["error"])["message"]
+    assert all(found[f"r{i}"]["status_code"] == 200 for i in range(20))
+    assert len(background_server.requests) == 22  # the 20, "first" and "refused"
+
+
+def test_the_udf_takes_dict_bodies_and_fills_in_the_model(
+    cluster: str, background_server: MockServer
+) -> None:
+    body = {"messages": [{"role": "user", "content": "x"}]}
+    bodies = [body] * 5 + [{**body, "temperature": 0.5}]  # Arrow gives the others a null one
+    requests = ray.data.from_items([{"custom_id": f"d{i}", "body": bodies[i]} for i in range(6)])
+    rows = map_chat_completions(
+        requests, actors=1, concurrency=2, model="given",
+        client_options=client_options(background_server),
+    ).take_all()  # fmt: skip
+    assert sorted(row["custom_id"] for row in rows) == [f"d{i}" for i in range(6)]
+    assert {request.body["model"] for request in background_server.requests} == {"given"}
+    temperatures = [request.body.get("temperature") for request in background_server.requests]
+    assert sorted(temperatures, key=str) == [0.5] + [None] * 5
+    assert all(b"null" not in request.raw_body for request in background_server.requests)
+
+
+def test_the_udf_in_a_plain_map_batches_over_numpy_batches(
+    cluster: str, background_server: MockServer
+) -> None:
+    """As a user writes it, with Ray's default batch format: dicts of numpy arrays."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 1}
+    requests = ray.data.from_items([{"custom_id": f"n{i}", "body": body} for i in range(5)])
+    rows = requests.map_batches(
+        ChatBatchUDF,
+        fn_constructor_kwargs={
+            "concurrency": 2,
+            "client_options": client_options(background_server),
+        },
+        batch_size=2,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0.25,
+    ).take_all()
+    assert sorted(row["custom_id"] for row in rows) == [f"n{i}" for i in range(5)]
+    assert {row["status_code"] for row in rows} == {200}
+    assert all(request.body == body for request in background_server.requests)
+
+
+def test_concurrency_bounds_each_actors_open_requests(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    background_server.delay = 0.05
+    source = write_input(tmp_path / "in.jsonl", 60)
+    rows = map_chat_completions(
+        read_batch_jsonl(source), actors=2, concurrency=3, batch_size=8,
+        client_options=client_options(background_server),
+    ).take_all()  # fmt: skip
+    assert len(rows) == 60
+    # Ray hands an actor several batches of 8 at once: the bound holds across them.
+    assert 3 <= background_server.max_in_flight <= 6
+
+
+def test_a_job_wide_error_stops_each_actor_sending(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 200)
+    rows = map_chat_completions(
+        read_batch_jsonl(source), actors=2, concurrency=2,
+        client_options=client_options(background_server, api_key="sk-wrong"),
+    ).take_all()  # fmt: skip
+    assert len(rows) == 200
+    refused = [row for row in rows if row["status_code"] == 401]
+    held = [row for row in rows if row["error"] and "not_sent" in row["error"]]
+    assert len(refused) + len(held) == 200
+    assert 1 <= len(refused) <= 4  # what each actor had open when the first 401 came back
+    assert len(background_server.requests) == len(refused)
+    message = orjson.loads(held[0]["error"])["message"]
+    assert "401" in message and "check the API key" in message
+
+
+def test_per_minute_ceilings_need_redis() -> None:
+    with pytest.raises(ValueError, match="redis_url"):
+        ChatBatchUDF(requests_per_minute=60)
+
+
+def test_actors_share_one_limit_through_redis(
+    cluster: str, background_server: MockServer, redis_url: str, tmp_path: Path
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 12)
+    rows = map_chat_completions(
+        read_batch_jsonl(source), actors=2, concurrency=4,
+        client_options=client_options(background_server),
+        requests_per_minute=6000, redis_url=redis_url, limit_name="ray-test",
+    ).take_all()  # fmt: skip
+    assert [row["status_code"] for row in rows] == [200] * 12
+
+    import redis
+
+    members = redis.Redis.from_url(redis_url).zcard("asyncchat:ratelimit:ray-test:members")
+    assert members == 2  # each actor booked its requests in the one schedule
+
+
+def test_write_batch_jsonl_appends_and_keeps_what_is_there(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    earlier = orjson.dumps(
+        {"id": "batch_req_0", "custom_id": "old", "response": None, "error": {"code": "x"}}
+    )
+    output = tmp_path / "out.jsonl"
+    output.write_bytes(earlier + b"\n")
+    results = map_chat_completions(
+        read_batch_jsonl(write_input(tmp_path / "in.jsonl", 5)), actors=1, concurrency=2,
+        client_options=client_options(background_server),
+    )  # fmt: skip
+    assert write_batch_jsonl(results, output) == 5
+    lines = output.read_bytes().splitlines()
+    assert lines[0] == earlier
+    records = [orjson.loads(line) for line in lines[1:]]
+    assert sorted(record["custom_id"] for record in records) == [f"r{i}" for i in range(5)]
+    assert all(record["response"]["status_code"] == 200 for record in records)
+    assert set(records[0]) == {"id", "custom_id", "response", "error"}
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    with pytest.raises(BatchFileError, match="not a results file"):
+        write_batch_jsonl(results, notes)
+    assert notes.read_text() == "my notes\n"
+
+
+# --- the command ---------------------------------------------------------------------
+
+
+def batch_command(source: Path, output: Path, server: MockServer, *more: str) -> list[str]:
+    return [
+        sys.executable, "-m", "asyncchat", "batch", str(source), "-o", str(output),
+        "--engine", "ray", "--ray-actors", "2", "--concurrency", "8",
+        "--base-url", server.base_url, *more,
+    ]  # fmt: skip
+
+
+def run(command: list[str], api_key: str = API_KEY) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "ASYNCCHAT_API_KEY": api_key, "RAY_ADDRESS": ""}
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=240, env=environment
+    )
+
+
+def output_ids(output: Path) -> list[str]:
+    return [orjson.loads(line)["custom_id"] for line in output.read_bytes().splitlines()]
+
+
+@pytest.mark.slow
+def test_the_command_runs_on_a_local_cluster_and_resumes(
+    background_server: MockServer, tmp_path: Path
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 40)
+    output = tmp_path / "out.jsonl"
+    done = orjson.dumps(
+        {"id": "batch_req_x", "custom_id": "r0", "error": None,
+         "response": {"status_code": 200, "request_id": "a", "body": {}}}
+    )  # fmt: skip
+    output.write_bytes(done + b"\n")  # an earlier run's result: not sent again
+
+    first = run(batch_command(source, output, background_server))
+
+    assert first.returncode == 0, first.stderr
+    assert "40 requests, 40 succeeded, 0 failed, 1 already done" in first.stderr
+    assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(40))
+    assert len(background_server.requests) == 39
+
+    again = run(batch_command(source, output, background_server))
+    assert again.returncode == 0, again.stderr
+    assert "40 already done" in again.stderr
+    assert len(background_server.requests) == 39  # nothing sent, no cluster started
+
+
+@pytest.mark.slow
+def test_a_wrong_key_stops_the_job_and_a_rerun_does_each_request_once(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 300)
+    output = tmp_path / "out.jsonl"
+    command = batch_command(source, output, background_server, "--ray-address", cluster)
+
+    wrong = run(command, api_key="sk-wrong")
+
+    assert wrong.returncode == 1
+    message = wrong.stderr.strip().splitlines()[-1]
+    assert message.startswith("asyncchat: error: batch stopped, every request would fail")
+    assert "check the API key" in message
+    assert output.read_bytes() == b""  # nothing written: the rerun sends them all
+    assert len(background_server.requests) <= 16  # what the actors had open, not 300
+
+    right = run(command)
+    assert right.returncode == 0, right.stderr
+    assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(300))
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_what_came_back_and_a_rerun_finishes(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    background_server.delay = 0.1  # 8 open at a time: about 80 answers a second
+    source = write_input(tmp_path / "in.jsonl", 300)
+    output = tmp_path / "out.jsonl"
+    command = batch_command(source, output, background_server, "--ray-address", cluster)
+    environment = {**os.environ, "ASYNCCHAT_API_KEY": API_KEY, "RAY_ADDRESS": ""}
+    job = subprocess.Popen(
+        command,
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, env=environment,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (output.exists() and output.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    job.send_signal(signal.SIGINT)
+    _, err = job.communicate(timeout=60)
+
+    assert job.returncode == 130, err
+    assert "stopped by SIGINT" in err and "run the same command again to resume" in err
+    text = output.read_bytes()
+    assert text.endswith(b"\n")  # no torn line
+    kept = output_ids(output)
+    assert 0 < len(kept) < 300
+
+    rerun = run(command)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(300))
+
+
+def test_the_command_refuses_a_ray_limit_without_redis(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", 1)
+    result = run(
+        [sys.executable, "-m", "asyncchat", "batch", str(source), "-o", str(tmp_path / "o"),
+         "--engine", "ray", "--rpm", "60", "--base-url", "http://127.0.0.1:9/v1"]
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "asyncchat: error: --engine ray shares --rpm/--tpm between its actors through Redis: "
+        "add --redis-url"
+    )
+    local = run(
+        [sys.executable, "-m", "asyncchat", "batch", str(source), "-o", str(tmp_path / "o"),
+         "--ray-address", "auto", "--base-url", "http://127.0.0.1:9/v1"]
+    )  # fmt: skip
+    assert local.returncode == 2
+    assert local.stderr.strip() == "asyncchat: error: --ray-address needs --engine ray"
+    assert not (tmp_path / "o").exists()
