@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import queue
 import signal
@@ -83,6 +84,7 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide error
+ACTOR_CALLS = 8  # Ray calls (blocks) an actor works on at once; see map_chat_completions
 
 
 # --- reading --------------------------------------------------------------------------
@@ -324,9 +326,11 @@ def map_chat_completions(
 
     An actor mostly waits on the network, so each asks for a quarter of a CPU by
     default: whole CPUs would leave none for the tasks that read the input, and
-    on a small machine the job would wait forever. Batches of a quarter of
-    `concurrency` rows keep the actor's requests flowing while Ray runs four
-    batches at a time, and bring results back in small steps.
+    on a small machine the job would wait forever. Ray gives an actor one block
+    at a time and runs four of its batches at once; so that small blocks still
+    keep `concurrency` requests open, each actor takes `ACTOR_CALLS` blocks at
+    once (its UDF's bound holds across them). Batches of a quarter of
+    `concurrency` rows bring results back in small steps.
     """
     if actors < 1:
         raise ValueError(f"actors must be at least 1, got {actors}")
@@ -335,9 +339,18 @@ def map_chat_completions(
         fn_constructor_kwargs={"concurrency": concurrency, **udf_options},
         batch_size=batch_size or max(1, concurrency // 4),
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=num_cpus,
+        **_actor_pool(actors),
     )
+
+
+def _actor_pool(actors: int) -> dict[str, Any]:
+    """`map_batches` arguments for `actors` actors taking `ACTOR_CALLS` calls at once:
+    a strategy option since Ray 2.5x, the actor's `max_concurrency` before."""
+    strategy = ray.data.ActorPoolStrategy
+    if "max_concurrent_calls_per_actor" in inspect.signature(strategy).parameters:
+        return {"compute": strategy(size=actors, max_concurrent_calls_per_actor=ACTOR_CALLS)}
+    return {"compute": strategy(size=actors), "max_concurrency": ACTOR_CALLS}
 
 
 # --- writing --------------------------------------------------------------------------
@@ -421,7 +434,11 @@ def run_batch_file(
         if pending:
             per_actor = max(1, -(-concurrency // actors))
             with _ray_cluster(address), _stopped_by_signals(stop, handle_signals):
-                dataset = ray.data.from_items(pending)
+                # Blocks of one actor's share of open requests: Ray returns a
+                # block's results when the whole block is done, so small blocks
+                # bring results back (and to disk) sooner.
+                blocks = max(actors, len(pending) // per_actor)
+                dataset = ray.data.from_items(pending, override_num_blocks=blocks)
                 mapped = map_chat_completions(
                     dataset,
                     actors=min(actors, len(pending)),

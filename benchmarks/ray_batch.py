@@ -2,8 +2,9 @@
 
 - the single-process runner (`asyncchat batch`, the local engine);
 - `asyncchat batch --engine ray`: `ChatBatchUDF` on 2 actors;
-- Ray Data's own `HttpRequestProcessorConfig` on 2 actors, its batches as large as
-  ours and the same bound on how many it runs at once.
+- Ray Data's own `HttpRequestProcessorConfig` on 2 actors, its batches and blocks as
+  ours; and on `concurrency / 4` actors, the most requests it can then keep open
+  (4 an actor) being `concurrency`, as ours.
 
 Each gets `--concurrency` requests open at most (split between the actors) and
 writes every result to a JSONL file. The Ray cluster is started once, before any
@@ -72,21 +73,27 @@ def asyncchat_ray(url: str, source: Path, output: Path, concurrency: int) -> int
     return summary.succeeded
 
 
-def ray_http_processor(url: str, source: Path, output: Path, concurrency: int) -> int:
-    """Ray's processor: it awaits a batch's requests one after another and runs four
-    batches of an actor at once, so `concurrency / 2 / 4` rows a batch would not change
-    how many are open; batches of a quarter of an actor's share match ours."""
+def ray_http_processor(
+    url: str, source: Path, output: Path, concurrency: int, actors: int = ACTORS
+) -> int:
+    """Ray's processor. It awaits a batch's requests one after another and runs four
+    batches of an actor at once: at most 4 requests open per actor, whatever the
+    batch size, so 2 actors keep 8 open, and `concurrency / 4` actors match ours."""
     import ray.data
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
     rows = [orjson.loads(line) for line in source.read_bytes().splitlines()]
-    dataset = ray.data.from_items([{"custom_id": r["custom_id"], "body": r["body"]} for r in rows])
+    dataset = ray.data.from_items(
+        [{"custom_id": r["custom_id"], "body": r["body"]} for r in rows],
+        override_num_blocks=max(ACTORS, len(rows) // (concurrency // ACTORS)),  # as ours
+    )
     config = HttpRequestProcessorConfig(
         url=f"{url}/chat/completions",
         headers={"Authorization": "Bearer bench"},
-        batch_size=max(1, concurrency // ACTORS // 4),
-        concurrency=ACTORS,
-        http_request_stage={"num_cpus": 0.25},  # as ours: whole CPUs would starve the rest
+        batch_size=max(1, concurrency // ACTORS // 4),  # as ours
+        concurrency=actors,
+        # As ours: a fraction of a CPU an actor (whole CPUs would starve the rest).
+        http_request_stage={"num_cpus": min(0.25, 1.5 / actors)},
     )
     processor = build_processor(
         config,
@@ -105,10 +112,15 @@ def ray_http_processor(url: str, source: Path, output: Path, concurrency: int) -
     return done
 
 
+def ray_http_processor_matched(url: str, source: Path, output: Path, concurrency: int) -> int:
+    return ray_http_processor(url, source, output, concurrency, actors=concurrency // 4)
+
+
 RUNS = {
     "single process (local engine)": local_runner,
     "asyncchat --engine ray": asyncchat_ray,
-    "Ray HttpRequestProcessorConfig": ray_http_processor,
+    "Ray HttpRequestProcessor, 2 actors": ray_http_processor,
+    "Ray HttpRequestProcessor, c/4 actors": ray_http_processor_matched,
 }
 
 
@@ -141,10 +153,10 @@ def main() -> None:
         f"\n{args.requests} requests, server delay {args.delay:g} s, "
         f"--concurrency {args.concurrency}, {ACTORS} actors for Ray"
     )
-    print(f"{'':32}{'done':>7}{'seconds':>9}{'req/s':>8}{'open (req/s x delay)':>22}")
+    print(f"{'':38}{'done':>7}{'seconds':>9}{'req/s':>8}{'open (req/s x delay)':>22}")
     for label, done, seconds in results:
         rate = done / seconds
-        print(f"{label:32}{done:>7}{seconds:>9.1f}{rate:>8.0f}{rate * args.delay:>22.1f}")
+        print(f"{label:38}{done:>7}{seconds:>9.1f}{rate:>8.0f}{rate * args.delay:>22.1f}")
 
 
 if __name__ == "__main__":
