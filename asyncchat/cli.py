@@ -214,6 +214,11 @@ def _add_mock_server(commands: Any) -> None:
     mock.add_argument("--port", type=int, default=8000)
     mock.add_argument("--api-key", help="require this key (401 otherwise)")
     mock.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    mock.add_argument(
+        "--rpm",
+        type=float,
+        help="a provider's requests-per-minute limit: requests over it get a 429 with Retry-After",
+    )
     mock.add_argument("--reply", help="answer with this text instead of the echo")
     mock.add_argument(
         "--model",
@@ -704,6 +709,7 @@ async def _mock_server(args: argparse.Namespace) -> int:
         reply=args.reply,
         style=style,
         models=args.models or ("mock-model",),
+        requests_per_minute=args.rpm,
     )
     async with server:
         print(f"mock server listening on {server.base_url} (Ctrl-C to stop)", flush=True)

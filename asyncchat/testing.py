@@ -40,7 +40,9 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import math
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -246,6 +248,8 @@ class MockServer:
     `response_formats`: the `response_format` types it takes; others get a 400.
     `turns`: play a scripted model instead (see `Turn`); `server.turns.errors`
     lists what the client sent that the script did not expect.
+    `requests_per_minute`: a provider's limit, a second's worth at once: requests
+    over it get a 429 with `Retry-After`, counted in `rate_limited`.
     """
 
     def __init__(
@@ -260,8 +264,12 @@ class MockServer:
         models: Sequence[str] = ("mock-model",),
         response_formats: Sequence[str] = ("text", "json_object", "json_schema"),
         turns: Sequence[Turn] | None = None,
+        requests_per_minute: float | None = None,
     ) -> None:
         self.api_key = api_key
+        self.requests_per_minute = requests_per_minute
+        self.rate_limited = 0  # the 429s the limit gave
+        self._bucket = (0.0, float("-inf"))  # requests left of a second's worth, as of when
         self.turns = None if turns is None else TurnScript(turns)
         self.response_formats = tuple(response_formats)
         self.models = list(models)
@@ -371,6 +379,31 @@ class MockServer:
             return None
         return _error(401, "Incorrect API key provided.", request_id, code="invalid_api_key")
 
+    def _over_limit(self, request_id: str) -> web.Response | None:
+        """A 429 once `requests_per_minute` is spent: a bucket that holds a second's
+        worth of requests and refills evenly, as providers meter."""
+        if not self.requests_per_minute:
+            return None
+        per_second = self.requests_per_minute / 60
+        capacity = max(1.0, per_second)
+        left, as_of = self._bucket
+        now = time.monotonic()
+        left = min(capacity, left + (now - as_of) * per_second)
+        if left >= 1:
+            self._bucket = (left - 1, now)
+            return None
+        self._bucket = (left, now)
+        self.rate_limited += 1
+        wait = (1 - left) / per_second
+        response = _error(
+            429, "Rate limit reached for requests", request_id, code="rate_limit_exceeded"
+        )
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        response.headers["x-ratelimit-limit-requests"] = f"{self.requests_per_minute:g}"
+        response.headers["x-ratelimit-remaining-requests"] = "0"
+        response.headers["x-ratelimit-reset-requests"] = f"{wait:.3f}s"
+        return response
+
     async def _models(self, request: web.Request) -> web.Response:
         self._record(request, await request.read(), None)
         denied = self._unauthorized(request, "mock-models")
@@ -452,7 +485,7 @@ class MockServer:
             extra_headers = scripted.headers
         if self.delay:
             await asyncio.sleep(self.delay)
-        denied = self._unauthorized(request, request_id)
+        denied = self._unauthorized(request, request_id) or self._over_limit(request_id)
         if denied is not None:
             return denied
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):

@@ -8,7 +8,13 @@ job: the split leaves the others' share unused). Reports the rate the server
 saw against the limit, the fastest 10-second window, and Redis round trips per
 request.
 
+With `--server-rpm` below `--rpm`, the server keeps a provider's limit of its own
+and answers what is over it with a 429 and `Retry-After` (a 429 storm): every
+worker has work, and the table adds the 429s per answered request, shared limit
+(whose pauses hold every process) against the split (each pauses only itself).
+
     python -m benchmarks.shared_limit [--processes 4] [--rpm 600] [--seconds 30]
+                                      [--server-rpm 450]
 """
 
 from __future__ import annotations
@@ -35,6 +41,24 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class _Count429:
+    """Counts the 429s a client's requests got (each retried after its Retry-After)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def request_started(self, request: Any, attempt: int) -> None:
+        pass
+
+    def request_succeeded(self, request: Any, response: Any, seconds: float) -> None:
+        pass
+
+    def request_failed(
+        self, request: Any, attempt: int, error: Any, seconds: float, retry_in: float | None
+    ) -> None:
+        self.count += getattr(error, "status_code", None) == 429
+
+
 async def worker(
     url: str, redis_url: str, rpm: float, seconds: float, mode: str, busy: bool
 ) -> dict[str, Any]:
@@ -43,7 +67,10 @@ async def worker(
     from asyncchat._ratelimit import RateLimiter
     from asyncchat.redislimit import RedisRateLimit
 
-    async with asyncchat.Client(base_url=url, api_key="bench") as client:
+    too_many = _Count429()
+    async with asyncchat.Client(
+        base_url=url, api_key="bench", max_retries=10, observers=[too_many]
+    ) as client:
         limit: Any
         if mode == "shared":
             limit = RedisRateLimit(redis_url, requests_per_minute=rpm, client=client)
@@ -65,18 +92,18 @@ async def worker(
         trips = getattr(limit, "round_trips", 0)
         if mode == "shared":
             await limit.close()
-    return {"answered": answered, "round_trips": trips}
+    return {"answered": answered, "round_trips": trips, "429s": too_many.count}
 
 
 def run_mode(
-    mode: str, processes: int, rpm: float, seconds: float, url: str, redis_url: str
+    mode: str, processes: int, rpm: float, seconds: float, url: str, redis_url: str, skew: bool
 ) -> dict[str, Any]:
     """Every worker of one mode, as separate processes; what the server saw."""
     share = rpm if mode == "shared" else rpm / processes
     with tempfile.TemporaryDirectory() as tmp:
         runs = []
         for index in range(processes):
-            busy = mode == "shared" or index == 0  # the split: one worker has the work
+            busy = mode == "shared" or index == 0 or not skew  # skewed: one has the work
             out = Path(tmp) / f"{index}.json"
             code = (
                 "import asyncio, json, sys\n"
@@ -87,12 +114,13 @@ def run_mode(
             )
             runs.append((subprocess.Popen([sys.executable, "-c", code]), out))
         times: list[float] = []
-        trips = 0
+        trips = too_many = 0
         for process, out in runs:
             assert process.wait(seconds + 120) == 0, f"a {mode} worker failed"
             result = json.loads(out.read_text())
             times += result["answered"]
             trips += result["round_trips"]
+            too_many += result["429s"]
     times.sort()
     span = times[-1] - times[0] if len(times) > 1 else 0.0
     window = max((sum(1 for t in times if start <= t < start + 10) for start in times), default=0)
@@ -102,6 +130,7 @@ def run_mode(
         "per_minute": (len(times) - 1) / span * 60 if span else 0.0,
         "fastest_10s_per_minute": window * 6,
         "round_trips_per_request": trips / len(times) if times else 0.0,
+        "429s_per_request": too_many / len(times) if times else 0.0,
     }
 
 
@@ -110,6 +139,7 @@ def main() -> None:
     options.add_argument("--processes", type=int, default=4)
     options.add_argument("--rpm", type=float, default=600)
     options.add_argument("--seconds", type=float, default=30)
+    options.add_argument("--server-rpm", type=float, help="the server's own limit (429s over it)")
     args = options.parse_args()
     binary = shutil.which("redis-server")
     if binary is None:
@@ -120,19 +150,28 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     try:
-        with mock_server() as url:
+        server_options = ("--rpm", str(args.server_rpm)) if args.server_rpm else ()
+        with mock_server(*server_options) as url:
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
             time.sleep(0.5)
-            print(f"{args.processes} processes, limit {args.rpm:g}/min, {args.seconds:g} s each")
+            storm = f", the server's own limit {args.server_rpm:g}/min" if args.server_rpm else ""
             print(
-                f"{'mode':22}{'requests':>10}{'per min':>10}{'fastest 10 s':>14}{'trips/req':>11}"
+                f"{args.processes} processes, limit {args.rpm:g}/min{storm}, "
+                f"{args.seconds:g} s each"
             )
+            print(
+                f"{'mode':22}{'requests':>10}{'per min':>10}{'fastest 10 s':>14}"
+                f"{'trips/req':>11}{'429s/req':>10}"
+            )
+            skew = not args.server_rpm
             for mode in ("shared", "split"):
-                row = run_mode(mode, args.processes, args.rpm, args.seconds, url, redis_url)
-                label = "shared (Redis)" if mode == "shared" else "naive split, skewed"
+                row = run_mode(mode, args.processes, args.rpm, args.seconds, url, redis_url, skew)
+                label = "shared (Redis)" if mode == "shared" else "naive split"
+                label += ", skewed" if skew and mode == "split" else ""
                 print(
                     f"{label:22}{row['requests']:>10}{row['per_minute']:>10.1f}"
-                    f"{row['fastest_10s_per_minute']:>14}{row['round_trips_per_request']:>11.2f}",
+                    f"{row['fastest_10s_per_minute']:>14}{row['round_trips_per_request']:>11.2f}"
+                    f"{row['429s_per_request']:>10.2f}",
                     flush=True,
                 )
     finally:

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -511,6 +512,27 @@ def test_mock_server_command_faults() -> None:
         assert result.returncode == 1
         assert "mock server error mid-stream" in result.stderr
         assert "Traceback" not in result.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
+def test_mock_server_command_keeps_a_providers_limit() -> None:
+    process, base_url = _start_mock_server("--rpm", "1")
+    try:
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        first = urllib.request.Request(
+            base_url + "/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(first, timeout=10) as response:
+            assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(first, timeout=10)
+        refused.value.close()
+        assert refused.value.code == 429
+        assert refused.value.headers["Retry-After"] == "60"
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
