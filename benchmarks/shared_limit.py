@@ -20,9 +20,11 @@ worker has work, and the table adds the 429s per answered request, shared limit
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,6 +97,20 @@ async def worker(
     return {"answered": answered, "round_trips": trips, "429s": too_many.count}
 
 
+async def booking_overhead(redis_url: str, count: int = 20_000) -> list[float]:
+    """Seconds each `acquire()` takes under a limit too high to wait on: the time a
+    request spends booking, a Redis round trip every `lease` requests."""
+    from asyncchat.redislimit import RedisRateLimit
+
+    times = []
+    async with RedisRateLimit(redis_url, requests_per_minute=1e12, name="overhead") as limit:
+        for _ in range(count):
+            started = time.perf_counter()
+            await limit.acquire()
+            times.append(time.perf_counter() - started)
+    return sorted(times)
+
+
 def run_mode(
     mode: str, processes: int, rpm: float, seconds: float, url: str, redis_url: str, skew: bool
 ) -> dict[str, Any]:
@@ -162,6 +178,12 @@ def main() -> None:
             print(
                 f"{'mode':22}{'requests':>10}{'per min':>10}{'fastest 10 s':>14}"
                 f"{'trips/req':>11}{'429s/req':>10}"
+            )
+            booked = asyncio.run(booking_overhead(redis_url))
+            print(
+                f"booking a request: {statistics.mean(booked) * 1e6:.0f} µs mean, "
+                f"{booked[len(booked) // 2] * 1e6:.0f} µs median, "
+                f"{booked[len(booked) * 99 // 100] * 1e6:.0f} µs p99 (lease of 4, loopback Redis)"
             )
             skew = not args.server_rpm
             for mode in ("shared", "split"):
