@@ -205,7 +205,10 @@ class RunTally:
         results: ResultsFile,
         ids: set[str],
         stop: BatchStop,
-        status: Callable[[int, int], _Progress],
+        progress: TextIO,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        counts_in_flight: bool = True,
     ) -> None:
         self.results = results
         self.ids = ids
@@ -213,7 +216,9 @@ class RunTally:
         self.done_before = results.succeeded | results.failed
         self.succeeded = len(results.succeeded)
         self.failed = len(results.failed)
-        self.status = status(len(ids), len(self.done_before))
+        self.status = _Progress(
+            progress, len(ids), len(self.done_before), clock, counts_in_flight
+        )
         self.fatal: APIStatusError | None = None
         self.started = time.monotonic()
 
@@ -251,9 +256,7 @@ class _Run(RunTally):
         stop: BatchStop,
         progress: TextIO,
     ) -> None:
-        super().__init__(
-            results, ids, stop, lambda total, done: _Progress(progress, total, done, client._clock)
-        )
+        super().__init__(results, ids, stop, progress, clock=client._clock)
         self.in_flight: set[asyncio.Future[ChatCompletion]] = set()
 
     def pending(

@@ -52,7 +52,7 @@ from asyncchat._batchfile import (
     input_requests,
     unstorable_record,
 )
-from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, _Progress, fatal_hint
+from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, fatal_hint
 from asyncchat.client import Client
 from asyncchat.errors import APIStatusError, status_error
 from asyncchat.types import ChatCompletion
@@ -425,7 +425,7 @@ def run_batch_file(
     )
     try:
         stop = stop or BatchStop()
-        job = _RayJob(results, ids, stop, progress)
+        job = _RayJob(results, ids, stop, progress, counts_in_flight=False)
         pending = [
             {"custom_id": custom_id, "body": orjson.dumps(body).decode(), "problem": None}
             for custom_id, body in input_requests(input_path, model)
@@ -467,10 +467,11 @@ def _ray_cluster(address: str | None) -> Iterator[None]:
     levels = {name: logging.getLogger(name).level for name in quieted}
     for name, level in quieted.items():
         logging.getLogger(name).setLevel(level)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    started = False
     try:
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            started = True
         yield
     finally:
         if started:
@@ -499,16 +500,6 @@ def _stopped_by_signals(stop: BatchStop, handle: bool) -> Iterator[None]:
 
 class _RayJob(RunTally):
     """The driver's side: results written as they come back, counted, shown."""
-
-    def __init__(
-        self, results: ResultsFile, ids: set[str], stop: BatchStop, progress: TextIO
-    ) -> None:
-        super().__init__(
-            results,
-            ids,
-            stop,
-            lambda total, done: _Progress(progress, total, done, counts_in_flight=False),
-        )
 
     def run(self, mapped: ray.data.Dataset) -> None:
         try:
