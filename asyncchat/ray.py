@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
-import queue
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -84,6 +85,10 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide error
+# A job stopped early (a stop, a job-wide error) has its actors torn down while
+# Ray still reports on them; shutting Ray down in that moment can make its core
+# worker end the process. Ray is given this long to settle first.
+SETTLE_SECONDS = 1.0
 ACTOR_CALLS = 8  # Ray calls (blocks) an actor works on at once; see map_chat_completions
 
 
@@ -433,23 +438,15 @@ def run_batch_file(
         ]
         if pending:
             per_actor = max(1, -(-concurrency // actors))
-            with _ray_cluster(address), _stopped_by_signals(stop, handle_signals):
-                # Blocks of one actor's share of open requests: Ray returns a
-                # block's results when the whole block is done, so small blocks
-                # bring results back (and to disk) sooner.
-                blocks = max(actors, len(pending) // per_actor)
-                dataset = ray.data.from_items(pending, override_num_blocks=blocks)
-                mapped = map_chat_completions(
-                    dataset,
-                    actors=min(actors, len(pending)),
-                    concurrency=per_actor,
-                    client_options=client_options,
-                    requests_per_minute=requests_per_minute,
-                    tokens_per_minute=tokens_per_minute,
-                    redis_url=redis_url,
-                    limit_name=limit_name,
-                )
-                job.run(mapped)
+            udf_options = {
+                "client_options": client_options,
+                "requests_per_minute": requests_per_minute,
+                "tokens_per_minute": tokens_per_minute,
+                "redis_url": redis_url,
+                "limit_name": limit_name,
+            }
+            with _ray_cluster(address), _signals_to(job.on_signal, handle_signals):
+                job.run(pending, min(actors, len(pending)), per_actor, udf_options)
     finally:
         results.close()
     return job.summary()
@@ -475,6 +472,7 @@ def _ray_cluster(address: str | None) -> Iterator[None]:
         yield
     finally:
         if started:
+            gc.collect()  # references into Ray's object store in cycles: freed while Ray runs
             ray.shutdown()
         context.enable_progress_bars, context.print_on_execution_start = shown
         for name, level in levels.items():
@@ -482,33 +480,82 @@ def _ray_cluster(address: str | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stopped_by_signals(stop: BatchStop, handle: bool) -> Iterator[None]:
-    """SIGINT and SIGTERM request `stop` (installed after `ray.init`, which sets its own)."""
+def _signals_to(handler: Callable[[int, Any], None], handle: bool) -> Iterator[None]:
+    """SIGINT and SIGTERM go to `handler` (installed after `ray.init`, which sets its own)."""
     if not handle or threading.current_thread() is not threading.main_thread():
         yield
         return
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = [signal.getsignal(number) for number in signals]
     for number in signals:
-        signal.signal(number, lambda received, _frame: stop.request(signal.Signals(received).name))
+        signal.signal(number, handler)
     try:
         yield
     finally:
-        for number, handler in zip(signals, previous, strict=True):
-            signal.signal(number, handler)
+        for number, handler_before in zip(signals, previous, strict=True):
+            signal.signal(number, handler_before)
+
+
+class _Interrupted(Exception):
+    """A signal came while the driver waited for Ray: stop waiting."""
 
 
 class _RayJob(RunTally):
-    """The driver's side: results written as they come back, counted, shown."""
+    """The driver's side: results written as they come back, counted, shown.
 
-    def run(self, mapped: ray.data.Dataset) -> None:
+    Ray is iterated in this thread, so that stopping closes the iteration here and
+    Ray's execution ends before Ray does. A signal stops the wait for the next
+    batch at once (`on_signal` raises only inside that wait); a stop requested
+    otherwise is seen between batches.
+    """
+
+    waiting = False  # in Ray's wait for the next batch, where a signal may interrupt
+
+    def on_signal(self, number: int, _frame: Any) -> None:
+        self.stop.request(signal.Signals(number).name)
+        if self.waiting:
+            raise _Interrupted
+
+    def run(
+        self, pending: list[dict[str, Any]], actors: int, per_actor: int, udf_options: Any
+    ) -> None:
+        """Send `pending` on `actors` actors of `per_actor` open requests each.
+
+        The dataset lives in this call only, so its references into Ray's object
+        store are freed while Ray still runs.
+        """
+        # Blocks of one actor's share of open requests: Ray returns a block's
+        # results when the whole block is done, so small blocks bring results
+        # back (and to disk) sooner.
+        blocks = max(actors, len(pending) // per_actor)
+        dataset = ray.data.from_items(pending, override_num_blocks=blocks)
+        mapped = map_chat_completions(dataset, actors=actors, concurrency=per_actor, **udf_options)
+        batches: Iterator[Any] = iter(mapped.iter_batches(batch_format="pyarrow", batch_size=None))
+        finished = False
         try:
-            for table in _batches_until(mapped, self.stop):
+            while self.fatal is None and not self.stop.requested:
+                try:
+                    self.waiting = True
+                    table = next(batches, None)
+                except _Interrupted:
+                    return  # the block that may have just arrived is sent again by a rerun
+                finally:
+                    self.waiting = False
+                if table is None:
+                    finished = True
+                    return
                 self.results.write(b"".join(self.lines(table.to_pylist())))
                 self.status.show()
-                if self.fatal is not None:
-                    return
         finally:
+            close = getattr(batches, "close", None)  # a generator: closing ends the execution
+            if close is not None:
+                close()
+            if not finished:
+                # What Ray Data leaves behind when stopped early is finalized here,
+                # while Ray runs, not by Ray's own collector thread during shutdown.
+                del batches, mapped, dataset
+                gc.collect()
+                time.sleep(SETTLE_SECONDS)
             self.status.show(force=True)
             if self.status.live:
                 self.status.stream.write("\n")
@@ -531,50 +578,3 @@ class _RayJob(RunTally):
             usage = response["body"].get("usage") if response else None
             tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
             self.count(row["status_code"] == 200, tokens if isinstance(tokens, int) else 0)
-
-
-def _batches_until(mapped: ray.data.Dataset, stop: BatchStop) -> Iterator[pa.Table]:
-    """The result batches as they come back, until the job ends or `stop` is requested.
-
-    Ray is iterated in a thread, so that a signal handler runs at once and the
-    wait for the next batch can be given up.
-    """
-    arrived: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4)
-    halt = threading.Event()
-
-    def hand_over(kind: str, value: Any) -> None:
-        while not halt.is_set():
-            with contextlib.suppress(queue.Full):
-                arrived.put((kind, value), timeout=0.1)
-                return
-
-    def consume() -> None:
-        batches: Iterator[Any] = iter(mapped.iter_batches(batch_format="pyarrow", batch_size=None))
-        try:
-            for table in batches:
-                hand_over("batch", table)
-                if halt.is_set():
-                    break
-            else:
-                hand_over("end", None)
-        except BaseException as exc:  # handed to the driver, raised there
-            hand_over("error", exc)
-        finally:
-            close = getattr(batches, "close", None)  # a generator: closing it stops Ray's execution
-            if close is not None:
-                close()
-
-    threading.Thread(target=consume, name="asyncchat-ray-results", daemon=True).start()
-    try:
-        while not stop.requested:
-            try:
-                kind, value = arrived.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        halt.set()
