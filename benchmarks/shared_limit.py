@@ -175,15 +175,15 @@ def main() -> None:
                 f"{args.processes} processes, limit {args.rpm:g}/min{storm}, "
                 f"{args.seconds:g} s each"
             )
-            print(
-                f"{'mode':22}{'requests':>10}{'per min':>10}{'fastest 10 s':>14}"
-                f"{'trips/req':>11}{'429s/req':>10}"
-            )
             booked = asyncio.run(booking_overhead(redis_url))
             print(
                 f"booking a request: {statistics.mean(booked) * 1e6:.0f} µs mean, "
                 f"{booked[len(booked) // 2] * 1e6:.0f} µs median, "
                 f"{booked[len(booked) * 99 // 100] * 1e6:.0f} µs p99 (lease of 4, loopback Redis)"
+            )
+            print(
+                f"{'mode':22}{'requests':>10}{'per min':>10}{'fastest 10 s':>14}"
+                f"{'trips/req':>11}{'429s/req':>10}"
             )
             skew = not args.server_rpm
             for mode in ("shared", "split"):

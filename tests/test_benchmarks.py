@@ -163,26 +163,21 @@ def test_agent_benchmark_runs() -> None:
 
 
 @pytest.mark.slow
-def test_shared_limit_benchmark_runs() -> None:
-    """benchmarks.shared_limit: both modes run, against a real redis-server."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.shared_limit",
-            "--processes",
-            "2",
-            "--rpm",
-            "1200",
-            "--seconds",
-            "2",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+@pytest.mark.parametrize("storm", [False, True])
+def test_shared_limit_benchmark_runs(storm: bool) -> None:
+    """benchmarks.shared_limit: both modes run, against a real redis-server; with
+    --server-rpm, the server's 429s are counted."""
+    command = [sys.executable, "-m", "benchmarks.shared_limit"]
+    command += ["--processes", "2", "--rpm", "1200", "--seconds", "2"]
+    if storm:
+        command += ["--server-rpm", "600"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    rows = result.stdout.splitlines()[2:]
-    assert [row[:22].strip() for row in rows] == ["shared (Redis)", "naive split, skewed"]
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("booking a request: ") and "µs mean" in lines[1]
+    rows = lines[3:]
+    split = "naive split" if storm else "naive split, skewed"
+    assert [row[:22].strip() for row in rows] == ["shared (Redis)", split]
     assert all(int(row[22:32]) > 0 for row in rows)
+    too_many = [float(row.split()[-1]) for row in rows]
+    assert all(share > 0 for share in too_many) if storm else too_many == [0.0, 0.0]
