@@ -565,12 +565,7 @@ async def _batch(args: argparse.Namespace) -> int:
         async with _client(args) as client, _shared_limit(args, client) as shared:
             summary = await run_batch_file(
                 client,
-                args.input,
-                args.output,
-                concurrency=args.concurrency,
-                model=args.model,
-                shard=args.shard,
-                retry_failed=args.retry_failed,
+                **_job(args),
                 requests_per_minute=None if shared else args.rpm,
                 tokens_per_minute=None if shared else args.tpm,
                 rate_limit=shared,
@@ -581,6 +576,18 @@ async def _batch(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(number)
     return _report_batch(args, summary)
+
+
+def _job(args: argparse.Namespace) -> dict[str, Any]:
+    """What both engines take alike: the files, and which requests to run how."""
+    return {
+        "input_path": args.input,
+        "output_path": args.output,
+        "concurrency": args.concurrency,
+        "model": args.model,
+        "shard": args.shard,
+        "retry_failed": args.retry_failed,
+    }
 
 
 def _batch_on_ray(args: argparse.Namespace) -> int:
@@ -600,14 +607,9 @@ def _batch_on_ray(args: argparse.Namespace) -> int:
         ) from None
     stop = BatchStop()
     summary = ray_engine.run_batch_file(
-        args.input,
-        args.output,
+        **_job(args),
         address=args.ray_address,
         actors=args.ray_actors,
-        concurrency=args.concurrency,
-        model=args.model,
-        shard=args.shard,
-        retry_failed=args.retry_failed,
         client_options=connection,
         requests_per_minute=args.rpm,
         tokens_per_minute=args.tpm,

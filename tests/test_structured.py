@@ -6,8 +6,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import subprocess
-import sys
 from typing import Any, Literal
 
 import orjson
@@ -21,6 +19,8 @@ from asyncchat.events import StreamEventBuilder
 from asyncchat.partial_json import PartialJSONError
 from asyncchat.structured import OutputFormat, StructuredRequest, to_strict_json_schema
 from asyncchat.testing import MockServer, StreamStyle
+
+from .conftest import run_python
 
 USER = [{"role": "user", "content": "Tell me about Boston"}]
 
@@ -191,9 +191,8 @@ def test_pydantic_is_imported_only_by_whoever_uses_it() -> None:
         "f = OutputFormat.of({'type': 'json_schema', 'json_schema': {'name': 'n', 'schema': {}}})\n"
         "print(f.parse('[1]'))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[1]"
+    printed = run_python(code)
+    assert printed.strip() == "[1]"
 
 
 # --- parse() --------------------------------------------------------------------------

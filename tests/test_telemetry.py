@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +21,7 @@ import asyncchat
 from asyncchat._telemetry import provider_of
 from asyncchat.testing import MockServer, StreamStyle
 
-from .conftest import API_KEY
+from .conftest import API_KEY, run_python
 
 EXPORTER = InMemorySpanExporter()
 READER = InMemoryMetricReader()
@@ -308,9 +306,8 @@ def test_without_opentelemetry_nothing_is_imported() -> None:
         "except asyncchat.ConfigurationError as e:\n"
         "    print(e)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "pip install 'asyncchat[otel]'" in done.stdout
+    printed = run_python(code)
+    assert "pip install 'asyncchat[otel]'" in printed
 
 
 def test_opentelemetry_is_never_imported_first() -> None:
@@ -328,6 +325,5 @@ def test_opentelemetry_is_never_imported_first() -> None:
         "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', "
         "'asyncchat._telemetry'))))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    printed = run_python(code)
+    assert printed.strip() == "[]"
