@@ -24,6 +24,7 @@ from asyncchat.errors import APIError
 
 if TYPE_CHECKING:
     from asyncchat._config import Timeout
+    from asyncchat._multipart import FileUpload
 
 __all__ = ["Headers", "Request", "Response", "Transport"]
 
@@ -57,12 +58,14 @@ class Request:
     method: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes | None = None
+    # JSON bytes, or a form with a file (`files.create`) that a transport sends
+    # piece by piece: `body.pieces()`, `body.length` bytes in all.
+    body: bytes | FileUpload | None = None
     params: Mapping[str, str] | None = None
 
     def json(self) -> Any:
-        """The body decoded (None when there is none)."""
-        return orjson.loads(self.body) if self.body else None
+        """The body decoded (None when there is none, or it is a file upload)."""
+        return orjson.loads(self.body) if isinstance(self.body, bytes) and self.body else None
 
     def __repr__(self) -> str:  # headers left out: they carry the key
         return f"Request({self.method} {self.url})"

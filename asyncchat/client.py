@@ -35,11 +35,12 @@ from asyncchat._config import (
     resolve_api_key,
     resolve_base_url,
 )
-from asyncchat._endpoints import Embeddings, Models
+from asyncchat._endpoints import Batches, Embeddings, Files, Models
 from asyncchat._events import ChatStreamManager
 from asyncchat._fanout import Pacer, Requests, fan_out
 from asyncchat._http import Request, Response, Transport
 from asyncchat._logging import configure_from_environment, logger
+from asyncchat._multipart import FileUpload
 from asyncchat._observe import LoggingObserver, RequestObserver, stream_line
 from asyncchat._ratelimit import RateLimit, RateLimiter, estimate_tokens
 from asyncchat._redact import redact
@@ -177,6 +178,8 @@ class Client:
         self.chat = Chat(self)
         self.models = Models(self)
         self.embeddings = Embeddings(self)
+        self.files = Files(self)
+        self.batches = Batches(self)
         self._open_streams: weakref.WeakSet[ChatCompletionStream] = weakref.WeakSet()
         _warn_if_unencrypted(self.base_url)
 
@@ -225,7 +228,7 @@ class Client:
         self,
         method: str,
         path: str,
-        body: dict[str, Any] | None,
+        body: dict[str, Any] | FileUpload | None,
         *,
         stream: bool,
         timeout: float | Timeout | None,
@@ -233,6 +236,7 @@ class Client:
         extra_query: Mapping[str, Any] | None,
         pacer: Pacer | None = None,
         tokens: int = 0,
+        max_retries: int | None = None,
     ) -> _Sent:
         """Send with retries; the response and, unless streaming, its body.
 
@@ -245,6 +249,7 @@ class Client:
         and a 429 with `Retry-After` pauses the whole fan-out, not this request only.
         """
         request = self._prepare(method, path, body, stream, extra_headers, extra_query)
+        retries = self.max_retries if max_retries is None else max_retries
         effective_timeout = self.timeout if timeout is None else Timeout.coerce(timeout)
         shown = redact(request.url)  # what messages quote
         telemetry = self._telemetry
@@ -252,7 +257,11 @@ class Client:
             telemetry = self._telemetry = _load_telemetry(None)
             if telemetry is None:  # imported, but not installed whole: do not try again
                 self._telemetry_enabled = False
-        operation = None if telemetry is None else telemetry.start(path, body, request.url)
+        operation = (
+            None
+            if telemetry is None or isinstance(body, FileUpload)
+            else telemetry.start(path, body, request.url)
+        )
         issued = time.perf_counter()
         observers = self._observers
         try:  # a failure, or a cancellation, ends the request's span
@@ -291,7 +300,7 @@ class Client:
                     error, status, retry_headers = exc, None, {}
                 delay = retry_delay(
                     attempt=attempt,
-                    max_retries=self.max_retries,
+                    max_retries=retries,
                     status=status,
                     headers=retry_headers,
                     now=time.time(),
@@ -322,7 +331,7 @@ class Client:
         self,
         method: str,
         path: str,
-        body: dict[str, Any] | None,
+        body: dict[str, Any] | FileUpload | None,
         stream: bool,
         extra_headers: Mapping[str, str] | None,
         extra_query: Mapping[str, Any] | None,
@@ -332,9 +341,15 @@ class Client:
         headers["Accept"] = "text/event-stream" if stream else "application/json"
         if extra_headers:
             headers.update(extra_headers)
+        payload: bytes | FileUpload | None
         if body is None:
             headers.pop("Content-Type", None)
-        payload = None if body is None else _encode_body(body)
+            payload = None
+        elif isinstance(body, FileUpload):
+            headers["Content-Type"] = body.content_type
+            payload = body
+        else:
+            payload = _encode_body(body)
         query = {**self.default_query, **(extra_query or {})} or None
         return Request(method, self.base_url + path, headers, payload, query)
 
@@ -343,10 +358,11 @@ class Client:
         cls: Callable[[dict[str, Any], str | None, Mapping[str, str]], T],
         method: str,
         path: str,
-        body: dict[str, Any] | None,
+        body: dict[str, Any] | FileUpload | None,
         timeout: float | Timeout | None,
         extra_headers: Mapping[str, str] | None,
         extra_query: Mapping[str, Any] | None,
+        max_retries: int | None = None,
     ) -> T:
         """A request whose answer is one JSON object, wrapped in `cls`."""
         sent = await self._request(
@@ -357,6 +373,7 @@ class Client:
             timeout=timeout,
             extra_headers=extra_headers,
             extra_query=extra_query,
+            max_retries=max_retries,
         )
         assert sent.content is not None
         try:

@@ -53,10 +53,12 @@ import orjson
 from aiohttp import web
 
 from asyncchat._http import Request
+from asyncchat._mockbatch import GLM_PREFIX, BatchSettings, MockBatches
 from asyncchat._mockscript import Turn, TurnScript
 from asyncchat._mocktransport import MockResponse, MockTransport
 
 __all__ = [
+    "BatchSettings",
     "MockResponse",
     "MockServer",
     "MockTransport",
@@ -250,6 +252,9 @@ class MockServer:
     lists what the client sent that the script did not expect.
     `requests_per_minute`: a provider's limit, a second's worth at once: requests
     over it get a 429 with `Retry-After`, counted in `rate_limited`.
+    `batch`: how its Batch API behaves (`BatchSettings`: pace, expiry, failing
+    ids, limits); `server.batch` holds its files and batches. The same server
+    answers as GLM under `server.glm_base_url`.
     """
 
     def __init__(
@@ -265,8 +270,14 @@ class MockServer:
         response_formats: Sequence[str] = ("text", "json_object", "json_schema"),
         turns: Sequence[Turn] | None = None,
         requests_per_minute: float | None = None,
+        batch: BatchSettings | None = None,
     ) -> None:
         self.api_key = api_key
+        self.batch = MockBatches(
+            batch or BatchSettings(),
+            lambda body, request_id: self._completion(body, request_id, self._plan(body)),
+            lambda request: self._unauthorized(request, "mock-batch"),
+        )
         self.requests_per_minute = requests_per_minute
         self.rate_limited = 0  # the 429s the limit gave
         self._bucket = (0.0, float("-inf"))  # requests left of a second's worth, as of when
@@ -289,6 +300,11 @@ class MockServer:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def glm_base_url(self) -> str:
+        """The base URL under which it speaks GLM's dialect (`/api/paas/v4`)."""
+        return f"http://{self.host}:{self.port}{GLM_PREFIX}"
 
     @property
     def connection_count(self) -> int:
@@ -324,6 +340,9 @@ class MockServer:
         app.router.add_get("/models", self._models)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/embeddings", self._embeddings)
+        app.router.add_post(f"{GLM_PREFIX}/chat/completions", self._handle)
+        self.batch.add_routes(app, "/v1")
+        self.batch.add_routes(app, GLM_PREFIX)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -338,6 +357,7 @@ class MockServer:
         for task in list(self._handlers):
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self.batch.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

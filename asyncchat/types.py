@@ -28,6 +28,11 @@ from asyncchat.ratelimits import RateLimits
 
 __all__ = [
     "APIObject",
+    "Batch",
+    "BatchError",
+    "BatchErrors",
+    "BatchList",
+    "BatchRequestCounts",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatCompletionMessage",
@@ -39,6 +44,9 @@ __all__ = [
     "CreateEmbeddingResponse",
     "Embedding",
     "EmbeddingUsage",
+    "FileDeleted",
+    "FileList",
+    "FileObject",
     "Function",
     "Model",
     "ModelList",
@@ -459,6 +467,107 @@ class CreateEmbeddingResponse(_TopLevel):
     model: str | None = None
     data = _list(Embedding)
     usage = _optional(EmbeddingUsage)
+
+
+# --- files and batches (the provider's Batch API) ---------------------------
+
+
+class FileObject(_TopLevel):
+    """An uploaded file: `client.files.create()` / `retrieve()`; `id` names it."""
+
+    id: str | None = None
+    object: str | None = None
+    bytes: int | None = None
+    created_at: int | None = None
+    expires_at: int | None = None
+    filename: str | None = None
+    purpose: str | None = None
+    status: str | None = None
+    status_details: str | None = None
+
+
+class FileList(_TopLevel):
+    """`client.files.list()`: the files, in `data`."""
+
+    object: str | None = None
+    data = _list(FileObject)
+    has_more: bool | None = None
+
+
+class FileDeleted(_TopLevel):
+    id: str | None = None
+    object: str | None = None
+    deleted: bool | None = None
+
+
+class BatchRequestCounts(APIObject):
+    """How many requests a batch holds, and how many finished or failed so far."""
+
+    total: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+
+
+class BatchError(APIObject):
+    """Why a batch (or one of its input lines, `line`) failed validation."""
+
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(APIObject):
+    object: str | None = None
+    data = _list(BatchError)
+
+
+class Batch(_TopLevel):
+    """A batch job at the provider: `client.batches.create()` / `retrieve()`.
+
+    `status` goes validating -> in_progress -> finalizing -> completed, or ends
+    failed (validation), expired (the completion window passed: what finished is
+    in the output file), cancelling -> cancelled. `request_counts` says how far
+    it got; `output_file_id` and `error_file_id` name the results.
+    """
+
+    TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+    id: str | None = None
+    object: str | None = None
+    endpoint: str | None = None
+    errors = _optional(BatchErrors)
+    input_file_id: str | None = None
+    completion_window: str | None = None
+    status: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int | None = None
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts = _optional(BatchRequestCounts)
+    metadata: dict[str, str] | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the status is final: nothing about this batch changes any more."""
+        return self.status in Batch.TERMINAL
+
+
+class BatchList(_TopLevel):
+    """`client.batches.list()`: one page, newest first; `after=page.last_id` for the next."""
+
+    object: str | None = None
+    data = _list(Batch)
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool | None = None
 
 
 # --- streamed chunks --------------------------------------------------------
