@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -62,6 +62,7 @@ class BatchSummary:
     tokens: int  # reported by this run's answers
     stopped_by: str | None = None  # the signal that stopped the run early
     fatal: APIStatusError | None = None  # the error that stopped the whole job
+    notes: list[str] = field(default_factory=list)  # what else the user should know
 
     @property
     def not_run(self) -> int:
@@ -220,6 +221,7 @@ class RunTally:
             progress, len(ids), len(self.done_before), clock, counts_in_flight
         )
         self.fatal: APIStatusError | None = None
+        self.notes: list[str] = []
         self.started = time.monotonic()
 
     def count(self, succeeded: bool, tokens: int) -> None:
@@ -242,6 +244,7 @@ class RunTally:
             tokens=self.status.tokens,
             stopped_by=self.stop.reason,
             fatal=self.fatal,
+            notes=self.notes,
         )
 
 

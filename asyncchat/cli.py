@@ -21,6 +21,7 @@ from asyncchat._batchfile import BatchFileError
 from asyncchat._batchrun import BatchStop, BatchSummary, fatal_hint, run_batch_file
 from asyncchat._config import environment_api_key, is_loopback, resolve_base_url
 from asyncchat._version import __version__
+from asyncchat.batchapi import run_batch_api
 from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
 from asyncchat.errors import APIError, ConfigurationError, NotFoundError
@@ -182,6 +183,46 @@ def _add_batch(commands: Any) -> None:
         " a second Ctrl-C cancels them at once",
     )
     batch.add_argument(
+        "--via",
+        choices=("requests", "batch-api"),
+        default="requests",
+        help="requests: send each request now (default); batch-api: submit the file to the "
+        "provider's Batch API (OpenAI, GLM: half price, results within the completion window)",
+    )
+    batch.add_argument(
+        "--completion-window",
+        default="24h",
+        help="with --via batch-api: how long the provider may take (default: 24h)",
+    )
+    batch.add_argument(
+        "--metadata",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --via batch-api: a label on each batch (repeatable)",
+    )
+    batch.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --via batch-api: the first wait between looks at the batches; longer "
+        "while nothing changes (default: 10)",
+    )
+    batch.add_argument(
+        "--max-requests-per-batch",
+        type=_positive_int,
+        metavar="N",
+        help="with --via batch-api: split into batches of at most N requests "
+        "(default: the provider's limit, 50,000)",
+    )
+    batch.add_argument(
+        "--cancel",
+        action="store_true",
+        help="with --via batch-api: cancel this job's running batches and keep what they finished",
+    )
+    batch.add_argument(
         "--engine",
         choices=("local", "ray"),
         default="local",
@@ -258,6 +299,23 @@ def _shard(text: str) -> tuple[int, int]:
     return shard
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -276,11 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "chat":
             return asyncio.run(_chat(args, sys.stdout))
-        if args.command == "batch" and args.engine == "ray":
-            return _batch_on_ray(args)
         if args.command == "batch":
-            if args.ray_address:
-                raise ConfigurationError("--ray-address needs --engine ray")
+            _check_batch_flags(args)
+            if args.engine == "ray":
+                return _batch_on_ray(args)
             return asyncio.run(_batch(args))
         if args.command == "mock-server":
             return asyncio.run(_mock_server(args))
@@ -554,6 +611,36 @@ def _print_message(completion: ChatCompletion, printer: _Printer) -> None:
 # --- batch --------------------------------------------------------------------------
 
 
+def _check_batch_flags(args: argparse.Namespace) -> None:
+    """Flags that do not go together, refused before anything runs."""
+    if args.ray_address and args.engine != "ray":
+        raise ConfigurationError("--ray-address needs --engine ray")
+    if args.via == "batch-api":
+        clashing = [
+            flag
+            for flag, given in (
+                ("--engine ray", args.engine == "ray"),
+                ("--rpm", args.rpm),
+                ("--tpm", args.tpm),
+                ("--redis-url", args.redis_url),
+            )
+            if given
+        ]
+        if clashing:
+            raise ConfigurationError(
+                f"--via batch-api leaves the pace to the provider: drop {', '.join(clashing)}"
+            )
+    else:
+        batch_api_only = (
+            ("--cancel", args.cancel),
+            ("--metadata", args.metadata),
+            ("--max-requests-per-batch", args.max_requests_per_batch),
+        )
+        for flag, given in batch_api_only:
+            if given:
+                raise ConfigurationError(f"{flag} needs --via batch-api")
+
+
 async def _batch(args: argparse.Namespace) -> int:
     stop = BatchStop(grace=args.grace)
     loop = asyncio.get_running_loop()
@@ -562,6 +649,23 @@ async def _batch(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(number, stop.request, number.name)
     try:
+        if args.via == "batch-api":
+            async with _client(args) as client:
+                summary = await run_batch_api(
+                    client,
+                    args.input,
+                    args.output,
+                    model=args.model,
+                    shard=args.shard,
+                    retry_failed=args.retry_failed,
+                    completion_window=args.completion_window,
+                    metadata=dict(args.metadata) or None,
+                    poll_interval=args.poll_interval,
+                    max_requests_per_batch=args.max_requests_per_batch,
+                    cancel=args.cancel,
+                    stop=stop,
+                )
+            return _report_batch(args, summary)
         async with _client(args) as client, _shared_limit(args, client) as shared:
             summary = await run_batch_file(
                 client,
@@ -658,6 +762,8 @@ def _report_batch(args: argparse.Namespace, summary: BatchSummary) -> int:
             file=sys.stderr,
         )
         return 1
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     shard = f" (shard {args.shard[0]}/{args.shard[1]})" if args.shard[1] > 1 else ""
     print(
         f"batch{shard}: {summary.total} requests, {summary.succeeded} succeeded, "
