@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -181,32 +181,51 @@ def split_requests(
     provider: Provider,
     max_requests: int,
     max_bytes: int,
-) -> Iterator[tuple[list[str], list[bytes]]]:
-    """Parts of `(ids, lines)`: one model each, within both limits, in input order."""
-    open_parts: dict[Any, tuple[list[str], list[bytes], int]] = {}
-    for custom_id, body in requests:
-        line = (
-            orjson.dumps(
-                {"custom_id": custom_id, "method": "POST", "url": provider.endpoint, "body": body}
+) -> Generator[tuple[list[str], IO[bytes]], None, None]:
+    """Parts as `(ids, file)`: one model each, within both limits, in input order.
+
+    Each part is written to an unnamed temporary file as it fills (gone when
+    closed, or when the process dies), so no part is held in memory; the file is
+    handed over at its start, and the caller closes it.
+    """
+    open_parts: dict[Any, tuple[list[str], IO[bytes], int]] = {}
+    try:
+        for custom_id, body in requests:
+            line = (
+                orjson.dumps(
+                    {
+                        "custom_id": custom_id,
+                        "method": "POST",
+                        "url": provider.endpoint,
+                        "body": body,
+                    }
+                )
+                + b"\n"
             )
-            + b"\n"
-        )
-        if len(line) > max_bytes:
-            raise BatchFileError(
-                f"request {custom_id!r} alone is {len(line)} bytes, over the "
-                f"{max_bytes}-byte limit of a batch file"
-            )
-        model = body.get("model")
-        ids, lines, size = open_parts.get(model, ([], [], 0))
-        if len(ids) == max_requests or size + len(line) > max_bytes:
-            yield ids, lines
-            ids, lines, size = [], [], 0
-        ids.append(custom_id)
-        lines.append(line)
-        open_parts[model] = (ids, lines, size + len(line))
-    for ids, lines, _ in open_parts.values():
-        if ids:
-            yield ids, lines
+            if len(line) > max_bytes:
+                raise BatchFileError(
+                    f"request {custom_id!r} alone is {len(line)} bytes, over the "
+                    f"{max_bytes}-byte limit of a batch file"
+                )
+            model = body.get("model")
+            ids, file, size = open_parts.get(model) or ([], None, 0)
+            if file is not None and (len(ids) == max_requests or size + len(line) > max_bytes):
+                del open_parts[model]
+                file.seek(0)
+                yield ids, file
+                file = None
+            if file is None:
+                ids, file, size = [], tempfile.TemporaryFile(), 0  # noqa: SIM115  (see above)
+            ids.append(custom_id)
+            file.write(line)
+            open_parts[model] = (ids, file, size + len(line))
+        while open_parts:
+            ids, file, _ = open_parts.pop(next(iter(open_parts)))
+            file.seek(0)
+            yield ids, file
+    finally:  # stopped early: the parts not handed over go
+        for _, file, _ in open_parts.values():
+            file.close()
 
 
 # --- the run --------------------------------------------------------------------------
@@ -317,12 +336,13 @@ class _Job(RunTally):
                     and custom_id not in self.recorded
                     and custom_id not in submitted
                 )
-                for part_ids, lines in split_requests(
-                    pending, self.provider, max_requests, max_bytes
-                ):
-                    if self.stop.requested:
-                        break
-                    await self._submit(part_ids, lines, completion_window, metadata)
+                parts = split_requests(pending, self.provider, max_requests, max_bytes)
+                for part_ids, file in parts:
+                    with file:
+                        if self.stop.requested:
+                            break
+                        await self._submit(part_ids, file, completion_window, metadata)
+                parts.close()  # the parts not submitted after a stop: their files go
             await self._poll(poll_interval)
         except APIStatusError as exc:
             if isinstance(exc, NotFoundError) and not self.state.parts:
@@ -351,16 +371,12 @@ class _Job(RunTally):
     async def _submit(
         self,
         ids: list[str],
-        lines: list[bytes],
+        file: IO[bytes],
         completion_window: str,
         metadata: Mapping[str, str] | None,
     ) -> None:
         """Upload one part and create its batch, recording each id as soon as it exists."""
-        number = len(self.state.parts) + 1
-        with tempfile.TemporaryFile() as file:  # gone when closed, or when the process dies
-            file.writelines(lines)
-            file.seek(0)
-            uploaded = await self._upload(f"batch-part-{number}.jsonl", file)
+        uploaded = await self._upload(f"batch-part-{len(self.state.parts) + 1}.jsonl", file)
         part = _Part(ids, uploaded)
         self.state.parts.append(part)
         self.state.save()
@@ -602,6 +618,8 @@ class _Job(RunTally):
         )
         self.results.write(orjson.dumps(record) + b"\n")
         self.recorded.add(record["custom_id"])
+        if record["custom_id"] not in self.ids:
+            return  # submitted for another input (or shard) into this output: not counted
         tokens = 0
         if succeeded:
             usage = (response.get("body") or {}).get("usage")

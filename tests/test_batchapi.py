@@ -93,22 +93,47 @@ def test_parts_hold_one_model_each_within_both_limits() -> None:
         ["a4"],
         ["b1", "b2"],
     ]
-    line = orjson.loads(parts[0][1][0])
+    line = orjson.loads(parts[0][1].readline())
     assert line == {
         "custom_id": "a0",
         "method": "POST",
         "url": "/v1/chat/completions",
         "body": body("a"),
     }
-    size = len(parts[0][1][0])
+    assert parts[0][1].read().count(b"\n") == 1  # the second of the two lines
+    size = len(orjson.dumps(line)) + 1
     by_bytes = list(split_requests(iter(requests[:2]), GLM, max_requests=100, max_bytes=size + 5))
     assert [ids for ids, _ in by_bytes] == [["a0"], ["a1"]]
-    assert orjson.loads(by_bytes[0][1][0])["url"] == "/v4/chat/completions"
+    assert orjson.loads(by_bytes[0][1].read())["url"] == "/v4/chat/completions"
+    for _, file in parts + by_bytes:
+        file.close()
 
 
 def test_a_request_over_the_byte_limit_alone_is_refused() -> None:
     with pytest.raises(BatchFileError, match=r"request 'big' alone is \d+ bytes"):
         list(split_requests(iter([("big", body("a", "x" * 500))]), OPENAI, 10, 300))
+
+
+def test_state_of_batches_at_another_server_is_not_mixed_up(tmp_path: Path) -> None:
+    write_requests(tmp_path / "in.jsonl", 1)
+    out = tmp_path / "out.jsonl"
+    part = {"file_id": "f", "batch_id": "b", "status": "in_progress", "merged": False}
+    state = {
+        "version": 1,
+        "base_url": "https://api.openai.com/v1",
+        "parts": [{**part, "ids": ["r0"]}],
+    }
+    state_path(out).write_bytes(orjson.dumps(state))
+    argv = ["batch", str(tmp_path / "in.jsonl"), "-o", str(out), "--via", "batch-api"]
+    with pytest.raises(BatchFileError, match=r"run with --base-url https://api\.openai\.com/v1"):
+        asyncio.run(
+            run_batch_api(
+                asyncchat.Client(base_url="http://127.0.0.1:9/v1"), tmp_path / "in.jsonl", out
+            )
+        )
+    state_path(out).write_text("not json")
+    assert main([*argv, "--base-url", "http://127.0.0.1:9/v1"]) == 2
+    assert state_path(out).read_text() == "not json"  # left for the user to look at
 
 
 def test_the_provider_is_known_by_its_base_url() -> None:

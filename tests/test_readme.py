@@ -108,3 +108,46 @@ def test_ray_example_writes_the_results(tmp_path: Path, background_server: MockS
     assert done.stdout.strip() == f"{len(requests)} results written"
     results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert {result["response"]["status_code"] for result in results} == {200}
+
+
+def test_batch_api_library_example_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_batch_api and the files/batches calls, over the MockServer's Batch API."""
+    [block] = [b for b in python_blocks() if "run_batch_api(" in b]
+    (tmp_path / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "requests.jsonl", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    count = len((ROOT / "examples" / "requests.jsonl").read_text().splitlines())
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"{count} of {count} succeeded"
+    assert printed[1] == f"completed {count} of {count}"
+    size = (tmp_path / "batch-output.jsonl").stat().st_size
+    assert printed[2] == f"{size} bytes downloaded" and size > 0
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert {result["response"]["status_code"] for result in results} == {200}
+
+
+def test_batch_api_command_runs(tmp_path: Path, background_server: MockServer) -> None:
+    """The `--via batch-api` command as written, against the mock server."""
+    readme = README.read_text()
+    command = re.search(r"(asyncchat batch [^\n]*--via batch-api \\\n[^\n]*)", readme)
+    assert command is not None
+    text = command.group(1).replace("\\\n", " ")
+    text = text.replace("http://127.0.0.1:8000/v1", background_server.base_url)
+    background_server.api_key = None  # as `asyncchat mock-server` without --api-key
+    (tmp_path / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "requests.jsonl", tmp_path / "examples")
+    arguments = text.split()[1:]
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncchat", *arguments],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "merged into results.jsonl" in done.stderr
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    count = len((ROOT / "examples" / "requests.jsonl").read_text().splitlines())
+    assert len(results) == count and {r["response"]["status_code"] for r in results} == {200}
+    batches = list(background_server.batch.batches.values())
+    assert [b.data["metadata"] for b in batches] == [{"job": "nightly"}]
