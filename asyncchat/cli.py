@@ -27,7 +27,7 @@ from asyncchat.content import image_part, text_part
 from asyncchat.errors import APIError, ConfigurationError, NotFoundError
 from asyncchat.events import ContentDelta, ReasoningDelta, ToolCallDone, ToolFinished, ToolStarted
 from asyncchat.quirks import reasoning_text
-from asyncchat.testing import MockServer, StreamStyle
+from asyncchat.testing import BatchSettings, MockServer, StreamStyle
 from asyncchat.types import ChatCompletion, Usage
 
 __all__ = ["main"]
@@ -286,6 +286,19 @@ def _add_mock_server(commands: Any) -> None:
     )
     mock.add_argument("--error-after", type=int, metavar="N", help="an error event after N chunks")
     mock.add_argument("--drop-after", type=int, metavar="N", help="cut the connection after N")
+    mock.add_argument(
+        "--batch-pace",
+        type=_positive_float,
+        default=500.0,
+        metavar="N",
+        help="Batch API: requests a batch answers a second (default: 500)",
+    )
+    mock.add_argument(
+        "--batch-expire-after",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="Batch API: batches expire this long after creation, keeping what finished",
+    )
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -818,6 +831,7 @@ async def _mock_server(args: argparse.Namespace) -> int:
         style=style,
         models=args.models or ("mock-model",),
         requests_per_minute=args.rpm,
+        batch=BatchSettings(pace=args.batch_pace, expire_after=args.batch_expire_after),
     )
     async with server:
         print(f"mock server listening on {server.base_url} (Ctrl-C to stop)", flush=True)

@@ -181,3 +181,17 @@ def test_shared_limit_benchmark_runs(storm: bool) -> None:
     assert all(int(row[22:32]) > 0 for row in rows)
     too_many = [float(row.split()[-1]) for row in rows]
     assert all(share > 0 for share in too_many) if storm else too_many == [0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_batch_api_benchmark_runs() -> None:
+    """benchmarks.batch_api: both ways write every result (the benchmark checks the
+    counts) and their rows are read off the kernel."""
+    command = [sys.executable, "-m", "benchmarks.batch_api", "--requests", "300"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("300 requests, ")
+    rows = {line[:18].strip(): line[18:].split() for line in lines[3:]}
+    assert list(rows) == ["local runner", "--via batch-api"]
+    assert all(float(cpu) > 0 and float(rss) > 0 for _, cpu, _, rss in rows.values())
