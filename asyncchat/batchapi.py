@@ -24,6 +24,7 @@ again by its input file id.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
@@ -40,7 +41,15 @@ import orjson
 from asyncchat._batchfile import BatchFileError, ResultsFile, check_input, input_requests
 from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, fatal_hint
 from asyncchat.client import Client
-from asyncchat.errors import APIConnectionError, APIError, APIStatusError, NotFoundError
+from asyncchat.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    InternalServerError,
+    NotFoundError,
+    RateLimitError,
+    StreamError,
+)
 from asyncchat.types import Batch
 
 __all__ = ["BatchAPIUnavailableError", "Provider", "provider_for", "run_batch_api", "state_path"]
@@ -48,6 +57,9 @@ __all__ = ["BatchAPIUnavailableError", "Provider", "provider_for", "run_batch_ap
 _STATE_VERSION = 1
 _MAX_WAIT = 600.0  # the longest wait between polls, however long a batch takes
 _LOOKUP_PAGES = 10  # pages of 100 batches searched for one created but not recorded
+_LOG_EVERY = 60.0  # seconds between progress lines when stderr is not a terminal
+# What polling outlives: the provider unreachable, busy, or a download cut short.
+_PASSING = (APIConnectionError, InternalServerError, RateLimitError, StreamError)
 
 
 class BatchAPIUnavailableError(APIError):
@@ -304,6 +316,7 @@ class _Job(RunTally):
         self.state = state
         self.recorded = set(self.done_before)  # ids with a record in the output
         self.seen: dict[str, Batch] = {}  # the latest look at each batch, by id
+        self.last_logged = float("-inf")
 
     def say(self, text: str) -> None:
         """One line about the job (a batch submitted, a status changed, results merged)."""
@@ -323,41 +336,50 @@ class _Job(RunTally):
         max_bytes: int,
         cancel: bool,
     ) -> None:
+        """Submit and poll until done or stopped. A stop ends the polling at once; an
+        upload under way gets the stop's grace period, or ends at a second stop."""
+        work = asyncio.ensure_future(
+            self._work(
+                requests,
+                completion_window,
+                metadata,
+                poll_interval,
+                max_requests,
+                max_bytes,
+                cancel,
+            )
+        )
+
+        def abort() -> None:
+            work.cancel()
+
+        self.stop._attach(abort)
         try:
-            await self._resume_creates(completion_window, metadata, cancel)
-            if cancel:
-                await self._cancel_all()
-            else:
-                submitted = {i for part in self.state.active for i in part.ids}
-                pending = (
-                    (custom_id, body)
-                    for custom_id, body in requests
-                    if custom_id in self.ids
-                    and custom_id not in self.recorded
-                    and custom_id not in submitted
-                )
-                parts = split_requests(pending, self.provider, max_requests, max_bytes)
-                for part_ids, file in parts:
-                    with file:
-                        if self.stop.requested:
-                            break
-                        await self._submit(part_ids, file, completion_window, metadata)
-                parts.close()  # the parts not submitted after a stop: their files go
-            await self._poll(poll_interval)
-        except APIStatusError as exc:
-            if isinstance(exc, NotFoundError) and not self.state.parts:
-                raise BatchAPIUnavailableError(
-                    f"{self.client.base_url} has no Batch API ({exc}); run without "
-                    "--via batch-api to send the requests one by one"
-                ) from None
-            if fatal_hint(exc) is None or exc.status_code == 404:
-                raise
-            self.fatal = exc
+            # wait(), unlike await, is not cancelled with the work: a stop that
+            # cancels it returns here, a cancelled run still ends it.
+            await asyncio.wait((work,))
+        except asyncio.CancelledError:
+            work.cancel()
+            await asyncio.wait((work,))
+            raise
         finally:
+            self.stop._detach()
             self.state.save()
             self.state.finish()
             if self.status.live:
                 self.status.stream.write("\n")
+        if not work.cancelled():
+            try:
+                work.result()
+            except APIStatusError as exc:
+                if isinstance(exc, NotFoundError) and not self.state.parts:
+                    raise BatchAPIUnavailableError(
+                        f"{self.client.base_url} has no Batch API ({exc}); run without "
+                        "--via batch-api to send the requests one by one"
+                    ) from None
+                if fatal_hint(exc) is None or exc.status_code == 404:
+                    raise
+                self.fatal = exc
         running = [p for p in self.state.active if p.batch_id is not None]
         if running:
             self.notes.append(
@@ -365,6 +387,39 @@ class _Job(RunTally):
                 f"{self.state.path}: run the same command again to collect their results "
                 "(nothing is submitted twice), or add --cancel to stop them"
             )
+
+    async def _work(
+        self,
+        requests: Iterator[tuple[str, dict[str, Any]]],
+        completion_window: str,
+        metadata: Mapping[str, str] | None,
+        poll_interval: float,
+        max_requests: int,
+        max_bytes: int,
+        cancel: bool,
+    ) -> None:
+        await self._resume_creates(completion_window, metadata, cancel)
+        if cancel:
+            await self._cancel_all()
+        else:
+            submitted = {i for part in self.state.active for i in part.ids}
+            pending = (
+                (custom_id, body)
+                for custom_id, body in requests
+                if custom_id in self.ids
+                and custom_id not in self.recorded
+                and custom_id not in submitted
+            )
+            parts = split_requests(pending, self.provider, max_requests, max_bytes)
+            try:
+                for part_ids, file in parts:
+                    with file:
+                        if self.stop.requested:
+                            break
+                        await self._submit(part_ids, file, completion_window, metadata)
+            finally:
+                parts.close()  # the parts not submitted after a stop: their files go
+        await self._poll(poll_interval)
 
     # --- submitting ---------------------------------------------------------------
 
@@ -466,27 +521,36 @@ class _Job(RunTally):
     async def _poll(self, poll_interval: float) -> None:
         wait = poll_interval
         while not self.stop.requested:
-            changed = False
-            for part in self.state.active:
-                assert part.batch_id is not None
-                batch = await self.client.batches.retrieve(part.batch_id)
-                before = self.seen.get(part.batch_id)
-                if before is None or _progress_of(before) != _progress_of(batch):
-                    changed = True
-                if part.status != batch.status:
-                    self.say(f"{part.batch_id} {batch.status}{_counts_text(batch)}")
-                    part.status = batch.status
-                    self.state.save()
-                self.seen[part.batch_id] = batch
-                if batch.done:
-                    await self._merge(part, batch)
-                if self.stop.requested:
-                    return
-            if not self.state.active:
+            try:
+                changed = await self._look(poll_interval)
+            except _PASSING as exc:  # batches run for hours: a network blip is no reason to stop
+                self.say(f"could not reach the provider ({exc}); looking again in {wait:g}s")
+                changed = False
+            if not self.state.active or self.stop.requested:
                 return
-            self._show()
+            self._show(changed)
             wait = poll_interval if changed else min(wait * 1.5, max(poll_interval, _MAX_WAIT))
             await self._sleep(wait)
+
+    async def _look(self, poll_interval: float) -> bool:
+        """Look at each running batch once, merging those that ended; whether any changed."""
+        changed = False
+        for part in self.state.active:
+            assert part.batch_id is not None
+            batch = await self.client.batches.retrieve(part.batch_id)
+            before = self.seen.get(part.batch_id)
+            if before is None or _progress_of(before) != _progress_of(batch):
+                changed = True
+            if part.status != batch.status:
+                self.say(f"{part.batch_id} {batch.status}{_counts_text(batch)}")
+                part.status = batch.status
+                self.state.save()
+            self.seen[part.batch_id] = batch
+            if batch.done:
+                await self._merge(part, batch)
+            if self.stop.requested:
+                break
+        return changed
 
     async def _sleep(self, seconds: float) -> None:
         """Wait, waking early for a stop."""
@@ -494,8 +558,11 @@ class _Job(RunTally):
         while not self.stop.requested and (left := deadline - time.monotonic()) > 0:
             await self.client._sleep(min(left, 0.2))
 
-    def _show(self) -> None:
-        if not self.status.live:
+    def _show(self, changed: bool) -> None:
+        """The progress at the provider: a live line on a terminal; in a log, a line
+        when it changed, at most one a minute."""
+        now = time.monotonic()
+        if not self.status.live and not (changed and now - self.last_logged >= _LOG_EVERY):
             return
         total = completed = failed = 0
         for part in self.state.active:
@@ -504,12 +571,17 @@ class _Job(RunTally):
             total += counts[0] or len(part.ids)
             completed += counts[1]
             failed += counts[2]
-        self.status.stream.write(
-            f"\r{len(self.recorded & self.ids)}/{len(self.ids)} in the output; "
+        text = (
+            f"{len(self.recorded & self.ids)}/{len(self.ids)} in the output; "
             f"{len(self.state.active)} batch(es) running: {completed}/{total} done at the "
-            f"provider, {failed} failed  "
+            f"provider, {failed} failed"
         )
-        self.status.stream.flush()
+        if self.status.live:
+            self.status.stream.write(f"\r{text}  ")
+            self.status.stream.flush()
+        else:
+            self.last_logged = now
+            self.say(text)
 
     async def _merge(self, part: _Part, batch: Batch) -> None:
         """Write the results of an ended batch; mark its part merged."""

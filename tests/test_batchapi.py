@@ -4,6 +4,7 @@ API over loopback, in-process and as a subprocess (kill -9 and resume)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -305,6 +306,70 @@ async def test_a_merge_cut_short_is_done_again_without_duplicates(
     summary = await run(batch_server, input_path=tmp_path / "in.jsonl", output_path=out)
     assert (summary.skipped, summary.succeeded) == (20, 40)
     assert sorted(by_id(out)) == sorted(ids) and len(batch_server.batch.batches) == 1
+
+
+class _FlakyTransport:
+    """The real transport, with chosen requests failing (an outage) or hanging."""
+
+    def __init__(self, fail: Any, hang: Any = lambda request: False) -> None:
+        self.inner = asyncchat.AiohttpTransport()
+        self.fail, self.hang = fail, hang
+        self.failed = 0
+
+    async def send(self, request: asyncchat.Request, timeout: Any) -> asyncchat.Response:
+        if self.fail(request):
+            self.failed += 1
+            raise asyncchat.APIConnectionError(f"could not connect to {request.url}: outage")
+        if self.hang(request):
+            await asyncio.sleep(3600)
+        return await self.inner.send(request, timeout)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_polling_outlives_an_outage(batch_server: MockServer, tmp_path: Path) -> None:
+    write_requests(tmp_path / "in.jsonl", 20)
+    out = tmp_path / "out.jsonl"
+    looks = iter(range(1000))
+
+    def outage(request: asyncchat.Request) -> bool:  # the 2nd to 5th looks at a batch fail
+        return request.method == "GET" and "/batches/" in request.url and 1 <= next(looks) <= 4
+
+    transport = _FlakyTransport(outage)
+    progress = io.StringIO()
+    async with asyncchat.Client(
+        base_url=batch_server.base_url, api_key=API_KEY, transport=transport, max_retries=0
+    ) as client:
+        summary = await run_batch_api(
+            client, tmp_path / "in.jsonl", out, poll_interval=0.01, progress=progress
+        )
+    assert transport.failed == 4 and summary.succeeded == 20
+    assert progress.getvalue().count("could not reach the provider") == 4
+
+
+async def test_a_second_stop_ends_an_upload_under_way(
+    batch_server: MockServer, tmp_path: Path
+) -> None:
+    write_requests(tmp_path / "in.jsonl", 20)
+    out = tmp_path / "out.jsonl"
+    transport = _FlakyTransport(
+        lambda request: False, hang=lambda request: request.url.endswith("/files")
+    )
+    stop = BatchStop(grace=3600)
+    async with asyncchat.Client(
+        base_url=batch_server.base_url, api_key=API_KEY, transport=transport
+    ) as client:
+        job = asyncio.ensure_future(run_batch_api(client, tmp_path / "in.jsonl", out, stop=stop))
+        await asyncio.sleep(0.3)
+        stop.request("SIGINT")
+        await asyncio.sleep(0.3)
+        assert not job.done()  # the upload has its grace period
+        stop.request("SIGINT")
+        summary = await asyncio.wait_for(job, 10)
+    assert summary.stopped_by == "SIGINT" and summary.not_run == 20
+    assert batch_server.batch.uploads == 0 and out.read_bytes() == b""
+    assert not state_path(out).exists()  # nothing was submitted: nothing to resume
 
 
 async def test_a_glm_flavoured_run(batch_server: MockServer, tmp_path: Path) -> None:
