@@ -243,6 +243,18 @@ def split_requests(
 # --- the run --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How one run submits and polls."""
+
+    completion_window: str | None  # None for a provider that takes none
+    metadata: Mapping[str, str] | None
+    poll_interval: float
+    max_requests: int
+    max_bytes: int
+    cancel: bool
+
+
 async def run_batch_api(
     client: Client,
     input_path: Path,
@@ -282,16 +294,16 @@ async def run_batch_api(
                 "--via batch-api keeps its state beside the output: -o must be a file"
             )
         state = _State.load(state_path(output_path), client.base_url)
-        job = _Job(client, provider, results, ids, state, stop or BatchStop(), progress)
-        await job.run(
-            input_requests(input_path, model),
-            completion_window=completion_window,
+        options = _Options(
+            completion_window=completion_window if provider.completion_window else None,
             metadata=metadata,
             poll_interval=poll_interval,
             max_requests=max_requests_per_batch or provider.max_requests,
             max_bytes=max_bytes_per_batch or provider.max_bytes,
             cancel=cancel,
         )
+        job = _Job(client, provider, options, results, ids, state, stop or BatchStop(), progress)
+        await job.run(input_requests(input_path, model))
     finally:
         results.close()
     return job.summary()
@@ -304,6 +316,7 @@ class _Job(RunTally):
         self,
         client: Client,
         provider: Provider,
+        options: _Options,
         results: ResultsFile,
         ids: set[str],
         state: _State,
@@ -313,6 +326,7 @@ class _Job(RunTally):
         super().__init__(results, ids, stop, progress, counts_in_flight=False)
         self.client = client
         self.provider = provider
+        self.options = options
         self.state = state
         self.recorded = set(self.done_before)  # ids with a record in the output
         self.seen: dict[str, Batch] = {}  # the latest look at each batch, by id
@@ -325,30 +339,10 @@ class _Job(RunTally):
         self.status.stream.write(f"batch-api: {text}\n")
         self.status.stream.flush()
 
-    async def run(
-        self,
-        requests: Iterator[tuple[str, dict[str, Any]]],
-        *,
-        completion_window: str,
-        metadata: Mapping[str, str] | None,
-        poll_interval: float,
-        max_requests: int,
-        max_bytes: int,
-        cancel: bool,
-    ) -> None:
+    async def run(self, requests: Iterator[tuple[str, dict[str, Any]]]) -> None:
         """Submit and poll until done or stopped. A stop ends the polling at once; an
         upload under way gets the stop's grace period, or ends at a second stop."""
-        work = asyncio.ensure_future(
-            self._work(
-                requests,
-                completion_window,
-                metadata,
-                poll_interval,
-                max_requests,
-                max_bytes,
-                cancel,
-            )
-        )
+        work = asyncio.ensure_future(self._work(requests))
 
         def abort() -> None:
             work.cancel()
@@ -388,18 +382,10 @@ class _Job(RunTally):
                 "(nothing is submitted twice), or add --cancel to stop them"
             )
 
-    async def _work(
-        self,
-        requests: Iterator[tuple[str, dict[str, Any]]],
-        completion_window: str,
-        metadata: Mapping[str, str] | None,
-        poll_interval: float,
-        max_requests: int,
-        max_bytes: int,
-        cancel: bool,
-    ) -> None:
-        await self._resume_creates(completion_window, metadata, cancel)
-        if cancel:
+    async def _work(self, requests: Iterator[tuple[str, dict[str, Any]]]) -> None:
+        options = self.options
+        await self._resume_creates()
+        if options.cancel:
             await self._cancel_all()
         else:
             submitted = {i for part in self.state.active for i in part.ids}
@@ -410,32 +396,26 @@ class _Job(RunTally):
                 and custom_id not in self.recorded
                 and custom_id not in submitted
             )
-            parts = split_requests(pending, self.provider, max_requests, max_bytes)
+            parts = split_requests(pending, self.provider, options.max_requests, options.max_bytes)
             try:
                 for part_ids, file in parts:
                     with file:
                         if self.stop.requested:
                             break
-                        await self._submit(part_ids, file, completion_window, metadata)
+                        await self._submit(part_ids, file)
             finally:
                 parts.close()  # the parts not submitted after a stop: their files go
-        await self._poll(poll_interval)
+        await self._poll()
 
     # --- submitting ---------------------------------------------------------------
 
-    async def _submit(
-        self,
-        ids: list[str],
-        file: IO[bytes],
-        completion_window: str,
-        metadata: Mapping[str, str] | None,
-    ) -> None:
+    async def _submit(self, ids: list[str], file: IO[bytes]) -> None:
         """Upload one part and create its batch, recording each id as soon as it exists."""
         uploaded = await self._upload(f"batch-part-{len(self.state.parts) + 1}.jsonl", file)
         part = _Part(ids, uploaded)
         self.state.parts.append(part)
         self.state.save()
-        await self._create(part, completion_window, metadata)
+        await self._create(part)
 
     async def _upload(self, name: str, file: IO[bytes]) -> str:
         uploaded = await self.client.files.create(file=(name, file), purpose="batch")
@@ -443,18 +423,15 @@ class _Job(RunTally):
             raise APIError(f"the server accepted {name} but gave it no id")
         return uploaded.id
 
-    async def _create(
-        self, part: _Part, completion_window: str, metadata: Mapping[str, str] | None
-    ) -> None:
+    async def _create(self, part: _Part) -> None:
         assert part.file_id is not None
-        window = completion_window if self.provider.completion_window else None
         for attempt in range(self.client.max_retries + 1):
             try:
                 batch = await self.client.batches.create(
                     input_file_id=part.file_id,
                     endpoint=self.provider.endpoint,
-                    completion_window=window,
-                    metadata=metadata,
+                    completion_window=self.options.completion_window,
+                    metadata=self.options.metadata,
                     max_retries=0,  # a lost answer may still have created it: look first
                 )
                 break
@@ -492,13 +469,11 @@ class _Job(RunTally):
             after = page.last_id or page.data[-1].id
         return None
 
-    async def _resume_creates(
-        self, completion_window: str, metadata: Mapping[str, str] | None, cancel: bool
-    ) -> None:
+    async def _resume_creates(self) -> None:
         """Parts a killed run uploaded but did not see a batch made for."""
         for part in self.state.active:
             if part.batch_id is None and part.file_id is not None:
-                if cancel:  # uploaded, never submitted: nothing to stop
+                if self.options.cancel:  # uploaded, never submitted: nothing to stop
                     self.state.parts.remove(part)
                     continue
                 found = await self._find_batch(part.file_id)
@@ -506,7 +481,7 @@ class _Job(RunTally):
                     self._recorded_batch(part, found)
                     self.say(f"found {found.id}, created by an earlier run for {part.file_id}")
                 else:
-                    await self._create(part, completion_window, metadata)
+                    await self._create(part)
 
     async def _cancel_all(self) -> None:
         for part in self.state.active:
@@ -518,11 +493,11 @@ class _Job(RunTally):
 
     # --- polling and merging ------------------------------------------------------
 
-    async def _poll(self, poll_interval: float) -> None:
-        wait = poll_interval
+    async def _poll(self) -> None:
+        poll_interval = wait = self.options.poll_interval
         while not self.stop.requested:
             try:
-                changed = await self._look(poll_interval)
+                changed = await self._look()
             except _PASSING as exc:  # batches run for hours: a network blip is no reason to stop
                 self.say(f"could not reach the provider ({exc}); looking again in {wait:g}s")
                 changed = False
@@ -532,7 +507,7 @@ class _Job(RunTally):
             wait = poll_interval if changed else min(wait * 1.5, max(poll_interval, _MAX_WAIT))
             await self._sleep(wait)
 
-    async def _look(self, poll_interval: float) -> bool:
+    async def _look(self) -> bool:
         """Look at each running batch once, merging those that ended; whether any changed."""
         changed = False
         for part in self.state.active:
