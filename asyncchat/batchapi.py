@@ -25,8 +25,6 @@ again by its input file id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ import orjson
 
 from asyncchat._batchfile import BatchFileError, ResultsFile, check_input, input_requests
 from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, fatal_hint
+from asyncchat._batchstate import BatchState, Part, state_path
 from asyncchat.client import Client
 from asyncchat.errors import (
     APIConnectionError,
@@ -54,7 +53,6 @@ from asyncchat.types import Batch
 
 __all__ = ["BatchAPIUnavailableError", "Provider", "provider_for", "run_batch_api", "state_path"]
 
-_STATE_VERSION = 1
 _MAX_WAIT = 600.0  # the longest wait between polls, however long a batch takes
 _LOOKUP_PAGES = 10  # pages of 100 batches searched for one created but not recorded
 _LOG_EVERY = 60.0  # seconds between progress lines when stderr is not a terminal
@@ -88,101 +86,6 @@ def provider_for(base_url: str) -> Provider:
     if (parts.hostname or "") in _GLM_HOSTS or parts.path.rstrip("/").endswith("/paas/v4"):
         return GLM
     return OPENAI
-
-
-def state_path(output: Path) -> Path:
-    """Where a run keeps its batch and file ids: beside the output."""
-    return output.with_name(output.name + ".batches.json")
-
-
-# --- the state file -----------------------------------------------------------------
-
-
-@dataclass
-class _Part:
-    """One uploaded part of the job: its file, its batch once created, its ids."""
-
-    ids: list[str]
-    file_id: str | None = None
-    batch_id: str | None = None
-    status: str | None = None
-    merged: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file_id": self.file_id,
-            "batch_id": self.batch_id,
-            "status": self.status,
-            "merged": self.merged,
-            "ids": self.ids,
-        }
-
-
-class _State:
-    """The state file: written whole to a temporary file, then renamed over the old one,
-    so a crash leaves the old state or the new one, never half of one."""
-
-    def __init__(self, path: Path, base_url: str, parts: list[_Part]) -> None:
-        self.path = path
-        self.base_url = base_url
-        self.parts = parts
-
-    @classmethod
-    def load(cls, path: Path, base_url: str) -> _State:
-        try:
-            data = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            return cls(path, base_url, [])
-        except orjson.JSONDecodeError:
-            raise BatchFileError(
-                f"{path} is not a batch state file of asyncchat (not JSON); move it away "
-                "and run again"
-            ) from None
-        if not isinstance(data, dict) or data.get("version") != _STATE_VERSION:
-            raise BatchFileError(f"{path} is not a batch state file of this asyncchat version")
-        parts = [
-            _Part(p["ids"], p["file_id"], p["batch_id"], p["status"], p["merged"])
-            for p in data["parts"]
-        ]
-        state = cls(path, data["base_url"], parts)
-        if state.active and data["base_url"] != base_url:
-            raise BatchFileError(
-                f"the batches in {path} were submitted to {data['base_url']}, not "
-                f"{base_url}: run with --base-url {data['base_url']} to collect them"
-            )
-        state.base_url = base_url
-        return state
-
-    @property
-    def active(self) -> list[_Part]:
-        """The parts whose results are not in the output yet."""
-        return [part for part in self.parts if not part.merged]
-
-    def save(self) -> None:
-        data = {
-            "version": _STATE_VERSION,
-            "base_url": self.base_url,
-            "parts": [part.to_dict() for part in self.parts],
-        }
-        fd, temporary = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(orjson.dumps(data))
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-
-    def finish(self) -> None:
-        """Every part merged: the state has nothing left to tell, and goes."""
-        if not self.active:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
 
 
 # --- splitting ------------------------------------------------------------------------
@@ -293,7 +196,7 @@ async def run_batch_api(
             raise BatchFileError(
                 "--via batch-api keeps its state beside the output: -o must be a file"
             )
-        state = _State.load(state_path(output_path), client.base_url)
+        state = BatchState.load(state_path(output_path), client.base_url)
         options = _Options(
             completion_window=completion_window if provider.completion_window else None,
             metadata=metadata,
@@ -319,7 +222,7 @@ class _Job(RunTally):
         options: _Options,
         results: ResultsFile,
         ids: set[str],
-        state: _State,
+        state: BatchState,
         stop: BatchStop,
         progress: TextIO,
     ) -> None:
@@ -412,7 +315,7 @@ class _Job(RunTally):
     async def _submit(self, ids: list[str], file: IO[bytes]) -> None:
         """Upload one part and create its batch, recording each id as soon as it exists."""
         uploaded = await self._upload(f"batch-part-{len(self.state.parts) + 1}.jsonl", file)
-        part = _Part(ids, uploaded)
+        part = Part(ids, uploaded)
         self.state.parts.append(part)
         self.state.save()
         await self._create(part)
@@ -423,7 +326,7 @@ class _Job(RunTally):
             raise APIError(f"the server accepted {name} but gave it no id")
         return uploaded.id
 
-    async def _create(self, part: _Part) -> None:
+    async def _create(self, part: Part) -> None:
         assert part.file_id is not None
         for attempt in range(self.client.max_retries + 1):
             try:
@@ -449,7 +352,7 @@ class _Job(RunTally):
             f"(file {part.file_id}, {self.provider.name} Batch API)"
         )
 
-    def _recorded_batch(self, part: _Part, batch: Batch) -> None:
+    def _recorded_batch(self, part: Part, batch: Batch) -> None:
         if not batch.id:
             raise APIError(f"the server created a batch for {part.file_id} but gave it no id")
         part.batch_id, part.status = batch.id, batch.status
@@ -558,7 +461,7 @@ class _Job(RunTally):
             self.last_logged = now
             self.say(text)
 
-    async def _merge(self, part: _Part, batch: Batch) -> None:
+    async def _merge(self, part: Part, batch: Batch) -> None:
         """Write the results of an ended batch; mark its part merged."""
         assert part.batch_id is not None
         wanted = set(part.ids)
@@ -595,7 +498,7 @@ class _Job(RunTally):
             f"{len(part.ids)} requests have a record)"
         )
 
-    def _failed_batch(self, part: _Part, batch: Batch, missing: list[str]) -> None:
+    def _failed_batch(self, part: Part, batch: Batch, missing: list[str]) -> None:
         """A batch that failed validation: the lines it names get their error as a
         record; the rest never ran and stay pending for a rerun."""
         errors = batch.errors.data if batch.errors is not None else []

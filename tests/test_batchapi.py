@@ -132,9 +132,10 @@ def test_state_of_batches_at_another_server_is_not_mixed_up(tmp_path: Path) -> N
                 asyncchat.Client(base_url="http://127.0.0.1:9/v1"), tmp_path / "in.jsonl", out
             )
         )
-    state_path(out).write_text("not json")
-    assert main([*argv, "--base-url", "http://127.0.0.1:9/v1"]) == 2
-    assert state_path(out).read_text() == "not json"  # left for the user to look at
+    for text in ("not json", '{"version": 1, "parts": [{"ids": 1}]}', "[]"):
+        state_path(out).write_text(text)
+        assert main([*argv, "--base-url", "http://127.0.0.1:9/v1"]) == 2
+        assert state_path(out).read_text() == text  # left for the user to look at
 
 
 def test_the_provider_is_known_by_its_base_url() -> None:
