@@ -51,7 +51,16 @@ from asyncchat.errors import (
 )
 from asyncchat.types import Batch
 
-__all__ = ["BatchAPIUnavailableError", "Provider", "provider_for", "run_batch_api", "state_path"]
+__all__ = [
+    "GLM",
+    "OPENAI",
+    "BatchAPIUnavailableError",
+    "Provider",
+    "provider_for",
+    "run_batch_api",
+    "split_requests",
+    "state_path",
+]
 
 _MAX_WAIT = 600.0  # the longest wait between polls, however long a batch takes
 _LOOKUP_PAGES = 10  # pages of 100 batches searched for one created but not recorded
@@ -492,10 +501,10 @@ class _Job(RunTally):
             )
         part.merged = True
         self.state.save()
+        with_record = sum(1 for custom_id in part.ids if custom_id in self.recorded)
         self.say(
             f"{part.batch_id} merged into {self.results.path} "
-            f"({len(part.ids) - len([i for i in part.ids if i not in self.recorded])} of "
-            f"{len(part.ids)} requests have a record)"
+            f"({with_record} of {len(part.ids)} requests have a record)"
         )
 
     def _failed_batch(self, part: Part, batch: Batch, missing: list[str]) -> None:
@@ -532,21 +541,25 @@ class _Job(RunTally):
         of another batch is skipped, so merging twice writes each result once.
         """
         content = await self.client.files.content(file_id)
-        buffered = b""
+        partial = bytearray()  # the start of a line whose end has not come yet
         async for piece in content.iter_bytes():
-            lines = (buffered + piece).split(b"\n")
-            buffered = lines.pop()
-            for line in lines:
+            end = piece.rfind(b"\n")
+            if end < 0:
+                partial += piece
+                continue
+            partial += piece[:end]
+            for line in partial.split(b"\n"):
                 self._merge_line(line, wanted)
-        self._merge_line(buffered, wanted)
+            partial = bytearray(piece[end + 1 :])
+        self._merge_line(partial, wanted)
 
-    def _merge_line(self, line: bytes, wanted: set[str]) -> None:
+    def _merge_line(self, line: bytes | bytearray, wanted: set[str]) -> None:
         if not line.strip():
             return
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
-            self.notes.append(f"a result line that is not JSON was skipped: {line[:80]!r}")
+            self.notes.append(f"a result line that is not JSON was skipped: {bytes(line[:80])!r}")
             return
         if not isinstance(record, dict):
             return
