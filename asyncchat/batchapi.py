@@ -501,11 +501,25 @@ class _Job(RunTally):
             )
         part.merged = True
         self.state.save()
+        await self._delete_upload(part)
         with_record = sum(1 for custom_id in part.ids if custom_id in self.recorded)
         self.say(
             f"{part.batch_id} merged into {self.results.path} "
             f"({with_record} of {len(part.ids)} requests have a record)"
         )
+
+    async def _delete_upload(self, part: Part) -> None:
+        """The part we uploaded has served: delete it, as providers keep (and count
+        against a storage quota) an input file until it is deleted. The result files
+        are left at the provider. GLM deletes inputs itself: a 404 is that."""
+        if part.file_id is None:
+            return
+        try:
+            await self.client.files.delete(part.file_id)
+        except NotFoundError:
+            pass
+        except APIError as exc:
+            self.notes.append(f"the uploaded part {part.file_id} could not be deleted: {exc}")
 
     def _failed_batch(self, part: Part, batch: Batch, missing: list[str]) -> None:
         """A batch that failed validation: the lines it names get their error as a

@@ -176,6 +176,9 @@ async def test_a_job_is_split_uploaded_polled_and_merged(
     assert sorted(b["request_counts"]["total"] for b in batches) == [67, 83, 100]
     assert {b["metadata"]["job"] for b in batches} == {"nightly"}
     assert not state_path(out).exists()  # nothing left to resume
+    # The uploaded parts are deleted once merged; the provider's result files stay.
+    assert {f.purpose for f in batch_server.batch.files.values()} == {"batch_output"}
+    assert batch_server.batch.uploads == 3
 
 
 async def test_an_expired_batch_keeps_its_finished_lines_and_retry_failed_resubmits(
