@@ -44,6 +44,7 @@ from asyncchat.errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
+    ConfigurationError,
     InternalServerError,
     NotFoundError,
     RateLimitError,
@@ -195,6 +196,7 @@ async def run_batch_api(
     """
     if poll_interval <= 0:
         raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+    _check_metadata(metadata)
     provider = provider_for(client.base_url)
     ids = check_input(input_path, model, shard)
     results = ResultsFile.open(
@@ -219,6 +221,20 @@ async def run_batch_api(
     finally:
         results.close()
     return job.summary()
+
+
+def _check_metadata(metadata: Mapping[str, str] | None) -> None:
+    """The providers' limits on batch metadata, checked before anything is uploaded."""
+    if not metadata:
+        return
+    if len(metadata) > 16:
+        raise ConfigurationError(f"at most 16 metadata pairs a batch, got {len(metadata)}")
+    for key, value in metadata.items():
+        if not isinstance(value, str) or len(key) > 64 or len(value) > 512:
+            raise ConfigurationError(
+                f"metadata {key[:70]!r}: keys are at most 64 characters, values strings "
+                "of at most 512"
+            )
 
 
 class _Job(RunTally):

@@ -444,6 +444,11 @@ async def test_a_wrong_key_stops_the_job_before_anything_is_uploaded(
         (["--via", "batch-api", "--rpm", "60"], "--via batch-api leaves the pace to the provider"),
         (["--via", "batch-api", "--engine", "ray"], "drop --engine ray"),
         (["--via", "batch-api", "-o", "-"], "-o must be a file"),
+        (["--via", "batch-api", "--metadata", "k=" + "v" * 513], "values strings of at most 512"),
+        (
+            ["--via", "batch-api"] + [f"--metadata=k{i}=v" for i in range(17)],
+            "at most 16 metadata pairs",
+        ),
     ],
 )
 def test_flags_that_do_not_go_together_are_refused(
