@@ -191,7 +191,6 @@ def _add_batch(commands: Any) -> None:
     )
     batch.add_argument(
         "--completion-window",
-        default="24h",
         help="with --via batch-api: how long the provider may take (default: 24h)",
     )
     batch.add_argument(
@@ -205,7 +204,6 @@ def _add_batch(commands: Any) -> None:
     batch.add_argument(
         "--poll-interval",
         type=_positive_float,
-        default=10.0,
         metavar="SECONDS",
         help="with --via batch-api: the first wait between looks at the batches; longer "
         "while nothing changes (default: 10)",
@@ -648,6 +646,8 @@ def _check_batch_flags(args: argparse.Namespace) -> None:
             ("--cancel", args.cancel),
             ("--metadata", args.metadata),
             ("--max-requests-per-batch", args.max_requests_per_batch),
+            ("--completion-window", args.completion_window),
+            ("--poll-interval", args.poll_interval),
         )
         for flag, given in batch_api_only:
             if given:
@@ -671,9 +671,9 @@ async def _batch(args: argparse.Namespace) -> int:
                     model=args.model,
                     shard=args.shard,
                     retry_failed=args.retry_failed,
-                    completion_window=args.completion_window,
+                    completion_window=args.completion_window or "24h",
                     metadata=dict(args.metadata) or None,
-                    poll_interval=args.poll_interval,
+                    poll_interval=args.poll_interval or 10.0,
                     max_requests_per_batch=args.max_requests_per_batch,
                     cancel=args.cancel,
                     stop=stop,

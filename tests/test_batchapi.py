@@ -441,6 +441,8 @@ async def test_a_wrong_key_stops_the_job_before_anything_is_uploaded(
     [
         (["--cancel"], "--cancel needs --via batch-api"),
         (["--metadata", "a=b"], "--metadata needs --via batch-api"),
+        (["--poll-interval", "5"], "--poll-interval needs --via batch-api"),
+        (["--completion-window", "24h"], "--completion-window needs --via batch-api"),
         (["--via", "batch-api", "--rpm", "60"], "--via batch-api leaves the pace to the provider"),
         (["--via", "batch-api", "--engine", "ray"], "drop --engine ray"),
         (["--via", "batch-api", "-o", "-"], "-o must be a file"),
