@@ -39,6 +39,8 @@ def _segment(name: str, value: str) -> str:
     """An id as one URL path segment: an id with `/` or `..` cannot reach another path."""
     if not isinstance(value, str) or not value:
         raise TypeError(f"{name} must be a non-empty string, got {value!r}")
+    if value in (".", ".."):  # URLs drop these segments, however they are quoted
+        raise ValueError(f"{name} {value!r} is not an id")
     return urllib.parse.quote(value, safe="")
 
 

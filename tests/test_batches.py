@@ -198,6 +198,8 @@ async def test_ids_are_one_path_segment(server: MockServer) -> None:
             await client.files.retrieve("../models")
         with pytest.raises(TypeError, match="batch_id must be a non-empty string"):
             await client.batches.retrieve("")
+        with pytest.raises(ValueError, match="file_id '..' is not an id"):
+            await client.files.content("..")
     assert server.requests == []  # /v1/models was never reached
 
 
