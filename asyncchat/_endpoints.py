@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import stat
 import urllib.parse
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from asyncchat._config import Timeout
 from asyncchat._http import Response
 from asyncchat._multipart import FileSource, FileUpload
+from asyncchat.errors import APIError
 from asyncchat.types import (
     Batch,
     BatchList,
@@ -211,6 +213,8 @@ class FileContent:
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """The body piece by piece, as it arrives; the connection is released at its end."""
+        if not self._open:
+            raise APIError("this file's content was already read, or closed: ask for it again")
         try:
             while piece := await self.response.receive():
                 yield piece
@@ -230,12 +234,14 @@ class FileContent:
         the whole body is in: a download cut short never leaves half a file there.
         """
         target = Path(path)
-        fd, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-        )
+        # Opened as `open` makes any file (the umask's permissions, not mkstemp's 0600),
+        # under a name no one else has.
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
         written = 0
         try:
-            with os.fdopen(fd, "wb") as file:
+            with open(temporary, "xb") as file:
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))  # as it was
                 async for piece in self.iter_bytes():
                     file.write(piece)
                     written += len(piece)

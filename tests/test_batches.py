@@ -110,8 +110,14 @@ async def test_files_create_streams_a_path_and_the_server_gets_it_whole(
         listed = await client.files.list(purpose="batch")
         assert [f.id for f in listed.data] == [uploaded.id]
         target = tmp_path / "copy.jsonl"
-        written = await (await client.files.content(uploaded.id)).write_to_file(target)
+        target.write_text("an older copy")
+        target.chmod(0o640)
+        content = await client.files.content(uploaded.id)
+        written = await content.write_to_file(target)
         assert written == path.stat().st_size and target.read_bytes() == path.read_bytes()
+        assert target.stat().st_mode & 0o777 == 0o640  # replaced, its permissions kept
+        with pytest.raises(asyncchat.APIError, match="already read"):
+            await content.read()
         assert (await client.files.delete(uploaded.id)).deleted is True
         with pytest.raises(asyncchat.NotFoundError, match="No such File object"):
             await client.files.retrieve(uploaded.id)
@@ -198,7 +204,7 @@ async def test_ids_are_one_path_segment(server: MockServer) -> None:
             await client.files.retrieve("../models")
         with pytest.raises(TypeError, match="batch_id must be a non-empty string"):
             await client.batches.retrieve("")
-        with pytest.raises(ValueError, match="file_id '..' is not an id"):
+        with pytest.raises(ValueError, match=r"file_id '\.\.' is not an id"):
             await client.files.content("..")
     assert server.requests == []  # /v1/models was never reached
 
