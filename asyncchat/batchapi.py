@@ -424,15 +424,18 @@ class _Job(RunTally):
     async def _poll(self) -> None:
         poll_interval = wait = self.options.poll_interval
         while not self.stop.requested:
+            problem: APIError | None = None
             try:
                 changed = await self._look()
             except _PASSING as exc:  # batches run for hours: a network blip is no reason to stop
-                self.say(f"could not reach the provider ({exc}); looking again in {wait:g}s")
-                changed = False
+                changed, problem = False, exc
             if not self.state.active or self.stop.requested:
                 return
-            self._show(changed)
             wait = poll_interval if changed else min(wait * 1.5, max(poll_interval, _MAX_WAIT))
+            if problem is not None:
+                self.say(f"could not reach the provider ({problem}); looking again in {wait:.3g}s")
+            else:
+                self._show(changed)
             await self._sleep(wait)
 
     async def _look(self) -> bool:
