@@ -64,6 +64,12 @@ class Pacer:
     def pause_for(self, seconds: float) -> None:
         self.limiter.pause(self.clock() + seconds)
 
+    def refused(self) -> None:
+        """A 429: a limit that adapts (`slow_down`) runs slower for a while."""
+        slow_down = getattr(self.limiter, "slow_down", None)
+        if slow_down is not None:
+            slow_down(self.clock())
+
     def observe(self, headers: Mapping[str, str]) -> None:
         for header in self.limiter.observe(headers, self.clock()):
             if self._warned:

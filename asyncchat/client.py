@@ -306,13 +306,10 @@ class Client:
                     now=time.time(),
                     rng=self._rng,
                 )
-                if (
-                    pacer is not None
-                    and status == 429
-                    and delay is not None
-                    and retry_after(retry_headers, time.time()) is not None
-                ):
-                    pacer.pause_for(delay)  # the server named a pause: it holds every worker
+                if pacer is not None and status == 429:
+                    pacer.refused()  # the limit is above what the server allows: slow down
+                    if delay is not None and retry_after(retry_headers, time.time()) is not None:
+                        pacer.pause_for(delay)  # the server named a pause: it holds every worker
                 seconds = time.monotonic() - started
                 for observer in observers:
                     observer.request_failed(request, attempt, error, seconds, delay)

@@ -21,6 +21,10 @@ How it keeps the limit, and stays cheap:
   difference rides along with the next lease.
 - A 429 with `Retry-After`, or an `x-ratelimit-remaining-*: 0`, pauses every
   process, through Redis.
+- A 429 also slows the shared limit below its ceilings, for every process, and
+  it climbs back slowly (the rule of `asyncchat._ratelimit.Slowdown`, kept in
+  Redis): a ceiling above what the provider allows finds the provider's rate
+  instead of meeting a 429 for a share of its requests for as long as it runs.
 - When Redis cannot be reached, each process falls back to its share of the
   limit (the limit divided by the processes seen in the last minute), says so
   once in a warning, and tries Redis again every `retry_redis_after` seconds.
@@ -36,18 +40,37 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from asyncchat._ratelimit import RateLimiter, spent_budget_pauses
+from asyncchat._ratelimit import (
+    SLOWDOWN_COOLDOWN,
+    SLOWDOWN_MAX,
+    SLOWDOWN_RECOVERY,
+    SLOWDOWN_STEP,
+    RateLimiter,
+    spent_budget_pauses,
+)
 
 if TYPE_CHECKING:
     from asyncchat.client import Client
 
 __all__ = ["RedisRateLimit"]
 
-# KEYS: the request schedule, the token schedule, the pause, the members seen.
-# ARGV: µs per request, µs per token, requests, tokens, token correction, member id,
-# key lifetime (ms). The schedules hold the time (Redis's, in µs) from which the
-# next request may start. Returns the µs to wait for the lease, then the members.
-_LEASE = """
+# The slowdown's multiplier now, from its hash (`m` as of `since`, Redis µs): the
+# arithmetic of `Slowdown.factor`. Defines `slowdown(key, now, recovery_per_us)`.
+_SLOWDOWN_FACTOR = """
+local function slowdown(key, now, recovery)
+  local kept = redis.call('HMGET', key, 'm', 'since')
+  if not kept[1] then return 1 end
+  return math.max(1, tonumber(kept[1]) - (now - tonumber(kept[2])) * recovery)
+end
+"""
+# KEYS: the request schedule, the token schedule, the pause, the members seen, the
+# slowdown. ARGV: µs per request, µs per token, requests, tokens, token correction,
+# member id, key lifetime (ms), the slowdown's recovery per µs (0: not adaptive).
+# The schedules hold the time (Redis's, in µs) from which the next request may
+# start. Returns the µs to wait for the lease, then the members.
+_LEASE = (
+    _SLOWDOWN_FACTOR
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local per_request, per_token = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -57,6 +80,10 @@ local request_at = tonumber(redis.call('GET', KEYS[1]) or '0')
 local token_at = tonumber(redis.call('GET', KEYS[2]) or '0') + correction * per_token
 local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
 local start = math.max(now, request_at, token_at, paused)
+if tonumber(ARGV[8]) > 0 then
+  local slower = slowdown(KEYS[5], start, tonumber(ARGV[8]))
+  per_request, per_token = per_request * slower, per_token * slower
+end
 if per_request > 0 then
   redis.call('SET', KEYS[1], string.format('%.0f', start + requests * per_request), 'PX', ttl)
 end
@@ -68,6 +95,23 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], 0, now - 60000000)
 redis.call('PEXPIRE', KEYS[4], ttl)
 return {start - now, redis.call('ZCARD', KEYS[4])}
 """
+)
+# KEYS: the slowdown. ARGV: step, cooldown (µs), recovery per µs, most, key lifetime
+# (ms). `Slowdown.refused`, on Redis's clock, for every process at once.
+_SLOW_DOWN = (
+    _SLOWDOWN_FACTOR
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local since = tonumber(redis.call('HGET', KEYS[1], 'since') or '-1e18')
+if now - since < tonumber(ARGV[2]) then return 0 end
+local slower = slowdown(KEYS[1], now, tonumber(ARGV[3])) * tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'm', tostring(math.min(slower, tonumber(ARGV[4]))),
+           'since', string.format('%.0f', now))
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+)
 # KEYS: the pause. ARGV: seconds to pause from now (Redis's clock), key lifetime (ms).
 _PAUSE = """
 local t = redis.call('TIME')
@@ -94,7 +138,8 @@ class RedisRateLimit:
 
     Pass it as `rate_limit=` to `chat.batch` and `chat.as_completed`. `redis` is
     a URL or a `redis.asyncio.Redis`; `client` (or `name`) says which limit to
-    share; `lease` is how many requests one round trip reserves.
+    share; `lease` is how many requests one round trip reserves; `adaptive=False`
+    keeps the ceilings whatever the server says (no slowdown after a 429).
     """
 
     def __init__(
@@ -108,6 +153,7 @@ class RedisRateLimit:
         lease: int = 4,
         prefix: str = "asyncchat:ratelimit",
         retry_redis_after: float = 10.0,
+        adaptive: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -135,10 +181,18 @@ class RedisRateLimit:
         self._per_request = 60.0 / requests_per_minute if requests_per_minute else 0.0
         self._per_token = 60.0 / tokens_per_minute if tokens_per_minute else 0.0
         base = f"{prefix}:{name}"
-        self._keys = [f"{base}:requests", f"{base}:tokens", f"{base}:pause", f"{base}:members"]
+        self._keys = [
+            f"{base}:requests",
+            f"{base}:tokens",
+            f"{base}:pause",
+            f"{base}:members",
+            f"{base}:slowdown",
+        ]
         self._member = uuid.uuid4().hex
         self._lease_script = redis.register_script(_LEASE)
         self._pause_script = redis.register_script(_PAUSE)
+        self._slow_down_script = redis.register_script(_SLOW_DOWN)
+        self.adaptive = adaptive
         self._clock, self._sleep = clock, sleep
         self._lock = asyncio.Lock()
         # The lease being used: requests left, tokens left, the next slot (local clock).
@@ -149,6 +203,7 @@ class RedisRateLimit:
         self._paused_until = float("-inf")
         self.members = 1  # processes seen sharing the limit in the last minute
         self.round_trips = 0
+        self.slowed = 0  # 429s of this process that slowed the shared limit
         self._fallback: RateLimiter | None = None
         self._fallback_since = 0.0
         self._warned = False  # once an outage
@@ -188,15 +243,27 @@ class RedisRateLimit:
             self._fallback.pause(until)
         seconds = until - self._clock()
         if seconds > 0:
-            task = asyncio.ensure_future(self._send_pause(seconds))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._in_background(self._send_pause(seconds))
+
+    def _in_background(self, sending: Awaitable[None]) -> None:
+        """Tell Redis without holding up the request that learned it; `close` waits."""
+        task = asyncio.ensure_future(sending)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def observe(self, headers: Mapping[str, str], now: float) -> list[str]:
         pauses, declined = spent_budget_pauses(headers)
         for seconds in pauses:
             self.pause(now + seconds)
         return declined
+
+    def slow_down(self, now: float) -> None:
+        """A 429: every process runs slower for a while (see the module)."""
+        if not self.adaptive:
+            return
+        if self._fallback is not None:
+            self._fallback.slow_down(now)
+        self._in_background(self._send_slow_down())
 
     async def close(self) -> None:
         """Wait for pauses still being sent, then close the Redis connection."""
@@ -249,6 +316,7 @@ class RedisRateLimit:
                     correction,
                     self._member,
                     _KEY_LIFETIME_MS,
+                    SLOWDOWN_RECOVERY / 1e6 if self.adaptive else 0,
                 ],
             )
         except Exception:
@@ -267,6 +335,25 @@ class RedisRateLimit:
         except Exception:  # unreachable: the local pause holds this process at least
             pass
 
+    async def _send_slow_down(self) -> None:
+        try:
+            stepped = await self._slow_down_script(
+                keys=[self._keys[4]],
+                args=[
+                    SLOWDOWN_STEP,
+                    SLOWDOWN_COOLDOWN * 1e6,
+                    SLOWDOWN_RECOVERY / 1e6,
+                    SLOWDOWN_MAX,
+                    _KEY_LIFETIME_MS,
+                ],
+            )
+            # Not `+= await`: that reads the count before the await, and sends that
+            # overlap would each write back their own stale sum.
+            self.slowed += stepped
+            self.round_trips += 1
+        except Exception:  # unreachable: the pause, and the local share, hold this process
+            pass
+
     # --- without Redis ---------------------------------------------------------------------
 
     def _local(self) -> RateLimiter:
@@ -280,6 +367,7 @@ class RedisRateLimit:
                 tokens_per_minute=self.tokens_per_minute / share
                 if self.tokens_per_minute
                 else None,
+                adaptive=self.adaptive,
             )
             self._fallback.pause(self._paused_until)
         return self._fallback

@@ -11,7 +11,8 @@ request.
 With `--server-rpm` below `--rpm`, the server keeps a provider's limit of its own
 and answers what is over it with a 429 and `Retry-After` (a 429 storm): every
 worker has work, and the table adds the 429s per answered request, shared limit
-(whose pauses hold every process) against the split (each pauses only itself).
+(whose pauses, and slowdown after a 429, hold every process) against the same
+shared limit at a fixed rate, and against the split (each process slows itself).
 
     python -m benchmarks.shared_limit [--processes 4] [--rpm 600] [--seconds 30]
                                       [--server-rpm 450]
@@ -74,8 +75,10 @@ async def worker(
         base_url=url, api_key="bench", max_retries=10, observers=[too_many]
     ) as client:
         limit: Any
-        if mode == "shared":
-            limit = RedisRateLimit(redis_url, requests_per_minute=rpm, client=client)
+        if mode.startswith("shared"):
+            limit = RedisRateLimit(
+                redis_url, requests_per_minute=rpm, client=client, adaptive=mode == "shared"
+            )
         else:
             limit = RateLimiter(requests_per_minute=rpm)
         deadline = time.monotonic() + seconds
@@ -92,7 +95,7 @@ async def worker(
                 raise result
             answered.append(time.time())
         trips = getattr(limit, "round_trips", 0)
-        if mode == "shared":
+        if mode.startswith("shared"):
             await limit.close()
     return {"answered": answered, "round_trips": trips, "429s": too_many.count}
 
@@ -115,11 +118,12 @@ def run_mode(
     mode: str, processes: int, rpm: float, seconds: float, url: str, redis_url: str, skew: bool
 ) -> dict[str, Any]:
     """Every worker of one mode, as separate processes; what the server saw."""
-    share = rpm if mode == "shared" else rpm / processes
+    shared = mode.startswith("shared")
+    share = rpm if shared else rpm / processes
     with tempfile.TemporaryDirectory() as tmp:
         runs = []
         for index in range(processes):
-            busy = mode == "shared" or index == 0 or not skew  # skewed: one has the work
+            busy = shared or index == 0 or not skew  # skewed: one has the work
             out = Path(tmp) / f"{index}.json"
             code = (
                 "import asyncio, json, sys\n"
@@ -186,10 +190,16 @@ def main() -> None:
                 f"{'trips/req':>11}{'429s/req':>10}"
             )
             skew = not args.server_rpm
-            for mode in ("shared", "split"):
+            # In a storm, also the shared limit that does not slow down after a 429.
+            modes = ("shared", "shared-fixed", "split") if args.server_rpm else ("shared", "split")
+            labels = {
+                "shared": "shared (Redis)",
+                "shared-fixed": "shared, fixed rate",
+                "split": "naive split, skewed" if skew else "naive split",
+            }
+            for mode in modes:
                 row = run_mode(mode, args.processes, args.rpm, args.seconds, url, redis_url, skew)
-                label = "shared (Redis)" if mode == "shared" else "naive split"
-                label += ", skewed" if skew and mode == "split" else ""
+                label = labels[mode]
                 print(
                     f"{label:22}{row['requests']:>10}{row['per_minute']:>10.1f}"
                     f"{row['fastest_10s_per_minute']:>14}{row['round_trips_per_request']:>11.2f}"

@@ -176,8 +176,12 @@ def test_shared_limit_benchmark_runs(storm: bool) -> None:
     lines = result.stdout.splitlines()
     assert lines[1].startswith("booking a request: ") and "µs mean" in lines[1]
     rows = lines[3:]
-    split = "naive split" if storm else "naive split, skewed"
-    assert [row[:22].strip() for row in rows] == ["shared (Redis)", split]
+    expected = (
+        ["shared (Redis)", "shared, fixed rate", "naive split"]
+        if storm
+        else ["shared (Redis)", "naive split, skewed"]
+    )
+    assert [row[:22].strip() for row in rows] == expected
     assert all(int(row[22:32]) > 0 for row in rows)
     too_many = [float(row.split()[-1]) for row in rows]
     assert all(share > 0 for share in too_many) if storm else too_many == [0.0, 0.0]

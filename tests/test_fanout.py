@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import asyncchat
+from asyncchat._ratelimit import RateLimiter
 from asyncchat._transport import AiohttpTransport
 from asyncchat.testing import MockServer
 
@@ -179,6 +180,21 @@ async def test_429_retry_after_pauses_every_worker(
     assert len(server.requests) == 9
     long_waits = [s for s in clock.sleeps if s == pytest.approx(7.0)]
     assert len(long_waits) >= 5, clock.sleeps
+
+
+async def test_a_429_slows_the_fan_outs_limit(client: asyncchat.Client, server: MockServer) -> None:
+    """Every 429 reaches the limit, with or without Retry-After; a fixed one ignores it."""
+    clock = FakeClock()
+    client._clock, client._sleep = clock, clock.sleep  # type: ignore[method-assign]
+    for adaptive in (True, False):
+        server.enqueue(429, {"error": {"message": "slow down"}})  # no Retry-After
+        limit = RateLimiter(requests_per_minute=6000, adaptive=adaptive)
+        results = await client.chat.batch([request(i) for i in range(4)], rate_limit=limit)
+        assert all(isinstance(result, asyncchat.ChatCompletion) for result in results)
+        if adaptive:
+            assert limit.slowdown is not None and limit.slowdown.multiplier > 1
+        else:
+            assert limit.slowdown is None
 
 
 async def test_ratelimit_headers_pause_the_fan_out(

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from asyncchat._ratelimit import RateLimiter, estimate_tokens, parse_duration
+from asyncchat._ratelimit import (
+    SLOWDOWN_COOLDOWN,
+    SLOWDOWN_MAX,
+    SLOWDOWN_RECOVERY,
+    SLOWDOWN_STEP,
+    RateLimiter,
+    Slowdown,
+    estimate_tokens,
+    parse_duration,
+)
 
 
 @pytest.mark.parametrize(
@@ -101,3 +110,36 @@ def test_a_reset_beyond_the_cap_is_not_waited_for(reset: str) -> None:
     headers = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "9m59s"}
     assert limiter.observe(headers, now=1000.0) == []
     assert limiter.reserve(1000.0) == 1599.0
+
+
+def test_a_refusal_slows_the_limit_and_it_climbs_back() -> None:
+    slowdown = Slowdown()
+    assert slowdown.factor(0.0) == 1.0
+    assert slowdown.refused(10.0)
+    assert slowdown.factor(10.0) == SLOWDOWN_STEP
+    assert not slowdown.refused(10.0 + SLOWDOWN_COOLDOWN / 2)  # the same burst of 429s
+    assert slowdown.factor(10.0) == SLOWDOWN_STEP
+    assert slowdown.refused(10.0 + SLOWDOWN_COOLDOWN)  # a second signal compounds
+    later = 10.0 + SLOWDOWN_COOLDOWN
+    assert slowdown.factor(later) == pytest.approx(
+        (SLOWDOWN_STEP - SLOWDOWN_COOLDOWN * SLOWDOWN_RECOVERY) * SLOWDOWN_STEP
+    )
+    halfway = later + 5
+    assert slowdown.factor(later) - slowdown.factor(halfway) == pytest.approx(5 * SLOWDOWN_RECOVERY)
+    assert slowdown.factor(later + 1000) == 1.0  # all the way back, and no further
+    for step in range(100):
+        slowdown.refused(2000.0 + step * SLOWDOWN_COOLDOWN)
+    assert slowdown.multiplier == SLOWDOWN_MAX  # bounded however many 429s come
+
+
+def test_a_limiter_spaces_starts_wider_after_a_429() -> None:
+    adaptive = RateLimiter(requests_per_minute=600, tokens_per_minute=60_000)  # 0.1 s, 1 ms
+    fixed = RateLimiter(requests_per_minute=600, tokens_per_minute=60_000, adaptive=False)
+    for limiter in (adaptive, fixed):
+        limiter.reserve(0.0, tokens=10)
+        limiter.slow_down(0.0)
+    assert adaptive.reserve(0.0, tokens=10) == pytest.approx(0.1)  # booked before the 429
+    assert adaptive.reserve(0.0, tokens=10) == pytest.approx(0.1 + 0.1 * SLOWDOWN_STEP, rel=0.01)
+    assert fixed.reserve(0.0, tokens=10) == pytest.approx(0.1)
+    assert fixed.reserve(0.0, tokens=10) == pytest.approx(0.2)
+    assert fixed.slowdown is None

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio
 
 import asyncchat
+from asyncchat._ratelimit import SLOWDOWN_STEP
 from asyncchat.redislimit import RedisRateLimit, limit_name
 from asyncchat.testing import MockServer
 
@@ -77,6 +78,25 @@ async def test_a_pause_holds_every_process(redis_url: str) -> None:
         await asyncio.gather(*first._pending)
         waited = await second._slot(0) - second._clock()
     assert 1.5 < waited <= 2.0
+
+
+async def test_a_429_slows_every_process_and_only_once_a_burst(redis_url: str) -> None:
+    first = limiter(redis_url, "slow", requests_per_minute=600, lease=1)  # 0.1 s a request
+    second = limiter(redis_url, "slow", requests_per_minute=600, lease=1)
+    fixed = limiter(redis_url, "slow-fixed", requests_per_minute=600, lease=1, adaptive=False)
+    async with first, second, fixed:
+        before = [await second._slot(0) for _ in range(3)]
+        for _ in range(5):  # five 429s of one burst, from one process
+            first.slow_down(first._clock())
+        await asyncio.gather(*first._pending)
+        after = [await second._slot(0) for _ in range(3)]
+        fixed.slow_down(fixed._clock())
+        unchanged = [await fixed._slot(0) for _ in range(3)]
+    assert first.slowed == 1  # the burst counted once
+    assert before[2] - before[1] == pytest.approx(0.1, abs=0.01)
+    assert after[2] - after[1] == pytest.approx(0.1 * SLOWDOWN_STEP, abs=0.01)  # everyone
+    assert unchanged[2] - unchanged[1] == pytest.approx(0.1, abs=0.01)
+    assert fixed.slowed == 0
 
 
 async def test_spent_budget_headers_pause_everyone(redis_url: str) -> None:
