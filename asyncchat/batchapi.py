@@ -45,6 +45,7 @@ from asyncchat.errors import (
     APIError,
     APIStatusError,
     ConfigurationError,
+    ConflictError,
     InternalServerError,
     NotFoundError,
     RateLimitError,
@@ -414,7 +415,11 @@ class _Job(RunTally):
     async def _cancel_all(self) -> None:
         for part in self.state.active:
             if part.batch_id is not None and part.status not in Batch.TERMINAL:
-                batch = await self.client.batches.cancel(part.batch_id)
+                try:
+                    batch = await self.client.batches.cancel(part.batch_id)
+                except ConflictError:  # it ended since the last look: polling merges it
+                    self.say(f"{part.batch_id} had already ended")
+                    continue
                 part.status = batch.status
                 self.say(f"cancelling {part.batch_id}")
         self.state.save()

@@ -254,6 +254,25 @@ async def test_a_stopped_run_leaves_its_batches_running_and_cancel_collects_them
     assert not state_path(out).exists()
 
 
+async def test_cancel_after_the_batch_ended_merges_it(tmp_path: Path) -> None:
+    write_requests(tmp_path / "in.jsonl", 30)
+    out = tmp_path / "out.jsonl"
+    async with MockServer(api_key=API_KEY, batch=BatchSettings(pace=100)) as server:
+        stop = BatchStop()
+        job = asyncio.ensure_future(
+            run(server, input_path=tmp_path / "in.jsonl", output_path=out, stop=stop)
+        )
+        while not server.batch.batches:
+            await asyncio.sleep(0.01)
+        stop.request("SIGINT")
+        await job
+        (batch,) = server.batch.batches.values()
+        while batch.data["status"] != "completed":  # it ends while no run looks
+            await asyncio.sleep(0.02)
+        summary = await run(server, input_path=tmp_path / "in.jsonl", output_path=out, cancel=True)
+    assert summary.succeeded == 30 and summary.ok  # nothing to cancel: all merged
+
+
 async def test_a_batch_created_but_not_recorded_is_found_not_paid_twice(
     batch_server: MockServer, tmp_path: Path
 ) -> None:
