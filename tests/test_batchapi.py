@@ -210,7 +210,7 @@ async def test_an_expired_batch_keeps_its_finished_lines_and_retry_failed_resubm
 async def test_a_batch_cancelled_at_the_provider_keeps_what_finished(tmp_path: Path) -> None:
     write_requests(tmp_path / "in.jsonl", 300)
     out = tmp_path / "out.jsonl"
-    async with MockServer(api_key=API_KEY, batch=BatchSettings(pace=300)) as server:
+    async with MockServer(api_key=API_KEY, batch=BatchSettings(pace=100)) as server:
         job = asyncio.ensure_future(run(server, input_path=tmp_path / "in.jsonl", output_path=out))
         while not any(b.data["status"] == "in_progress" for b in server.batch.batches.values()):
             await asyncio.sleep(0.01)
@@ -231,7 +231,7 @@ async def test_a_stopped_run_leaves_its_batches_running_and_cancel_collects_them
 ) -> None:
     write_requests(tmp_path / "in.jsonl", 300)
     out = tmp_path / "out.jsonl"
-    async with MockServer(api_key=API_KEY, batch=BatchSettings(pace=300)) as server:
+    async with MockServer(api_key=API_KEY, batch=BatchSettings(pace=100)) as server:
         stop = BatchStop()
         job = asyncio.ensure_future(
             run(server, input_path=tmp_path / "in.jsonl", output_path=out, stop=stop)
