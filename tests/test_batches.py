@@ -213,7 +213,7 @@ async def test_ids_are_one_path_segment(server: MockServer) -> None:
 
 
 async def test_a_batch_runs_validating_in_progress_completed() -> None:
-    settings = BatchSettings(pace=50, validating_seconds=0.1, fail_ids=frozenset({"r3"}))
+    settings = BatchSettings(pace=20, validating_seconds=0.1, fail_ids=frozenset({"r3"}))
     async with (
         MockServer(batch=settings) as server,
         asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client,
