@@ -74,7 +74,7 @@ def estimate_tokens(body: Mapping[str, Any]) -> int:
 # 1.5 with 0.02 recovery cut them to an eighth but lost 12% of the rate.
 SLOWDOWN_STEP = 1.25  # a 429 makes the time between starts this much longer
 SLOWDOWN_COOLDOWN = 2.0  # seconds in which further 429s are the same signal (one burst)
-SLOWDOWN_RECOVERY = 0.05  # how much of the multiplier goes again each second
+SLOWDOWN_RECOVERY = 0.05  # how far the multiplier falls back toward 1 each second
 SLOWDOWN_MAX = 16.0
 
 
