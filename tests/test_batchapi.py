@@ -485,11 +485,11 @@ def test_flags_that_do_not_go_together_are_refused(
 
 @pytest.fixture
 def slow_batch_server() -> Iterator[MockServer]:
-    """A MockServer whose batches take seconds, on its own loop in a thread (the CLI
-    runs as a subprocess)."""
+    """A MockServer whose batches take seconds (5 for 100 requests: a subprocess starts,
+    is stopped and started again well within one), on its own loop in a thread."""
     import threading
 
-    server = MockServer(api_key=API_KEY, batch=BatchSettings(pace=40))
+    server = MockServer(api_key=API_KEY, batch=BatchSettings(pace=20))
     loop = asyncio.new_event_loop()
     started = threading.Event()
     stop = asyncio.Event()
