@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import shutil
@@ -58,7 +59,14 @@ async def fail_on_loop_errors() -> AsyncIterator[None]:
 @pytest.fixture
 def background_server() -> Iterator[MockServer]:
     """A MockServer on its own loop in a thread, since main() runs its own loop."""
-    server = MockServer(api_key=API_KEY)
+    with served_in_a_thread(MockServer(api_key=API_KEY)) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def served_in_a_thread(server: MockServer) -> Iterator[MockServer]:
+    """`server` running on its own event loop in a thread, for as long as the block lasts
+    (the code under test runs its own loop, or is a subprocess)."""
     loop = asyncio.new_event_loop()
     started = threading.Event()
     stop = asyncio.Event()

@@ -34,7 +34,7 @@ from asyncchat.batchapi import (
 from asyncchat.cli import main
 from asyncchat.testing import BatchSettings, MockResponse, MockServer, MockTransport
 
-from .conftest import API_KEY
+from .conftest import API_KEY, served_in_a_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -487,25 +487,8 @@ def test_flags_that_do_not_go_together_are_refused(
 def slow_batch_server() -> Iterator[MockServer]:
     """A MockServer whose batches take seconds (5 for 100 requests: a subprocess starts,
     is stopped and started again well within one), on its own loop in a thread."""
-    import threading
-
-    server = MockServer(api_key=API_KEY, batch=BatchSettings(pace=20))
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        async with server:
-            started.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
-    thread.start()
-    assert started.wait(10)
-    yield server
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
-    loop.close()
+    with served_in_a_thread(MockServer(api_key=API_KEY, batch=BatchSettings(pace=20))) as server:
+        yield server
 
 
 def batch_api_command(server: MockServer, requests: Path, output: Path) -> list[str]:
