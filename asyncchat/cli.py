@@ -266,6 +266,15 @@ def _add_mock_server(commands: Any) -> None:
         metavar="NAME",
         help="a model listed by GET /v1/models (repeatable; default: mock-model)",
     )
+    mock.add_argument(
+        "--resolve-model",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="ASKED=ANSWERED",
+        help="answer requests for model ASKED as model ANSWERED, as a provider names a "
+        "dated snapshot (repeatable)",
+    )
     mock.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
     mock.add_argument("--tokens", type=_positive_int, help="content chunks per stream")
     mock.add_argument("--line-ending", choices=("lf", "crlf", "cr"), default="lf")
@@ -830,6 +839,7 @@ async def _mock_server(args: argparse.Namespace) -> int:
         reply=args.reply,
         style=style,
         models=args.models or ("mock-model",),
+        resolved_models=dict(args.resolve_model),
         requests_per_minute=args.rpm,
         batch=BatchSettings(pace=args.batch_pace, expire_after=args.batch_expire_after),
     )

@@ -44,7 +44,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -247,6 +247,8 @@ class MockServer:
     or get a 401. `reply`: the text to answer with (or a function of the request
     body) instead of the echo. `delay`: seconds to wait before each default
     answer (to hold requests in flight). `models`: the ids `GET /v1/models` lists.
+    `resolved_models`: the model an answer names for a requested one, as OpenAI
+    answers a request for `gpt-4o` from `gpt-4o-2024-08-06` (others answer as asked).
     `response_formats`: the `response_format` types it takes; others get a 400.
     `turns`: play a scripted model instead (see `Turn`); `server.turns.errors`
     lists what the client sent that the script did not expect.
@@ -271,8 +273,10 @@ class MockServer:
         turns: Sequence[Turn] | None = None,
         requests_per_minute: float | None = None,
         batch: BatchSettings | None = None,
+        resolved_models: Mapping[str, str] | None = None,
     ) -> None:
         self.api_key = api_key
+        self.resolved_models = dict(resolved_models or {})
         self.batch = MockBatches(
             batch or BatchSettings(),
             lambda body, request_id: self._completion(body, request_id, self._plan(body)),
@@ -463,11 +467,15 @@ class MockServer:
         return web.json_response(
             {
                 "object": "list",
-                "model": body.get("model"),
+                "model": self._answering_model(body),
                 "data": data,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
+
+    def _answering_model(self, body: dict[str, Any]) -> Any:
+        model = body.get("model")
+        return self.resolved_models.get(model, model) if isinstance(model, str) else model
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         task = asyncio.current_task()
@@ -632,7 +640,7 @@ class MockServer:
             "id": f"chatcmpl-{request_id}",
             "object": "chat.completion",
             "created": CREATED,
-            "model": body.get("model"),
+            "model": self._answering_model(body),
             "choices": [
                 {"index": i, "message": message, "finish_reason": finish_reason, "logprobs": None}
                 for i in range(n)
@@ -651,7 +659,7 @@ class MockServer:
             "id": f"chatcmpl-{request_id}",
             "object": "chat.completion.chunk",
             "created": CREATED,
-            "model": body.get("model"),
+            "model": self._answering_model(body),
         }
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:

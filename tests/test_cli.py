@@ -487,6 +487,7 @@ def test_mock_server_command_options() -> None:
     process, base_url = _start_mock_server(
         *("--api-key", "k", "--reply", "pong pong", "--model", "a", "--model", "b"),
         *("--line-ending", "crlf", "--keepalive", "--no-done", "--reasoning", "reasoning"),
+        *("--resolve-model", "a=a-2026-01-01"),
     )
     try:
         request = urllib.request.Request(
@@ -495,6 +496,16 @@ def test_mock_server_command_options() -> None:
         with urllib.request.urlopen(request, timeout=10) as response:
             listed = json.loads(response.read())
         assert [model["id"] for model in listed["data"]] == ["a", "b"]
+        for asked, answered in (("a", "a-2026-01-01"), ("b", "b")):
+            request = urllib.request.Request(
+                base_url + "/chat/completions",
+                data=json.dumps(
+                    {"model": asked, "messages": [{"role": "user", "content": "hi"}]}
+                ).encode(),
+                headers={"Authorization": "Bearer k", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.loads(response.read())["model"] == answered
         result = _chat_subprocess(base_url, "--api-key", "k")
         assert result.returncode == 0, result.stderr
         assert (result.stdout, result.stderr) == ("pong pong\n", "Let me think.\n")
