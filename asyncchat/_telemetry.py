@@ -67,6 +67,8 @@ _DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
 _TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                   16777216, 67108864]  # fmt: skip
 _CHUNK_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5]
+# How many (operation, server, model) shapes are kept built before starting over.
+_TARGETS_KEPT = 256
 
 
 _SHARED: dict[tuple[str, str], Telemetry] = {}
@@ -172,51 +174,103 @@ class Telemetry:
                 "Number of input and output tokens used", _TOKEN_BUCKETS,
             )  # fmt: skip
 
+        self._provider_set = False
+        self._targets: dict[tuple[str, str, str | None], _Target] = {}
+
     def start(self, path: str, body: Mapping[str, Any] | None, url: str) -> Operation | None:
         """The span of a request, begun; None for what the conventions do not cover
         (listing models), and while no SDK is configured (every span and measure
         would be dropped: nothing is timed for nothing)."""
-        if not _configured():
-            return None
+        if not self._provider_set:
+            if not _configured():
+                return None
+            self._provider_set = True  # a provider, once set, cannot be unset
         if path.endswith("/chat/completions"):
             operation = "chat"
         elif path.endswith("/embeddings"):
             operation = "embeddings"
         else:
             return None
-        return Operation(self, operation, body or {}, url)
-
-
-class Operation:
-    """One logical request's span and measurements, from its start to its end."""
-
-    def __init__(self, telemetry: Telemetry, name: str, body: Mapping[str, Any], url: str) -> None:
-        self.telemetry = telemetry
-        self.name = name
-        self.started = time.perf_counter()
-        self.streaming = bool(body.get("stream"))
+        body = body or {}
         model = body.get("model")
+        key = (operation, url, model if isinstance(model, str) else None)
+        target = self._targets.get(key)
+        if target is None:
+            if len(self._targets) >= _TARGETS_KEPT:
+                self._targets.clear()  # models named per request: keep memory bounded
+            target = self._targets[key] = _Target(operation, url, key[2])
+        return Operation(self, target, body)
+
+
+class _Target:
+    """What every request of one operation, server and model shares: the span's
+    name and the metrics' attributes, built once instead of per request (the SDK
+    copies what it is given, so sharing them is safe)."""
+
+    __slots__ = ("_answered", "common", "name", "span_name")
+
+    def __init__(self, name: str, url: str, model: str | None) -> None:
+        self.name = name
+        self.span_name = name if model is None else f"{name} {model}"
         parts = urllib.parse.urlsplit(url)
-        # The attributes the metrics share with the span.
         common: dict[str, Any] = {
             "gen_ai.operation.name": name,
             "gen_ai.provider.name": provider_of(url),
         }
-        if isinstance(model, str):
+        if model is not None:
             common["gen_ai.request.model"] = model
         if parts.hostname:
             common["server.address"] = parts.hostname
             common["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
         self.common = common
-        attributes = dict(common, **_request_attributes(body))
+        self._answered: dict[str, _Answered] = {}
+
+    def answered(self, response_model: Any) -> _Answered:
+        """The metrics' attributes for an answer from `response_model` (a str, or
+        anything else when the answer named none)."""
+        key = response_model if isinstance(response_model, str) else ""
+        answered = self._answered.get(key)
+        if answered is None:
+            if len(self._answered) >= _TARGETS_KEPT:
+                self._answered.clear()
+            answered = self._answered[key] = _Answered(self.common, key or None)
+        return answered
+
+
+class _Answered:
+    """The attributes of an answer's duration and its token counts."""
+
+    __slots__ = ("attributes", "input_tokens", "output_tokens")
+
+    def __init__(self, common: dict[str, Any], response_model: str | None) -> None:
+        attributes = common if response_model is None else {
+            **common, "gen_ai.response.model": response_model
+        }  # fmt: skip
+        self.attributes = attributes
+        self.input_tokens = {**attributes, "gen_ai.token.type": "input"}
+        self.output_tokens = {**attributes, "gen_ai.token.type": "output"}
+
+
+class Operation:
+    """One logical request's span and measurements, from its start to its end."""
+
+    __slots__ = ("_ended", "name", "span", "started", "target", "telemetry")
+
+    def __init__(self, telemetry: Telemetry, target: _Target, body: Mapping[str, Any]) -> None:
+        self.telemetry = telemetry
+        self.target = target
+        self.name = name = target.name
+        self.started = time.perf_counter()
+        attributes = target.common
+        requested = _request_attributes(body)
         if telemetry.latest and name == "chat":
-            attributes["gen_ai.request.stream"] = self.streaming
+            requested["gen_ai.request.stream"] = bool(body.get("stream"))
         if telemetry.capture_content and name == "chat":
-            attributes["gen_ai.input.messages"] = _input_messages(body.get("messages"))
+            requested["gen_ai.input.messages"] = _input_messages(body.get("messages"))
+        if requested:
+            attributes = {**attributes, **requested}
         self.span = telemetry.tracer.start_span(
-            f"{name} {model}" if isinstance(model, str) else name,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
+            target.span_name, kind=SpanKind.CLIENT, attributes=attributes
         )
         self._ended = False
 
@@ -239,7 +293,7 @@ class Operation:
         span.record_exception(error)
         span.end()
         self.telemetry.duration.record(
-            time.perf_counter() - self.started, {**self.common, "error.type": kind}
+            time.perf_counter() - self.started, {**self.target.common, "error.type": kind}
         )
 
     def succeeded(self, data: Mapping[str, Any]) -> None:
@@ -257,14 +311,15 @@ class Operation:
         error: BaseException | None,
     ) -> None:
         telemetry = self.telemetry
+        common = self.target.common
         first = timing.time_to_first_chunk
         if first is not None:
-            telemetry.time_to_first_chunk.record(first, self.common)
+            telemetry.time_to_first_chunk.record(first, common)
         # Once a stream, the mean: a record per chunk would cost the SDK more than
         # the chunk itself (about 10 µs a record, against 20 µs a chunk).
         per_chunk = timing.time_per_chunk
         if per_chunk is not None:
-            telemetry.time_per_output_chunk.record(per_chunk, self.common)
+            telemetry.time_per_output_chunk.record(per_chunk, common)
         if timing.closed_early:
             self.span.add_event("asyncchat.stream_closed_early")
         if not accumulator.chunk_count:
@@ -273,47 +328,37 @@ class Operation:
             data = accumulator.completion_dict()
         else:
             data = accumulator.response_fields()
-        # v1.41 has no name for it on the span: the newer conventions' attribute.
-        extra = {} if first is None else {"gen_ai.response.time_to_first_chunk": first}
-        self._finish(data, error, extra)
+        attributes = _response_attributes(data)
+        if first is not None:  # v1.41 has no name for it on the span: the newer one's
+            attributes["gen_ai.response.time_to_first_chunk"] = first
+        self._finish(data, error, attributes)
 
     def _finish(
         self,
         data: Mapping[str, Any],
         error: BaseException | None,
-        extra: dict[str, Any] | None = None,
+        attributes: dict[str, Any] | None = None,
     ) -> None:
         if self._ended:
             return
-        attributes = _response_attributes(data)
-        if extra:
-            attributes.update(extra)
+        if attributes is None:
+            attributes = _response_attributes(data)
         if self.telemetry.capture_content and self.name == "chat" and data:
             attributes["gen_ai.output.messages"] = _output_messages(data)
         self.span.set_attributes(attributes)
+        answered = self.target.answered(data.get("model"))
         if error is not None:
             self.failed(error)
         else:
             self._ended = True
             self.span.end()
-            self.telemetry.duration.record(
-                time.perf_counter() - self.started, self._metric_attributes(data)
-            )
-        self._record_usage(data)
+            self.telemetry.duration.record(time.perf_counter() - self.started, answered.attributes)
+        self._record_usage(data, answered)
 
-    def _metric_attributes(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        model = data.get("model")
-        return (
-            {**self.common, "gen_ai.response.model": model}
-            if isinstance(model, str)
-            else self.common
-        )
-
-    def _record_usage(self, data: Mapping[str, Any]) -> None:
+    def _record_usage(self, data: Mapping[str, Any], answered: _Answered) -> None:
         usage = data.get("usage")
         if not isinstance(usage, dict):
             return
-        attributes = self._metric_attributes(data)
         telemetry = self.telemetry
         for key, kind in (("prompt_tokens", "input"), ("completion_tokens", "output")):
             count = usage.get(key)
@@ -321,16 +366,22 @@ class Operation:
                 continue
             if telemetry.latest:
                 histogram = telemetry.input_tokens if kind == "input" else telemetry.output_tokens
-                histogram.record(count, attributes)
+                histogram.record(count, answered.attributes)
             else:
-                telemetry.token_usage.record(count, {**attributes, "gen_ai.token.type": kind})
+                telemetry.token_usage.record(
+                    count, answered.input_tokens if kind == "input" else answered.output_tokens
+                )
 
 
 def _request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
-    for field, name in _REQUEST_ATTRIBUTES.items():
-        value = body.get(field)
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+    for field, value in body.items():  # a body has fewer fields than the table
+        name = _REQUEST_ATTRIBUTES.get(field)
+        if (
+            name is not None
+            and isinstance(value, (int, float, str))
+            and not isinstance(value, bool)
+        ):
             attributes[name] = [value] if name.endswith("formats") else value
     stop = body.get("stop")
     if isinstance(stop, str):

@@ -218,6 +218,67 @@ async def test_a_fan_out_is_a_span_per_request(client: asyncchat.Client) -> None
     assert duration.count == 5
 
 
+async def test_each_request_gets_its_own_attributes_however_many_share_a_model(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """What requests to one model share is built once; nothing of one request (its
+    parameters, its answer's model) may reach another's span or metrics."""
+    await client.chat.completions.create(model="m-a", messages=user(), temperature=0.3)
+    stream = await client.chat.completions.create(model="m-a", messages=user(), stream=True)
+    async with stream:
+        async for _ in stream:
+            pass
+    await client.chat.completions.create(model="m-b", messages=user())
+    async with (
+        MockServer(resolved_models={"m-a": "m-a-2026-01-01"}) as other,
+        asyncchat.Client(base_url=other.base_url, api_key=API_KEY) as other_client,
+    ):
+        await other_client.chat.completions.create(model="m-a", messages=user())
+    first, second, third, fourth = sorted(spans(), key=lambda span: span.start_time or 0)
+    assert [span.name for span in (first, second, third, fourth)] == ["chat m-a"] * 2 + [
+        "chat m-b",
+        "chat m-a",
+    ]
+    assert first.attributes is not None and first.attributes["gen_ai.request.temperature"] == 0.3
+    for span in (second, third, fourth):
+        assert span.attributes is not None
+        assert "gen_ai.request.temperature" not in span.attributes
+        assert "gen_ai.response.time_to_first_chunk" not in span.attributes or span is second
+    assert second.attributes is not None and second.attributes["server.port"] == server.port
+    assert fourth.attributes is not None and fourth.attributes["server.port"] == other.port
+    assert fourth.attributes["gen_ai.response.model"] == "m-a-2026-01-01"
+    durations = points("gen_ai.client.operation.duration", "m-a")
+    by_answer = {
+        (p.attributes["server.port"], p.attributes["gen_ai.response.model"]): p.count
+        for p in durations
+    }
+    assert by_answer == {(server.port, "m-a"): 2, (other.port, "m-a-2026-01-01"): 1}
+    usage = points("gen_ai.client.token.usage", "m-a")
+    assert sorted(
+        (p.attributes["gen_ai.response.model"], p.attributes["gen_ai.token.type"]) for p in usage
+    ) == [("m-a", "input"), ("m-a", "output"), ("m-a-2026-01-01", "input"),
+          ("m-a-2026-01-01", "output")]  # fmt: skip
+    [b_duration] = points("gen_ai.client.operation.duration", "m-b")
+    assert b_duration.attributes["gen_ai.response.model"] == "m-b"
+
+
+async def test_models_named_per_request_keep_what_is_built_bounded(
+    client: asyncchat.Client,
+) -> None:
+    from asyncchat._telemetry import shared_telemetry
+
+    requests = [{"model": f"m-many-{i}", "messages": user()} for i in range(300)]
+    await client.chat.batch(requests, concurrency=20)
+    assert sorted(span.name for span in spans()) == sorted(f"chat m-many-{i}" for i in range(300))
+    assert all(
+        span.attributes is not None
+        and span.name == f"chat {span.attributes['gen_ai.request.model']}"
+        and span.attributes["gen_ai.response.model"] == span.attributes["gen_ai.request.model"]
+        for span in spans()
+    )
+    assert len(shared_telemetry()._targets) <= 256
+
+
 async def test_embeddings_and_models(client: asyncchat.Client) -> None:
     await client.embeddings.create(model="e-1", input=["a b c"])
     await client.models.list()  # not a GenAI operation: no span
