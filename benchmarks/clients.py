@@ -60,16 +60,18 @@ async def _gather(n: int, one: Callable[[], Awaitable[Result]]) -> list[Result |
 # --- asyncchat ---------------------------------------------------------------------
 
 
-def _asyncchat_client(url: str, n: int) -> Any:
+def _asyncchat_client(url: str, n: int, telemetry: bool | None = None) -> Any:
     import asyncchat
 
-    return asyncchat.Client(base_url=url, api_key="bench", max_connections=n, max_retries=0)
+    return asyncchat.Client(
+        base_url=url, api_key="bench", max_connections=n, max_retries=0, telemetry=telemetry
+    )
 
 
 async def run_asyncchat(
-    url: str, n: int, scenario: str, expected: Stream
+    url: str, n: int, scenario: str, expected: Stream, telemetry: bool | None = None
 ) -> list[Result | BaseException]:
-    async with _asyncchat_client(url, n) as client:
+    async with _asyncchat_client(url, n, telemetry) as client:
 
         async def one() -> Result:
             parts: list[str] = []
@@ -97,11 +99,9 @@ async def run_asyncchat(
         return await _gather(n, one)
 
 
-async def run_asyncchat_otel(
-    url: str, n: int, scenario: str, expected: Stream
-) -> list[Result | BaseException]:
-    """`run_asyncchat` with telemetry on: the OpenTelemetry SDK recording every span
-    and measure in memory, as a test (or an exporter's batch) would."""
+def _set_up_otel_sdk() -> None:
+    """The OpenTelemetry SDK recording every span and measure in memory, as a test
+    (or an exporter's batch) would."""
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -113,7 +113,23 @@ async def run_asyncchat_otel(
     provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
     trace.set_tracer_provider(provider)
     metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+async def run_asyncchat_otel(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    """`run_asyncchat` with telemetry on, into the SDK's in-memory exporter and reader."""
+    _set_up_otel_sdk()
     return await run_asyncchat(url, n, scenario, expected)
+
+
+async def run_asyncchat_otel_off(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    """The same application with `telemetry=False`: what the SDK costs by being there
+    (its objects lengthen every garbage collection), apart from what asyncchat records."""
+    _set_up_otel_sdk()
+    return await run_asyncchat(url, n, scenario, expected, telemetry=False)
 
 
 async def run_asyncchat_text(
@@ -430,6 +446,7 @@ RUNNERS: dict[str, Runner] = {
     "asyncchat": run_asyncchat,
     "asyncchat-text": run_asyncchat_text,
     "asyncchat-otel": run_asyncchat_otel,
+    "asyncchat-otel-off": run_asyncchat_otel_off,
     "asyncchat-events": run_asyncchat_events,
     "asyncchat-partial": run_asyncchat_partial,
     "openai": run_openai,
@@ -447,6 +464,7 @@ REQUIREMENTS = {
     "openai-aiohttp": ("openai", "httpx2"),
     "openai-stream": ("openai", "httpx2"),
     "asyncchat-otel": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
+    "asyncchat-otel-off": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
     "httpx-sse": ("httpx", "httpx_sse"),
 }
 

@@ -21,6 +21,7 @@ LOCAL_RUNNERS = [
     "asyncchat-text",
     "asyncchat-events",
     "asyncchat-otel",
+    "asyncchat-otel-off",
     "asyncchat-partial",
     "aiohttp-readline",
     "floor-raw",
