@@ -243,9 +243,9 @@ class _Answered:
     __slots__ = ("attributes", "input_tokens", "output_tokens")
 
     def __init__(self, common: dict[str, Any], response_model: str | None) -> None:
-        attributes = common if response_model is None else {
-            **common, "gen_ai.response.model": response_model
-        }  # fmt: skip
+        attributes = common
+        if response_model is not None:
+            attributes = {**common, "gen_ai.response.model": response_model}
         self.attributes = attributes
         self.input_tokens = {**attributes, "gen_ai.token.type": "input"}
         self.output_tokens = {**attributes, "gen_ai.token.type": "output"}
