@@ -15,6 +15,7 @@ times slower: keep the official SDK's runners to a few dozen streams.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -46,6 +47,9 @@ def count_instructions(runner: str, url: str, n: int, scenario: str) -> int:
         capture_output=True,
         text=True,
         check=True,
+        # One hash seed for every run unless told otherwise: with a random one,
+        # dicts and sets lay out differently each run, moving counts a little.
+        env={"PYTHONHASHSEED": "0", **os.environ},
     )
     match = _TOTAL.search(completed.stderr)
     if match is None:
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 large = count_instructions(runner, server.url, args.large, scenario)
                 per_stream = (large - small) / (args.large - args.small)
                 print(
-                    f"{scenario:6} {runner:17} {per_stream / 1e6:8.2f} M instructions per stream"
+                    f"{scenario:6} {runner:17} {per_stream / 1e6:8.3f} M instructions per stream"
                     f"  {per_stream / chunks / 1e3:7.1f} k per chunk",
                     flush=True,
                 )
