@@ -336,6 +336,41 @@ def test_top_level_fields_arriving_after_the_first_chunk() -> None:
     assert (completion.id, completion.created, completion.model) == ("c1", 1, "m")
 
 
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [chunk(delta(content="a")), chunk(delta(content="b", finish_reason="stop"))],
+        # Settled, then the last chunk names a dated snapshot (same number of fields).
+        [
+            chunk(delta(content="a")),
+            chunk(delta(content="b")),
+            chunk(delta(finish_reason="stop"), model="m-2026-01-01"),
+        ],
+        # ... or names none: the model named before stays.
+        [chunk(delta(content="a")), chunk(delta(content="b")), chunk(delta(), model=None)],
+        # Not settled (no id): every chunk is read whole.
+        [
+            chunk(delta(content="a"), id=""),
+            chunk(delta(index=1, content="b", finish_reason="length"), id="", model="m2"),
+            chunk(delta(finish_reason="stop"), id="", usage={"prompt_tokens": 1}),
+        ],
+        [],
+    ],
+)
+def test_response_fields_agree_with_the_whole_completion(chunks: list[dict[str, Any]]) -> None:
+    accumulator = ChatCompletionAccumulator()
+    for item in chunks:
+        accumulator.add(item)
+    fields = accumulator.response_fields()
+    whole = accumulator.completion_dict()
+    assert fields == {
+        "id": whole.get("id"),
+        "model": whole.get("model"),
+        "choices": [{"finish_reason": c["finish_reason"]} for c in whole["choices"]],
+        **({"usage": whole["usage"]} if "usage" in whole else {}),
+    }
+
+
 def test_refusal_and_logprobs_accumulate() -> None:
     completion = accumulate(
         [
