@@ -62,6 +62,9 @@ _REQUEST_ATTRIBUTES = {
     "reasoning_effort": "gen_ai.request.reasoning.level",
     "encoding_format": "gen_ai.request.encoding_formats",
 }
+# Every body field that can give the span an attribute: the table's, and those
+# shaped by hand below.
+_ATTRIBUTE_FIELDS = frozenset(_REQUEST_ATTRIBUTES) | {"stop", "n", "response_format"}
 _DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
                      40.96, 81.92]  # fmt: skip
 _TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
@@ -159,6 +162,8 @@ class Telemetry:
             "Time per output chunk after the first one",
             _CHUNK_BUCKETS,
         )
+        # The newer conventions count each kind of token in its own histogram; v1.41
+        # in one, told apart by `gen_ai.token.type`.
         if self.latest:
             self.input_tokens = _histogram(
                 meter, "gen_ai.client.inference.usage.input_tokens", "{token}",
@@ -169,7 +174,7 @@ class Telemetry:
                 "Output tokens used", _TOKEN_BUCKETS,
             )  # fmt: skip
         else:
-            self.token_usage = _histogram(
+            self.input_tokens = self.output_tokens = _histogram(
                 meter, "gen_ai.client.token.usage", "{token}",
                 "Number of input and output tokens used", _TOKEN_BUCKETS,
             )  # fmt: skip
@@ -198,7 +203,7 @@ class Telemetry:
         if target is None:
             if len(self._targets) >= _TARGETS_KEPT:
                 self._targets.clear()  # models named per request: keep memory bounded
-            target = self._targets[key] = _Target(operation, url, key[2])
+            target = self._targets[key] = _Target(operation, url, key[2], self.latest)
         return Operation(self, target, body)
 
 
@@ -207,10 +212,11 @@ class _Target:
     name and the metrics' attributes, built once instead of per request (the SDK
     copies what it is given, so sharing them is safe)."""
 
-    __slots__ = ("_answered", "common", "name", "span_name")
+    __slots__ = ("_answered", "common", "name", "span_name", "typed_tokens")
 
-    def __init__(self, name: str, url: str, model: str | None) -> None:
+    def __init__(self, name: str, url: str, model: str | None, latest: bool) -> None:
         self.name = name
+        self.typed_tokens = not latest  # v1.41's one token histogram
         self.span_name = name if model is None else f"{name} {model}"
         parts = urllib.parse.urlsplit(url)
         common: dict[str, Any] = {
@@ -233,22 +239,26 @@ class _Target:
         if answered is None:
             if len(self._answered) >= _TARGETS_KEPT:
                 self._answered.clear()
-            answered = self._answered[key] = _Answered(self.common, key or None)
+            answered = self._answered[key] = _Answered(self.common, key or None, self.typed_tokens)
         return answered
 
 
 class _Answered:
-    """The attributes of an answer's duration and its token counts."""
+    """The attributes of an answer's duration and of its token counts (with their
+    `gen_ai.token.type` when `typed_tokens`)."""
 
     __slots__ = ("attributes", "input_tokens", "output_tokens")
 
-    def __init__(self, common: dict[str, Any], response_model: str | None) -> None:
+    def __init__(
+        self, common: dict[str, Any], response_model: str | None, typed_tokens: bool
+    ) -> None:
         attributes = common
         if response_model is not None:
             attributes = {**common, "gen_ai.response.model": response_model}
-        self.attributes = attributes
-        self.input_tokens = {**attributes, "gen_ai.token.type": "input"}
-        self.output_tokens = {**attributes, "gen_ai.token.type": "output"}
+        self.attributes = self.input_tokens = self.output_tokens = attributes
+        if typed_tokens:
+            self.input_tokens = {**attributes, "gen_ai.token.type": "input"}
+            self.output_tokens = {**attributes, "gen_ai.token.type": "output"}
 
 
 class Operation:
@@ -346,35 +356,29 @@ class Operation:
         if self.telemetry.capture_content and self.name == "chat" and data:
             attributes["gen_ai.output.messages"] = _output_messages(data)
         self.span.set_attributes(attributes)
-        answered = self.target.answered(data.get("model"))
+        answered = self.target.answered(attributes.get("gen_ai.response.model"))
         if error is not None:
             self.failed(error)
         else:
             self._ended = True
             self.span.end()
             self.telemetry.duration.record(time.perf_counter() - self.started, answered.attributes)
-        self._record_usage(data, answered)
+        self._record_usage(attributes, answered)
 
-    def _record_usage(self, data: Mapping[str, Any], answered: _Answered) -> None:
-        usage = data.get("usage")
-        if not isinstance(usage, dict):
-            return
-        telemetry = self.telemetry
-        for key, kind in (("prompt_tokens", "input"), ("completion_tokens", "output")):
-            count = usage.get(key)
-            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-                continue
-            if telemetry.latest:
-                histogram = telemetry.input_tokens if kind == "input" else telemetry.output_tokens
-                histogram.record(count, answered.attributes)
-            else:
-                telemetry.token_usage.record(
-                    count, answered.input_tokens if kind == "input" else answered.output_tokens
-                )
+    def _record_usage(self, attributes: dict[str, Any], answered: _Answered) -> None:
+        """The token counts among the span's `attributes` (checked there), as metrics."""
+        count = attributes.get("gen_ai.usage.input_tokens")
+        if count is not None:
+            self.telemetry.input_tokens.record(count, answered.input_tokens)
+        count = attributes.get("gen_ai.usage.output_tokens")
+        if count is not None:
+            self.telemetry.output_tokens.record(count, answered.output_tokens)
 
 
 def _request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
+    if _ATTRIBUTE_FIELDS.isdisjoint(body):  # most bodies: model and messages only
+        return attributes
     for field, value in body.items():  # a body has fewer fields than the table
         name = _REQUEST_ATTRIBUTES.get(field)
         if (
@@ -402,10 +406,12 @@ def _request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _response_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
-    if isinstance(data.get("id"), str):
-        attributes["gen_ai.response.id"] = data["id"]
-    if isinstance(data.get("model"), str):
-        attributes["gen_ai.response.model"] = data["model"]
+    response_id = data.get("id")
+    if isinstance(response_id, str):
+        attributes["gen_ai.response.id"] = response_id
+    model = data.get("model")
+    if isinstance(model, str):
+        attributes["gen_ai.response.model"] = model
     choices = data.get("choices")
     if isinstance(choices, list):
         reasons = [
@@ -417,23 +423,24 @@ def _response_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
             attributes["gen_ai.response.finish_reasons"] = reasons
     usage = data.get("usage")
     if isinstance(usage, dict):
-        counts = {
-            "gen_ai.usage.input_tokens": usage.get("prompt_tokens"),
-            "gen_ai.usage.output_tokens": usage.get("completion_tokens"),
-            "gen_ai.usage.cache_read.input_tokens": _detail(usage, "prompt", "cached_tokens"),
-            "gen_ai.usage.reasoning.output_tokens": _detail(
-                usage, "completion", "reasoning_tokens"
-            ),
-        }
-        for name, count in counts.items():
-            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-                attributes[name] = count
+        _add_count(attributes, "gen_ai.usage.input_tokens", usage, "prompt_tokens")
+        _add_count(attributes, "gen_ai.usage.output_tokens", usage, "completion_tokens")
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict):
+            _add_count(attributes, "gen_ai.usage.cache_read.input_tokens", details, "cached_tokens")
+        details = usage.get("completion_tokens_details")
+        if isinstance(details, dict):
+            _add_count(
+                attributes, "gen_ai.usage.reasoning.output_tokens", details, "reasoning_tokens"
+            )
     return attributes
 
 
-def _detail(usage: dict[str, Any], side: str, key: str) -> Any:
-    details = usage.get(f"{side}_tokens_details")
-    return details.get(key) if isinstance(details, dict) else None
+def _add_count(attributes: dict[str, Any], name: str, counts: dict[str, Any], key: str) -> None:
+    """`counts[key]` as attribute `name`, when it is a token count (an int, not negative)."""
+    count = counts.get(key)
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        attributes[name] = count
 
 
 def _parts(message: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import asyncchat
-from asyncchat._telemetry import provider_of
+from asyncchat._telemetry import _response_attributes, provider_of
 from asyncchat.testing import MockServer, StreamStyle
 
 from .conftest import API_KEY, run_python
@@ -316,7 +316,10 @@ async def test_latest_conventions_on_opt_in(
     monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http,gen_ai_latest_experimental")
     async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
         stream = await client.chat.completions.create(
-            model="m-latest", messages=user(), stream=True
+            model="m-latest",
+            messages=user(),
+            stream=True,
+            stream_options={"include_usage": True},
         )
         async with stream:
             async for _ in stream:
@@ -328,6 +331,44 @@ async def test_latest_conventions_on_opt_in(
     assert points("gen_ai.client.inference.duration", "m-latest")
     assert points("gen_ai.client.inference.time_to_first_chunk", "m-latest")
     assert points("gen_ai.client.operation.duration", "m-latest") == []
+    # A histogram for each kind of token, so no `gen_ai.token.type`.
+    [output] = points("gen_ai.client.inference.usage.output_tokens", "m-latest")
+    assert output.sum == span.attributes["gen_ai.usage.output_tokens"] == 4  # 4 words
+    assert "gen_ai.token.type" not in output.attributes
+    [prompt] = points("gen_ai.client.inference.usage.input_tokens", "m-latest")
+    assert prompt.sum == span.attributes["gen_ai.usage.input_tokens"]
+    assert points("gen_ai.client.token.usage", "m-latest") == []
+
+
+def test_an_answer_gives_only_well_typed_values() -> None:
+    """What a server sends is read as the conventions type it: a model that is not a
+    string, a negative or boolean count, are left out, not recorded wrong."""
+    attributes = _response_attributes(
+        {
+            "id": "r1",
+            "model": 5,
+            "choices": [{"finish_reason": None}, "junk", {"finish_reason": "stop"}, {}],
+            "usage": {
+                "prompt_tokens": 10,
+                "completion_tokens": -1,
+                "prompt_tokens_details": {"cached_tokens": 6},
+                "completion_tokens_details": {"reasoning_tokens": True},
+            },
+        }
+    )
+    assert attributes == {
+        "gen_ai.response.id": "r1",
+        "gen_ai.response.finish_reasons": ["", "stop"],
+        "gen_ai.usage.input_tokens": 10,
+        "gen_ai.usage.cache_read.input_tokens": 6,
+    }
+    reasoning = _response_attributes(
+        {"usage": {"completion_tokens": 9, "completion_tokens_details": {"reasoning_tokens": 7}}}
+    )
+    assert reasoning == {
+        "gen_ai.usage.output_tokens": 9,
+        "gen_ai.usage.reasoning.output_tokens": 7,
+    }
 
 
 async def test_telemetry_false_records_nothing_and_times_nothing(server: MockServer) -> None:
