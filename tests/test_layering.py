@@ -27,6 +27,7 @@ CORE_MODULES = [
     "asyncchat._redact",
     "asyncchat._ratelimit",
     "asyncchat._multipart",
+    "asyncchat._genai",
 ]
 
 

@@ -18,7 +18,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import asyncchat
-from asyncchat._telemetry import _response_attributes, provider_of
 from asyncchat.testing import MockServer, StreamStyle
 
 from .conftest import API_KEY, run_python
@@ -340,37 +339,6 @@ async def test_latest_conventions_on_opt_in(
     assert points("gen_ai.client.token.usage", "m-latest") == []
 
 
-def test_an_answer_gives_only_well_typed_values() -> None:
-    """What a server sends is read as the conventions type it: a model that is not a
-    string, a negative or boolean count, are left out, not recorded wrong."""
-    attributes = _response_attributes(
-        {
-            "id": "r1",
-            "model": 5,
-            "choices": [{"finish_reason": None}, "junk", {"finish_reason": "stop"}, {}],
-            "usage": {
-                "prompt_tokens": 10,
-                "completion_tokens": -1,
-                "prompt_tokens_details": {"cached_tokens": 6},
-                "completion_tokens_details": {"reasoning_tokens": True},
-            },
-        }
-    )
-    assert attributes == {
-        "gen_ai.response.id": "r1",
-        "gen_ai.response.finish_reasons": ["", "stop"],
-        "gen_ai.usage.input_tokens": 10,
-        "gen_ai.usage.cache_read.input_tokens": 6,
-    }
-    reasoning = _response_attributes(
-        {"usage": {"completion_tokens": 9, "completion_tokens_details": {"reasoning_tokens": 7}}}
-    )
-    assert reasoning == {
-        "gen_ai.usage.output_tokens": 9,
-        "gen_ai.usage.reasoning.output_tokens": 7,
-    }
-
-
 async def test_telemetry_false_records_nothing_and_times_nothing(server: MockServer) -> None:
     async with asyncchat.Client(
         base_url=server.base_url, api_key=API_KEY, telemetry=False
@@ -381,20 +349,6 @@ async def test_telemetry_false_records_nothing_and_times_nothing(server: MockSer
             async for _ in stream:
                 pass
     assert spans() == []
-
-
-@pytest.mark.parametrize(
-    ("url", "provider"),
-    [
-        ("https://api.openai.com/v1", "openai"),
-        ("https://myres.openai.azure.com/openai/deployments/x", "azure.ai.openai"),
-        ("https://api.deepseek.com/v1", "deepseek"),
-        ("https://open.bigmodel.cn/api/paas/v4", "openai"),  # OpenAI-compatible
-        ("http://localhost:8000/v1", "openai"),
-    ],
-)
-def test_provider_names(url: str, provider: str) -> None:
-    assert provider_of(url) == provider
 
 
 def test_without_opentelemetry_nothing_is_imported() -> None:

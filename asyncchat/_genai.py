@@ -1,0 +1,198 @@
+"""The GenAI semantic conventions' attributes of a chat or embeddings request and of
+its answer, read from their JSON bodies.
+
+Shaping only: no OpenTelemetry here (`_telemetry` hands the results to it). A value
+a server sends of another type than the conventions give is left out, not recorded
+wrong; the API key is never read (headers are not), and messages are shaped only
+when asked for.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from asyncchat.errors import APIStatusError
+
+__all__ = [
+    "error_type",
+    "input_messages",
+    "output_messages",
+    "provider_of",
+    "request_attributes",
+    "response_attributes",
+]
+
+# Hosts with a name of their own in the conventions; any other server speaks
+# OpenAI's protocol, and is `openai` to them.
+_PROVIDERS = {
+    "api.openai.com": "openai",
+    "api.deepseek.com": "deepseek",
+    "api.groq.com": "groq",
+    "api.mistral.ai": "mistral_ai",
+    "api.x.ai": "x_ai",
+    "api.perplexity.ai": "perplexity",
+    "generativelanguage.googleapis.com": "gcp.gemini",
+}
+# Request fields the conventions name, and their attributes.
+_REQUEST_ATTRIBUTES = {
+    "max_tokens": "gen_ai.request.max_tokens",
+    "max_completion_tokens": "gen_ai.request.max_tokens",
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "top_k": "gen_ai.request.top_k",
+    "seed": "gen_ai.request.seed",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "reasoning_effort": "gen_ai.request.reasoning.level",
+    "encoding_format": "gen_ai.request.encoding_formats",
+}
+# Every body field that can give the span an attribute: the table's, and those
+# shaped by hand below.
+_ATTRIBUTE_FIELDS = frozenset(_REQUEST_ATTRIBUTES) | {"stop", "n", "response_format"}
+
+
+def provider_of(base_url: str) -> str:
+    """`gen_ai.provider.name` for a base URL."""
+    host = (urllib.parse.urlsplit(base_url).hostname or "").lower()
+    if host.endswith(".openai.azure.com"):
+        return "azure.ai.openai"
+    return _PROVIDERS.get(host, "openai")
+
+
+def error_type(error: BaseException) -> str:
+    """`error.type`: the HTTP status of a status error, else the exception's class."""
+    if isinstance(error, APIStatusError):
+        return str(error.status_code)
+    cls = type(error)
+    module = cls.__module__.split(".")[0]
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The span attributes of the request parameters the conventions name."""
+    attributes: dict[str, Any] = {}
+    if _ATTRIBUTE_FIELDS.isdisjoint(body):  # most bodies: model and messages only
+        return attributes
+    for field, value in body.items():  # a body has fewer fields than the table
+        name = _REQUEST_ATTRIBUTES.get(field)
+        if (
+            name is not None
+            and isinstance(value, (int, float, str))
+            and not isinstance(value, bool)
+        ):
+            attributes[name] = [value] if name.endswith("formats") else value
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        attributes["gen_ai.request.stop_sequences"] = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        attributes["gen_ai.request.stop_sequences"] = stop
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n != 1:
+        attributes["gen_ai.request.choice.count"] = n
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    ):
+        attributes["gen_ai.output.type"] = "json"
+    return attributes
+
+
+def response_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The span attributes of an answer: its id, model, finish reasons, token counts."""
+    attributes: dict[str, Any] = {}
+    response_id = data.get("id")
+    if isinstance(response_id, str):
+        attributes["gen_ai.response.id"] = response_id
+    model = data.get("model")
+    if isinstance(model, str):
+        attributes["gen_ai.response.model"] = model
+    choices = data.get("choices")
+    if isinstance(choices, list):
+        reasons = [
+            choice.get("finish_reason") or ""
+            for choice in choices
+            if isinstance(choice, dict) and "finish_reason" in choice
+        ]
+        if reasons:
+            attributes["gen_ai.response.finish_reasons"] = reasons
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        _add_count(attributes, "gen_ai.usage.input_tokens", usage, "prompt_tokens")
+        _add_count(attributes, "gen_ai.usage.output_tokens", usage, "completion_tokens")
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict):
+            _add_count(attributes, "gen_ai.usage.cache_read.input_tokens", details, "cached_tokens")
+        details = usage.get("completion_tokens_details")
+        if isinstance(details, dict):
+            _add_count(
+                attributes, "gen_ai.usage.reasoning.output_tokens", details, "reasoning_tokens"
+            )
+    return attributes
+
+
+def _add_count(attributes: dict[str, Any], name: str, counts: dict[str, Any], key: str) -> None:
+    """`counts[key]` as attribute `name`, when it is a token count (an int, not negative)."""
+    count = counts.get(key)
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        attributes[name] = count
+
+
+def _parts(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A message's content as the conventions' parts."""
+    parts: list[dict[str, Any]] = []
+    content = message.get("content")
+    if isinstance(content, str) and content:
+        parts.append({"type": "text", "content": content})
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text":
+                parts.append({"type": "text", "content": part.get("text")})
+            elif isinstance(part, dict) and part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url", "")
+                if isinstance(url, str) and not url.startswith("data:"):
+                    parts.append({"type": "uri", "modality": "image", "uri": url})
+                else:
+                    parts.append({"type": "blob", "modality": "image"})  # the bytes left out
+    for call in message.get("tool_calls") or ():
+        if isinstance(call, dict) and isinstance(call.get("function"), dict):
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": call["function"].get("name"),
+                    "arguments": call["function"].get("arguments"),
+                }
+            )
+    if message.get("role") == "tool":
+        return [{"type": "tool_call_response", "id": message.get("tool_call_id"),
+                 "response": message.get("content")}]  # fmt: skip
+    return parts
+
+
+def input_messages(messages: Any) -> str:
+    """`gen_ai.input.messages`: the request's messages as the conventions' JSON."""
+    shaped = [
+        {"role": message.get("role"), "parts": _parts(message)}
+        for message in messages or ()
+        if isinstance(message, dict)
+    ]
+    return orjson.dumps(shaped).decode()
+
+
+def output_messages(data: Mapping[str, Any]) -> str:
+    """`gen_ai.output.messages`: an answer's choices as the conventions' JSON."""
+    shaped = [
+        {
+            "role": "assistant",
+            "parts": _parts(choice.get("message") or {}),
+            "finish_reason": choice.get("finish_reason"),
+        }
+        for choice in data.get("choices") or ()
+        if isinstance(choice, dict)
+    ]
+    return orjson.dumps(shaped).decode()

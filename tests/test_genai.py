@@ -1,0 +1,121 @@
+"""The GenAI conventions' attributes, shaped from request and answer bodies: no
+OpenTelemetry needed (test_telemetry.py reads them back from the SDK)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from asyncchat._genai import (
+    error_type,
+    input_messages,
+    provider_of,
+    request_attributes,
+    response_attributes,
+)
+from asyncchat.errors import RateLimitError
+
+
+@pytest.mark.parametrize(
+    ("url", "provider"),
+    [
+        ("https://api.openai.com/v1", "openai"),
+        ("https://myres.openai.azure.com/openai/deployments/x", "azure.ai.openai"),
+        ("https://api.deepseek.com/v1", "deepseek"),
+        ("https://open.bigmodel.cn/api/paas/v4", "openai"),  # OpenAI-compatible
+        ("http://localhost:8000/v1", "openai"),
+    ],
+)
+def test_provider_names(url: str, provider: str) -> None:
+    assert provider_of(url) == provider
+
+
+def test_a_body_without_named_parameters_gives_none() -> None:
+    assert request_attributes({"model": "m", "messages": [], "stream": True}) == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"max_completion_tokens": 9}, {"gen_ai.request.max_tokens": 9}),
+        ({"temperature": 0}, {"gen_ai.request.temperature": 0}),
+        ({"seed": True}, {}),  # a bool is not the int the conventions want
+        ({"top_p": "0.9"}, {"gen_ai.request.top_p": "0.9"}),
+        ({"encoding_format": "float"}, {"gen_ai.request.encoding_formats": ["float"]}),
+        ({"stop": "END"}, {"gen_ai.request.stop_sequences": ["END"]}),
+        ({"stop": ["a", 1]}, {}),
+        ({"n": 1}, {}),  # the default is not worth an attribute
+        ({"n": 3}, {"gen_ai.request.choice.count": 3}),
+        ({"response_format": {"type": "json_schema"}}, {"gen_ai.output.type": "json"}),
+        ({"response_format": {"type": "text"}}, {}),
+    ],
+)
+def test_request_parameters(body: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert request_attributes({"model": "m", "messages": [], **body}) == expected
+
+
+def test_an_answer_gives_only_well_typed_values() -> None:
+    """What a server sends is read as the conventions type it: a model that is not a
+    string, a negative or boolean count, are left out, not recorded wrong."""
+    attributes = response_attributes(
+        {
+            "id": "r1",
+            "model": 5,
+            "choices": [{"finish_reason": None}, "junk", {"finish_reason": "stop"}, {}],
+            "usage": {
+                "prompt_tokens": 10,
+                "completion_tokens": -1,
+                "prompt_tokens_details": {"cached_tokens": 6},
+                "completion_tokens_details": {"reasoning_tokens": True},
+            },
+        }
+    )
+    assert attributes == {
+        "gen_ai.response.id": "r1",
+        "gen_ai.response.finish_reasons": ["", "stop"],
+        "gen_ai.usage.input_tokens": 10,
+        "gen_ai.usage.cache_read.input_tokens": 6,
+    }
+    reasoning = response_attributes(
+        {"usage": {"completion_tokens": 9, "completion_tokens_details": {"reasoning_tokens": 7}}}
+    )
+    assert reasoning == {
+        "gen_ai.usage.output_tokens": 9,
+        "gen_ai.usage.reasoning.output_tokens": 7,
+    }
+
+
+def test_error_types() -> None:
+    assert error_type(RateLimitError("slow down", status_code=429)) == "429"
+    assert error_type(ValueError("x")) == "ValueError"
+    # Named by the package a user imports it from, not the module defining it.
+    assert error_type(json.JSONDecodeError("x", "", 0)) == "json.JSONDecodeError"
+
+
+def test_input_messages_leave_inline_image_bytes_out() -> None:
+    shaped = json.loads(
+        input_messages(
+            [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+            ]
+        )
+    )  # fmt: skip
+    assert shaped == [
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": "what is this?"},
+                {"type": "blob", "modality": "image"},
+            ],
+        },
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": "call_1", "response": "18C"}],
+        },
+    ]
