@@ -50,6 +50,8 @@ _REQUEST_ATTRIBUTES = {
     "reasoning_effort": "gen_ai.request.reasoning.level",
     "encoding_format": "gen_ai.request.encoding_formats",
 }
+# The table's fields whose values are words; the others are numbers.
+_TEXT_FIELDS = frozenset({"reasoning_effort", "encoding_format"})
 # Every body field that can give the span an attribute: the table's, and those
 # shaped by hand below.
 _ATTRIBUTE_FIELDS = frozenset(_REQUEST_ATTRIBUTES) | {"stop", "n", "response_format"}
@@ -79,11 +81,9 @@ def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
         return attributes
     for field, value in body.items():  # a body has fewer fields than the table
         name = _REQUEST_ATTRIBUTES.get(field)
-        if (
-            name is not None
-            and isinstance(value, (int, float, str))
-            and not isinstance(value, bool)
-        ):
+        if name is None or isinstance(value, bool):
+            continue
+        if isinstance(value, str if field in _TEXT_FIELDS else (int, float)):
             attributes[name] = [value] if name.endswith("formats") else value
     stop = body.get("stop")
     if isinstance(stop, str):
