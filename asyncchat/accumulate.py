@@ -378,20 +378,13 @@ class ChatCompletionAccumulator:
 
     def response_fields(self) -> dict[str, Any]:
         """The completion so far without its messages: id, model, each choice's
-        finish reason, usage. Cheaper than `completion_dict`: no text is joined,
-        and the last chunk is not read again whole."""
+        finish reason, usage. Cheaper than `completion_dict`: no text is joined."""
+        if self._last is not self._last_read:
+            self._read_top_level(self._last)
         top = self._top
-        model = top.get("model")
-        last = self._last
-        if last is not self._last_read:
-            # Only settled fields go unread (see `_read_top_level`): the first id
-            # stays, and of the two only the model is the last chunk's to change.
-            last_model = last.get("model")
-            if last_model is not None:
-                model = last_model
         fields: dict[str, Any] = {
             "id": top.get("id"),
-            "model": model,
+            "model": top.get("model"),
             "choices": [
                 {"finish_reason": self._choices[index].finish_reason}
                 for index in sorted(self._choices)
