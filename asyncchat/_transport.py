@@ -39,6 +39,13 @@ _MAX_REDIRECTS = 10
 # Header names that carry credentials: never sent on to another origin.
 _CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "signature", "credential", "cookie")
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# asyncio's plain-socket transport reads up to 256 KiB at a time into a new bytes
+# object. That is above glibc malloc's 128 KiB mmap threshold, so whenever the heap
+# has no free hole that large (any allocation the application keeps, a telemetry
+# span for one, can take it) every read maps fresh pages from the kernel, faults
+# them in, and unmaps them: three syscalls and a page fault per page, per chunk.
+# Reads of at most 64 KiB always come from the heap; a stream's reads are a few KiB.
+_MAX_READ = 64 * 1024
 
 
 def _is_credential(header: str) -> bool:
@@ -135,6 +142,16 @@ class AiohttpResponse(Response):
         self._raw.close()
 
 
+def _cap_reads(raw: aiohttp.ClientResponse) -> None:
+    """Read the rest of this connection's responses in pieces of at most `_MAX_READ`
+    bytes (only asyncio's plain-socket transport has the setting: uvloop reads
+    into one reused buffer, and a TLS transport does not expose its own)."""
+    connection = raw.connection
+    transport = connection.transport if connection is not None else None
+    if getattr(transport, "max_size", 0) > _MAX_READ:
+        transport.max_size = _MAX_READ  # type: ignore[union-attr]
+
+
 async def _drain(content: aiohttp.StreamReader) -> None:
     received = 0
     while received <= _DRAIN_MAX_BYTES:
@@ -224,6 +241,7 @@ class AiohttpTransport:
                 )
                 location = raw.headers.get("Location")
                 if raw.status not in _REDIRECT_STATUSES or not location:
+                    _cap_reads(raw)
                     return AiohttpResponse(raw, request.url, timeout)
                 raw.release()
                 target, query = raw.url.join(URL(location)), None

@@ -359,6 +359,27 @@ async def test_pool_reused_across_100_sequential_requests(
     assert server.connection_count == 1
 
 
+async def test_reads_are_capped_and_a_large_answer_still_arrives_whole(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    # asyncio reads up to 256 KiB at a time, a buffer glibc maps afresh from the
+    # kernel whenever its heap lacks a hole that large; the transport caps reads at
+    # 64 KiB. An answer of many reads, plain and streamed, still arrives whole.
+    content = "".join(f"{i:07d}," for i in range(40_000))  # 320 KB
+    server.enqueue(json=completion_json(content))
+    completion = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "big"}])
+    assert completion.choices[0].message.content == content
+    server.enqueue(sse=[{"choices": [{"index": 0, "delta": {"content": content}}]}])
+    stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "big"}], stream=True)
+    async with stream:
+        streamed = [c.choices[0].delta.content async for c in stream if c.choices]
+    assert "".join(filter(None, streamed)) == content
+    session = client.transport._session  # type: ignore[attr-defined]
+    [[(protocol, _)]] = session.connector._conns.values()  # the one pooled connection
+    if hasattr(type(protocol.transport), "max_size"):  # asyncio's own, not uvloop's
+        assert protocol.transport.max_size == 64 * 1024
+
+
 async def test_missing_api_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ASYNCCHAT_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
