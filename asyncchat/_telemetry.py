@@ -85,9 +85,13 @@ def _configured() -> bool:
 
 
 def _histogram(meter: Any, name: str, unit: str, description: str, buckets: list[Any]) -> Any:
-    return meter.create_histogram(
-        name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets
-    )
+    """A histogram with the conventions' bucket boundaries, where the API takes them."""
+    try:
+        return meter.create_histogram(
+            name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets
+        )
+    except TypeError:  # opentelemetry-api before 1.30: the SDK's default boundaries
+        return meter.create_histogram(name, unit=unit, description=description)
 
 
 class Telemetry:

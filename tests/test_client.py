@@ -366,11 +366,12 @@ async def test_reads_are_capped_and_a_large_answer_still_arrives_whole(
     # kernel whenever its heap lacks a hole that large; the transport caps reads at
     # 64 KiB. An answer of many reads, plain and streamed, still arrives whole.
     content = "".join(f"{i:07d}," for i in range(40_000))  # 320 KB
+    messages = [{"role": "user", "content": "big"}]
     server.enqueue(json=completion_json(content))
-    completion = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "big"}])
+    completion = await client.chat.completions.create(model="m", messages=messages)
     assert completion.choices[0].message.content == content
     server.enqueue(sse=[{"choices": [{"index": 0, "delta": {"content": content}}]}])
-    stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "big"}], stream=True)
+    stream = await client.chat.completions.create(model="m", messages=messages, stream=True)
     async with stream:
         streamed = [c.choices[0].delta.content async for c in stream if c.choices]
     assert "".join(filter(None, streamed)) == content
