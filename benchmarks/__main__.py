@@ -108,6 +108,8 @@ class LoadServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
 
 
 def _run_client(

@@ -99,9 +99,9 @@ async def run_asyncchat(
         return await _gather(n, one)
 
 
-def _set_up_otel_sdk() -> None:
+def _set_up_otel_sdk() -> tuple[Any, Any]:
     """The OpenTelemetry SDK recording every span and measure in memory, as a test
-    (or an exporter's batch) would."""
+    (or an exporter's batch) would; returns the span exporter and the metric reader."""
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -109,17 +109,21 @@ def _set_up_otel_sdk() -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    provider.add_span_processor(SimpleSpanProcessor(spans))
     trace.set_tracer_provider(provider)
-    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return spans, reader
 
 
-def _start_otel_application() -> None:
+def _start_otel_application() -> tuple[Any, Any]:
     """The SDK set up, and asyncchat's telemetry module imported, as the first
     request of an application with telemetry on imports it, once a process."""
-    _set_up_otel_sdk()
+    sinks = _set_up_otel_sdk()
     import asyncchat._telemetry  # noqa: F401
+
+    return sinks
 
 
 async def run_asyncchat_otel(
@@ -135,6 +139,78 @@ async def run_asyncchat_otel_off(
     """The same application with `telemetry=False`: what the SDK costs by being there
     (its objects lengthen every garbage collection), apart from what asyncchat records."""
     return await run_asyncchat(url, n, scenario, expected, telemetry=False)
+
+
+async def run_asyncchat_otel_hand(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    """`telemetry=False`, and the application making by hand the OpenTelemetry calls
+    asyncchat makes for a stream: one span with the same attributes, and the duration,
+    time to first chunk and time per chunk histograms. The SDK's own cost, which any
+    instrumentation pays, next to what asyncchat's adds to it."""
+    from urllib.parse import urlsplit
+
+    from opentelemetry import metrics, trace
+    from opentelemetry.trace import SpanKind
+
+    tracer = trace.get_tracer("bench")
+    meter = metrics.get_meter("bench")
+    duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
+    to_first = meter.create_histogram("gen_ai.client.operation.time_to_first_chunk", unit="s")
+    per_chunk = meter.create_histogram("gen_ai.client.operation.time_per_output_chunk", unit="s")
+    server = urlsplit(url)
+    common = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": scenario,
+        "server.address": server.hostname,
+        "server.port": server.port,
+    }
+    async with _asyncchat_client(url, n, telemetry=False) as client:
+
+        async def one() -> Result:
+            parts: list[str] = []
+            first = first_chunk = 0.0
+            chunks = 0
+            started = time.perf_counter()
+            span = tracer.start_span(f"chat {scenario}", kind=SpanKind.CLIENT, attributes=common)
+            stream = await client.chat.completions.create(
+                model=scenario, messages=MESSAGES, stream=True
+            )
+            async with stream:
+                async for chunk in stream:
+                    chunks += 1
+                    first_chunk = first_chunk or time.perf_counter()
+                    if chunk.choices:
+                        delta = chunk.choices[0].delta
+                        if delta.content:
+                            parts.append(delta.content)
+                            first = first or time.perf_counter()
+                        elif delta.tool_calls:
+                            first = first or time.perf_counter()
+            ended = time.perf_counter()
+            completion = stream.completion
+            span.set_attributes(
+                {
+                    "gen_ai.response.id": completion.id,
+                    "gen_ai.response.model": completion.model,
+                    "gen_ai.response.finish_reasons": [
+                        choice.finish_reason or "" for choice in completion.choices
+                    ],
+                    "gen_ai.response.time_to_first_chunk": first_chunk - started,
+                }
+            )
+            span.end()
+            duration.record(ended - started, {**common, "gen_ai.response.model": completion.model})
+            to_first.record(first_chunk - started, common)
+            per_chunk.record((ended - first_chunk) / max(chunks - 1, 1), common)
+            arguments = None
+            tool_calls = completion.choices[0].message.tool_calls
+            if tool_calls:
+                arguments = tool_calls[0].function.arguments
+            return Result("".join(parts), arguments, chunks, first)
+
+        return await _gather(n, one)
 
 
 async def run_asyncchat_text(
@@ -452,6 +528,7 @@ RUNNERS: dict[str, Runner] = {
     "asyncchat-text": run_asyncchat_text,
     "asyncchat-otel": run_asyncchat_otel,
     "asyncchat-otel-off": run_asyncchat_otel_off,
+    "asyncchat-otel-hand": run_asyncchat_otel_hand,
     "asyncchat-events": run_asyncchat_events,
     "asyncchat-partial": run_asyncchat_partial,
     "openai": run_openai,
@@ -470,14 +547,16 @@ REQUIREMENTS = {
     "openai-stream": ("openai", "httpx2"),
     "asyncchat-otel": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
     "asyncchat-otel-off": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
+    "asyncchat-otel-hand": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
     "httpx-sse": ("httpx", "httpx_sse"),
 }
 
 
 # What an application does once, at its start, before the measured run.
-STARTUP: dict[str, Callable[[], None]] = {
+STARTUP: dict[str, Callable[[], object]] = {
     "asyncchat-otel": _start_otel_application,
     "asyncchat-otel-off": _set_up_otel_sdk,
+    "asyncchat-otel-hand": _set_up_otel_sdk,
 }
 
 

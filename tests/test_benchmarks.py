@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.__main__ import memory_slopes, summarize
+from benchmarks.__main__ import LoadServer, memory_slopes, summarize
 from benchmarks.micro import accumulator_benchmark, decoder_benchmark
 from benchmarks.scenarios import SCENARIOS, build
 
@@ -22,6 +22,7 @@ LOCAL_RUNNERS = [
     "asyncchat-events",
     "asyncchat-otel",
     "asyncchat-otel-off",
+    "asyncchat-otel-hand",
     "asyncchat-partial",
     "aiohttp-readline",
     "floor-raw",
@@ -77,6 +78,48 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
         assert run["chunks"] == run["n"] * build(run["scenario"]).chunk_count
         assert run["connections_opened"] == run["n"]
     assert {row["runner"] for row in report["summary"]} == set(LOCAL_RUNNERS)
+
+
+@pytest.mark.parametrize("runner", ["asyncchat-otel", "asyncchat-otel-hand"])
+def test_the_telemetry_runners_record_a_span_and_three_histograms_a_stream(
+    runner: str,
+) -> None:
+    # The hand-instrumented runner stands for the SDK's own cost only if it makes
+    # the calls asyncchat's telemetry makes: one span, and three histogram records.
+    script = f"""
+import asyncio, json, sys
+from benchmarks import clients
+from benchmarks.scenarios import build
+spans, reader = clients.STARTUP[{runner!r}]()
+results = asyncio.run(clients.RUNNERS[{runner!r}](sys.argv[1], 3, "token", build("token")))
+assert all(isinstance(r, clients.Result) for r in results), results
+counts = {{
+    metric.name: sum(point.count for point in metric.data.data_points)
+    for resource in reader.get_metrics_data().resource_metrics
+    for scope in resource.scope_metrics
+    for metric in scope.metrics
+}}
+print(json.dumps({{"spans": [s.name for s in spans.get_finished_spans()], "metrics": counts}}))
+"""
+    server = LoadServer()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script, server.url],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads(result.stdout)
+    assert recorded["spans"] == ["chat token"] * 3
+    assert recorded["metrics"] == {
+        "gen_ai.client.operation.duration": 3,
+        "gen_ai.client.operation.time_to_first_chunk": 3,
+        "gen_ai.client.operation.time_per_output_chunk": 3,
+    }
 
 
 def test_summary_medians_and_ratios() -> None:
