@@ -74,29 +74,35 @@ async def run_asyncchat(
     async with _asyncchat_client(url, n, telemetry) as client:
 
         async def one() -> Result:
-            parts: list[str] = []
-            first = 0.0
-            chunks = 0
             stream = await client.chat.completions.create(
                 model=scenario, messages=MESSAGES, stream=True
             )
-            async with stream:
-                async for chunk in stream:
-                    chunks += 1
-                    if chunk.choices:
-                        delta = chunk.choices[0].delta
-                        if delta.content:
-                            parts.append(delta.content)
-                            first = first or time.perf_counter()
-                        elif delta.tool_calls:
-                            first = first or time.perf_counter()
-            arguments = None
-            tool_calls = stream.completion.choices[0].message.tool_calls
-            if tool_calls:
-                arguments = tool_calls[0].function.arguments
-            return Result("".join(parts), arguments, chunks, first)
+            return await _read_stream(stream)
 
         return await _gather(n, one)
+
+
+async def _read_stream(stream: Any) -> Result:
+    """An asyncchat stream read as its users read it: the text from each delta, the
+    tool call's arguments from the assembled completion."""
+    parts: list[str] = []
+    first = 0.0
+    chunks = 0
+    async with stream:
+        async for chunk in stream:
+            chunks += 1
+            if chunk.choices:
+                delta = chunk.choices[0].delta
+                if delta.content:
+                    parts.append(delta.content)
+                    first = first or time.perf_counter()
+                elif delta.tool_calls:
+                    first = first or time.perf_counter()
+    arguments = None
+    tool_calls = stream.completion.choices[0].message.tool_calls
+    if tool_calls:
+        arguments = tool_calls[0].function.arguments
+    return Result("".join(parts), arguments, chunks, first)
 
 
 def _set_up_otel_sdk() -> tuple[Any, Any]:
@@ -169,26 +175,16 @@ async def run_asyncchat_otel_hand(
     async with _asyncchat_client(url, n, telemetry=False) as client:
 
         async def one() -> Result:
-            parts: list[str] = []
-            first = first_chunk = 0.0
-            chunks = 0
             started = time.perf_counter()
             span = tracer.start_span(f"chat {scenario}", kind=SpanKind.CLIENT, attributes=common)
             stream = await client.chat.completions.create(
                 model=scenario, messages=MESSAGES, stream=True
             )
-            async with stream:
-                async for chunk in stream:
-                    chunks += 1
-                    first_chunk = first_chunk or time.perf_counter()
-                    if chunk.choices:
-                        delta = chunk.choices[0].delta
-                        if delta.content:
-                            parts.append(delta.content)
-                            first = first or time.perf_counter()
-                        elif delta.tool_calls:
-                            first = first or time.perf_counter()
+            result = await _read_stream(stream)
             ended = time.perf_counter()
+            # The first fragment's time stands for the first chunk's: the values
+            # recorded do not change what recording them costs.
+            first = result.first_token_at - started
             completion = stream.completion
             span.set_attributes(
                 {
@@ -197,18 +193,14 @@ async def run_asyncchat_otel_hand(
                     "gen_ai.response.finish_reasons": [
                         choice.finish_reason or "" for choice in completion.choices
                     ],
-                    "gen_ai.response.time_to_first_chunk": first_chunk - started,
+                    "gen_ai.response.time_to_first_chunk": first,
                 }
             )
             span.end()
             duration.record(ended - started, {**common, "gen_ai.response.model": completion.model})
-            to_first.record(first_chunk - started, common)
-            per_chunk.record((ended - first_chunk) / max(chunks - 1, 1), common)
-            arguments = None
-            tool_calls = completion.choices[0].message.tool_calls
-            if tool_calls:
-                arguments = tool_calls[0].function.arguments
-            return Result("".join(parts), arguments, chunks, first)
+            to_first.record(first, common)
+            per_chunk.record((ended - result.first_token_at) / max(result.chunks - 1, 1), common)
+            return result
 
         return await _gather(n, one)
 
