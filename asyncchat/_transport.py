@@ -43,7 +43,7 @@ _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 # object. That is above glibc malloc's 128 KiB mmap threshold, so whenever the heap
 # has no free hole that large (any allocation the application keeps, a telemetry
 # span for one, can take it) every read maps fresh pages from the kernel, faults
-# them in, and unmaps them: three syscalls and a page fault per page, per chunk.
+# them in, and unmaps them: three syscalls and a page fault per page, per read.
 # Reads of at most 64 KiB always come from the heap; a stream's reads are a few KiB.
 _MAX_READ = 64 * 1024
 
