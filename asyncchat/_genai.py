@@ -3,15 +3,16 @@ its answer, read from their JSON bodies.
 
 Shaping only: no OpenTelemetry here (`_telemetry` hands the results to it). A value
 a server sends of another type than the conventions give is left out, not recorded
-wrong; the API key is never read (headers are not), and messages are shaped only
-when asked for.
+wrong, and no shape of JSON makes these raise: telemetry must never fail a request.
+The API key is never read (headers are not), and messages are shaped only when
+asked for.
 """
 
 from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -55,6 +56,13 @@ _TEXT_FIELDS = frozenset({"reasoning_effort", "encoding_format"})
 # Every body field that can give the span an attribute: the table's, and those
 # shaped by hand below.
 _ATTRIBUTE_FIELDS = frozenset(_REQUEST_ATTRIBUTES) | {"stop", "n", "response_format"}
+# Attribute integers are 64-bit in OTLP: its exporter cannot encode a larger one
+# (it logs a traceback and drops the attribute).
+_INT64 = 2**63
+
+
+def _is_int64(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64
 
 
 def provider_of(base_url: str) -> str:
@@ -83,15 +91,18 @@ def request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
         name = _REQUEST_ATTRIBUTES.get(field)
         if name is None or isinstance(value, bool):
             continue
-        if isinstance(value, str if field in _TEXT_FIELDS else (int, float)):
-            attributes[name] = [value] if name.endswith("formats") else value
+        if field in _TEXT_FIELDS:
+            if isinstance(value, str):
+                attributes[name] = [value] if name.endswith("formats") else value
+        elif isinstance(value, float) or _is_int64(value):
+            attributes[name] = value
     stop = body.get("stop")
     if isinstance(stop, str):
         attributes["gen_ai.request.stop_sequences"] = [stop]
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
         attributes["gen_ai.request.stop_sequences"] = stop
     n = body.get("n")
-    if isinstance(n, int) and not isinstance(n, bool) and n != 1:
+    if _is_int64(n) and n != 1:
         attributes["gen_ai.request.choice.count"] = n
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") in (
@@ -113,11 +124,11 @@ def response_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
         attributes["gen_ai.response.model"] = model
     choices = data.get("choices")
     if isinstance(choices, list):
-        reasons = [
-            choice.get("finish_reason") or ""
-            for choice in choices
-            if isinstance(choice, dict) and "finish_reason" in choice
-        ]
+        reasons = []
+        for choice in choices:
+            if isinstance(choice, dict) and "finish_reason" in choice:
+                reason = choice["finish_reason"]
+                reasons.append(reason if isinstance(reason, str) else "")
         if reasons:
             attributes["gen_ai.response.finish_reasons"] = reasons
     usage = data.get("usage")
@@ -138,12 +149,17 @@ def response_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
 def _add_count(attributes: dict[str, Any], name: str, counts: dict[str, Any], key: str) -> None:
     """`counts[key]` as attribute `name`, when it is a token count (an int, not negative)."""
     count = counts.get(key)
-    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+    if _is_int64(count) and count >= 0:
         attributes[name] = count
 
 
-def _parts(message: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A message's content as the conventions' parts."""
+def _parts(message: Any) -> list[dict[str, Any]]:
+    """A message's content as the conventions' parts (none for what is not a message)."""
+    if not isinstance(message, dict):
+        return []
+    if message.get("role") == "tool":
+        return [{"type": "tool_call_response", "id": message.get("tool_call_id"),
+                 "response": message.get("content")}]  # fmt: skip
     parts: list[dict[str, Any]] = []
     content = message.get("content")
     if isinstance(content, str) and content:
@@ -153,32 +169,40 @@ def _parts(message: Mapping[str, Any]) -> list[dict[str, Any]]:
             if isinstance(part, dict) and part.get("type") == "text":
                 parts.append({"type": "text", "content": part.get("text")})
             elif isinstance(part, dict) and part.get("type") == "image_url":
-                url = (part.get("image_url") or {}).get("url", "")
-                if isinstance(url, str) and not url.startswith("data:"):
-                    parts.append({"type": "uri", "modality": "image", "uri": url})
-                else:
-                    parts.append({"type": "blob", "modality": "image"})  # the bytes left out
-    for call in message.get("tool_calls") or ():
-        if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                parts.append(_image_part(part.get("image_url")))
+    tool_calls = message.get("tool_calls")
+    for call in tool_calls if isinstance(tool_calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
             parts.append(
                 {
                     "type": "tool_call",
                     "id": call.get("id"),
-                    "name": call["function"].get("name"),
-                    "arguments": call["function"].get("arguments"),
+                    "name": function.get("name"),
+                    "arguments": function.get("arguments"),
                 }
             )
-    if message.get("role") == "tool":
-        return [{"type": "tool_call_response", "id": message.get("tool_call_id"),
-                 "response": message.get("content")}]  # fmt: skip
     return parts
 
 
-def input_messages(messages: Any) -> str:
-    """`gen_ai.input.messages`: the request's messages as the conventions' JSON."""
+def _image_part(image: Any) -> dict[str, Any]:
+    """An image given as `{"url": ...}` (or, as some servers take it, the address
+    alone): its address, or for inline bytes only that there was one."""
+    url = image.get("url") if isinstance(image, dict) else image
+    if isinstance(url, str) and url and not url.startswith("data:"):
+        return {"type": "uri", "modality": "image", "uri": url}
+    return {"type": "blob", "modality": "image"}
+
+
+def input_messages(sent: Any) -> str:
+    """`gen_ai.input.messages`: the messages of a request body as it was sent (its
+    JSON decoded), as the conventions' JSON. What was sent, not the caller's objects:
+    a message taken from an earlier answer (an agent's loop) is there as the server
+    saw it."""
+    messages = sent.get("messages") if isinstance(sent, dict) else None
     shaped = [
         {"role": message.get("role"), "parts": _parts(message)}
-        for message in messages or ()
+        for message in _list(messages)
         if isinstance(message, dict)
     ]
     return orjson.dumps(shaped).decode()
@@ -189,10 +213,15 @@ def output_messages(data: Mapping[str, Any]) -> str:
     shaped = [
         {
             "role": "assistant",
-            "parts": _parts(choice.get("message") or {}),
+            "parts": _parts(choice.get("message")),
             "finish_reason": choice.get("finish_reason"),
         }
-        for choice in data.get("choices") or ()
+        for choice in _list(data.get("choices"))
         if isinstance(choice, dict)
     ]
     return orjson.dumps(shaped).decode()
+
+
+def _list(value: Any) -> list[Any]:
+    """`value` when it is a list, else nothing to iterate."""
+    return value if isinstance(value, list) else []

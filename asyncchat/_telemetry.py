@@ -17,15 +17,21 @@ metrics `gen_ai.client.inference.*`, `gen_ai.request.stream`); a stream's span
 carries `gen_ai.response.time_to_first_chunk` in both. Messages are recorded only with
 `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never a header, so
 never the API key.
+
+Telemetry never fails a request: an error in recording one (a span processor of the
+application's that raises, say) is logged, the span ends as it is, and the request
+goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import time
 import urllib.parse
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Concatenate, ParamSpec
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -38,6 +44,8 @@ from asyncchat._genai import (
     request_attributes,
     response_attributes,
 )
+from asyncchat._http import Request
+from asyncchat._logging import logger
 from asyncchat._timing import StreamTiming
 from asyncchat._version import __version__
 from asyncchat.accumulate import ChatCompletionAccumulator
@@ -148,21 +156,29 @@ class Telemetry:
         self._provider_set = False
         self._targets: dict[tuple[str, str, str | None], _Target] = {}
 
-    def start(self, path: str, body: Mapping[str, Any] | None, url: str) -> Operation | None:
-        """The span of a request, begun; None for what the conventions do not cover
-        (listing models), and while no SDK is configured (every span and measure
-        would be dropped: nothing is timed for nothing)."""
+    def start(self, request: Request, body: Mapping[str, Any] | None) -> Operation | None:
+        """The span of a request (`body` is its JSON body as given), begun; None for
+        what the conventions do not cover (listing models), while no SDK is
+        configured (every span and measure would be dropped: nothing is timed for
+        nothing), and if beginning it failed."""
+        try:
+            return self._start(request, body or {})
+        except Exception as error:
+            _report(error)
+            return None
+
+    def _start(self, request: Request, body: Mapping[str, Any]) -> Operation | None:
         if not self._provider_set:
             if not _configured():
                 return None
             self._provider_set = True  # a provider, once set, cannot be unset
-        if path.endswith("/chat/completions"):
+        url = request.url
+        if url.endswith("/chat/completions"):
             operation = "chat"
-        elif path.endswith("/embeddings"):
+        elif url.endswith("/embeddings"):
             operation = "embeddings"
         else:
             return None
-        body = body or {}
         model = body.get("model")
         key = (operation, url, model if isinstance(model, str) else None)
         target = self._targets.get(key)
@@ -170,7 +186,7 @@ class Telemetry:
             if len(self._targets) >= _TARGETS_KEPT:
                 self._targets.clear()  # models named per request: keep memory bounded
             target = self._targets[key] = _Target(operation, url, key[2], self.latest)
-        return Operation(self, target, body)
+        return Operation(self, target, body, request)
 
 
 class _Target:
@@ -227,12 +243,54 @@ class _Answered:
             self.output_tokens = {**attributes, "gen_ai.token.type": "output"}
 
 
+_failures = 0  # of telemetry itself, in this process
+
+
+def _report(error: Exception) -> None:
+    """Log a failure of telemetry's own: the first as a warning with its traceback,
+    the rest at debug (a broken exporter would otherwise write one per request)."""
+    global _failures
+    _failures += 1
+    if _failures == 1:
+        logger.warning(
+            "asyncchat telemetry could not record a request, which went on unaffected "
+            "(later failures are logged at debug): %s: %s",
+            type(error).__name__,
+            error,
+            exc_info=error,
+        )
+    else:
+        logger.debug("asyncchat telemetry failed again: %s: %s", type(error).__name__, error)
+
+
+_P = ParamSpec("_P")
+
+
+def _never_fails(
+    step: Callable[Concatenate[Operation, _P], None],
+) -> Callable[Concatenate[Operation, _P], None]:
+    """An operation's step that cannot fail its request: on an error, `_report` it
+    and end the span as it is."""
+
+    @functools.wraps(step)
+    def guarded(operation: Operation, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            step(operation, *args, **kwargs)
+        except Exception as error:
+            _report(error)
+            operation.abandon()
+
+    return guarded
+
+
 class Operation:
     """One logical request's span and measurements, from its start to its end."""
 
     __slots__ = ("_ended", "name", "span", "started", "target", "telemetry")
 
-    def __init__(self, telemetry: Telemetry, target: _Target, body: Mapping[str, Any]) -> None:
+    def __init__(
+        self, telemetry: Telemetry, target: _Target, body: Mapping[str, Any], request: Request
+    ) -> None:
         self.telemetry = telemetry
         self.target = target
         self.name = name = target.name
@@ -242,7 +300,7 @@ class Operation:
         if telemetry.latest and name == "chat":
             requested["gen_ai.request.stream"] = bool(body.get("stream"))
         if telemetry.capture_content and name == "chat":
-            requested["gen_ai.input.messages"] = input_messages(body.get("messages"))
+            requested["gen_ai.input.messages"] = input_messages(request.json())
         if requested:
             attributes = {**attributes, **requested}
         self.span = telemetry.tracer.start_span(
@@ -250,6 +308,14 @@ class Operation:
         )
         self._ended = False
 
+    def abandon(self) -> None:
+        """End the span as it is: recording the request failed (see `_never_fails`)."""
+        if not self._ended:
+            self._ended = True
+            with contextlib.suppress(Exception):
+                self.span.end()
+
+    @_never_fails
     def retried(self, attempt: int, error: BaseException, delay: float) -> None:
         """An attempt failed and another follows in `delay` seconds."""
         self.span.add_event(
@@ -257,6 +323,7 @@ class Operation:
             {"retry.attempt": attempt + 1, "error.type": error_type(error), "retry.delay": delay},
         )
 
+    @_never_fails
     def failed(self, error: BaseException) -> None:
         """The request ended in `error` (the last attempt's, or a cancellation)."""
         if self._ended:
@@ -272,6 +339,7 @@ class Operation:
             time.perf_counter() - self.started, {**self.target.common, "error.type": kind}
         )
 
+    @_never_fails
     def succeeded(self, data: Mapping[str, Any]) -> None:
         """A whole answer arrived (not streamed): its response attributes, then the end."""
         self._finish(data, None)
@@ -280,6 +348,7 @@ class Operation:
         """What times the stream this request's answer is; it ends the span."""
         return StreamTiming(self.started, [self._stream_ended])
 
+    @_never_fails
     def _stream_ended(
         self,
         timing: StreamTiming,

@@ -260,7 +260,7 @@ class Client:
         operation = (
             None
             if telemetry is None or isinstance(body, FileUpload)
-            else telemetry.start(path, body, request.url)
+            else telemetry.start(request, body)
         )
         issued = time.perf_counter()
         observers = self._observers

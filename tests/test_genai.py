@@ -7,10 +7,13 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asyncchat._genai import (
     error_type,
     input_messages,
+    output_messages,
     provider_of,
     request_attributes,
     response_attributes,
@@ -99,13 +102,14 @@ def test_error_types() -> None:
 def test_input_messages_leave_inline_image_bytes_out() -> None:
     shaped = json.loads(
         input_messages(
-            [
+            {"model": "m", "messages": [
                 {"role": "user", "content": [
                     {"type": "text", "text": "what is this?"},
                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": "https://example.com/cat.png"},
                 ]},
                 {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
-            ]
+            ]}
         )
     )  # fmt: skip
     assert shaped == [
@@ -114,6 +118,8 @@ def test_input_messages_leave_inline_image_bytes_out() -> None:
             "parts": [
                 {"type": "text", "content": "what is this?"},
                 {"type": "blob", "modality": "image"},
+                # The address alone, as some servers take it.
+                {"type": "uri", "modality": "image", "uri": "https://example.com/cat.png"},
             ],
         },
         {
@@ -121,3 +127,51 @@ def test_input_messages_leave_inline_image_bytes_out() -> None:
             "parts": [{"type": "tool_call_response", "id": "call_1", "response": "18C"}],
         },
     ]
+
+
+# JSON as servers and callers send it, biased to the names the shaping reads, with
+# integers past what OTLP's 64 bits hold.
+_NAMES = ["id", "model", "choices", "message", "finish_reason", "usage", "prompt_tokens",
+          "completion_tokens", "prompt_tokens_details", "cached_tokens",
+          "completion_tokens_details", "reasoning_tokens", "messages", "role", "content",
+          "type", "text", "image_url", "url", "tool_calls", "function", "name", "arguments",
+          "tool_call_id", "max_tokens", "temperature", "seed", "stop", "n",
+          "response_format", "reasoning_effort", "encoding_format"]  # fmt: skip
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**64)
+    | st.floats(allow_nan=False)
+    | st.sampled_from(["user", "tool", "text", "image_url", "stop", "data:x", "http://x/y"])
+    | st.text(max_size=5)
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(_NAMES) | st.text(max_size=3), inner, max_size=6)
+    ),
+    max_leaves=30,
+)
+_OBJECTS = st.dictionaries(st.sampled_from(_NAMES), _JSON, max_size=8)
+
+
+def _is_attribute_value(value: Any) -> bool:
+    """What OTLP carries: a string, bool, 64-bit int or double, or a list of one kind."""
+    if isinstance(value, list):
+        kinds = {type(item) for item in value}
+        return len(kinds) <= 1 and all(_is_attribute_value(item) for item in value)
+    if isinstance(value, (bool, str, float)):
+        return True
+    return isinstance(value, int) and -(2**63) <= value < 2**63
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OBJECTS)
+def test_no_shape_of_json_breaks_the_shaping(data: dict[str, Any]) -> None:
+    """Telemetry must never fail a request: whatever a server answers or a caller
+    sends, the attributes come out as values OTLP can carry, the messages as JSON."""
+    for attributes in (request_attributes(data), response_attributes(data)):
+        assert all(_is_attribute_value(value) for value in attributes.values()), attributes
+    assert isinstance(json.loads(output_messages(data)), list)
+    assert isinstance(json.loads(input_messages(data)), list)

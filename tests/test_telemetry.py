@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,12 +13,13 @@ import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 import asyncchat
+from asyncchat import _telemetry
 from asyncchat.testing import MockServer, StreamStyle
 
 from .conftest import API_KEY, run_python
@@ -307,6 +309,88 @@ async def test_message_content_only_when_opted_in(
         }
     ]
     assert API_KEY not in json.dumps(dict(span.attributes))
+
+
+async def test_captured_input_messages_are_what_was_sent(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent's loop sends back the answer's own message object: it is recorded too."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        first = await client.chat.completions.create(model="m-loop", messages=user("One"))
+        EXPORTER.clear()
+        await client.chat.completions.create(
+            model="m-loop", messages=[*user("One"), first.choices[0].message, *user("Two")]
+        )
+    [span] = spans()
+    assert span.attributes is not None
+    shaped = json.loads(str(span.attributes["gen_ai.input.messages"]))
+    assert [(m["role"], m["parts"][0]["content"]) for m in shaped] == [
+        ("user", "One"),
+        ("assistant", "You said: One"),
+        ("user", "Two"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "choices",
+    [
+        [{"index": 0, "message": "just text", "finish_reason": "stop"}],
+        [{"index": 0, "message": {"content": "hi", "tool_calls": True}, "finish_reason": 5}],
+        {"0": {"message": {"content": "hi"}}},
+    ],
+)
+async def test_an_answer_of_an_unforeseen_shape_is_recorded_not_raised(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch, choices: Any
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    server.enqueue(json={"id": "odd-1", "model": "m-odd", "choices": choices})
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        completion = await client.chat.completions.create(model="m-odd", messages=user())
+    assert completion.id == "odd-1"
+    [span] = spans()
+    assert span.attributes is not None
+    assert span.attributes["gen_ai.response.id"] == "odd-1"
+    assert isinstance(json.loads(str(span.attributes["gen_ai.output.messages"])), list)
+    assert span.status.status_code is not StatusCode.ERROR
+
+
+class _BrokenProcessor(SpanProcessor):
+    """A span processor of the application's that raises, for two models only."""
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        if span.name == "chat m-broken-start":
+            raise RuntimeError("the processor broke on start")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.name == "chat m-broken-end":
+            raise RuntimeError("the processor broke on end")
+
+
+async def test_a_failure_in_telemetry_never_fails_the_request(
+    client: asyncchat.Client,
+    server: MockServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(_BrokenProcessor())
+    monkeypatch.setattr(_telemetry, "_failures", 0)
+    caplog.set_level(logging.DEBUG, logger="asyncchat")
+    for model in ("m-broken-start", "m-broken-end"):
+        completion = await client.chat.completions.create(model=model, messages=user("Hi"))
+        assert completion.choices[0].message.content == "You said: Hi"
+        stream = await client.chat.completions.create(model=model, messages=user("Hi"), stream=True)
+        async with stream:
+            texts = [c.choices[0].delta.content async for c in stream if c.choices]
+        assert "".join(t or "" for t in texts) == "You said: Hi"
+    assert server.connection_count == 1  # every answer read to its end, the connection pooled
+    failures = [r for r in caplog.records if "asyncchat telemetry" in r.getMessage()]
+    assert len(failures) == 4  # one per request
+    assert [r.levelno for r in failures] == [logging.WARNING] + [logging.DEBUG] * 3
+    assert "RuntimeError: the processor broke on start" in failures[0].getMessage()
+    assert "the processor broke on end" in failures[-1].getMessage()
 
 
 async def test_latest_conventions_on_opt_in(
