@@ -144,8 +144,8 @@ class AiohttpResponse(Response):
 
 def _cap_reads(raw: aiohttp.ClientResponse) -> None:
     """Read the rest of this connection's responses in pieces of at most `_MAX_READ`
-    bytes (only asyncio's plain-socket transport has the setting: uvloop reads
-    into one reused buffer, and a TLS transport does not expose its own)."""
+    bytes: asyncio's plain-socket transport. uvloop reads into one reused buffer,
+    and TLS connections measured clean without a cap (the README's Performance)."""
     connection = raw.connection
     transport = connection.transport if connection is not None else None
     if getattr(transport, "max_size", 0) > _MAX_READ:
