@@ -217,9 +217,7 @@ class RunTally:
         self.done_before = results.succeeded | results.failed
         self.succeeded = len(results.succeeded)
         self.failed = len(results.failed)
-        self.status = _Progress(
-            progress, len(ids), len(self.done_before), clock, counts_in_flight
-        )
+        self.status = _Progress(progress, len(ids), len(self.done_before), clock, counts_in_flight)
         self.fatal: APIStatusError | None = None
         self.notes: list[str] = []
         self.started = time.monotonic()

@@ -416,9 +416,10 @@ async def test_error_event_split_across_reads() -> None:
 async def test_mock_server_keeps_a_providers_limit_with_retry_after() -> None:
     """`MockServer(requests_per_minute=)`: the request over the limit gets a 429 whose
     headers say when to come back."""
-    async with MockServer(requests_per_minute=60) as server, asyncchat.Client(
-        base_url=server.base_url, api_key="k", max_retries=0
-    ) as client:
+    async with (
+        MockServer(requests_per_minute=60) as server,
+        asyncchat.Client(base_url=server.base_url, api_key="k", max_retries=0) as client,
+    ):
         await client.chat.completions.create(model="m", messages=USER)
         with pytest.raises(asyncchat.RateLimitError) as caught:
             await client.chat.completions.create(model="m", messages=USER)
@@ -430,9 +431,10 @@ async def test_mock_server_keeps_a_providers_limit_with_retry_after() -> None:
 
 async def test_a_fan_out_against_a_providers_limit_finishes() -> None:
     """Its 429s pause the whole fan-out, retried after Retry-After: everything lands."""
-    async with MockServer(requests_per_minute=600) as server, asyncchat.Client(
-        base_url=server.base_url, api_key="k", max_retries=5
-    ) as client:
+    async with (
+        MockServer(requests_per_minute=600) as server,
+        asyncchat.Client(base_url=server.base_url, api_key="k", max_retries=5) as client,
+    ):
         requests = [{"model": "m", "messages": USER}] * 20
         results = await client.chat.batch(requests, concurrency=8)
     assert all(isinstance(result, asyncchat.ChatCompletion) for result in results)
