@@ -14,7 +14,8 @@ the stream does, however it ends, with the time to the first chunk. Names follow
 the conventions of semantic-conventions v1.41 unless `OTEL_SEMCONV_STABILITY_OPT_IN`
 holds `gen_ai_latest_experimental`, which switches to the newer ones (inference
 metrics `gen_ai.client.inference.*`, `gen_ai.request.stream`); a stream's span
-carries `gen_ai.response.time_to_first_chunk` in both. Messages are recorded only with
+carries `gen_ai.response.time_to_first_chunk` in both. The request carries the span's
+trace context to the server (`traceparent`). Messages are recorded only with
 `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never a header, so
 never the API key.
 
@@ -92,6 +93,18 @@ def _configured() -> bool:
     )
 
 
+def _injector() -> Callable[..., None] | None:
+    """The global propagators' `inject`; None when OTEL_PROPAGATORS names one that
+    cannot be loaded (a misspelling, or `none` before opentelemetry-api 1.33: the
+    API raises on import), and then requests carry no trace context."""
+    try:
+        from opentelemetry import propagate
+    except ValueError as error:
+        logger.warning("asyncchat telemetry sends no trace context: %s", error)
+        return None
+    return propagate.inject
+
+
 def _histogram(meter: Any, name: str, unit: str, description: str, buckets: list[Any]) -> Any:
     """A histogram with the conventions' bucket boundaries, where the API takes them."""
     try:
@@ -153,6 +166,7 @@ class Telemetry:
                 "Number of input and output tokens used", _TOKEN_BUCKETS,
             )  # fmt: skip
 
+        self.inject = _injector()
         self._provider_set = False
         self._targets: dict[tuple[str, str, str | None], _Target] = {}
 
@@ -307,6 +321,22 @@ class Operation:
             target.span_name, kind=SpanKind.CLIENT, attributes=attributes
         )
         self._ended = False
+        self._send_trace_context(request)
+
+    @_never_fails
+    def _send_trace_context(self, request: Request) -> None:
+        """Give the request the span's trace context (W3C `traceparent`, or what
+        OTEL_PROPAGATORS names), so that a server which traces, vLLM for one,
+        continues the trace under this span. A header of the caller's is kept."""
+        inject = self.telemetry.inject
+        if inject is None:
+            return
+        carrier: dict[str, str] = {}
+        inject(carrier, context=trace.set_span_in_context(self.span))
+        if carrier:
+            given = {name.lower() for name in request.headers}
+            added = {k: v for k, v in carrier.items() if k.lower() not in given}
+            request.headers = {**request.headers, **added}
 
     def abandon(self) -> None:
         """End the span as it is: recording the request failed (see `_never_fails`)."""

@@ -151,12 +151,13 @@ async def run_asyncchat_otel_hand(
     url: str, n: int, scenario: str, expected: Stream
 ) -> list[Result | BaseException]:
     """`telemetry=False`, and the application making by hand the OpenTelemetry calls
-    asyncchat makes for a stream: one span with the same attributes, and the duration,
-    time to first chunk and time per chunk histograms. The SDK's own cost, which any
-    instrumentation pays, next to what asyncchat's adds to it."""
+    asyncchat makes for a stream: one span with the same attributes, its trace context
+    in the request's headers, and the duration, time to first chunk and time per chunk
+    histograms. The SDK's own cost, which any instrumentation pays, next to what
+    asyncchat's adds to it."""
     from urllib.parse import urlsplit
 
-    from opentelemetry import metrics, trace
+    from opentelemetry import metrics, propagate, trace
     from opentelemetry.trace import SpanKind
 
     tracer = trace.get_tracer("bench")
@@ -177,8 +178,10 @@ async def run_asyncchat_otel_hand(
         async def one() -> Result:
             started = time.perf_counter()
             span = tracer.start_span(f"chat {scenario}", kind=SpanKind.CLIENT, attributes=common)
+            headers: dict[str, str] = {}
+            propagate.inject(headers, context=trace.set_span_in_context(span))
             stream = await client.chat.completions.create(
-                model=scenario, messages=MESSAGES, stream=True
+                model=scenario, messages=MESSAGES, stream=True, extra_headers=headers
             )
             result = await _read_stream(stream)
             ended = time.perf_counter()
@@ -532,14 +535,17 @@ RUNNERS: dict[str, Runner] = {
     "floor-parse": run_floor_parse,
 }
 
+# The SDK, and the propagators (loaded on first import): telemetry's requests carry
+# their trace context.
+_OTEL = ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics", "opentelemetry.propagate")
 # What each runner needs installed beyond asyncchat's own dependencies.
 REQUIREMENTS = {
     "openai": ("openai", "httpx2"),
     "openai-aiohttp": ("openai", "httpx2"),
     "openai-stream": ("openai", "httpx2"),
-    "asyncchat-otel": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
+    "asyncchat-otel": _OTEL,
     "asyncchat-otel-off": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
-    "asyncchat-otel-hand": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
+    "asyncchat-otel-hand": _OTEL,
     "httpx-sse": ("httpx", "httpx_sse"),
 }
 

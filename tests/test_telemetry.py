@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -188,6 +190,79 @@ async def test_a_cancelled_or_abandoned_stream_still_ends_its_span(
     [span] = spans()
     assert span.status.status_code is StatusCode.UNSET
     assert "asyncchat.stream_closed_early" in [event.name for event in span.events]
+
+
+async def test_the_server_is_told_the_span_its_work_belongs_to(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Each request carries its span's W3C trace context, so a server that traces
+    (vLLM does) continues the trace; the span is a child of the application's."""
+    own = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    with trace.get_tracer("app").start_as_current_span("handle") as parent:
+        await client.chat.completions.create(model="m-traced", messages=user())
+        stream = await client.chat.completions.create(
+            model="m-traced", messages=user(), stream=True
+        )
+        async with stream:
+            async for _ in stream:
+                pass
+        await client.chat.completions.create(
+            model="m-traced", messages=user(), extra_headers={"Traceparent": own}
+        )
+    traced = [span for span in spans() if span.name == "chat m-traced"]
+    sent = [request.headers for request in server.requests[-3:]]
+    assert len(traced) == 3
+    for span in traced:
+        assert span.parent is not None
+        assert span.parent.span_id == parent.get_span_context().span_id
+    for span, headers in zip(traced[:2], sent[:2], strict=True):
+        context = span.get_span_context()
+        assert headers["traceparent"] == (
+            f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        )
+        assert context.trace_flags.sampled
+    # A trace context the caller set is sent as it was given, and only once.
+    assert [v for k, v in sent[2].items() if k.lower() == "traceparent"] == [own]
+
+
+_PROPAGATORS_APP = (
+    "import asyncio, os, sys\n"
+    "os.environ['OTEL_PROPAGATORS'] = sys.argv[1]\n"
+    "from opentelemetry import trace\n"
+    "from opentelemetry.sdk.trace import TracerProvider\n"
+    "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+    "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+    "exporter = InMemorySpanExporter()\n"
+    "provider = TracerProvider()\n"
+    "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+    "trace.set_tracer_provider(provider)\n"
+    "import asyncchat\n"
+    "from asyncchat.testing import MockServer\n"
+    "async def main():\n"
+    "    async with MockServer() as server:\n"
+    "        async with asyncchat.Client(base_url=server.base_url, api_key='k') as client:\n"
+    "            await client.chat.completions.create(model='m', messages=[{'role': 'user',"
+    " 'content': 'hi'}])\n"
+    "        print(sorted(k.lower() for k in server.requests[0].headers))\n"
+    "    print([span.name for span in exporter.get_finished_spans()])\n"
+    "asyncio.run(main())\n"
+)
+
+
+@pytest.mark.parametrize("propagators", ["baggage", "no-such-propagator"])
+def test_otel_propagators_choose_what_is_sent(propagators: str) -> None:
+    """`baggage` alone sends no trace context; a name the API cannot load costs the
+    trace context (a warning says so), not the request or its span."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PROPAGATORS_APP, propagators], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    headers, names = done.stdout.splitlines()
+    assert "'authorization'" in headers  # the headers were read
+    assert "traceparent" not in headers
+    assert names == "['chat m']"
+    if propagators == "no-such-propagator":
+        assert "asyncchat telemetry sends no trace context" in done.stderr
 
 
 async def test_retries_are_events_on_one_span(client: asyncchat.Client, server: MockServer) -> None:
