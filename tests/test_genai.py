@@ -129,8 +129,8 @@ def test_input_messages_leave_inline_image_bytes_out() -> None:
     ]
 
 
-# JSON as servers and callers send it, biased to the names the shaping reads, with
-# integers past what OTLP's 64 bits hold.
+# JSON as servers and callers send it (decoded by orjson: integers from -2**63 to
+# 2**64 - 1, past what OTLP's signed 64 bits hold), biased to the names the shaping reads.
 _NAMES = ["id", "model", "choices", "message", "finish_reason", "usage", "prompt_tokens",
           "completion_tokens", "prompt_tokens_details", "cached_tokens",
           "completion_tokens_details", "reasoning_tokens", "messages", "role", "content",
@@ -140,7 +140,7 @@ _NAMES = ["id", "model", "choices", "message", "finish_reason", "usage", "prompt
 _SCALARS = (
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(2**64), max_value=2**64)
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.floats(allow_nan=False)
     | st.sampled_from(["user", "tool", "text", "image_url", "stop", "data:x", "http://x/y"])
     | st.text(max_size=5)
