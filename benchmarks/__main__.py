@@ -83,11 +83,12 @@ def _available(runner: str) -> str | None:
 class LoadServer:
     """The load server in its own process."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.load_server", "--port", "0"],
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

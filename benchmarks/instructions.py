@@ -8,6 +8,11 @@ interpreter's start and imports cancel out.
 
     python -m benchmarks.instructions --runners asyncchat floor-parse --scenarios bulk
 
+With `--split`, each count is taken again on streams `--scale` times as long,
+and split into what one more chunk costs and what a stream costs besides its
+chunks (the request, the response's headers, telemetry's span): a per-stream
+cost weighs less the longer the streams are, a per-chunk one does not.
+
 Needs valgrind (`apt-get install valgrind`). Under valgrind a client runs about 50
 times slower: keep the official SDK's runners to a few dozen streams.
 """
@@ -23,12 +28,18 @@ import sys
 
 from benchmarks.__main__ import LoadServer
 from benchmarks.clients import RUNNERS
-from benchmarks.scenarios import SCENARIOS, build
+from benchmarks.scenarios import SCENARIOS
 
 _TOTAL = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
-def count_instructions(runner: str, url: str, n: int, scenario: str) -> int:
+def _environment(scale: int) -> dict[str, str]:
+    # One hash seed for every run unless told otherwise: with a random one, dicts
+    # and sets lay out differently each run, moving counts a little.
+    return {"PYTHONHASHSEED": "0", **os.environ, "BENCH_STREAM_SCALE": str(scale)}
+
+
+def count_instructions(runner: str, url: str, n: int, scenario: str, scale: int = 1) -> int:
     """Instructions executed by one client process running n streams."""
     completed = subprocess.run(
         [
@@ -47,14 +58,36 @@ def count_instructions(runner: str, url: str, n: int, scenario: str) -> int:
         capture_output=True,
         text=True,
         check=True,
-        # One hash seed for every run unless told otherwise: with a random one,
-        # dicts and sets lay out differently each run, moving counts a little.
-        env={"PYTHONHASHSEED": "0", **os.environ},
+        env=_environment(scale),
     )
     match = _TOTAL.search(completed.stderr)
     if match is None:
         raise RuntimeError(f"no instruction count in valgrind's output: {completed.stderr[-300:]}")
     return int(match.group(1).replace(",", ""))
+
+
+def per_stream(
+    runner: str, url: str, scenario: str, small: int, large: int, scale: int = 1
+) -> float:
+    """Instructions per stream: the difference between runs of `small` and `large`
+    streams, divided by the difference in streams."""
+    difference = count_instructions(runner, url, large, scenario, scale) - count_instructions(
+        runner, url, small, scenario, scale
+    )
+    return difference / (large - small)
+
+
+def _chunk_count(scenario: str, scale: int) -> int:
+    """Chunks per stream of `scenario` at `scale` (what that process would build)."""
+    code = f"from benchmarks.scenarios import build; print(build({scenario!r}).chunk_count)"
+    output = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_environment(scale),
+    ).stdout
+    return int(output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--small", type=int, default=50, help="streams in the first run")
     parser.add_argument("--large", type=int, default=250, help="streams in the second run")
+    parser.add_argument(
+        "--split", action="store_true", help="also count on longer streams: per chunk, per stream"
+    )
+    parser.add_argument("--scale", type=int, default=5, help="how much longer, with --split")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
@@ -70,21 +107,34 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [runner for runner in args.runners if runner not in RUNNERS]
     if unknown or args.large <= args.small:
         parser.error(f"unknown runners {unknown}" if unknown else "--large must exceed --small")
-    server = LoadServer()
+    if args.split and args.scale < 2:
+        parser.error("--scale must be at least 2")
+    server = LoadServer(_environment(1))
+    longer = LoadServer(_environment(args.scale)) if args.split else None
     try:
         for scenario in args.scenarios:
-            chunks = build(scenario).chunk_count
+            chunks = _chunk_count(scenario, 1)
             for runner in args.runners:
-                small = count_instructions(runner, server.url, args.small, scenario)
-                large = count_instructions(runner, server.url, args.large, scenario)
-                per_stream = (large - small) / (args.large - args.small)
-                print(
-                    f"{scenario:6} {runner:17} {per_stream / 1e6:8.3f} M instructions per stream"
-                    f"  {per_stream / chunks / 1e3:7.1f} k per chunk",
-                    flush=True,
+                usual = per_stream(runner, server.url, scenario, args.small, args.large)
+                line = (
+                    f"{scenario:6} {runner:19} {usual / 1e6:8.3f} M instructions per stream"
+                    f"  {usual / chunks / 1e3:7.1f} k per chunk"
                 )
+                if longer is not None:
+                    more_chunks = _chunk_count(scenario, args.scale)
+                    long = per_stream(
+                        runner, longer.url, scenario, args.small, args.large, args.scale
+                    )
+                    per_chunk = (long - usual) / (more_chunks - chunks)
+                    fixed = usual - per_chunk * chunks
+                    line += (
+                        f"  = {per_chunk / 1e3:6.1f} k per chunk + {fixed / 1e6:6.3f} M per stream"
+                    )
+                print(line, flush=True)
     finally:
         server.stop()
+        if longer is not None:
+            longer.stop()
     return 0
 
 

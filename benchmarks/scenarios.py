@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import orjson
 
 SCENARIOS = ("token", "bulk", "tools")
-CONTENT_TOKENS = 50  # content chunks per stream
+# Every stream is this many times its usual length when the environment says so:
+# `benchmarks.instructions --split` sets it to tell a cost per stream from a cost
+# per chunk. The load server and the clients, separate processes, both read it.
+STREAM_SCALE = int(os.environ.get("BENCH_STREAM_SCALE", "1"))
+CONTENT_TOKENS = 50 * STREAM_SCALE  # content chunks per stream
 TOOL_NAME = "lookup_weather"
 FRAGMENT_SIZE = 4  # characters of tool arguments per fragment
 
@@ -17,13 +22,13 @@ def content_tokens() -> list[str]:
 
 
 def tool_arguments() -> str:
-    """About 300 characters of JSON arguments."""
+    """About 300 characters of JSON arguments (times the stream scale)."""
     arguments = {
         "location": "San Francisco, CA",
         "unit": "celsius",
         "days": 7,
         "fields": ["temperature", "humidity", "wind_speed", "precipitation", "uv_index"],
-        "notes": "Compare with the same week last year and flag anomalies. " * 2,
+        "notes": "Compare with the same week last year and flag anomalies. " * 2 * STREAM_SCALE,
         "detail": {"hourly": True, "alerts": True, "language": "en-US"},
     }
     return orjson.dumps(arguments).decode()

@@ -182,6 +182,49 @@ def test_instruction_counts_under_valgrind() -> None:
     assert float(millions) > 0
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counts_split_into_per_chunk_and_per_stream() -> None:
+    """--split counts again on longer streams: the two parts rebuild the usual count."""
+    result = _instructions(
+        "--runners", "floor-parse", "--scenarios", "token", "--small", "1", "--large", "3",
+        "--split", "--scale", "3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    words = line.split()
+    assert words[:2] == ["token", "floor-parse"]
+    per_stream = float(words[2]) * 1e6
+    per_chunk = float(words[words.index("=") + 1]) * 1e3
+    fixed = float(words[words.index("+") + 1]) * 1e6
+    # The longer streams were longer (a chunk costs a good part of its share of
+    # a stream), and a stream costs something besides its chunks (the request).
+    assert 0.2 * per_stream / 52 < per_chunk < per_stream / 52
+    assert fixed > 0
+
+
+def test_longer_streams_are_built_from_the_environment() -> None:
+    code = (
+        "from benchmarks.scenarios import build; "
+        "print(*(build(s).chunk_count for s in ('token', 'bulk', 'tools')))"
+    )
+
+    def counts(scale: str) -> list[int]:
+        output = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "BENCH_STREAM_SCALE": scale},
+        ).stdout
+        return [int(count) for count in output.split()]
+
+    usual, longer = counts("1"), counts("3")
+    assert usual[:2] == [52, 52] and longer[:2] == [152, 152]
+    assert longer[2] > usual[2]
+
+
 def test_instruction_counts_say_when_valgrind_is_missing(tmp_path: Path) -> None:
     result = _instructions(env={**os.environ, "PATH": str(tmp_path)})
     assert result.returncode == 2
