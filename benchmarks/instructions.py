@@ -39,31 +39,28 @@ def _environment(scale: int) -> dict[str, str]:
     return {"PYTHONHASHSEED": "0", **os.environ, "BENCH_STREAM_SCALE": str(scale)}
 
 
-def count_instructions(runner: str, url: str, n: int, scenario: str, scale: int = 1) -> int:
-    """Instructions executed by one client process running n streams."""
+def valgrind_instructions(command: list[str], env: dict[str, str] | None = None) -> int:
+    """Instructions `command` executes, start to exit, counted by valgrind."""
     completed = subprocess.run(
-        [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            "-m",
-            "benchmarks.clients",
-            runner,
-            url,
-            str(n),
-            scenario,
-        ],
+        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+         *command],
         capture_output=True,
         text=True,
         check=True,
-        env=_environment(scale),
-    )
+        env=env if env is not None else _environment(1),
+    )  # fmt: skip
     match = _TOTAL.search(completed.stderr)
     if match is None:
         raise RuntimeError(f"no instruction count in valgrind's output: {completed.stderr[-300:]}")
     return int(match.group(1).replace(",", ""))
+
+
+def count_instructions(runner: str, url: str, n: int, scenario: str, scale: int = 1) -> int:
+    """Instructions executed by one client process running n streams."""
+    return valgrind_instructions(
+        [sys.executable, "-m", "benchmarks.clients", runner, url, str(n), scenario],
+        _environment(scale),
+    )
 
 
 def per_stream(

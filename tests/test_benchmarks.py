@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 from benchmarks.__main__ import LoadServer, memory_slopes, summarize
 from benchmarks.micro import accumulator_benchmark, decoder_benchmark
 from benchmarks.scenarios import SCENARIOS, build
+from benchmarks.steps import STEPS, step_function
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_RUNNERS = [
@@ -223,6 +225,29 @@ def test_longer_streams_are_built_from_the_environment() -> None:
     usual, longer = counts("1"), counts("3")
     assert usual[:2] == [52, 52] and longer[:2] == [152, 152]
     assert longer[2] > usual[2]
+
+
+@pytest.mark.parametrize("scenario", ["token", "bulk", "tools"])
+def test_every_chunk_step_gets_the_stream_back(scenario: str) -> None:
+    stream = build(scenario)
+    for step in STEPS:
+        assert "".join(step_function(step)(stream.events)) == (stream.content or stream.arguments)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_chunk_steps_counted_under_valgrind() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.steps", "--scenarios", "token",
+         "--small", "1", "--large", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert [row[:2] for row in rows] == [["token", step] for step in STEPS]
+    per_chunk = [float(row[2]) for row in rows]
+    # Each step does all the one before it did, and more.
+    assert all(0 < earlier < later for earlier, later in itertools.pairwise(per_chunk))
 
 
 def test_instruction_counts_say_when_valgrind_is_missing(tmp_path: Path) -> None:
