@@ -5,7 +5,7 @@ client; this says where it goes. Each step runs the scenario's events through th
 sans-IO pieces in a loop, one event a read, and adds one piece to the step before:
 
 - `floor`: what `floor-parse` does with a read: split on blank lines,
-  `orjson.loads`, take the text or arguments piece out of the dict;
+  `orjson.loads`, take the text or arguments piece out of the dict (its `_touch`);
 - `decode`: `asyncchat.sse`'s fast path and the stream's checks of the decoded
   JSON instead of the split;
 - `accumulate`: the accumulator takes in every chunk;
@@ -29,34 +29,23 @@ from collections.abc import Callable
 
 import orjson
 
+from benchmarks.clients import _touch
 from benchmarks.instructions import valgrind_instructions
 from benchmarks.scenarios import SCENARIOS, Stream, build
 
 STEPS = ("floor", "decode", "accumulate", "objects")
 
 
-def _touch(data: dict[str, object], pieces: list[str]) -> None:
-    """The text or arguments piece of a decoded chunk, as `floor-parse` takes it."""
-    choices = data.get("choices")
-    if not choices:
-        return
-    delta = choices[0]["delta"]  # type: ignore[index]
-    piece = delta.get("content")
-    if not piece and delta.get("tool_calls"):
-        piece = delta["tool_calls"][0]["function"].get("arguments")
-    if piece:
-        pieces.append(piece)
-
-
 def _floor(reads: list[bytes]) -> list[str]:
     pieces: list[str] = []
+    arguments = pieces  # one list: a stream is text or a tool call's arguments
     buffer = b""
     for read in reads:
         events = (buffer + read).split(b"\n\n")
         buffer = events.pop()
         for event in events:
             if event != b"data: [DONE]":
-                _touch(orjson.loads(event[6:]), pieces)
+                _touch(orjson.loads(event[6:]), pieces, arguments)
     return pieces
 
 
@@ -80,7 +69,7 @@ def _asyncchat(reads: list[bytes], accumulate: bool, objects: bool) -> list[str]
             if accumulate:
                 accumulator._ingest(data)
             if not objects:
-                _touch(data, pieces)
+                _touch(data, pieces, pieces)
                 continue
             chunk = ChatCompletionChunk(data, None)
             if chunk.choices:

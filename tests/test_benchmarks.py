@@ -187,7 +187,7 @@ def test_instruction_counts_under_valgrind() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_instruction_counts_split_into_per_chunk_and_per_stream() -> None:
-    """--split counts again on longer streams: the two parts rebuild the usual count."""
+    """--split counts again on longer streams and splits a stream's count in two."""
     result = _instructions(
         "--runners", "floor-parse", "--scenarios", "token", "--small", "1", "--large", "3",
         "--split", "--scale", "3",
