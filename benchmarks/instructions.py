@@ -33,7 +33,8 @@ from benchmarks.scenarios import SCENARIOS
 _TOTAL = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
-def _environment(scale: int) -> dict[str, str]:
+def counting_environment(scale: int) -> dict[str, str]:
+    """The environment of a counted process whose streams are `scale` times as long."""
     # One hash seed for every run unless told otherwise: with a random one, dicts
     # and sets lay out differently each run, moving counts a little.
     return {"PYTHONHASHSEED": "0", **os.environ, "BENCH_STREAM_SCALE": str(scale)}
@@ -47,7 +48,7 @@ def valgrind_instructions(command: list[str], env: dict[str, str] | None = None)
         capture_output=True,
         text=True,
         check=True,
-        env=env if env is not None else _environment(1),
+        env=env if env is not None else counting_environment(1),
     )  # fmt: skip
     match = _TOTAL.search(completed.stderr)
     if match is None:
@@ -59,7 +60,7 @@ def count_instructions(runner: str, url: str, n: int, scenario: str, scale: int 
     """Instructions executed by one client process running n streams."""
     return valgrind_instructions(
         [sys.executable, "-m", "benchmarks.clients", runner, url, str(n), scenario],
-        _environment(scale),
+        counting_environment(scale),
     )
 
 
@@ -82,7 +83,7 @@ def _chunk_count(scenario: str, scale: int) -> int:
         capture_output=True,
         text=True,
         check=True,
-        env=_environment(scale),
+        env=counting_environment(scale),
     ).stdout
     return int(output)
 
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown runners {unknown}" if unknown else "--large must exceed --small")
     if args.split and args.scale < 2:
         parser.error("--scale must be at least 2")
-    server = LoadServer(_environment(1))
-    longer = LoadServer(_environment(args.scale)) if args.split else None
+    server = LoadServer(counting_environment(1))
+    longer = LoadServer(counting_environment(args.scale)) if args.split else None
     try:
         for scenario in args.scenarios:
             chunks = _chunk_count(scenario, 1)

@@ -13,11 +13,12 @@ sans-IO pieces in a loop, one event a read, and adds one piece to the step befor
   benchmark's clients read it (`chunk.choices[0].delta.content`, `.tool_calls`)
   instead of the dict.
 
-    python -m benchmarks.steps --scenarios token tools
+    python -m benchmarks.steps --scenarios token tools [--steps floor decode]
 
-Every step checks that it got the stream's text or arguments back. What is left
-of a client's cost per chunk after these is the transport and the event loop:
-aiohttp's read, the stream's `__anext__`, the reader's `async for`.
+`BENCH_STREAM_SCALE=5` counts on streams five times as long. Every step checks
+that it got the stream's text or arguments back. What is left of a client's cost
+per chunk after these is the transport and the event loop: aiohttp's read, the
+stream's `__anext__`, the reader's `async for`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from collections.abc import Callable
 import orjson
 
 from benchmarks.clients import _touch
-from benchmarks.instructions import valgrind_instructions
-from benchmarks.scenarios import SCENARIOS, Stream, build
+from benchmarks.instructions import counting_environment, valgrind_instructions
+from benchmarks.scenarios import SCENARIOS, STREAM_SCALE, Stream, build
 
 STEPS = ("floor", "decode", "accumulate", "objects")
 
@@ -106,6 +107,9 @@ def run(step: str, scenario: str, streams: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.steps", description=__doc__)
     parser.add_argument("--scenarios", nargs="+", default=["token", "tools"], choices=SCENARIOS)
+    parser.add_argument(
+        "--steps", nargs="+", default=list(STEPS), choices=STEPS, help="count only these"
+    )
     parser.add_argument("--small", type=int, default=20, help="streams in the first run")
     parser.add_argument("--large", type=int, default=220, help="streams in the second run")
     # What each counted process is told to do.
@@ -120,15 +124,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.large <= args.small:
         parser.error("--large must exceed --small")
+    # The counted processes build the streams this one counts chunks of: the same
+    # length, `BENCH_STREAM_SCALE` times the usual when it is set.
+    environment = counting_environment(STREAM_SCALE)
     for scenario in args.scenarios:
         chunks = build(scenario).chunk_count
-        before = 0.0
+        before: float | None = None  # the step before's count, when it was counted
         for step in STEPS:
+            if step not in args.steps:
+                before = None
+                continue
             command = [sys.executable, "-m", "benchmarks.steps", "--run", step, scenario]
-            small = valgrind_instructions([*command, str(args.small)])
-            large = valgrind_instructions([*command, str(args.large)])
+            small = valgrind_instructions([*command, str(args.small)], environment)
+            large = valgrind_instructions([*command, str(args.large)], environment)
             per_chunk = (large - small) / (args.large - args.small) / chunks
-            added = f"  {(per_chunk - before) / 1e3:+6.1f} k" if step != "floor" else ""
+            added = f"  {(per_chunk - before) / 1e3:+6.1f} k" if before is not None else ""
             print(f"{scenario:6} {step:11} {per_chunk / 1e3:7.1f} k per chunk{added}", flush=True)
             before = per_chunk
     return 0

@@ -250,6 +250,30 @@ def test_chunk_steps_counted_under_valgrind() -> None:
     assert all(0 < earlier < later for earlier, later in itertools.pairwise(per_chunk))
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_chunk_steps_count_the_longer_streams_they_are_told_of() -> None:
+    """With `BENCH_STREAM_SCALE` set, the counted processes build the longer streams
+    whose chunks the count is divided by: a chunk costs what it costs on usual ones."""
+
+    def floor_per_chunk(scale: str) -> float:
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks.steps", "--scenarios", "token",
+             "--steps", "floor", "--small", "1", "--large", "2"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "BENCH_STREAM_SCALE": scale},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        [line] = result.stdout.splitlines()
+        assert line.split()[:2] == ["token", "floor"]
+        assert "+" not in line  # no step before it was counted
+        return float(line.split()[2])
+
+    usual, longer = floor_per_chunk("1"), floor_per_chunk("3")
+    # Had the counted processes built the usual streams, this would be about 1/3.
+    assert 0.8 < longer / usual < 1.25
+
+
 def test_instruction_counts_say_when_valgrind_is_missing(tmp_path: Path) -> None:
     result = _instructions(env={**os.environ, "PATH": str(tmp_path)})
     assert result.returncode == 2
