@@ -4,8 +4,11 @@ A raw asyncio protocol speaking just enough HTTP/1.1 (keep-alive, chunked
 responses) to stream pre-rendered SSE bytes. The request's `model` names the
 scenario: `token` and `tools` write one event per socket write, yielding to
 the loop between writes as a token-by-token server does; `bulk` writes the
-whole body at once. `GET /stats` reports the server's own CPU time and the
-connections it accepted, so a saturated server shows in the results.
+whole body at once. A client that reads slower than this writes gets several
+events a read; `BENCH_PACE=0.02` waits that many seconds between writes
+instead, so each event is a read of its own, as when a model makes the tokens.
+`GET /stats` reports the server's own CPU time and the connections it accepted,
+so a saturated server shows in the results.
 
 Run: `python -m benchmarks.load_server --port 0` prints `PORT <n>` when ready.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import sys
 import time
@@ -29,6 +33,10 @@ _HEADERS = (
     b"Connection: keep-alive\r\n"
     b"x-request-id: bench\r\n\r\n"
 )
+
+
+# Seconds between the writes of `token` and `tools` (0: just yield to the loop).
+PACE = float(os.environ.get("BENCH_PACE", "0"))
 
 
 def _framed(event: bytes) -> bytes:
@@ -125,7 +133,7 @@ class BenchProtocol(asyncio.Protocol):
                 if self.transport is None:
                     return
                 transport.write(frame)
-                await asyncio.sleep(0)
+                await asyncio.sleep(PACE)
                 if not self.can_write.is_set():
                     await self.can_write.wait()
         self.busy = False

@@ -124,6 +124,39 @@ print(json.dumps({{"spans": [s.name for s in spans.get_finished_spans()], "metri
     }
 
 
+def test_a_paced_load_server_sends_each_event_on_its_own() -> None:
+    """`BENCH_PACE`: a reader that keeps up gets the token stream's events one at a
+    time, over at least the pauses between them (without it, in a read or two)."""
+    script = """
+import asyncio, sys, time
+async def main(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b'{"model": "token"}'
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\n"
+                 b"Content-Length: %d\\r\\n\\r\\n%s" % (len(body), body))
+    started, reads, received = time.monotonic(), 0, b""
+    while not received.endswith(b"0\\r\\n\\r\\n"):
+        received += await reader.read(65536)
+        reads += 1
+    writer.close()
+    print(reads, time.monotonic() - started, received.count(b"data: "))
+asyncio.run(main(int(sys.argv[1])))
+"""
+    server = LoadServer({**os.environ, "BENCH_PACE": "0.01"})
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(server.port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    reads, seconds, events = result.stdout.split()
+    assert int(events) == build("token").chunk_count + 1  # and [DONE]
+    assert float(seconds) >= 0.01 * build("token").chunk_count
+    assert int(reads) >= 20
+
+
 def test_summary_medians_and_ratios() -> None:
     runs = [
         {
