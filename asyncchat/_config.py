@@ -33,11 +33,12 @@ class Timeout:
 
     `connect`: opening a TCP (and TLS) connection. `read`: the longest silence
     while waiting for response bytes, between stream chunks included; a slow
-    model thinking before its first token must not trip it. `idle`: the longest
-    a stream may go on receiving bytes that bring no chunk (keep-alive comments,
-    empty `data:` lines, a line trickling in byte by byte), counted from the
-    first such read; silence is `read`'s business. `total`: the whole request,
-    stream included.
+    model thinking before its first token must not trip it (a stream's body is
+    looked at every quarter of `read`, so a stall ends it within 1.25x `read`).
+    `idle`: the longest a stream may go on receiving bytes that bring no chunk
+    (keep-alive comments, empty `data:` lines, a line trickling in byte by byte),
+    counted from the first such read; silence is `read`'s business. `total`: the
+    whole request, stream included.
     """
 
     connect: float | None = 10.0

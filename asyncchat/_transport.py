@@ -46,6 +46,9 @@ _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 # them in, and unmaps them: three syscalls and a page fault per page, per read.
 # Reads of at most 64 KiB always come from the heap; a stream's reads are a few KiB.
 _MAX_READ = 64 * 1024
+# asyncio may run a timer up to its clock's resolution early: four looks a quarter
+# of the timeout apart must still add up to the timeout.
+_CLOCK_SLACK = 1e-6
 
 
 def _is_credential(header: str) -> bool:
@@ -98,6 +101,7 @@ class AiohttpResponse(Response):
         self._raw = raw
         self._content = raw.content
         self._timeout = timeout
+        self._read_timeout: _BodyReadTimeout | None = None  # a stream's, once it reads
 
     async def receive(self) -> bytes:
         try:
@@ -109,6 +113,8 @@ class AiohttpResponse(Response):
     def receiver(self) -> tuple[Callable[[], Awaitable[bytes]], tuple[type[BaseException], ...]]:
         # aiohttp's own read, without the wrapper frame of `receive`: the stream
         # loop calls it once per chunk and maps the errors itself.
+        if self._read_timeout is None:
+            self._read_timeout = _BodyReadTimeout.take_over(self._raw, self._timeout.read)
         return self._content.readany, _ERRORS
 
     def map_error(self, error: BaseException) -> APIError:
@@ -122,6 +128,7 @@ class AiohttpResponse(Response):
         server that keeps talking after `[DONE]` gets its connection closed, and so
         does a cancellation of this wait.
         """
+        self._stop_read_timeout()
         content = self._content
         try:
             if not content.at_eof():
@@ -136,10 +143,80 @@ class AiohttpResponse(Response):
             self._raw.close()
 
     def release(self) -> None:
+        self._stop_read_timeout()
         self._raw.release()
 
     def close(self) -> None:
+        self._stop_read_timeout()
         self._raw.close()
+
+    def _stop_read_timeout(self) -> None:
+        if self._read_timeout is not None:
+            self._read_timeout.stop()
+            self._read_timeout = None
+
+
+class _BodyReadTimeout:
+    """A streamed body's read timeout, looked at a few times per period rather than
+    re-armed on every read.
+
+    aiohttp's `sock_read` cancels its timer and schedules a new one on every socket
+    read; asyncio's timer heap is Python, so on a token-by-token stream that cost
+    about 20k instructions a chunk, a fifth of the chunk's whole cost. Here one timer
+    fires every quarter of the timeout: the body times out once its reader has been
+    waiting, with no byte arriving, since a look at least `read` seconds ago. So a
+    stall ends the stream between `read` and 1.25x `read` into the wait, and silence
+    while the reader is busy elsewhere (the bytes wait in the buffer) does not count.
+    """
+
+    __slots__ = ("_content", "_handle", "_loop", "_period", "_read", "_seen", "_waiting_since")
+
+    def __init__(self, content: aiohttp.StreamReader, read: float) -> None:
+        self._content = content
+        self._read = read
+        self._period = read / 4
+        self._loop = asyncio.get_running_loop()
+        self._seen = content.total_bytes
+        self._waiting_since: float | None = None  # when a look first saw this wait
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(self._period, self._look)
+
+    @classmethod
+    def take_over(cls, raw: aiohttp.ClientResponse, read: float | None) -> _BodyReadTimeout | None:
+        """Turn off aiohttp's per-read timer for the rest of `raw`'s body and time it
+        here; None when there is nothing to time (no read timeout, the body is all in)."""
+        connection = raw.connection
+        protocol = connection.protocol if connection is not None else None
+        if read is None or protocol is None or raw.content.is_eof():
+            return None
+        # The protocol serves one response at a time; the next request on this
+        # connection sets its read timeout again.
+        protocol.read_timeout = None
+        protocol.start_timeout()  # with no timeout: cancels the timer the headers armed
+        return cls(raw.content, read)
+
+    def _look(self) -> None:
+        content = self._content
+        if content.is_eof() or content.exception() is not None:
+            self._handle = None  # the body is over
+            return
+        now = self._loop.time()
+        total = content.total_bytes
+        # aiohttp's reader holds a waiter only while a read waits on an empty buffer.
+        if content._waiter is None:
+            self._waiting_since = None
+        elif total != self._seen or self._waiting_since is None:
+            self._waiting_since = now  # a new wait: it began within the last period
+        elif now - self._waiting_since >= self._read - _CLOCK_SLACK:
+            self._handle = None
+            content.set_exception(aiohttp.SocketTimeoutError("Timeout on reading data from socket"))
+            return
+        self._seen = total
+        self._handle = self._loop.call_later(self._period, self._look)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def _cap_reads(raw: aiohttp.ClientResponse) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -199,6 +200,83 @@ async def test_stall_past_the_read_timeout(server: MockServer) -> None:
             await consume(stream)
         assert info.value.partial is not None
         assert info.value.partial.choices[0].message.role == "assistant"
+
+
+async def test_a_stall_ends_the_stream_no_sooner_than_the_read_timeout(
+    server: MockServer,
+) -> None:
+    server.style = StreamStyle(tokens=3, chunk_delay=3.0)
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, timeout=asyncchat.Timeout(read=0.3)
+    ) as client:
+        stream = await open_stream(client)
+        await stream.__anext__()  # the first chunk; the next comes 3 s later
+        waited_from = time.monotonic()
+        with pytest.raises(asyncchat.APITimeoutError, match="read timeout"):
+            await consume(stream)
+        assert time.monotonic() - waited_from >= 0.3
+        assert pooled_connections(client) == 0  # a stalled connection is not reused
+
+
+async def test_silence_while_the_reader_is_busy_is_not_a_read_timeout(
+    server: MockServer,
+) -> None:
+    """The read timeout counts a reader's wait for bytes, not the time the server
+    is quiet while the reader is busy: each chunk here is in the buffer before the
+    reader asks for it, though the server pauses longer than the timeout."""
+    server.style = StreamStyle(tokens=3, chunk_delay=0.3)
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, timeout=asyncchat.Timeout(read=0.2)
+    ) as client:
+        stream = await open_stream(client)
+        async for _ in stream:
+            await asyncio.sleep(0.45)  # slower than the server
+        assert stream.finished
+
+
+async def test_waits_shorter_than_the_read_timeout_go_on(server: MockServer) -> None:
+    server.style = StreamStyle(tokens=5, chunk_delay=0.1)
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, timeout=asyncchat.Timeout(read=0.2)
+    ) as client:
+        stream = await open_stream(client)
+        await consume(stream)
+        assert stream.finished
+
+
+async def test_the_read_timeout_stops_with_the_stream(server: MockServer) -> None:
+    """However a stream ends, its read-timeout timer is cancelled with it: no timer
+    outlives the stream, keeping its reader alive and firing into it."""
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, timeout=asyncchat.Timeout(read=30)
+    ) as client:
+        for end in ("read to the end", "closed early", "cancelled mid-read", "dropped"):
+            # The cancelled read waits on a server that pauses 10 s after the first chunk.
+            delay = 10.0 if end == "cancelled mid-read" else 0.01
+            server.style = StreamStyle(tokens=5, chunk_delay=delay)
+            stream = await open_stream(client)
+            response = stream._response
+            timer = response._read_timeout  # type: ignore[attr-defined]
+            assert timer is not None
+            handle = timer._handle
+            assert handle is not None and not handle.cancelled()
+            if end == "read to the end":
+                await consume(stream)
+            elif end == "closed early":
+                await stream.__anext__()
+                await stream.close()
+            elif end == "cancelled mid-read":
+                await stream.__anext__()
+                task = asyncio.create_task(stream.__anext__())
+                await asyncio.sleep(0.05)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                await stream.__anext__()
+                del stream  # collected without close(): __del__ closes the connection
+            assert response._read_timeout is None, end  # type: ignore[attr-defined]
+            assert handle.cancelled(), end
 
 
 async def test_server_that_ignores_stream_true(
