@@ -13,6 +13,10 @@ and split into what one more chunk costs and what a stream costs besides its
 chunks (the request, the response's headers, telemetry's span): a per-stream
 cost weighs less the longer the streams are, a per-chunk one does not.
 
+The `paced` scenario is counted at 4 and 12 streams unless told otherwise: slowed
+by valgrind, a client keeps up with that many at a model's pace, reading each
+event on its own, and at 50 it would not.
+
 Needs valgrind (`apt-get install valgrind`). Under valgrind a client runs about 50
 times slower: keep the official SDK's runners to a few dozen streams.
 """
@@ -31,6 +35,9 @@ from benchmarks.clients import RUNNERS
 from benchmarks.scenarios import SCENARIOS
 
 _TOTAL = re.compile(r"I\s+refs:\s+([\d,]+)")
+# The (small, large) stream counts of a scenario, unless the command line gives them.
+_STREAMS = {"paced": (4, 12)}
+_USUAL_STREAMS = (50, 250)
 
 
 def counting_environment(scale: int) -> dict[str, str]:
@@ -88,12 +95,20 @@ def _chunk_count(scenario: str, scale: int) -> int:
     return int(output)
 
 
+def _streams(scenario: str, small: int | None, large: int | None) -> tuple[int, int]:
+    """The stream counts to count `scenario` at: those given, else its defaults."""
+    usual_small, usual_large = _STREAMS.get(scenario, _USUAL_STREAMS)
+    return (usual_small if small is None else small, usual_large if large is None else large)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
     parser.add_argument("--runners", nargs="+", default=["asyncchat", "floor-parse"])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
-    parser.add_argument("--small", type=int, default=50, help="streams in the first run")
-    parser.add_argument("--large", type=int, default=250, help="streams in the second run")
+    parser.add_argument("--small", type=int, help="streams in the first run (default 50; paced: 4)")
+    parser.add_argument(
+        "--large", type=int, help="streams in the second run (default 250; paced: 12)"
+    )
     parser.add_argument(
         "--split", action="store_true", help="also count on longer streams: per chunk, per stream"
     )
@@ -103,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
     unknown = [runner for runner in args.runners if runner not in RUNNERS]
-    if unknown or args.large <= args.small:
-        parser.error(f"unknown runners {unknown}" if unknown else "--large must exceed --small")
+    if unknown:
+        parser.error(f"unknown runners {unknown}")
+    streams = {scenario: _streams(scenario, args.small, args.large) for scenario in args.scenarios}
+    for scenario, (small, large) in streams.items():
+        if large <= small:
+            parser.error(f"{scenario}: --large ({large}) must exceed --small ({small})")
     if args.split and args.scale < 2:
         parser.error("--scale must be at least 2")
     server = LoadServer(counting_environment(1))
@@ -112,17 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for scenario in args.scenarios:
             chunks = _chunk_count(scenario, 1)
+            small, large = streams[scenario]
             for runner in args.runners:
-                usual = per_stream(runner, server.url, scenario, args.small, args.large)
+                usual = per_stream(runner, server.url, scenario, small, large)
                 line = (
                     f"{scenario:6} {runner:19} {usual / 1e6:8.3f} M instructions per stream"
                     f"  {usual / chunks / 1e3:7.1f} k per chunk"
                 )
                 if longer is not None:
                     more_chunks = _chunk_count(scenario, args.scale)
-                    long = per_stream(
-                        runner, longer.url, scenario, args.small, args.large, args.scale
-                    )
+                    long = per_stream(runner, longer.url, scenario, small, large, args.scale)
                     per_chunk = (long - usual) / (more_chunks - chunks)
                     fixed = usual - per_chunk * chunks
                     line += (

@@ -5,8 +5,9 @@ responses) to stream pre-rendered SSE bytes. The request's `model` names the
 scenario: `token` and `tools` write one event per socket write, yielding to
 the loop between writes as a token-by-token server does; `bulk` writes the
 whole body at once. A client that reads slower than this writes gets several
-events a read; `BENCH_PACE=0.02` waits that many seconds between writes
-instead, so each event is a read of its own, as when a model makes the tokens.
+events a read. `paced` waits `scenarios.PACE` seconds between writes instead
+(`BENCH_PACE`, 0.05 unless set), so each event is a read of its own, as when a
+model makes the tokens.
 `GET /stats` reports the server's own CPU time and the connections it accepted,
 so a saturated server shows in the results.
 
@@ -17,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import sys
 import time
 
 import orjson
 
-from benchmarks.scenarios import SCENARIOS, build
+from benchmarks.scenarios import PACE, SCENARIOS, build
 
 _HEADERS = (
     b"HTTP/1.1 200 OK\r\n"
@@ -33,10 +33,6 @@ _HEADERS = (
     b"Connection: keep-alive\r\n"
     b"x-request-id: bench\r\n\r\n"
 )
-
-
-# Seconds between the writes of `token` and `tools` (0: just yield to the loop).
-PACE = float(os.environ.get("BENCH_PACE", "0"))
 
 
 def _framed(event: bytes) -> bytes:
@@ -129,11 +125,12 @@ class BenchProtocol(asyncio.Protocol):
             transport.write(_HEADERS + b"".join(frames))
         else:
             transport.write(_HEADERS)
+            pause = PACE if scenario == "paced" else 0  # 0: only yield to the loop
             for frame in frames:
                 if self.transport is None:
                     return
                 transport.write(frame)
-                await asyncio.sleep(PACE)
+                await asyncio.sleep(pause)
                 if not self.can_write.is_set():
                     await self.can_write.wait()
         self.busy = False

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 import orjson
 
-SCENARIOS = ("token", "bulk", "tools")
+# `token`: 50 content chunks, an event a socket write, as fast as the server can;
+# `bulk`: the same body in one write; `tools`: a tool call's arguments in
+# 4-character fragments, an event a write; `paced`: the token stream at a model's
+# pace, PACE seconds between events, so a client that keeps up reads each alone.
+SCENARIOS = ("token", "bulk", "tools", "paced")
+# 0.05 s: 20 tokens a second, a large model's pace. `BENCH_PACE` changes it.
+PACE = float(os.environ.get("BENCH_PACE", "0.05"))
 # Every stream is this many times its usual length when the environment says so:
 # `benchmarks.instructions --split` sets it to tell a cost per stream from a cost
 # per chunk. The load server and the clients, separate processes, both read it.
@@ -65,6 +71,7 @@ class Stream:
 
 
 def build(scenario: str) -> Stream:
+    """`scenario`'s stream (`paced` is the `token` stream, sent slower)."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
     events = [_chunk({"role": "assistant", "content": ""})]

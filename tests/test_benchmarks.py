@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import LoadServer, memory_slopes, summarize
+from benchmarks.instructions import _streams
 from benchmarks.micro import accumulator_benchmark, decoder_benchmark
 from benchmarks.scenarios import SCENARIOS, build
 from benchmarks.steps import STEPS, step_function
@@ -67,6 +68,7 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "BENCH_PACE": "0.002"},  # the paced streams, quicker
     )
     assert result.returncode == 0, result.stderr
     assert "CPU µs/chunk" in result.stdout
@@ -124,14 +126,14 @@ print(json.dumps({{"spans": [s.name for s in spans.get_finished_spans()], "metri
     }
 
 
-def test_a_paced_load_server_sends_each_event_on_its_own() -> None:
-    """`BENCH_PACE`: a reader that keeps up gets the token stream's events one at a
-    time, over at least the pauses between them (without it, in a read or two)."""
+def test_the_paced_scenario_sends_each_event_on_its_own() -> None:
+    """`paced`: a reader that keeps up gets the token stream's events one at a time,
+    over at least the pauses between them (`BENCH_PACE` seconds each)."""
     script = """
 import asyncio, sys, time
 async def main(port):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    body = b'{"model": "token"}'
+    body = b'{"model": "paced"}'
     writer.write(b"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\n"
                  b"Content-Length: %d\\r\\n\\r\\n%s" % (len(body), body))
     started, reads, received = time.monotonic(), 0, b""
@@ -152,9 +154,17 @@ asyncio.run(main(int(sys.argv[1])))
         server.stop()
     assert result.returncode == 0, result.stderr
     reads, seconds, events = result.stdout.split()
-    assert int(events) == build("token").chunk_count + 1  # and [DONE]
-    assert float(seconds) >= 0.01 * build("token").chunk_count
+    assert int(events) == build("paced").chunk_count + 1  # and [DONE]
+    assert float(seconds) >= 0.01 * build("paced").chunk_count
     assert int(reads) >= 20
+
+
+def test_the_paced_scenario_is_counted_at_fewer_streams_unless_told() -> None:
+    # Under valgrind a client keeps up with a model's pace only at a few streams.
+    assert _streams("paced", None, None) == (4, 12)
+    assert _streams("token", None, None) == (50, 250)
+    assert _streams("paced", 2, None) == (2, 12)
+    assert _streams("tools", 0, 5) == (0, 5)
 
 
 def test_summary_medians_and_ratios() -> None:
