@@ -105,6 +105,14 @@ async def _read_stream(stream: Any) -> Result:
     return Result("".join(parts), arguments, chunks, first)
 
 
+def _use_uvloop() -> None:
+    """Run the application on uvloop, whose loop and socket reads are written in C:
+    what a stream's every read costs besides the chunk's own work."""
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def _set_up_otel_sdk() -> tuple[Any, Any]:
     """The OpenTelemetry SDK recording every span and measure in memory, as a test
     (or an exporter's batch) would; returns the span exporter and the metric reader."""
@@ -521,6 +529,7 @@ async def run_floor_parse(
 RUNNERS: dict[str, Runner] = {
     "asyncchat": run_asyncchat,
     "asyncchat-text": run_asyncchat_text,
+    "asyncchat-uvloop": run_asyncchat,
     "asyncchat-otel": run_asyncchat_otel,
     "asyncchat-otel-off": run_asyncchat_otel_off,
     "asyncchat-otel-hand": run_asyncchat_otel_hand,
@@ -547,11 +556,13 @@ REQUIREMENTS = {
     "asyncchat-otel-off": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
     "asyncchat-otel-hand": _OTEL,
     "httpx-sse": ("httpx", "httpx_sse"),
+    "asyncchat-uvloop": ("uvloop",),
 }
 
 
 # What an application does once, at its start, before the measured run.
 STARTUP: dict[str, Callable[[], object]] = {
+    "asyncchat-uvloop": _use_uvloop,
     "asyncchat-otel": _start_otel_application,
     "asyncchat-otel-off": _set_up_otel_sdk,
     "asyncchat-otel-hand": _set_up_otel_sdk,

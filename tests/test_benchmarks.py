@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL_RUNNERS = [
     "asyncchat",
     "asyncchat-text",
+    "asyncchat-uvloop",
     "asyncchat-events",
     "asyncchat-otel",
     "asyncchat-otel-off",
