@@ -581,7 +581,14 @@ def measure(runner: str, url: str, n: int, scenario: str) -> dict[str, object]:
         STARTUP[runner]()
     before = resource.getrusage(resource.RUSAGE_SELF)
     wall_start = time.perf_counter()
-    results = asyncio.run(run(url, n, scenario, expected))
+    loop = ""
+
+    async def main() -> list[Result | BaseException]:
+        nonlocal loop
+        loop = type(asyncio.get_running_loop()).__module__  # asyncio's, or uvloop's
+        return await run(url, n, scenario, expected)
+
+    results = asyncio.run(main())
     wall = time.perf_counter() - wall_start
     after = resource.getrusage(resource.RUSAGE_SELF)
     failures = [r for r in results if isinstance(r, BaseException)]
@@ -600,6 +607,7 @@ def measure(runner: str, url: str, n: int, scenario: str) -> dict[str, object]:
         "runner": runner,
         "scenario": scenario,
         "n": n,
+        "loop": loop,
         "ok": not failures and not wrong and len(good) == n,
         "failures": len(failures),
         "wrong": len(wrong),

@@ -95,7 +95,7 @@ def _chunk_count(scenario: str, scale: int) -> int:
     return int(output)
 
 
-def _streams(scenario: str, small: int | None, large: int | None) -> tuple[int, int]:
+def stream_counts(scenario: str, small: int | None, large: int | None) -> tuple[int, int]:
     """The stream counts to count `scenario` at: those given, else its defaults."""
     usual_small, usual_large = _STREAMS.get(scenario, _USUAL_STREAMS)
     return (usual_small if small is None else small, usual_large if large is None else large)
@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [runner for runner in args.runners if runner not in RUNNERS]
     if unknown:
         parser.error(f"unknown runners {unknown}")
-    streams = {scenario: _streams(scenario, args.small, args.large) for scenario in args.scenarios}
+    streams = {
+        scenario: stream_counts(scenario, args.small, args.large) for scenario in args.scenarios
+    }
     for scenario, (small, large) in streams.items():
         if large <= small:
             parser.error(f"{scenario}: --large ({large}) must exceed --small ({small})")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import LoadServer, memory_slopes, summarize
-from benchmarks.instructions import _streams
+from benchmarks.instructions import stream_counts
 from benchmarks.micro import accumulator_benchmark, decoder_benchmark
 from benchmarks.scenarios import SCENARIOS, build
 from benchmarks.steps import STEPS, step_function
@@ -82,6 +82,9 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
         assert run["ok"], run
         assert run["chunks"] == run["n"] * build(run["scenario"]).chunk_count
         assert run["connections_opened"] == run["n"]
+        assert run["loop"].split(".")[0] == (
+            "uvloop" if run["runner"] == "asyncchat-uvloop" else "asyncio"
+        )
     assert {row["runner"] for row in report["summary"]} == set(LOCAL_RUNNERS)
 
 
@@ -162,10 +165,10 @@ asyncio.run(main(int(sys.argv[1])))
 
 def test_the_paced_scenario_is_counted_at_fewer_streams_unless_told() -> None:
     # Under valgrind a client keeps up with a model's pace only at a few streams.
-    assert _streams("paced", None, None) == (4, 12)
-    assert _streams("token", None, None) == (50, 250)
-    assert _streams("paced", 2, None) == (2, 12)
-    assert _streams("tools", 0, 5) == (0, 5)
+    assert stream_counts("paced", None, None) == (4, 12)
+    assert stream_counts("token", None, None) == (50, 250)
+    assert stream_counts("paced", 2, None) == (2, 12)
+    assert stream_counts("tools", 0, 5) == (0, 5)
 
 
 def test_summary_medians_and_ratios() -> None:
