@@ -17,7 +17,9 @@ metrics `gen_ai.client.inference.*`, `gen_ai.request.stream`); a stream's span
 carries `gen_ai.response.time_to_first_chunk` in both. The request carries the span's
 trace context to the server (`traceparent`). Messages are recorded only with
 `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never a header, so
-never the API key.
+never the API key. The time per output chunk is one mean a stream unless
+`ASYNCCHAT_OTEL_TIME_PER_CHUNK=each` asks for a record per chunk, as the conventions
+describe it, at the SDK's cost of a record per chunk.
 
 Telemetry never fails a request: an error in recording one (a span processor of the
 application's that raises, say) is logged, the span ends as it is, and the request
@@ -62,16 +64,19 @@ _CHUNK_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.
 _TARGETS_KEPT = 256
 
 
-_SHARED: dict[tuple[str, str], Telemetry] = {}
+# The environment settings a Telemetry is made from: a change in any makes another.
+_SETTINGS = (
+    "OTEL_SEMCONV_STABILITY_OPT_IN",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+    "ASYNCCHAT_OTEL_TIME_PER_CHUNK",
+)
+_SHARED: dict[tuple[str, ...], Telemetry] = {}
 
 
 def shared_telemetry() -> Telemetry:
     """The telemetry for the current settings, made once: instruments are registered
     with the meter once, however many clients there are."""
-    key = (
-        os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
-        os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", ""),
-    )
+    key = tuple(os.environ.get(name, "") for name in _SETTINGS)
     telemetry = _SHARED.get(key)
     if telemetry is None:
         telemetry = _SHARED[key] = Telemetry()
@@ -105,6 +110,20 @@ def _injector() -> Callable[..., None] | None:
     return propagate.inject
 
 
+def _time_per_chunk_setting() -> str:
+    """ASYNCCHAT_OTEL_TIME_PER_CHUNK: `mean` (the default: one record a stream) or
+    `each` (one a chunk); any other value is warned of and read as `mean`."""
+    value = os.environ.get("ASYNCCHAT_OTEL_TIME_PER_CHUNK", "").strip().lower()
+    if value in ("", "mean", "each"):
+        return value or "mean"
+    logger.warning(
+        "asyncchat telemetry ignores ASYNCCHAT_OTEL_TIME_PER_CHUNK=%r (it takes `mean` or "
+        "`each`) and records the mean time per chunk",
+        value,
+    )
+    return "mean"
+
+
 def _histogram(meter: Any, name: str, unit: str, description: str, buckets: list[Any]) -> Any:
     """A histogram with the conventions' bucket boundaries, where the API takes them."""
     try:
@@ -123,6 +142,7 @@ class Telemetry:
         self.latest = "gen_ai_latest_experimental" in [v.strip() for v in opt_in.split(",")]
         capture = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
         self.capture_content = capture.strip().lower() == "true"
+        self.each_chunk = _time_per_chunk_setting() == "each"
         self.tracer = trace.get_tracer("asyncchat", __version__)
         meter = metrics.get_meter("asyncchat", __version__)
         prefix = "gen_ai.client.inference" if self.latest else "gen_ai.client.operation"
@@ -376,7 +396,9 @@ class Operation:
 
     def timing(self) -> StreamTiming:
         """What times the stream this request's answer is; it ends the span."""
-        return StreamTiming(self.started, [self._stream_ended])
+        return StreamTiming(
+            self.started, [self._stream_ended], each_chunk=self.telemetry.each_chunk
+        )
 
     @_never_fails
     def _stream_ended(
@@ -390,11 +412,17 @@ class Operation:
         first = timing.time_to_first_chunk
         if first is not None:
             telemetry.time_to_first_chunk.record(first, common)
-        # Once a stream, the mean: a record per chunk would cost the SDK more than
-        # the chunk itself (about 10 µs a record, against 20 µs a chunk).
-        per_chunk = timing.time_per_chunk
-        if per_chunk is not None:
-            telemetry.time_per_output_chunk.record(per_chunk, common)
+        gaps = timing.chunk_gaps
+        if gaps is not None:  # ASYNCCHAT_OTEL_TIME_PER_CHUNK=each
+            record = telemetry.time_per_output_chunk.record
+            for gap in gaps:
+                record(gap, common)
+        else:
+            # Once a stream, the mean: a record per chunk would cost the SDK more
+            # than the chunk itself (about 10 µs a record, against 20 µs a chunk).
+            per_chunk = timing.time_per_chunk
+            if per_chunk is not None:
+                telemetry.time_per_output_chunk.record(per_chunk, common)
         if timing.closed_early:
             self.span.add_event("asyncchat.stream_closed_early")
         if not accumulator.chunk_count:

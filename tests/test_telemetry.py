@@ -140,6 +140,62 @@ async def test_a_stream_span_ends_with_the_stream_and_times_its_chunks(
     assert 0.005 < per_chunk.sum < 0.5  # the server waits 10 ms between chunks
 
 
+async def read_all(client: asyncchat.Client, model: str, leave_after: int | None = None) -> int:
+    """Stream an answer from `model`, reading `leave_after` chunks or all; how many."""
+    stream = await client.chat.completions.create(model=model, messages=user(), stream=True)
+    read = 0
+    async with stream:
+        async for _ in stream:
+            read += 1
+            if read == leave_after:
+                break
+    return read
+
+
+async def test_time_per_chunk_each_records_every_chunk_after_the_first(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASYNCCHAT_OTEL_TIME_PER_CHUNK", "each")
+    # Two chunks a write, 0.1 s apart: the second of a write arrives with the first.
+    server.style = StreamStyle(tokens=6, chunk_delay=0.1, events_per_write=2)
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        chunks = await read_all(client, "m-each")
+        writes = (chunks + 1) // 2
+        [per_chunk] = points("gen_ai.client.operation.time_per_output_chunk", "m-each")
+        assert per_chunk.count == chunks - 1 >= 5  # one record a chunk after the first
+        # The first bucket (up to 1 ms, or the SDK's default 0) holds the gaps of
+        # zero: the chunks that came in a write after another.
+        assert per_chunk.bucket_counts[0] == chunks - writes
+        assert per_chunk.min == 0.0 and 0.09 < per_chunk.max < 5
+        # The gaps add up to the time from the first chunk's write to the last one's.
+        assert 0.09 * (writes - 1) < per_chunk.sum < 5
+        [span] = spans()
+        assert span.attributes is not None
+        [ttfc] = points("gen_ai.client.operation.time_to_first_chunk", "m-each")
+        assert ttfc.sum == span.attributes["gen_ai.response.time_to_first_chunk"]
+
+        # A reader that leaves early: a record for each chunk it read after the first.
+        assert await read_all(client, "m-each-left", leave_after=3) == 3
+        [per_chunk] = points("gen_ai.client.operation.time_per_output_chunk", "m-each-left")
+        assert per_chunk.count == 2 and per_chunk.bucket_counts[0] == 1
+        assert 0.09 < per_chunk.sum < 5
+
+
+async def test_time_per_chunk_takes_mean_or_each_and_warns_of_anything_else(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.style = StreamStyle(tokens=6)
+    for setting, model in [("mean", "m-mean"), (" Each ", "m-each-spaced"), ("all", "m-all")]:
+        monkeypatch.setenv("ASYNCCHAT_OTEL_TIME_PER_CHUNK", setting)
+        async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+            chunks = await read_all(client, model)
+        [per_chunk] = points("gen_ai.client.operation.time_per_output_chunk", model)
+        assert per_chunk.count == (chunks - 1 if setting == " Each " else 1), setting
+    [warning] = [r for r in caplog.records if "ASYNCCHAT_OTEL_TIME_PER_CHUNK" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert "ASYNCCHAT_OTEL_TIME_PER_CHUNK='all'" in warning.getMessage()
+
+
 async def test_a_broken_stream_ends_its_span_as_an_error(
     client: asyncchat.Client, server: MockServer
 ) -> None:
