@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import statistics
 import sys
@@ -131,6 +132,13 @@ def _set_up_otel_sdk() -> tuple[Any, Any]:
     return spans, reader
 
 
+def _start_otel_each_application() -> tuple[Any, Any]:
+    """`_start_otel_application`, timing every chunk (set before the first request
+    reads the setting)."""
+    os.environ["ASYNCCHAT_OTEL_TIME_PER_CHUNK"] = "each"
+    return _start_otel_application()
+
+
 def _start_otel_application() -> tuple[Any, Any]:
     """The SDK set up, and asyncchat's telemetry module imported, as the first
     request of an application with telemetry on imports it, once a process."""
@@ -144,6 +152,14 @@ async def run_asyncchat_otel(
     url: str, n: int, scenario: str, expected: Stream
 ) -> list[Result | BaseException]:
     """`run_asyncchat` with telemetry on, into the SDK's in-memory exporter and reader."""
+    return await run_asyncchat(url, n, scenario, expected)
+
+
+async def run_asyncchat_otel_each(
+    url: str, n: int, scenario: str, expected: Stream
+) -> list[Result | BaseException]:
+    """`run_asyncchat_otel` with ASYNCCHAT_OTEL_TIME_PER_CHUNK=each: a time-per-chunk
+    record for every chunk after the first, instead of one mean a stream."""
     return await run_asyncchat(url, n, scenario, expected)
 
 
@@ -531,6 +547,7 @@ RUNNERS: dict[str, Runner] = {
     "asyncchat-text": run_asyncchat_text,
     "asyncchat-uvloop": run_asyncchat,
     "asyncchat-otel": run_asyncchat_otel,
+    "asyncchat-otel-each": run_asyncchat_otel_each,
     "asyncchat-otel-off": run_asyncchat_otel_off,
     "asyncchat-otel-hand": run_asyncchat_otel_hand,
     "asyncchat-events": run_asyncchat_events,
@@ -553,6 +570,7 @@ REQUIREMENTS = {
     "openai-aiohttp": ("openai", "httpx2"),
     "openai-stream": ("openai", "httpx2"),
     "asyncchat-otel": _OTEL,
+    "asyncchat-otel-each": _OTEL,
     "asyncchat-otel-off": ("opentelemetry.sdk.trace", "opentelemetry.sdk.metrics"),
     "asyncchat-otel-hand": _OTEL,
     "httpx-sse": ("httpx", "httpx_sse"),
@@ -564,6 +582,7 @@ REQUIREMENTS = {
 STARTUP: dict[str, Callable[[], object]] = {
     "asyncchat-uvloop": _use_uvloop,
     "asyncchat-otel": _start_otel_application,
+    "asyncchat-otel-each": _start_otel_each_application,
     "asyncchat-otel-off": _set_up_otel_sdk,
     "asyncchat-otel-hand": _set_up_otel_sdk,
 }

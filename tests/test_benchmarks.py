@@ -25,6 +25,7 @@ LOCAL_RUNNERS = [
     "asyncchat-uvloop",
     "asyncchat-events",
     "asyncchat-otel",
+    "asyncchat-otel-each",
     "asyncchat-otel-off",
     "asyncchat-otel-hand",
     "asyncchat-partial",
@@ -88,12 +89,13 @@ def test_tiny_end_to_end_run(tmp_path: Path) -> None:
     assert {row["runner"] for row in report["summary"]} == set(LOCAL_RUNNERS)
 
 
-@pytest.mark.parametrize("runner", ["asyncchat-otel", "asyncchat-otel-hand"])
+@pytest.mark.parametrize("runner", ["asyncchat-otel", "asyncchat-otel-hand", "asyncchat-otel-each"])
 def test_the_telemetry_runners_record_a_span_and_three_histograms_a_stream(
     runner: str,
 ) -> None:
     # The hand-instrumented runner stands for the SDK's own cost only if it makes
-    # the calls asyncchat's telemetry makes: one span, and three histogram records.
+    # the calls asyncchat's telemetry makes: one span, and three histogram records
+    # (the time per chunk once a chunk after the first, with the `each` setting).
     script = f"""
 import asyncio, json, sys
 from benchmarks import clients
@@ -126,7 +128,9 @@ print(json.dumps({{"spans": [s.name for s in spans.get_finished_spans()], "metri
     assert recorded["metrics"] == {
         "gen_ai.client.operation.duration": 3,
         "gen_ai.client.operation.time_to_first_chunk": 3,
-        "gen_ai.client.operation.time_per_output_chunk": 3,
+        "gen_ai.client.operation.time_per_output_chunk": (
+            3 * (build("token").chunk_count - 1) if runner == "asyncchat-otel-each" else 3
+        ),
     }
 
 
