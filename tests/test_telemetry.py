@@ -180,6 +180,13 @@ async def test_time_per_chunk_each_records_every_chunk_after_the_first(
         assert per_chunk.count == 2 and per_chunk.bucket_counts[0] == 1
         assert 0.09 < per_chunk.sum < 5
 
+        # A stream broken after three chunks, each a write of its own: two records.
+        server.style = StreamStyle(tokens=6, chunk_delay=0.1, error_after=3)
+        with pytest.raises(asyncchat.APIStatusError):
+            await read_all(client, "m-each-broken")
+        [per_chunk] = points("gen_ai.client.operation.time_per_output_chunk", "m-each-broken")
+        assert per_chunk.count == 2 and 0.18 < per_chunk.sum < 5
+
 
 async def test_time_per_chunk_takes_mean_or_each_and_warns_of_anything_else(
     server: MockServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
