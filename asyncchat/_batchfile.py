@@ -266,7 +266,6 @@ class ResultsFile:
     def __init__(self, file: BinaryIO, *, path: Path | None, scan: _Scan) -> None:
         self._file = file
         self.path = path
-        self.resumable = path is not None
         self.succeeded = scan.succeeded
         self.failed = scan.failed
 
