@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import time
 import urllib.parse
@@ -186,6 +187,11 @@ class Telemetry:
                 "Number of input and output tokens used", _TOKEN_BUCKETS,
             )  # fmt: skip
 
+        # opentelemetry-api 1.28 and later take the context a measurement is made in,
+        # and the SDK samples a histogram's exemplars from its span.
+        self.measures_in_context = (
+            "context" in inspect.signature(metrics.Histogram.record).parameters
+        )
         self.inject = _injector()
         self._provider_set = False
         self._targets: dict[tuple[str, str, str | None], _Target] = {}
@@ -320,7 +326,7 @@ def _never_fails(
 class Operation:
     """One logical request's span and measurements, from its start to its end."""
 
-    __slots__ = ("_ended", "name", "span", "started", "target", "telemetry")
+    __slots__ = ("_ended", "context", "name", "span", "started", "target", "telemetry")
 
     def __init__(
         self, telemetry: Telemetry, target: _Target, body: Mapping[str, Any], request: Request
@@ -340,6 +346,9 @@ class Operation:
         self.span = telemetry.tracer.start_span(
             target.span_name, kind=SpanKind.CLIENT, attributes=attributes
         )
+        # The caller's context with this span in it: what the server is told, and
+        # what the request's measurements are made in.
+        self.context = trace.set_span_in_context(self.span)
         self._ended = False
         self._send_trace_context(request)
 
@@ -352,11 +361,19 @@ class Operation:
         if inject is None:
             return
         carrier: dict[str, str] = {}
-        inject(carrier, context=trace.set_span_in_context(self.span))
+        inject(carrier, context=self.context)
         if carrier:
             given = {name.lower() for name in request.headers}
             added = {k: v for k, v in carrier.items() if k.lower() not in given}
             request.headers = {**request.headers, **added}
+
+    def _measure(self, histogram: Any, value: float, attributes: Mapping[str, Any]) -> None:
+        """Record `value` in this request's span, so that the histogram's exemplars
+        (sampled by the SDK from 1.28 on) lead to it, not to whatever span is current."""
+        if self.telemetry.measures_in_context:
+            histogram.record(value, attributes, context=self.context)
+        else:
+            histogram.record(value, attributes)
 
     def abandon(self) -> None:
         """End the span as it is: recording the request failed (see `_never_fails`)."""
@@ -385,8 +402,10 @@ class Operation:
         span.set_status(Status(StatusCode.ERROR, str(error)[:500] or kind))
         span.record_exception(error)
         span.end()
-        self.telemetry.duration.record(
-            time.perf_counter() - self.started, {**self.target.common, "error.type": kind}
+        self._measure(
+            self.telemetry.duration,
+            time.perf_counter() - self.started,
+            {**self.target.common, "error.type": kind},
         )
 
     @_never_fails
@@ -411,18 +430,17 @@ class Operation:
         common = self.target.common
         first = timing.time_to_first_chunk
         if first is not None:
-            telemetry.time_to_first_chunk.record(first, common)
+            self._measure(telemetry.time_to_first_chunk, first, common)
         gaps = timing.chunk_gaps
         if gaps is not None:  # ASYNCCHAT_OTEL_TIME_PER_CHUNK=each
-            record = telemetry.time_per_output_chunk.record
             for gap in gaps:
-                record(gap, common)
+                self._measure(telemetry.time_per_output_chunk, gap, common)
         else:
             # Once a stream, the mean: a record per chunk would cost the SDK more
             # than the chunk itself (about 10 µs a record, against 20 µs a chunk).
             per_chunk = timing.time_per_chunk
             if per_chunk is not None:
-                telemetry.time_per_output_chunk.record(per_chunk, common)
+                self._measure(telemetry.time_per_output_chunk, per_chunk, common)
         if timing.closed_early:
             self.span.add_event("asyncchat.stream_closed_early")
         if not accumulator.chunk_count:
@@ -455,14 +473,15 @@ class Operation:
         else:
             self._ended = True
             self.span.end()
-            self.telemetry.duration.record(time.perf_counter() - self.started, answered.attributes)
+            duration = time.perf_counter() - self.started
+            self._measure(self.telemetry.duration, duration, answered.attributes)
         self._record_usage(attributes, answered)
 
     def _record_usage(self, attributes: dict[str, Any], answered: _Answered) -> None:
         """The token counts among the span's `attributes` (checked there), as metrics."""
         count = attributes.get("gen_ai.usage.input_tokens")
         if count is not None:
-            self.telemetry.input_tokens.record(count, answered.input_tokens)
+            self._measure(self.telemetry.input_tokens, count, answered.input_tokens)
         count = attributes.get("gen_ai.usage.output_tokens")
         if count is not None:
-            self.telemetry.output_tokens.record(count, answered.output_tokens)
+            self._measure(self.telemetry.output_tokens, count, answered.output_tokens)

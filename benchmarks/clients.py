@@ -177,7 +177,7 @@ async def run_asyncchat_otel_hand(
     """`telemetry=False`, and the application making by hand the OpenTelemetry calls
     asyncchat makes for a stream: one span with the same attributes, its trace context
     in the request's headers, and the duration, time to first chunk and time per chunk
-    histograms. The SDK's own cost, which any instrumentation pays, next to what
+    histograms, recorded in the span's context. The SDK's own cost, which any instrumentation pays, next to what
     asyncchat's adds to it."""
     from urllib.parse import urlsplit
 
@@ -203,7 +203,8 @@ async def run_asyncchat_otel_hand(
             started = time.perf_counter()
             span = tracer.start_span(f"chat {scenario}", kind=SpanKind.CLIENT, attributes=common)
             headers: dict[str, str] = {}
-            propagate.inject(headers, context=trace.set_span_in_context(span))
+            context = trace.set_span_in_context(span)  # the measures are made in it too
+            propagate.inject(headers, context=context)
             stream = await client.chat.completions.create(
                 model=scenario, messages=MESSAGES, stream=True, extra_headers=headers
             )
@@ -224,9 +225,12 @@ async def run_asyncchat_otel_hand(
                 }
             )
             span.end()
-            duration.record(ended - started, {**common, "gen_ai.response.model": completion.model})
-            to_first.record(first, common)
-            per_chunk.record((ended - result.first_token_at) / max(result.chunks - 1, 1), common)
+            duration.record(
+                ended - started, {**common, "gen_ai.response.model": completion.model}, context
+            )
+            to_first.record(first, common, context)
+            mean = (ended - result.first_token_at) / max(result.chunks - 1, 1)
+            per_chunk.record(mean, common, context)
             return result
 
         return await _gather(n, one)

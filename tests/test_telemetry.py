@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.version import __version__ as otel_version
 
 import asyncchat
 from asyncchat import _telemetry
@@ -50,10 +51,11 @@ def spans() -> list[ReadableSpan]:
     return list(EXPORTER.get_finished_spans())
 
 
-def points(name: str, model: str) -> list[Any]:
-    """The data points of a metric for one request model (each test uses its own)."""
+def points(name: str, model: str, data: Any = None) -> list[Any]:
+    """The data points of a metric for one request model (each test uses its own),
+    collected now or in `data` (a collection resets what exemplars were kept)."""
     found = []
-    data = READER.get_metrics_data()
+    data = data or READER.get_metrics_data()
     for resource in data.resource_metrics if data else ():
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
@@ -253,6 +255,42 @@ async def test_a_cancelled_or_abandoned_stream_still_ends_its_span(
     [span] = spans()
     assert span.status.status_code is StatusCode.UNSET
     assert "asyncchat.stream_closed_early" in [event.name for event in span.events]
+
+
+# From opentelemetry 1.28, a measurement takes the context it is made in and the SDK
+# samples exemplars from that context's span (by default, when the span is sampled).
+EXEMPLARS = tuple(int(part) for part in otel_version.split(".")[:2]) >= (1, 28)
+
+
+async def test_a_requests_measurements_lead_to_its_span(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """A histogram's exemplar is the request's `chat` span, not the span around it."""
+    server.style = StreamStyle(tokens=3)
+    with trace.get_tracer("app").start_as_current_span("answer a question") as outer:
+        stream = await client.chat.completions.create(
+            model="m-exemplar", messages=user(), stream=True, stream_options={"include_usage": True}
+        )
+        async with stream:
+            async for _ in stream:
+                pass
+    [chat] = [span for span in spans() if span.name == "chat m-exemplar"]
+    assert chat.context is not None and chat.parent is not None
+    assert chat.parent.span_id == outer.get_span_context().span_id
+    collected = READER.get_metrics_data()
+    for name in (
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "gen_ai.client.operation.time_per_output_chunk",
+        "gen_ai.client.token.usage",
+    ):
+        found = points(name, "m-exemplar", collected)
+        assert found, name
+        for point in found:
+            if EXEMPLARS:
+                assert [e.span_id for e in point.exemplars] == [chat.context.span_id], name
+            else:  # nothing to link: the measurements are made all the same
+                assert point.count == 1, name
 
 
 async def test_the_server_is_told_the_span_its_work_belongs_to(
