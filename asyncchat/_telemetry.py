@@ -19,7 +19,8 @@ trace context to the server (`traceparent`). Messages are recorded only with
 `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never a header, so
 never the API key. The time per output chunk is one mean a stream unless
 `ASYNCCHAT_OTEL_TIME_PER_CHUNK=each` asks for a record per chunk, as the conventions
-describe it, at the SDK's cost of a record per chunk.
+describe it (a record costs the SDK more than a chunk costs asyncchat). Measurements
+are made in the request span's context, so the SDK's exemplars lead to that span.
 
 Telemetry never fails a request: an error in recording one (a span processor of the
 application's that raises, say) is logged, the span ends as it is, and the request

@@ -177,8 +177,8 @@ async def run_asyncchat_otel_hand(
     """`telemetry=False`, and the application making by hand the OpenTelemetry calls
     asyncchat makes for a stream: one span with the same attributes, its trace context
     in the request's headers, and the duration, time to first chunk and time per chunk
-    histograms, recorded in the span's context. The SDK's own cost, which any instrumentation pays, next to what
-    asyncchat's adds to it."""
+    histograms, recorded in the span's context. The SDK's own cost, which any
+    instrumentation pays, next to what asyncchat's adds to it."""
     from urllib.parse import urlsplit
 
     from opentelemetry import metrics, propagate, trace
