@@ -35,6 +35,7 @@ from asyncchat.tools import Tool, tool_of
 from asyncchat.types import ChatCompletion, ChatCompletionMessage, ToolCall
 
 if TYPE_CHECKING:
+    from asyncchat._tooltelemetry import ToolSpan
     from asyncchat.client import Chat
 
 __all__ = ["RunnerEvent", "ToolRunner"]
@@ -207,35 +208,38 @@ class ToolRunner:
         arguments: dict[str, Any] | None = None
         value: Any = None
         started_at = time.perf_counter()
-        try:
-            tool = self._functions.get(name)
-            if tool is None:
-                known = ", ".join(sorted(self._functions)) or "none"
-                raise LookupError(f"there is no tool named {name!r}; the tools are: {known}")
-            arguments = tool.arguments(raw)
-            started = ToolStarted(call_id, name, arguments, turn)
-            verdict = await _maybe_await(self._approve(started)) if self._approve else True
-            if verdict is not True:
-                raise PermissionError(
-                    verdict if isinstance(verdict, str) else "the call was not allowed"
-                )
-            events.put_nowait(started)
-            started_at = time.perf_counter()
-            async with self._limit:
-                value = await self._invoke(tool, arguments)
-            result = tool_result_text(value)
-            error: BaseException | None = None
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self._on_error == "raise":
-                raise ToolCallError(
-                    f"tool call {name!r} failed: {_describe(exc)}",
-                    name=name,
-                    arguments=raw or "",
-                    messages=self.messages,
-                ) from exc
-            result, error = f"Error: {_describe(exc)}", exc
+        tool = self._functions.get(name)
+        with self._span(call_id, name, tool, raw) as span:
+            try:
+                if tool is None:
+                    known = ", ".join(sorted(self._functions)) or "none"
+                    raise LookupError(f"there is no tool named {name!r}; the tools are: {known}")
+                arguments = tool.arguments(raw)
+                started = ToolStarted(call_id, name, arguments, turn)
+                verdict = await _maybe_await(self._approve(started)) if self._approve else True
+                if verdict is not True:
+                    raise PermissionError(
+                        verdict if isinstance(verdict, str) else "the call was not allowed"
+                    )
+                events.put_nowait(started)
+                started_at = time.perf_counter()
+                async with self._limit:
+                    value = await self._invoke(tool, arguments)
+                result = tool_result_text(value)
+                error: BaseException | None = None
+                span.returned(result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                span.failed(exc)
+                if self._on_error == "raise":
+                    raise ToolCallError(
+                        f"tool call {name!r} failed: {_describe(exc)}",
+                        name=name,
+                        arguments=raw or "",
+                        messages=self.messages,
+                    ) from exc
+                result, error = f"Error: {_describe(exc)}", exc
         finished = ToolFinished(
             call_id, name, arguments, result, error, time.perf_counter() - started_at, turn, value
         )
@@ -249,6 +253,19 @@ class ToolRunner:
         events.put_nowait(finished)
         return result
 
+    def _span(
+        self, call_id: str, name: str, tool: Tool | None, arguments: str | None
+    ) -> ToolSpan | _Untraced:
+        """The call's `execute_tool` span, current while the call runs; a stand-in
+        that records nothing when telemetry is off."""
+        telemetry = self._chat._client._active_telemetry()
+        if telemetry is None:
+            return _UNTRACED
+        from asyncchat._tooltelemetry import tool_span  # needs opentelemetry: only when on
+
+        description = tool.description if tool is not None else ""
+        return tool_span(telemetry, call_id, name, description, arguments) or _UNTRACED
+
     async def _invoke(self, tool: Tool, arguments: dict[str, Any]) -> Any:
         timeout = tool.timeout if tool.timeout is not None else self._tool_timeout
         if tool.is_async:
@@ -260,6 +277,25 @@ class ToolRunner:
             return await value if inspect.isawaitable(value) else value
         except asyncio.TimeoutError:
             raise TimeoutError(f"the tool did not finish within {timeout:g} s") from None
+
+
+class _Untraced:
+    """The span of a call when telemetry is off: it records nothing."""
+
+    def __enter__(self) -> _Untraced:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def returned(self, result: str) -> None:
+        pass
+
+    def failed(self, error: BaseException) -> None:
+        pass
+
+
+_UNTRACED = _Untraced()
 
 
 class _Done:

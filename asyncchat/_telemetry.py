@@ -55,7 +55,7 @@ from asyncchat._timing import StreamTiming
 from asyncchat._version import __version__
 from asyncchat.accumulate import ChatCompletionAccumulator
 
-__all__ = ["Operation", "Telemetry", "shared_telemetry"]
+__all__ = ["Operation", "Telemetry", "report_failure", "shared_telemetry"]
 
 _DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
                      40.96, 81.92]  # fmt: skip
@@ -205,14 +205,21 @@ class Telemetry:
         try:
             return self._start(request, body or {})
         except Exception as error:
-            _report(error)
+            report_failure(error)
             return None
 
-    def _start(self, request: Request, body: Mapping[str, Any]) -> Operation | None:
+    def recording(self) -> bool:
+        """Whether the application set a tracer or meter provider: until it does,
+        every span and measure would be dropped, so nothing is begun or timed."""
         if not self._provider_set:
             if not _configured():
-                return None
+                return False
             self._provider_set = True  # a provider, once set, cannot be unset
+        return True
+
+    def _start(self, request: Request, body: Mapping[str, Any]) -> Operation | None:
+        if not self.recording():
+            return None
         url = request.url
         if url.endswith("/chat/completions"):
             operation = "chat"
@@ -287,15 +294,16 @@ class _Answered:
 _failures = 0  # of telemetry itself, in this process
 
 
-def _report(error: Exception) -> None:
+def report_failure(error: Exception) -> None:
     """Log a failure of telemetry's own: the first as a warning with its traceback,
-    the rest at debug (a broken exporter would otherwise write one per request)."""
+    the rest at debug (a broken exporter would otherwise write one per request or
+    tool call)."""
     global _failures
     _failures += 1
     if _failures == 1:
         logger.warning(
-            "asyncchat telemetry could not record a request, which went on unaffected "
-            "(later failures are logged at debug): %s: %s",
+            "asyncchat telemetry could not record a request or tool call, which went on "
+            "unaffected (later failures are logged at debug): %s: %s",
             type(error).__name__,
             error,
             exc_info=error,
@@ -310,15 +318,15 @@ _P = ParamSpec("_P")
 def _never_fails(
     step: Callable[Concatenate[Operation, _P], None],
 ) -> Callable[Concatenate[Operation, _P], None]:
-    """An operation's step that cannot fail its request: on an error, `_report` it
-    and end the span as it is."""
+    """An operation's step that cannot fail its request: on an error, report it
+    (`report_failure`) and end the span as it is."""
 
     @functools.wraps(step)
     def guarded(operation: Operation, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
         try:
             step(operation, *args, **kwargs)
         except Exception as error:
-            _report(error)
+            report_failure(error)
             operation.abandon()
 
     return guarded

@@ -252,11 +252,7 @@ class Client:
         retries = self.max_retries if max_retries is None else max_retries
         effective_timeout = self.timeout if timeout is None else Timeout.coerce(timeout)
         shown = redact(request.url)  # what messages quote
-        telemetry = self._telemetry
-        if telemetry is None and self._telemetry_enabled is None and _OTEL in sys.modules:
-            telemetry = self._telemetry = _load_telemetry(None)
-            if telemetry is None:  # imported, but not installed whole: do not try again
-                self._telemetry_enabled = False
+        telemetry = self._active_telemetry()
         operation = (
             None
             if telemetry is None or isinstance(body, FileUpload)
@@ -323,6 +319,16 @@ class Client:
             if operation is not None:
                 operation.failed(exc)
             raise
+
+    def _active_telemetry(self) -> Telemetry | None:
+        """The telemetry requests and tool calls record to; None when it is off, or
+        until the application imports opentelemetry (then it is loaded once)."""
+        telemetry = self._telemetry
+        if telemetry is None and self._telemetry_enabled is None and _OTEL in sys.modules:
+            telemetry = self._telemetry = _load_telemetry(None)
+            if telemetry is None:  # imported, but not installed whole: do not try again
+                self._telemetry_enabled = False
+        return telemetry
 
     def _prepare(
         self,

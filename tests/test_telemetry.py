@@ -23,7 +23,7 @@ from opentelemetry.version import __version__ as otel_version
 
 import asyncchat
 from asyncchat import _telemetry
-from asyncchat.testing import MockServer, StreamStyle
+from asyncchat.testing import MockServer, StreamStyle, Turn
 
 from .conftest import API_KEY, run_python
 
@@ -535,25 +535,31 @@ class _BrokenProcessor(SpanProcessor):
     """A span processor of the application's that raises, for two models only."""
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
-        if span.name == "chat m-broken-start":
+        if span.name in ("chat m-broken-start", "execute_tool broken_start"):
             raise RuntimeError("the processor broke on start")
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.name == "chat m-broken-end":
+        if span.name in ("chat m-broken-end", "execute_tool broken_end"):
             raise RuntimeError("the processor broke on end")
 
 
-async def test_a_failure_in_telemetry_never_fails_the_request(
-    client: asyncchat.Client,
-    server: MockServer,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.fixture
+def broken(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> pytest.LogCaptureFixture:
+    """A `_BrokenProcessor` among the application's (once added, it stays), the failure
+    count reset, and the log that reports them."""
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     provider.add_span_processor(_BrokenProcessor())
     monkeypatch.setattr(_telemetry, "_failures", 0)
     caplog.set_level(logging.DEBUG, logger="asyncchat")
+    return caplog
+
+
+async def test_a_failure_in_telemetry_never_fails_the_request(
+    client: asyncchat.Client, server: MockServer, broken: pytest.LogCaptureFixture
+) -> None:
     for model in ("m-broken-start", "m-broken-end"):
         completion = await client.chat.completions.create(model=model, messages=user("Hi"))
         assert completion.choices[0].message.content == "You said: Hi"
@@ -562,7 +568,7 @@ async def test_a_failure_in_telemetry_never_fails_the_request(
             texts = [c.choices[0].delta.content async for c in stream if c.choices]
         assert "".join(t or "" for t in texts) == "You said: Hi"
     assert server.connection_count == 1  # every answer read to its end, the connection pooled
-    failures = [r for r in caplog.records if "asyncchat telemetry" in r.getMessage()]
+    failures = [r for r in broken.records if "asyncchat telemetry" in r.getMessage()]
     assert len(failures) == 4  # one per request
     assert [r.levelno for r in failures] == [logging.WARNING] + [logging.DEBUG] * 3
     assert "RuntimeError: the processor broke on start" in failures[0].getMessage()
@@ -608,7 +614,10 @@ async def test_telemetry_false_records_nothing_and_times_nothing(server: MockSer
         async with stream:
             async for _ in stream:
                 pass
-    assert spans() == []
+        runner = client.chat.run_tools(model="m-off", messages=user(), tools=[get_weather])
+        await runner.final_completion()
+    assert runner.completions[0].choices[0].message.tool_calls  # the tool was called
+    assert [span.name for span in spans()] == ["look up the weather"]  # the tool's own only
 
 
 def test_without_opentelemetry_nothing_is_imported() -> None:
@@ -643,3 +652,227 @@ def test_opentelemetry_is_never_imported_first() -> None:
     )
     printed = run_python(code)
     assert printed.strip() == "[]"
+
+
+# --- the tool runner's calls -------------------------------------------------------------
+
+TOOL_TRACER = trace.get_tracer("tools under test")
+
+
+async def get_weather(city: str) -> dict[str, Any]:
+    """The current weather in a city."""
+    with TOOL_TRACER.start_as_current_span("look up the weather"):
+        await asyncio.sleep(0)
+    return {"city": city, "celsius": 21}
+
+
+def to_fahrenheit(celsius: float) -> float:
+    """Celsius to Fahrenheit."""
+    with TOOL_TRACER.start_as_current_span("convert in a thread"):
+        return celsius * 9 / 5 + 32
+
+
+async def get_time(zone: str) -> str:
+    """The local time in a time zone."""
+    raise ValueError(f"unknown time zone {zone!r}")
+
+
+def tool_spans() -> dict[str, ReadableSpan]:
+    """The finished `execute_tool` spans by tool name."""
+    return {span.name.split(" ", 1)[1]: span for span in spans() if span.name.startswith("exec")}
+
+
+def child_of(span: ReadableSpan, parent: Any) -> bool:
+    context = parent.get_span_context() if hasattr(parent, "get_span_context") else parent.context
+    return span.parent is not None and span.parent.span_id == context.span_id
+
+
+async def test_each_tool_call_is_an_execute_tool_span_its_work_runs_in(
+    server: MockServer,
+) -> None:
+    """One INTERNAL span a call, with the conventions' attributes, current while the
+    tool runs (a thread's too), so what the tool traces, a request of its own
+    included, is its child; a call that fails is an error span, and the model is
+    told as before."""
+    script = MockServer(
+        api_key=API_KEY,
+        turns=[
+            Turn(
+                tool_calls=[
+                    ("get_weather", {"city": "Paris"}),
+                    ("to_fahrenheit", {"celsius": 21}),
+                    ("get_time", {"zone": "Mars/X"}),
+                    ("ask_expert", {"question": "Umbrella?"}),
+                ]
+            ),
+            Turn(content="Sunny, 21 °C.", expect_results=['"celsius":21', "69.8"]),
+        ],
+    )
+
+    async def ask_expert(question: str) -> str:
+        """Ask another model."""
+        answer = await expert.chat.completions.create(model="m-expert", messages=user(question))
+        return answer.choices[0].message.content or ""
+
+    tools = [get_weather, to_fahrenheit, get_time, ask_expert]
+    async with (
+        script,
+        asyncchat.Client(base_url=script.base_url, api_key=API_KEY) as client,
+        asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as expert,
+    ):
+        with TOOL_TRACER.start_as_current_span("the agent") as agent:
+            runner = client.chat.run_tools(model="m-agent", messages=user(), tools=tools)
+            final = await runner.final_completion()
+    assert final.choices[0].message.content == "Sunny, 21 °C."
+    assert script.turns is not None and script.turns.errors == []
+
+    called = tool_spans()
+    assert sorted(called) == ["ask_expert", "get_time", "get_weather", "to_fahrenheit"]
+    weather = called["get_weather"]
+    assert weather.kind is SpanKind.INTERNAL and child_of(weather, agent)
+    assert dict(weather.attributes or {}) == {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": "get_weather",
+        "gen_ai.tool.type": "function",
+        "gen_ai.tool.call.id": "call_1_0",
+        "gen_ai.tool.description": "The current weather in a city.",
+    }
+    assert weather.status.status_code is StatusCode.UNSET
+    by_name = {span.name: span for span in spans()}
+    assert child_of(by_name["look up the weather"], weather)
+    assert child_of(by_name["convert in a thread"], called["to_fahrenheit"])
+    assert child_of(by_name["chat m-expert"], called["ask_expert"])
+    chats = [span for span in spans() if span.name == "chat m-agent"]
+    assert len(chats) == 2 and all(child_of(chat, agent) for chat in chats)
+
+    failed = called["get_time"]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.status.description == "unknown time zone 'Mars/X'"
+    assert failed.attributes is not None and failed.attributes["error.type"] == "ValueError"
+    assert [event.name for event in failed.events] == ["exception"]
+    assert "gen_ai.tool.call.arguments" not in json.dumps(
+        [dict(s.attributes or {}) for s in spans()]
+    )
+
+
+async def test_a_tool_calls_arguments_and_result_only_when_content_is_opted_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    script = MockServer(
+        api_key=API_KEY,
+        turns=[
+            Turn(tool_calls=[("get_weather", {"city": "Oslo"}), ("get_time", {"zone": "Mars"})]),
+            Turn(content="Done."),
+        ],
+    )
+    async with script, asyncchat.Client(base_url=script.base_url, api_key=API_KEY) as client:
+        runner = client.chat.run_tools(
+            model="m-agent", messages=user(), tools=[get_weather, get_time]
+        )
+        await runner.final_completion()
+    called = tool_spans()
+    weather = dict(called["get_weather"].attributes or {})
+    assert weather["gen_ai.tool.call.arguments"] == '{"city":"Oslo"}'  # as the model sent them
+    assert weather["gen_ai.tool.call.result"] == '{"city":"Oslo","celsius":21}'  # as sent back
+    failed = dict(called["get_time"].attributes or {})
+    assert failed["gen_ai.tool.call.arguments"] == '{"zone":"Mars"}'
+    assert "gen_ai.tool.call.result" not in failed  # the conventions: a successful call's only
+
+
+def calls_stream(*calls: tuple[str, str]) -> list[dict[str, Any] | str]:
+    """A streamed answer that makes these calls, (name, arguments text) each."""
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m-agent"}
+    made = [
+        {"index": i, "id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": a}}
+        for i, (n, a) in enumerate(calls)
+    ]
+    return [
+        {**base, "choices": [{"index": 0, "delta": {"tool_calls": made}}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+
+
+async def test_a_call_of_no_tool_or_with_bad_arguments_is_an_error_span(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    server.enqueue(sse=calls_stream(("get_tide", "{}"), ("get_weather", '{"town": "Bergen"}')))
+    runner = client.chat.run_tools(model="m-agent", messages=user(), tools=[get_weather])
+    await runner.final_completion()
+    called = tool_spans()
+    unknown = dict(called["get_tide"].attributes or {})
+    assert unknown["error.type"] == "LookupError"
+    assert "gen_ai.tool.description" not in unknown  # no such tool to describe
+    misfit = called["get_weather"]
+    assert dict(misfit.attributes or {})["error.type"] == "asyncchat.ToolArgumentsError"
+    assert misfit.status.status_code is StatusCode.ERROR
+    assert "look up the weather" not in [span.name for span in spans()]  # never ran
+
+
+async def test_a_vetoed_raised_or_cancelled_tool_call_ends_its_span_as_an_error(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    started = asyncio.Event()
+
+    async def wait(seconds: float) -> str:
+        """Waits, and is cancelled first."""
+        started.set()
+        await asyncio.sleep(seconds)
+        return "too late"
+
+    server.enqueue(sse=calls_stream(("get_weather", '{"city": "Rome"}')))
+    vetoed = client.chat.run_tools(
+        model="m-agent", messages=user(), tools=[get_weather], approve=lambda call: "No."
+    )
+    await vetoed.final_completion()
+    [span] = tool_spans().values()
+    assert dict(span.attributes or {})["error.type"] == "PermissionError"
+    assert span.status.description == "No."
+
+    EXPORTER.clear()
+    server.enqueue(sse=calls_stream(("get_time", '{"zone": "Mars"}')))
+    raising = client.chat.run_tools(
+        model="m-agent", messages=user(), tools=[get_time], on_error="raise"
+    )
+    with pytest.raises(asyncchat.ToolCallError):
+        await raising.final_completion()
+    [span] = tool_spans().values()
+    assert dict(span.attributes or {})["error.type"] == "ValueError"  # the tool's own error
+
+    EXPORTER.clear()
+    server.enqueue(sse=calls_stream(("wait", '{"seconds": 60}')))
+    runner = client.chat.run_tools(model="m-agent", messages=user(), tools=[wait])
+    task = asyncio.ensure_future(runner.final_completion())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [span] = tool_spans().values()
+    assert dict(span.attributes or {})["error.type"] == "asyncio.CancelledError"
+    assert span.end_time is not None
+
+
+async def test_a_failure_in_telemetry_never_fails_a_tool_call(
+    client: asyncchat.Client, server: MockServer, broken: pytest.LogCaptureFixture
+) -> None:
+
+    def broken_start(word: str) -> str:
+        """Echo."""
+        return word.upper()
+
+    def broken_end(word: str) -> str:
+        """Echo."""
+        return word * 2
+
+    server.enqueue(
+        sse=calls_stream(("broken_start", '{"word": "a"}'), ("broken_end", '{"word": "b"}'))
+    )
+    runner = client.chat.run_tools(
+        model="m-agent", messages=user(), tools=[broken_start, broken_end]
+    )
+    await runner.final_completion()
+    assert [m["content"] for m in runner.messages if m["role"] == "tool"] == ["A", "bb"]
+    failures = [r for r in broken.records if "asyncchat telemetry" in r.getMessage()]
+    assert len(failures) == 2  # one a call
+    assert "RuntimeError: the processor broke on start" in failures[0].getMessage()
+    assert sorted(tool_spans()) == ["broken_end"]  # the other was never begun
