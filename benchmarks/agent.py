@@ -7,9 +7,11 @@ client's CPU is counted. Side by side, in one process and one run:
 function), hand-written loops over asyncchat (streamed with `chat.stream()`,
 the runner's own cost being the difference; and with `create()`), and
 hand-written loops over the official SDK (with `create()`, and streamed with
-its `.chat.completions.stream()` helper). CPU time, best of `--repeat`.
+its `.chat.completions.stream()` helper). CPU time, best of `--repeat`. With
+`--otel`, the OpenTelemetry SDK records in memory, so asyncchat's clients trace
+each request and run_tools each tool call too (the official SDK's are not traced).
 
-    python -m benchmarks.agent [--conversations 200] [--concurrency 10] [--repeat 3]
+    python -m benchmarks.agent [--conversations 200] [--concurrency 10] [--repeat 3] [--otel]
 """
 
 from __future__ import annotations
@@ -182,10 +184,22 @@ def main() -> None:
     options.add_argument("--conversations", type=int, default=200)
     options.add_argument("--concurrency", type=int, default=10)
     options.add_argument("--repeat", type=int, default=3, help="runs of each (best kept)")
+    options.add_argument(
+        "--otel", action="store_true", help="telemetry on, into the SDK's in-memory exporter"
+    )
     args = options.parse_args()
+    spans = None
+    if args.otel:
+        from benchmarks.clients import set_up_otel_sdk
+
+        spans, _ = set_up_otel_sdk()
     with mock_server() as url:
         turns = 2 * args.conversations
-        print(f"{args.conversations} conversations of 2 turns, {args.concurrency} at a time")
+        telemetry = ", telemetry on" if args.otel else ""
+        print(
+            f"{args.conversations} conversations of 2 turns, {args.concurrency} at a time"
+            + telemetry
+        )
         print(f"{'runner':38}{'CPU µs/turn':>14}")
         for name, (conversation, make_client) in RUNNERS.items():
             try:
@@ -199,6 +213,10 @@ def main() -> None:
                 print(f"{name:38}{'not installed':>14}")
                 continue
             print(f"{name:38}{best / turns * 1e6:>14.0f}", flush=True)
+    if spans is not None:
+        names = [span.name for span in spans.get_finished_spans()]
+        tools = sum(name.startswith("execute_tool") for name in names)
+        print(f"{len(names)} spans recorded, {tools} of them tool calls")
 
 
 if __name__ == "__main__":

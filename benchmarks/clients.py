@@ -114,7 +114,7 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _set_up_otel_sdk() -> tuple[Any, Any]:
+def set_up_otel_sdk() -> tuple[Any, Any]:
     """The OpenTelemetry SDK recording every span and measure in memory, as a test
     (or an exporter's batch) would; returns the span exporter and the metric reader."""
     from opentelemetry import metrics, trace
@@ -142,7 +142,7 @@ def _start_otel_each_application() -> tuple[Any, Any]:
 def _start_otel_application() -> tuple[Any, Any]:
     """The SDK set up, and asyncchat's telemetry module imported, as the first
     request of an application with telemetry on imports it, once a process."""
-    sinks = _set_up_otel_sdk()
+    sinks = set_up_otel_sdk()
     import asyncchat._telemetry  # noqa: F401
 
     return sinks
@@ -587,8 +587,8 @@ STARTUP: dict[str, Callable[[], object]] = {
     "asyncchat-uvloop": _use_uvloop,
     "asyncchat-otel": _start_otel_application,
     "asyncchat-otel-each": _start_otel_each_application,
-    "asyncchat-otel-off": _set_up_otel_sdk,
-    "asyncchat-otel-hand": _set_up_otel_sdk,
+    "asyncchat-otel-off": set_up_otel_sdk,
+    "asyncchat-otel-hand": set_up_otel_sdk,
 }
 
 

@@ -332,21 +332,25 @@ def test_instruction_counts_say_when_valgrind_is_missing(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_agent_benchmark_runs() -> None:
-    """benchmarks.agent: every loop gets the right answer from the mock server."""
+@pytest.mark.parametrize("otel", [False, True])
+def test_agent_benchmark_runs(otel: bool) -> None:
+    """benchmarks.agent: every loop gets the right answer from the mock server; with
+    --otel, run_tools' tool calls are traced (a warm-up and 3 conversations, a call each)."""
+    command = [sys.executable, "-m", "benchmarks.agent", "--conversations", "3", "--repeat", "1"]
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.agent", "--conversations", "3", "--repeat", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        command + ["--otel"] * otel, cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "3 conversations of 2 turns, 10 at a time"
-    rows = {line[:38].strip(): line[38:].strip() for line in lines[2:]}
+    on = ", telemetry on" if otel else ""
+    assert lines[0] == f"3 conversations of 2 turns, 10 at a time{on}"
+    rows = {line[:38].strip(): line[38:].strip() for line in lines[2:7]}
     assert rows["asyncchat run_tools (streamed)"].isdigit()
     assert rows["asyncchat hand-written loop, stream()"].isdigit()
+    if otel:
+        assert lines[-1].endswith("spans recorded, 4 of them tool calls"), lines[-1]
+    else:
+        assert len(lines) == 7
 
 
 @pytest.mark.slow
