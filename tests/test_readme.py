@@ -151,3 +151,23 @@ def test_batch_api_command_runs(tmp_path: Path, background_server: MockServer) -
     assert len(results) == count and {r["response"]["status_code"] for r in results} == {200}
     batches = list(background_server.batch.batches.values())
     assert [b.data["metadata"] for b in batches] == [{"job": "nightly"}]
+
+
+def test_the_readmes_links_lead_somewhere() -> None:
+    """A link to a file of the repository names one that exists; one to a section of
+    the README (or of a linked document) names a heading that exists."""
+    documents = [README, *(ROOT / "docs").glob("*.md")]
+    for document in documents:
+        text = document.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (document.parent / path).resolve() if path else document
+            assert linked.exists(), f"{document.name} links to {target}, which is not there"
+            if anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(), flags=re.MULTILINE)
+                slugs = {
+                    re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings
+                }
+                assert anchor in slugs, f"{document.name} links to {target}: no such heading"
