@@ -24,7 +24,7 @@ are made in the request span's context, so the SDK's exemplars lead to that span
 
 Telemetry never fails a request: an error in recording one (a span processor of the
 application's that raises, say) is logged, the span ends as it is, and the request
-goes on.
+goes on. The tool runner's calls have spans of their own (`_tooltelemetry`).
 """
 
 from __future__ import annotations

@@ -774,7 +774,7 @@ async def test_a_tool_calls_arguments_and_result_only_when_content_is_opted_in(
     called = tool_spans()
     weather = dict(called["get_weather"].attributes or {})
     assert weather["gen_ai.tool.call.arguments"] == '{"city":"Oslo"}'  # as the model sent them
-    assert weather["gen_ai.tool.call.result"] == '{"city":"Oslo","celsius":21}'  # as sent back
+    assert weather["gen_ai.tool.call.result"] == '{"city":"Oslo","celsius":21}'  # as text
     failed = dict(called["get_time"].attributes or {})
     assert failed["gen_ai.tool.call.arguments"] == '{"zone":"Mars"}'
     assert "gen_ai.tool.call.result" not in failed  # the conventions: a successful call's only
