@@ -9,6 +9,9 @@ Whatever goes wrong in a call (arguments that are not JSON or do not fit the
 function, an unknown tool, an exception, a timeout, a veto) becomes the text of
 that call's `tool` message, so the model can correct itself; `on_error="raise"`
 ends the run instead.
+
+With telemetry on, the run is an `invoke_agent` span and each call an
+`execute_tool` span (`_runnertelemetry`); off, each costs one check.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import inspect
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 
@@ -35,13 +38,14 @@ from asyncchat.tools import Tool, tool_of
 from asyncchat.types import ChatCompletion, ChatCompletionMessage, ToolCall
 
 if TYPE_CHECKING:
-    from asyncchat._tooltelemetry import ToolSpan
+    from asyncchat._runnertelemetry import RunSpan, ToolSpan
     from asyncchat.client import Chat
 
 __all__ = ["RunnerEvent", "ToolRunner"]
 
 RunnerEvent = StreamEvent | ToolStarted | ToolFinished
 Approve = Callable[[ToolStarted], "bool | str | Awaitable[bool | str]"]
+_M = TypeVar("_M")
 OnResult = Callable[[ToolFinished], Any]
 
 
@@ -88,6 +92,7 @@ class ToolRunner:
         self._approve = approve
         self._on_result = on_result
         self._stopped = False
+        self._trace: RunSpan | _Untraced = _UNTRACED  # the run's span, once it starts
         self._events = self._run()
 
     def __aiter__(self) -> ToolRunner:
@@ -127,35 +132,44 @@ class ToolRunner:
     # --- the loop -----------------------------------------------------------------------
 
     async def _run(self) -> AsyncGenerator[RunnerEvent, None]:
-        for turn in range(1, self._max_turns + 1):
-            async with self._chat.stream(
-                messages=self.messages, tools=self._wire, **self._params
-            ) as stream:
-                async for streamed in stream:
-                    yield streamed
-                completion = await stream.final_completion()
-            self.completions.append(completion)
-            if not completion.choices:
-                raise APIError(
-                    "the server answered with no choices", request_id=completion.request_id
-                )
-            message = completion.choices[0].message
-            calls: list[ToolCall] = _with_ids(message.tool_calls or [], turn)
-            self.messages.append(_assistant_message(message, calls))
-            if not calls or self._stopped:
-                return
-            if any(call.function.name in self._wire_only for call in calls):
-                return  # a tool without a function: its call is yours to handle
-            async for event in self._run_calls(calls, turn):
-                yield event
-            if self._stopped:
-                return
-        raise MaxTurnsError(
-            f"the model still called tools after max_turns={self._max_turns} turns; "
-            "runner.messages (and this error's .messages) hold the conversation to go on from",
-            messages=self.messages,
-            completion=self.completions[-1],
-        )
+        run = self._trace = self._run_span()
+        error: BaseException | None = None
+        try:
+            for turn in range(1, self._max_turns + 1):
+                async with run.entered(
+                    self._chat.stream(messages=self.messages, tools=self._wire, **self._params)
+                ) as stream:
+                    async for streamed in stream:
+                        yield streamed
+                    completion = await stream.final_completion()
+                self.completions.append(completion)
+                if not completion.choices:
+                    raise APIError(
+                        "the server answered with no choices", request_id=completion.request_id
+                    )
+                message = completion.choices[0].message
+                calls: list[ToolCall] = _with_ids(message.tool_calls or [], turn)
+                self.messages.append(_assistant_message(message, calls))
+                if not calls or self._stopped:
+                    return
+                if any(call.function.name in self._wire_only for call in calls):
+                    return  # a tool without a function: its call is yours to handle
+                async for event in self._run_calls(calls, turn):
+                    yield event
+                if self._stopped:
+                    return
+            raise MaxTurnsError(
+                f"the model still called tools after max_turns={self._max_turns} turns; "
+                "runner.messages (and this error's .messages) hold the conversation to go on "
+                "from",
+                messages=self.messages,
+                completion=self.completions[-1],
+            )
+        except BaseException as exc:  # GeneratorExit too: the run was closed early
+            error = exc
+            raise
+        finally:
+            run.ended(error)
 
     async def _run_calls(
         self, calls: list[ToolCall], turn: int
@@ -163,7 +177,8 @@ class ToolRunner:
         """Run a turn's calls concurrently, handing out their events as they happen;
         then append their results, in call order."""
         events: asyncio.Queue[RunnerEvent | _Done] = asyncio.Queue()
-        tasks = [asyncio.ensure_future(self._reported(call, turn, events)) for call in calls]
+        with self._trace.current():  # each task copies the context: the calls are the run's
+            tasks = [asyncio.ensure_future(self._reported(call, turn, events)) for call in calls]
         try:
             remaining = len(tasks)
             while remaining:
@@ -253,6 +268,17 @@ class ToolRunner:
         events.put_nowait(finished)
         return result
 
+    def _run_span(self) -> RunSpan | _Untraced:
+        """The run's `invoke_agent` span; a stand-in that records nothing when
+        telemetry is off."""
+        client = self._chat._client
+        telemetry = client._active_telemetry()
+        if telemetry is None:
+            return _UNTRACED
+        from asyncchat._runnertelemetry import run_span  # needs opentelemetry: only when on
+
+        return run_span(telemetry, client.base_url, self._params, self.completions) or _UNTRACED
+
     def _span(
         self, call_id: str, name: str, tool: Tool | None, arguments: str | None
     ) -> ToolSpan | _Untraced:
@@ -261,7 +287,7 @@ class ToolRunner:
         telemetry = self._chat._client._active_telemetry()
         if telemetry is None:
             return _UNTRACED
-        from asyncchat._tooltelemetry import tool_span  # needs opentelemetry: only when on
+        from asyncchat._runnertelemetry import tool_span  # needs opentelemetry: only when on
 
         description = tool.description if tool is not None else ""
         return tool_span(telemetry, call_id, name, description, arguments) or _UNTRACED
@@ -280,12 +306,21 @@ class ToolRunner:
 
 
 class _Untraced:
-    """The span of a call when telemetry is off: it records nothing."""
+    """The span of a run or of a call when telemetry is off: it records nothing."""
 
     def __enter__(self) -> _Untraced:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def current(self) -> _Untraced:
+        return self
+
+    def entered(self, manager: _M) -> _M:
+        return manager
+
+    def ended(self, error: BaseException | None) -> None:
         pass
 
     def returned(self, result: str) -> None:

@@ -24,7 +24,8 @@ are made in the request span's context, so the SDK's exemplars lead to that span
 
 Telemetry never fails a request: an error in recording one (a span processor of the
 application's that raises, say) is logged, the span ends as it is, and the request
-goes on. The tool runner's calls have spans of their own (`_tooltelemetry`).
+goes on. The tool runner's runs and calls have spans of their own
+(`_runnertelemetry`).
 """
 
 from __future__ import annotations

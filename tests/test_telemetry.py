@@ -687,13 +687,14 @@ def child_of(span: ReadableSpan, parent: Any) -> bool:
     return span.parent is not None and span.parent.span_id == context.span_id
 
 
-async def test_each_tool_call_is_an_execute_tool_span_its_work_runs_in(
+async def test_a_run_is_an_invoke_agent_span_and_each_call_an_execute_tool_span(
     server: MockServer,
 ) -> None:
-    """One INTERNAL span a call, with the conventions' attributes, current while the
-    tool runs (a thread's too), so what the tool traces, a request of its own
-    included, is its child; a call that fails is an error span, and the model is
-    told as before."""
+    """The run is one INTERNAL `invoke_agent` span, parent of its turns' `chat` spans
+    and of one INTERNAL span a call, with the conventions' attributes. A call's span
+    is current while the tool runs (a thread's too), so what the tool traces, a
+    request of its own included, is its child; a call that fails is an error span,
+    and the model is told as before. The reader's own spans stay the reader's."""
     script = MockServer(
         api_key=API_KEY,
         turns=[
@@ -721,15 +722,41 @@ async def test_each_tool_call_is_an_execute_tool_span_its_work_runs_in(
         asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as expert,
     ):
         with TOOL_TRACER.start_as_current_span("the agent") as agent:
-            runner = client.chat.run_tools(model="m-agent", messages=user(), tools=tools)
+            runner = client.chat.run_tools(
+                model="m-agent",
+                messages=user(),
+                tools=tools,
+                temperature=0.3,
+                stream_options={"include_usage": True},
+            )
+            async for event in runner:
+                if isinstance(event, asyncchat.ToolFinished):
+                    with TOOL_TRACER.start_as_current_span(f"saw {event.name}"):
+                        pass
             final = await runner.final_completion()
     assert final.choices[0].message.content == "Sunny, 21 °C."
     assert script.turns is not None and script.turns.errors == []
 
+    [run] = [span for span in spans() if span.name == "invoke_agent"]
+    assert run.kind is SpanKind.INTERNAL and child_of(run, agent)
+    assert run.status.status_code is StatusCode.UNSET
+    turns = [span for span in spans() if span.name == "chat m-agent"]
+    assert len(turns) == 2 and all(child_of(turn, run) for turn in turns)
+    usage = [dict(turn.attributes or {}) for turn in turns]
+    assert dict(run.attributes or {}) == {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "m-agent",
+        "gen_ai.request.temperature": 0.3,
+        "gen_ai.response.finish_reasons": ("stop",),
+        "gen_ai.usage.input_tokens": sum(u["gen_ai.usage.input_tokens"] for u in usage),
+        "gen_ai.usage.output_tokens": sum(u["gen_ai.usage.output_tokens"] for u in usage),
+    }
+
     called = tool_spans()
     assert sorted(called) == ["ask_expert", "get_time", "get_weather", "to_fahrenheit"]
     weather = called["get_weather"]
-    assert weather.kind is SpanKind.INTERNAL and child_of(weather, agent)
+    assert weather.kind is SpanKind.INTERNAL and child_of(weather, run)
     assert dict(weather.attributes or {}) == {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": "get_weather",
@@ -742,8 +769,7 @@ async def test_each_tool_call_is_an_execute_tool_span_its_work_runs_in(
     assert child_of(by_name["look up the weather"], weather)
     assert child_of(by_name["convert in a thread"], called["to_fahrenheit"])
     assert child_of(by_name["chat m-expert"], called["ask_expert"])
-    chats = [span for span in spans() if span.name == "chat m-agent"]
-    assert len(chats) == 2 and all(child_of(chat, agent) for chat in chats)
+    assert all(child_of(by_name[f"saw {name}"], agent) for name in called)
 
     failed = called["get_time"]
     assert failed.status.status_code is StatusCode.ERROR
@@ -828,6 +854,7 @@ async def test_a_vetoed_raised_or_cancelled_tool_call_ends_its_span_as_an_error(
     [span] = tool_spans().values()
     assert dict(span.attributes or {})["error.type"] == "PermissionError"
     assert span.status.description == "No."
+    assert run_error() is None  # the model was told, and answered
 
     EXPORTER.clear()
     server.enqueue(sse=calls_stream(("get_time", '{"zone": "Mars"}')))
@@ -838,6 +865,7 @@ async def test_a_vetoed_raised_or_cancelled_tool_call_ends_its_span_as_an_error(
         await raising.final_completion()
     [span] = tool_spans().values()
     assert dict(span.attributes or {})["error.type"] == "ValueError"  # the tool's own error
+    assert run_error() == "asyncchat.ToolCallError"
 
     EXPORTER.clear()
     server.enqueue(sse=calls_stream(("wait", '{"seconds": 60}')))
@@ -850,6 +878,38 @@ async def test_a_vetoed_raised_or_cancelled_tool_call_ends_its_span_as_an_error(
     [span] = tool_spans().values()
     assert dict(span.attributes or {})["error.type"] == "asyncio.CancelledError"
     assert span.end_time is not None
+    assert run_error() == "asyncio.CancelledError"
+
+
+def run_error() -> Any:
+    """The `error.type` of the one run's span."""
+    [run] = [span for span in spans() if span.name == "invoke_agent"]
+    assert run.status.status_code is StatusCode.ERROR or "error.type" not in (run.attributes or {})
+    return dict(run.attributes or {}).get("error.type")
+
+
+async def test_a_run_left_early_or_out_of_turns_still_ends_its_span(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    server.style = StreamStyle(chunk_delay=0.01)
+    runner = client.chat.run_tools(model="m-agent", messages=user(), tools=[get_weather])
+    async for _ in runner:
+        break  # the reader leaves: not an error
+    await runner.close()
+    [run] = [span for span in spans() if span.name == "invoke_agent"]
+    assert run.status.status_code is StatusCode.UNSET
+    assert [event.name for event in run.events] == ["asyncchat.run_closed_early"]
+    assert client.transport.connections()[1] == 0  # type: ignore[attr-defined]
+
+    EXPORTER.clear()
+    runner = client.chat.run_tools(
+        model="m-agent", messages=user(), tools=[get_weather], max_turns=1
+    )
+    with pytest.raises(asyncchat.MaxTurnsError):
+        await runner.final_completion()
+    assert run_error() == "asyncchat.MaxTurnsError"
+    [run] = [span for span in spans() if span.name == "invoke_agent"]
+    assert dict(run.attributes or {})["gen_ai.response.finish_reasons"] == ("tool_calls",)
 
 
 async def test_a_failure_in_telemetry_never_fails_a_tool_call(
