@@ -45,8 +45,8 @@ __all__ = ["RunnerEvent", "ToolRunner"]
 
 RunnerEvent = StreamEvent | ToolStarted | ToolFinished
 Approve = Callable[[ToolStarted], "bool | str | Awaitable[bool | str]"]
-_M = TypeVar("_M")
 OnResult = Callable[[ToolFinished], Any]
+_M = TypeVar("_M")
 
 
 class ToolRunner:

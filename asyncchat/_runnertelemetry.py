@@ -107,10 +107,7 @@ class RunSpan:
             if isinstance(error, GeneratorExit):
                 span.add_event("asyncchat.run_closed_early")
             elif error is not None:
-                kind = error_type(error)
-                span.set_attribute("error.type", kind)
-                span.set_status(Status(StatusCode.ERROR, str(error)[:500] or kind))
-                span.record_exception(error)
+                _mark_failed(span, error)
         except Exception as failure:
             report_failure(failure)
         try:
@@ -211,7 +208,8 @@ class ToolSpan:
                 otel_context.detach(self._token)
 
     def returned(self, result: str) -> None:
-        """The call succeeded with `result`, the text sent back to the model."""
+        """The call succeeded with `result`, the tool's value as text (sent back to
+        the model unless `on_result` replaces it)."""
         if self._ended:
             return
         if self._capture:
@@ -226,11 +224,7 @@ class ToolSpan:
         if self._ended:
             return
         try:
-            kind = error_type(error)
-            span = self._span
-            span.set_attribute("error.type", kind)
-            span.set_status(Status(StatusCode.ERROR, str(error)[:500] or kind))
-            span.record_exception(error)
+            _mark_failed(self._span, error)
         except Exception as failure:
             report_failure(failure)
         self._end()
@@ -243,6 +237,15 @@ class ToolSpan:
             self._span.end()
         except Exception as error:
             report_failure(error)
+
+
+def _mark_failed(span: trace.Span, error: BaseException) -> None:
+    """Recording Errors, as the conventions ask: `error.type`, an ERROR status with
+    the error's message, and the exception as an event."""
+    kind = error_type(error)
+    span.set_attribute("error.type", kind)
+    span.set_status(Status(StatusCode.ERROR, str(error)[:500] or kind))
+    span.record_exception(error)
 
 
 def _outcome(completions: Sequence[ChatCompletion]) -> dict[str, Any]:
