@@ -654,7 +654,7 @@ def test_opentelemetry_is_never_imported_first() -> None:
     assert printed.strip() == "[]"
 
 
-# --- the tool runner's calls -------------------------------------------------------------
+# --- the tool runner's runs and calls -------------------------------------------------------
 
 TOOL_TRACER = trace.get_tracer("tools under test")
 
@@ -835,6 +835,13 @@ async def test_a_call_of_no_tool_or_with_bad_arguments_is_an_error_span(
     assert "look up the weather" not in [span.name for span in spans()]  # never ran
 
 
+def run_error() -> Any:
+    """The `error.type` of the one run's span."""
+    [run] = [span for span in spans() if span.name == "invoke_agent"]
+    assert run.status.status_code is StatusCode.ERROR or "error.type" not in (run.attributes or {})
+    return dict(run.attributes or {}).get("error.type")
+
+
 async def test_a_vetoed_raised_or_cancelled_tool_call_ends_its_span_as_an_error(
     client: asyncchat.Client, server: MockServer
 ) -> None:
@@ -881,13 +888,6 @@ async def test_a_vetoed_raised_or_cancelled_tool_call_ends_its_span_as_an_error(
     assert run_error() == "asyncio.CancelledError"
 
 
-def run_error() -> Any:
-    """The `error.type` of the one run's span."""
-    [run] = [span for span in spans() if span.name == "invoke_agent"]
-    assert run.status.status_code is StatusCode.ERROR or "error.type" not in (run.attributes or {})
-    return dict(run.attributes or {}).get("error.type")
-
-
 async def test_a_run_left_early_or_out_of_turns_still_ends_its_span(
     client: asyncchat.Client, server: MockServer
 ) -> None:
@@ -915,7 +915,6 @@ async def test_a_run_left_early_or_out_of_turns_still_ends_its_span(
 async def test_a_failure_in_telemetry_never_fails_a_tool_call(
     client: asyncchat.Client, server: MockServer, broken: pytest.LogCaptureFixture
 ) -> None:
-
     def broken_start(word: str) -> str:
         """Echo."""
         return word.upper()
