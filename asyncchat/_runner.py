@@ -11,7 +11,7 @@ that call's `tool` message, so the model can correct itself; `on_error="raise"`
 ends the run instead.
 
 With telemetry on, the run is an `invoke_agent` span and each call an
-`execute_tool` span (`_runnertelemetry`); off, each costs one check.
+`execute_tool` span (`_runnertelemetry`); off, a run costs one check.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from asyncchat.tools import Tool, tool_of
 from asyncchat.types import ChatCompletion, ChatCompletionMessage, ToolCall
 
 if TYPE_CHECKING:
-    from asyncchat._runnertelemetry import RunSpan, ToolSpan
+    from asyncchat._runnertelemetry import RunSpan
     from asyncchat.client import Chat
 
 __all__ = ["RunnerEvent", "ToolRunner"]
@@ -224,7 +224,8 @@ class ToolRunner:
         value: Any = None
         started_at = time.perf_counter()
         tool = self._functions.get(name)
-        with self._span(call_id, name, tool, raw) as span:
+        description = tool.description if tool is not None else ""
+        with self._trace.call(call_id, name, description, raw) as span:
             try:
                 if tool is None:
                     known = ", ".join(sorted(self._functions)) or "none"
@@ -279,19 +280,6 @@ class ToolRunner:
 
         return run_span(telemetry, client.base_url, self._params, self.completions) or _UNTRACED
 
-    def _span(
-        self, call_id: str, name: str, tool: Tool | None, arguments: str | None
-    ) -> ToolSpan | _Untraced:
-        """The call's `execute_tool` span, current while the call runs; a stand-in
-        that records nothing when telemetry is off."""
-        telemetry = self._chat._client._active_telemetry()
-        if telemetry is None:
-            return _UNTRACED
-        from asyncchat._runnertelemetry import tool_span  # needs opentelemetry: only when on
-
-        description = tool.description if tool is not None else ""
-        return tool_span(telemetry, call_id, name, description, arguments) or _UNTRACED
-
     async def _invoke(self, tool: Tool, arguments: dict[str, Any]) -> Any:
         timeout = tool.timeout if tool.timeout is not None else self._tool_timeout
         if tool.is_async:
@@ -322,6 +310,9 @@ class _Untraced:
 
     def ended(self, error: BaseException | None) -> None:
         pass
+
+    def call(self, call_id: str, name: str, description: str, arguments: str | None) -> _Untraced:
+        return self
 
     def returned(self, result: str) -> None:
         pass

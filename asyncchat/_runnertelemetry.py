@@ -34,7 +34,7 @@ from asyncchat._genai import error_type, provider_of, request_attributes, respon
 from asyncchat._telemetry import Telemetry, report_failure
 from asyncchat.types import ChatCompletion
 
-__all__ = ["RunSpan", "ToolSpan", "run_span", "tool_span"]
+__all__ = ["RunSpan", "ToolSpan", "run_span"]
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ class RunSpan:
     inside, `entered(manager)` opens a turn's stream as its child, and `ended` ends
     it with the run's outcome."""
 
-    __slots__ = ("_completions", "_context", "_span")
+    __slots__ = ("_completions", "_context", "_span", "_telemetry")
 
     def __init__(
         self,
@@ -84,6 +84,7 @@ class RunSpan:
         )
         self._context = trace.set_span_in_context(self._span)
         self._completions = completions
+        self._telemetry = telemetry
 
     @contextlib.contextmanager
     def current(self) -> Iterator[None]:
@@ -97,6 +98,11 @@ class RunSpan:
     def entered(self, manager: AbstractAsyncContextManager[T]) -> _EnteredInRun[T]:
         """`manager` (a turn's stream), entered with the run's span current."""
         return _EnteredInRun(self, manager)
+
+    def call(self, call_id: str, name: str, description: str, arguments: str | None) -> ToolSpan:
+        """The `execute_tool` span of one of the run's calls, made in a task that
+        copied the run's context: the run's child."""
+        return ToolSpan(self._telemetry, call_id, name, description, arguments)
 
     def ended(self, error: BaseException | None) -> None:
         """The run ended: with its last answer, after `error`, or closed early by its
@@ -139,20 +145,6 @@ class _EnteredInRun(Generic[T]):
         return await self._manager.__aexit__(exc_type, exc, traceback)
 
 
-def tool_span(
-    telemetry: Telemetry, call_id: str, name: str, description: str, arguments: str | None
-) -> ToolSpan | None:
-    """The span of one call, begun; None while no provider is set, or if beginning
-    it failed."""
-    try:
-        if not telemetry.recording():
-            return None
-        return ToolSpan(telemetry, call_id, name, description, arguments)
-    except Exception as error:
-        report_failure(error)
-        return None
-
-
 class ToolSpan:
     """One tool call's span: `with span:` makes it current for the call and ends it
     with whatever escapes (a cancellation); `returned` and `failed` end it with the
@@ -180,17 +172,22 @@ class ToolSpan:
         self._capture = telemetry.capture_content
         if self._capture and arguments is not None:
             attributes["gen_ai.tool.call.arguments"] = arguments
-        self._span = telemetry.tracer.start_span(
-            f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attributes
-        )
         self._ended = False
         self._token: Token[Context] | None = None
+        try:
+            self._span = telemetry.tracer.start_span(
+                f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attributes
+            )
+        except Exception as error:  # a span processor of the application's that raises
+            report_failure(error)
+            self._span, self._ended = trace.INVALID_SPAN, True  # the call goes on untraced
 
     def __enter__(self) -> ToolSpan:
-        try:
-            self._token = otel_context.attach(trace.set_span_in_context(self._span))
-        except Exception as error:
-            report_failure(error)
+        if not self._ended:
+            try:
+                self._token = otel_context.attach(trace.set_span_in_context(self._span))
+            except Exception as error:
+                report_failure(error)
         return self
 
     def __exit__(
