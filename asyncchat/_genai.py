@@ -25,6 +25,7 @@ __all__ = [
     "provider_of",
     "request_attributes",
     "response_attributes",
+    "tool_definitions",
 ]
 
 # Hosts with a name of their own in the conventions; any other server speaks
@@ -220,6 +221,23 @@ def output_messages(data: Mapping[str, Any]) -> str:
         if isinstance(choice, dict)
     ]
     return orjson.dumps(shaped).decode()
+
+
+def tool_definitions(tools: Any) -> str | None:
+    """`gen_ai.tool.definitions`: the tools a request offered, as the conventions'
+    JSON, each by its type and name (a tool with no name of its own, such as GLM's
+    `web_search`, by its type); None when it offered none. Their descriptions and
+    parameters are left out, as the conventions advise by default: they can be large,
+    and they are the application's code, not the conversation."""
+    shaped = []
+    for tool in _list(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(kind, str):
+            continue
+        spec = tool.get(kind)  # {"type": "function", "function": {"name": ...}}
+        name = spec.get("name") if isinstance(spec, dict) else None
+        shaped.append({"type": kind, "name": name if isinstance(name, str) else kind})
+    return orjson.dumps(shaped).decode() if shaped else None
 
 
 def _list(value: Any) -> list[Any]:

@@ -278,7 +278,9 @@ class ToolRunner:
             return _UNTRACED
         from asyncchat._runnertelemetry import run_span  # needs opentelemetry: only when on
 
-        return run_span(telemetry, client.base_url, self._params, self.completions) or _UNTRACED
+        given = (self.messages, self._wire)  # read at once, before the run adds to them
+        run = run_span(telemetry, client.base_url, self._params, given, self.completions)
+        return run or _UNTRACED
 
     async def _invoke(self, tool: Tool, arguments: dict[str, Any]) -> Any:
         timeout = tool.timeout if tool.timeout is not None else self._tool_timeout

@@ -9,9 +9,9 @@ sync tool's worker thread), so what the tool traces itself, a request of its own
 included, is its child. The run's span is never current across a yield to the
 runner's reader: it is made current only while a turn's request is opened and while
 the calls' tasks are made, so the reader's own spans stay where they were. The
-model's arguments and the tool's result are recorded only with
-`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`, as message content is.
-Like a request's span, these never fail what they record.
+run's messages and tools, and a call's arguments and result, are recorded only with
+`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`, as a request's messages
+are. Like a request's span, these never fail what they record.
 
 Imported only when telemetry is on (it needs opentelemetry).
 """
@@ -30,9 +30,17 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from asyncchat._genai import error_type, provider_of, request_attributes, response_attributes
+from asyncchat._genai import (
+    error_type,
+    input_messages,
+    output_messages,
+    provider_of,
+    request_attributes,
+    response_attributes,
+    tool_definitions,
+)
 from asyncchat._telemetry import Telemetry, report_failure
-from asyncchat.types import ChatCompletion
+from asyncchat.types import APIObject, ChatCompletion
 
 __all__ = ["RunSpan", "ToolSpan", "run_span"]
 
@@ -43,14 +51,16 @@ def run_span(
     telemetry: Telemetry,
     base_url: str,
     params: Mapping[str, Any],
+    given: tuple[Sequence[Any], Sequence[Any]],
     completions: Sequence[ChatCompletion],
 ) -> RunSpan | None:
     """The span of one run, begun; None while no provider is set, or if beginning it
-    failed. `completions` is the run's list of answers, read when the run ends."""
+    failed. `given` is the messages and the tools the run begins with; `completions`
+    is the run's list of answers, read when the run ends."""
     try:
         if not telemetry.recording():
             return None
-        return RunSpan(telemetry, base_url, params, completions)
+        return RunSpan(telemetry, base_url, params, given, completions)
     except Exception as error:
         report_failure(error)
         return None
@@ -68,6 +78,7 @@ class RunSpan:
         telemetry: Telemetry,
         base_url: str,
         params: Mapping[str, Any],
+        given: tuple[Sequence[Any], Sequence[Any]],
         completions: Sequence[ChatCompletion],
     ) -> None:
         attributes = {
@@ -77,6 +88,8 @@ class RunSpan:
         model = params.get("model")
         if isinstance(model, str):
             attributes["gen_ai.request.model"] = model
+        if telemetry.capture_content:
+            attributes.update(_content_given(*given))
         self._span = telemetry.tracer.start_span(
             "invoke_agent",
             kind=SpanKind.INTERNAL,
@@ -109,7 +122,7 @@ class RunSpan:
         reader (GeneratorExit: not an error)."""
         span = self._span
         try:
-            span.set_attributes(_outcome(self._completions))
+            span.set_attributes(_outcome(self._completions, self._telemetry.capture_content))
             if isinstance(error, GeneratorExit):
                 span.add_event("asyncchat.run_closed_early")
             elif error is not None:
@@ -245,14 +258,29 @@ def _mark_failed(span: trace.Span, error: BaseException) -> None:
     span.record_exception(error)
 
 
-def _outcome(completions: Sequence[ChatCompletion]) -> dict[str, Any]:
-    """The run's response attributes: its last answer's finish reasons, and the
-    tokens of all its turns when every turn reported them (a stream reports them
-    only when asked to, with `stream_options={"include_usage": True}`)."""
-    answers = [response_attributes(completion.to_dict()) for completion in completions]
+def _content_given(messages: Sequence[Any], tools: Sequence[Any]) -> dict[str, str]:
+    """The run's opt-in content at its start: the messages it begins from, as its first
+    turn sends them (a message of an earlier answer as its dict), and the tools it offers."""
+    sent = [m.to_dict() if isinstance(m, APIObject) else m for m in messages]
+    attributes = {"gen_ai.input.messages": input_messages({"messages": sent})}
+    definitions = tool_definitions(tools)
+    if definitions is not None:
+        attributes["gen_ai.tool.definitions"] = definitions
+    return attributes
+
+
+def _outcome(completions: Sequence[ChatCompletion], capture_content: bool) -> dict[str, Any]:
+    """The run's response attributes: its last answer's finish reasons (and, with
+    content capture on, its messages), and the tokens of all its turns when every
+    turn reported them (a stream reports them only when asked to, with
+    `stream_options={"include_usage": True}`)."""
+    bodies = [completion.to_dict() for completion in completions]
+    answers = [response_attributes(body) for body in bodies]
     attributes: dict[str, Any] = {}
     if answers and "gen_ai.response.finish_reasons" in answers[-1]:
         attributes["gen_ai.response.finish_reasons"] = answers[-1]["gen_ai.response.finish_reasons"]
+    if capture_content and bodies:
+        attributes["gen_ai.output.messages"] = output_messages(bodies[-1])
     for name in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
         counts = [answer.get(name) for answer in answers]
         if counts and None not in counts:

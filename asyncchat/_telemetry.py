@@ -15,9 +15,9 @@ the conventions of semantic-conventions v1.41 unless `OTEL_SEMCONV_STABILITY_OPT
 holds `gen_ai_latest_experimental`, which switches to the newer ones (inference
 metrics `gen_ai.client.inference.*`, `gen_ai.request.stream`); a stream's span
 carries `gen_ai.response.time_to_first_chunk` in both. The request carries the span's
-trace context to the server (`traceparent`). Messages are recorded only with
-`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never a header, so
-never the API key. The time per output chunk is one mean a stream unless
+trace context to the server (`traceparent`). Messages, and the tools offered, are
+recorded only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never
+a header, so never the API key. The time per output chunk is one mean a stream unless
 `ASYNCCHAT_OTEL_TIME_PER_CHUNK=each` asks for a record per chunk, as the conventions
 describe it (a record costs the SDK more than a chunk costs asyncchat). Measurements
 are made in the request span's context, so the SDK's exemplars lead to that span.
@@ -49,6 +49,7 @@ from asyncchat._genai import (
     provider_of,
     request_attributes,
     response_attributes,
+    tool_definitions,
 )
 from asyncchat._http import Request
 from asyncchat._logging import logger
@@ -350,7 +351,11 @@ class Operation:
         if telemetry.latest and name == "chat":
             requested["gen_ai.request.stream"] = bool(body.get("stream"))
         if telemetry.capture_content and name == "chat":
-            requested["gen_ai.input.messages"] = input_messages(request.json())
+            sent = request.json()
+            requested["gen_ai.input.messages"] = input_messages(sent)
+            definitions = tool_definitions(sent.get("tools") if isinstance(sent, dict) else None)
+            if definitions is not None:
+                requested["gen_ai.tool.definitions"] = definitions
         if requested:
             attributes = {**attributes, **requested}
         self.span = telemetry.tracer.start_span(

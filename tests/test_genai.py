@@ -17,6 +17,7 @@ from asyncchat._genai import (
     provider_of,
     request_attributes,
     response_attributes,
+    tool_definitions,
 )
 from asyncchat.errors import RateLimitError
 
@@ -129,6 +130,25 @@ def test_input_messages_leave_inline_image_bytes_out() -> None:
     ]
 
 
+def test_tool_definitions_name_each_tool_offered_and_leave_its_schema_out() -> None:
+    offered = [
+        {"type": "function", "function": {"name": "get_weather", "description": "The weather.",
+                                          "parameters": {"type": "object", "properties": {}}}},
+        {"type": "web_search", "web_search": {"enable": True}},  # GLM's: no name of its own
+        {"type": "function", "function": {"name": 7}},  # a name that is not one
+        {"function": {"name": "untyped"}},  # no type: not a tool definition
+        "get_time",
+    ]  # fmt: skip
+    assert json.loads(tool_definitions(offered) or "") == [
+        {"type": "function", "name": "get_weather"},
+        {"type": "web_search", "name": "web_search"},
+        {"type": "function", "name": "function"},
+    ]
+    assert tool_definitions(None) is None
+    assert tool_definitions([]) is None
+    assert tool_definitions([{"tools": "none"}]) is None
+
+
 # JSON as servers and callers send it (decoded by orjson: integers from -2**63 to
 # 2**64 - 1, past what OTLP's signed 64 bits hold), biased to the names the shaping reads.
 _NAMES = ["id", "model", "choices", "message", "finish_reason", "usage", "prompt_tokens",
@@ -136,7 +156,7 @@ _NAMES = ["id", "model", "choices", "message", "finish_reason", "usage", "prompt
           "completion_tokens_details", "reasoning_tokens", "messages", "role", "content",
           "type", "text", "image_url", "url", "tool_calls", "function", "name", "arguments",
           "tool_call_id", "max_tokens", "temperature", "seed", "stop", "n",
-          "response_format", "reasoning_effort", "encoding_format"]  # fmt: skip
+          "response_format", "reasoning_effort", "encoding_format", "tools"]  # fmt: skip
 _SCALARS = (
     st.none()
     | st.booleans()
@@ -175,3 +195,4 @@ def test_no_shape_of_json_breaks_the_shaping(data: dict[str, Any]) -> None:
         assert all(_is_attribute_value(value) for value in attributes.values()), attributes
     assert isinstance(json.loads(output_messages(data)), list)
     assert isinstance(json.loads(input_messages(data)), list)
+    assert isinstance(json.loads(tool_definitions(data.get("tools")) or "[]"), list)

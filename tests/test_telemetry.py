@@ -508,6 +508,27 @@ async def test_captured_input_messages_are_what_was_sent(
     ]
 
 
+async def test_the_tools_offered_are_recorded_by_name_only_when_opted_in(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = [
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather.",
+                                          "parameters": {"type": "object"}}},
+        {"type": "web_search", "web_search": {"enable": True}},  # GLM's, with no name
+    ]  # fmt: skip
+    for capture in ("true", "false"):
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", capture)
+        async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+            await client.chat.completions.create(model="m-tools", messages=user(), tools=tools)
+    opted_in, not_opted_in = [dict(span.attributes or {}) for span in spans()]
+    assert json.loads(str(opted_in["gen_ai.tool.definitions"])) == [
+        {"type": "function", "name": "get_weather"},
+        {"type": "web_search", "name": "web_search"},
+    ]
+    assert "gen_ai.tool.definitions" not in not_opted_in
+    assert "gen_ai.input.messages" not in not_opted_in
+
+
 @pytest.mark.parametrize(
     "choices",
     [
@@ -781,9 +802,12 @@ async def test_a_run_is_an_invoke_agent_span_and_each_call_an_execute_tool_span(
     )
 
 
-async def test_a_tool_calls_arguments_and_result_only_when_content_is_opted_in(
+async def test_a_runs_content_and_its_calls_arguments_and_results_only_when_opted_in(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """With content capture on, the run's span has the messages it began from (a message
+    object of an earlier answer included), the tools it offered and its last answer;
+    a call's span, the arguments and the result. Off, the first test above has none."""
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     script = MockServer(
         api_key=API_KEY,
@@ -792,11 +816,30 @@ async def test_a_tool_calls_arguments_and_result_only_when_content_is_opted_in(
             Turn(content="Done."),
         ],
     )
+    earlier = asyncchat.ChatCompletionMessage({"role": "assistant", "content": "Hello."})
     async with script, asyncchat.Client(base_url=script.base_url, api_key=API_KEY) as client:
         runner = client.chat.run_tools(
-            model="m-agent", messages=user(), tools=[get_weather, get_time]
+            model="m-agent", messages=[*user("Hi"), earlier, *user()], tools=[get_weather, get_time]
         )
         await runner.final_completion()
+    [run] = [dict(span.attributes or {}) for span in spans() if span.name == "invoke_agent"]
+    began = json.loads(str(run["gen_ai.input.messages"]))
+    assert [(m["role"], m["parts"]) for m in began] == [
+        ("user", [{"type": "text", "content": "Hi"}]),
+        ("assistant", [{"type": "text", "content": "Hello."}]),
+        ("user", [{"type": "text", "content": "hello there"}]),
+    ]  # as the run began: not the turns it added
+    assert json.loads(str(run["gen_ai.tool.definitions"])) == [
+        {"type": "function", "name": "get_weather"},
+        {"type": "function", "name": "get_time"},
+    ]
+    assert json.loads(str(run["gen_ai.output.messages"])) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Done."}],
+            "finish_reason": "stop",
+        }
+    ]
     called = tool_spans()
     weather = dict(called["get_weather"].attributes or {})
     assert weather["gen_ai.tool.call.arguments"] == '{"city":"Oslo"}'  # as the model sent them
