@@ -258,6 +258,14 @@ def _mark_failed(span: trace.Span, error: BaseException) -> None:
     span.record_exception(error)
 
 
+# The token counts a run adds up over its turns: those v1.41 gives the invoke-agent span.
+_RUN_TOKENS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.cache_read.input_tokens",  # an agent's turns resend a growing prefix
+)
+
+
 def _content_given(messages: Sequence[Any], tools: Sequence[Any]) -> dict[str, str]:
     """The run's opt-in content at its start: the messages it begins from, as its first
     turn sends them (a message of an earlier answer as its dict), and the tools it offers."""
@@ -271,9 +279,9 @@ def _content_given(messages: Sequence[Any], tools: Sequence[Any]) -> dict[str, s
 
 def _outcome(completions: Sequence[ChatCompletion], capture_content: bool) -> dict[str, Any]:
     """The run's response attributes: its last answer's finish reasons (and, with
-    content capture on, its messages), and the tokens of all its turns when every
-    turn reported them (a stream reports them only when asked to, with
-    `stream_options={"include_usage": True}`)."""
+    content capture on, its messages), and each count of tokens added up over its
+    turns when every turn reported it (a stream reports usage only when asked to, with
+    `stream_options={"include_usage": True}`; cached tokens, only some servers)."""
     bodies = [completion.to_dict() for completion in completions]
     answers = [response_attributes(body) for body in bodies]
     attributes: dict[str, Any] = {}
@@ -281,7 +289,7 @@ def _outcome(completions: Sequence[ChatCompletion], capture_content: bool) -> di
         attributes["gen_ai.response.finish_reasons"] = answers[-1]["gen_ai.response.finish_reasons"]
     if capture_content and bodies:
         attributes["gen_ai.output.messages"] = output_messages(bodies[-1])
-    for name in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
+    for name in _RUN_TOKENS:
         counts = [answer.get(name) for answer in answers]
         if counts and None not in counts:
             attributes[name] = sum(counts)

@@ -862,6 +862,39 @@ def calls_stream(*calls: tuple[str, str]) -> list[dict[str, Any] | str]:
     ]
 
 
+def with_usage(stream: list[dict[str, Any] | str], cached: int | None) -> list[Any]:
+    """`stream` ending in a usage chunk: 100 tokens in, 10 out, and `cached` of the
+    input from the server's cache when it says."""
+    usage: dict[str, Any] = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+    if cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return [*stream, {"id": "c", "model": "m-agent", "choices": [], "usage": usage}]
+
+
+@pytest.mark.parametrize(("cached", "summed"), [((0, 64), 64), ((0, None), None)])
+async def test_a_runs_tokens_are_its_turns_added_up_when_every_turn_told_them(
+    client: asyncchat.Client,
+    server: MockServer,
+    cached: tuple[int | None, int | None],
+    summed: int | None,
+) -> None:
+    """Cached input tokens too (an agent's turns resend what the last one sent): a sum
+    only when every turn reported them, since a missing count is not a zero."""
+    server.enqueue(sse=with_usage(calls_stream(("get_weather", '{"city": "Rome"}')), cached[0]))
+    answer = {
+        "id": "c",
+        "model": "m-agent",
+        "choices": [{"index": 0, "delta": {"content": "Hot."}, "finish_reason": "stop"}],
+    }
+    server.enqueue(sse=with_usage([answer], cached[1]))
+    runner = client.chat.run_tools(model="m-agent", messages=user(), tools=[get_weather])
+    await runner.final_completion()
+    [run] = [dict(span.attributes or {}) for span in spans() if span.name == "invoke_agent"]
+    assert run["gen_ai.usage.input_tokens"] == 200
+    assert run["gen_ai.usage.output_tokens"] == 20
+    assert run.get("gen_ai.usage.cache_read.input_tokens") == summed
+
+
 async def test_a_call_of_no_tool_or_with_bad_arguments_is_an_error_span(
     client: asyncchat.Client, server: MockServer
 ) -> None:
