@@ -21,6 +21,8 @@ from asyncchat.errors import APIStatusError
 __all__ = [
     "error_type",
     "input_messages",
+    "openai_request_attributes",
+    "openai_response_attributes",
     "output_messages",
     "provider_of",
     "request_attributes",
@@ -144,6 +146,30 @@ def response_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
             _add_count(
                 attributes, "gen_ai.usage.reasoning.output_tokens", details, "reasoning_tokens"
             )
+    return attributes
+
+
+def openai_request_attributes(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the conventions add to the span of a chat request to a server that is
+    `openai` to them, from its body: the service tier asked for, unless `auto`."""
+    attributes: dict[str, Any] = {}
+    tier = body.get("service_tier")
+    if isinstance(tier, str) and tier != "auto":
+        attributes["openai.request.service_tier"] = tier
+    return attributes
+
+
+def openai_response_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the conventions add for an `openai` server's answer (to its span, and to
+    its duration and token metrics): the service tier that answered and the system
+    fingerprint, when the answer tells them."""
+    attributes: dict[str, Any] = {}
+    tier = data.get("service_tier")
+    if isinstance(tier, str):
+        attributes["openai.response.service_tier"] = tier
+    fingerprint = data.get("system_fingerprint")
+    if isinstance(fingerprint, str):
+        attributes["openai.response.system_fingerprint"] = fingerprint
     return attributes
 
 

@@ -13,9 +13,11 @@ One CLIENT span per logical request, named `chat {model}` (or `embeddings
 the stream does, however it ends, with the time to the first chunk. Names follow
 the conventions of semantic-conventions v1.41 unless `OTEL_SEMCONV_STABILITY_OPT_IN`
 holds `gen_ai_latest_experimental`, which switches to the newer ones (inference
-metrics `gen_ai.client.inference.*`, `gen_ai.request.stream`); a stream's span
-carries `gen_ai.response.time_to_first_chunk` in both. The request carries the span's
-trace context to the server (`traceparent`). Messages, and the tools offered, are
+metrics `gen_ai.client.inference.*`); a stream's span carries
+`gen_ai.response.time_to_first_chunk` in both. A chat with a server that is `openai`
+to the conventions (OpenAI, and any server they do not name) has their `openai.*`
+attributes. The request carries the span's trace context to the server
+(`traceparent`). Messages, and the tools offered, are
 recorded only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never
 a header, so never the API key. The time per output chunk is one mean a stream unless
 `ASYNCCHAT_OTEL_TIME_PER_CHUNK=each` asks for a record per chunk, as the conventions
@@ -45,6 +47,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from asyncchat._genai import (
     error_type,
     input_messages,
+    openai_request_attributes,
+    openai_response_attributes,
     output_messages,
     provider_of,
     request_attributes,
@@ -239,12 +243,22 @@ class Telemetry:
         return Operation(self, target, body, request)
 
 
+# The answer's span attributes its duration and token counts carry too.
+_ANSWER_METRIC_ATTRIBUTES = (
+    "gen_ai.response.model",
+    "openai.response.service_tier",
+    "openai.response.system_fingerprint",
+)
+
+
 class _Target:
     """What every request of one operation, server and model shares: the span's
-    name and the metrics' attributes, built once instead of per request (the SDK
-    copies what it is given, so sharing them is safe)."""
+    name and first attributes, the metrics' attributes, built once instead of per
+    request (the SDK copies what it is given, so sharing them is safe). A chat with
+    a server that is `openai` to the conventions gets their `openai.*` attributes."""
 
-    __slots__ = ("_answered", "common", "name", "span_name", "typed_tokens")
+    __slots__ = ("_answered", "common", "name", "openai", "span_attributes", "span_name",
+                 "typed_tokens")  # fmt: skip
 
     def __init__(self, name: str, url: str, model: str | None, latest: bool) -> None:
         self.name = name
@@ -261,17 +275,21 @@ class _Target:
             common["server.address"] = parts.hostname
             common["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
         self.common = common
-        self._answered: dict[str, _Answered] = {}
+        self.openai = name == "chat" and common["gen_ai.provider.name"] == "openai"
+        self.span_attributes = common
+        if self.openai:
+            self.span_attributes = {**common, "openai.api.type": "chat_completions"}
+        self._answered: dict[tuple[Any, ...], _Answered] = {}
 
-    def answered(self, response_model: Any) -> _Answered:
-        """The metrics' attributes for an answer from `response_model` (a str, or
-        anything else when the answer named none)."""
-        key = response_model if isinstance(response_model, str) else ""
+    def answered(self, response: Mapping[str, Any]) -> _Answered:
+        """The metrics' attributes for an answer whose span attributes are `response`."""
+        key = tuple(response.get(name) for name in _ANSWER_METRIC_ATTRIBUTES)
         answered = self._answered.get(key)
         if answered is None:
             if len(self._answered) >= _TARGETS_KEPT:
                 self._answered.clear()
-            answered = self._answered[key] = _Answered(self.common, key or None, self.typed_tokens)
+            told = {n: v for n, v in zip(_ANSWER_METRIC_ATTRIBUTES, key, strict=True) if v}
+            answered = self._answered[key] = _Answered(self.common, told, self.typed_tokens)
         return answered
 
 
@@ -281,12 +299,8 @@ class _Answered:
 
     __slots__ = ("attributes", "input_tokens", "output_tokens")
 
-    def __init__(
-        self, common: dict[str, Any], response_model: str | None, typed_tokens: bool
-    ) -> None:
-        attributes = common
-        if response_model is not None:
-            attributes = {**common, "gen_ai.response.model": response_model}
+    def __init__(self, common: dict[str, Any], told: dict[str, Any], typed_tokens: bool) -> None:
+        attributes = {**common, **told} if told else common
         self.attributes = self.input_tokens = self.output_tokens = attributes
         if typed_tokens:
             self.input_tokens = {**attributes, "gen_ai.token.type": "input"}
@@ -346,10 +360,12 @@ class Operation:
         self.target = target
         self.name = name = target.name
         self.started = time.perf_counter()
-        attributes = target.common
+        attributes = target.span_attributes
         requested = request_attributes(body)
-        if telemetry.latest and name == "chat":
-            requested["gen_ai.request.stream"] = bool(body.get("stream"))
+        if name == "chat" and body.get("stream"):  # "if and only if the request is streaming"
+            requested["gen_ai.request.stream"] = True
+        if target.openai:
+            requested.update(openai_request_attributes(body))
         if telemetry.capture_content and name == "chat":
             sent = request.json()
             requested["gen_ai.input.messages"] = input_messages(sent)
@@ -479,10 +495,12 @@ class Operation:
             return
         if attributes is None:
             attributes = response_attributes(data)
+        if self.target.openai:
+            attributes.update(openai_response_attributes(data))
         if self.telemetry.capture_content and self.name == "chat" and data:
             attributes["gen_ai.output.messages"] = output_messages(data)
         self.span.set_attributes(attributes)
-        answered = self.target.answered(attributes.get("gen_ai.response.model"))
+        answered = self.target.answered(attributes)
         if error is not None:
             self.failed(error)
         else:

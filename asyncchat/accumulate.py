@@ -377,14 +377,17 @@ class ChatCompletionAccumulator:
         return [buffer.tool_calls[index] for index in sorted(buffer.tool_calls)]
 
     def response_fields(self) -> dict[str, Any]:
-        """The completion so far without its messages: id, model, each choice's
-        finish reason, usage. Cheaper than `completion_dict`: no text is joined."""
+        """The completion so far without its messages: id, model, OpenAI's system
+        fingerprint and service tier, each choice's finish reason, usage. Cheaper
+        than `completion_dict`: no text is joined."""
         if self._last is not self._last_read:
             self._read_top_level(self._last)
         top = self._top
         fields: dict[str, Any] = {
             "id": top.get("id"),
             "model": top.get("model"),
+            "system_fingerprint": top.get("system_fingerprint"),
+            "service_tier": top.get("service_tier"),
             "choices": [
                 {"finish_reason": self._choices[index].finish_reason}
                 for index in sorted(self._choices)

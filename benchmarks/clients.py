@@ -201,7 +201,15 @@ async def run_asyncchat_otel_hand(
 
         async def one() -> Result:
             started = time.perf_counter()
-            span = tracer.start_span(f"chat {scenario}", kind=SpanKind.CLIENT, attributes=common)
+            span = tracer.start_span(
+                f"chat {scenario}",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    **common,
+                    "openai.api.type": "chat_completions",
+                    "gen_ai.request.stream": True,
+                },
+            )
             headers: dict[str, str] = {}
             context = trace.set_span_in_context(span)  # the measures are made in it too
             propagate.inject(headers, context=context)
@@ -214,10 +222,14 @@ async def run_asyncchat_otel_hand(
             # recorded do not change what recording them costs.
             first = result.first_token_at - started
             completion = stream.completion
+            answered = {
+                "gen_ai.response.model": completion.model,
+                "openai.response.system_fingerprint": completion.system_fingerprint,
+            }
             span.set_attributes(
                 {
+                    **answered,
                     "gen_ai.response.id": completion.id,
-                    "gen_ai.response.model": completion.model,
                     "gen_ai.response.finish_reasons": [
                         choice.finish_reason or "" for choice in completion.choices
                     ],
@@ -225,9 +237,7 @@ async def run_asyncchat_otel_hand(
                 }
             )
             span.end()
-            duration.record(
-                ended - started, {**common, "gen_ai.response.model": completion.model}, context
-            )
+            duration.record(ended - started, {**common, **answered}, context)
             to_first.record(first, common, context)
             mean = (ended - result.first_token_at) / max(result.chunks - 1, 1)
             per_chunk.record(mean, common, context)

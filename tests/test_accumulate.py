@@ -348,6 +348,11 @@ def test_top_level_fields_arriving_after_the_first_chunk() -> None:
         ],
         # ... or names none: the model named before stays.
         [chunk(delta(content="a")), chunk(delta(content="b")), chunk(delta(), model=None)],
+        # OpenAI's fingerprint and tier: in every chunk, or a tier only in the last.
+        [
+            chunk(delta(content="a"), system_fingerprint="fp_1"),
+            chunk(delta(finish_reason="stop"), system_fingerprint="fp_1", service_tier="flex"),
+        ],
         # Not settled (no id): every chunk is read whole.
         [
             chunk(delta(content="a"), id=""),
@@ -366,6 +371,8 @@ def test_response_fields_agree_with_the_whole_completion(chunks: list[dict[str, 
     assert fields == {
         "id": whole.get("id"),
         "model": whole.get("model"),
+        "system_fingerprint": whole.get("system_fingerprint"),
+        "service_tier": whole.get("service_tier"),
         "choices": [{"finish_reason": c["finish_reason"]} for c in whole["choices"]],
         **({"usage": whole["usage"]} if "usage" in whole else {}),
     }

@@ -95,7 +95,8 @@ def test_the_telemetry_runners_record_a_span_and_three_histograms_a_stream(
 ) -> None:
     # The hand-instrumented runner stands for the SDK's own cost only if it makes
     # the calls asyncchat's telemetry makes: one span, and three histogram records
-    # (the time per chunk once a chunk after the first, with the `each` setting).
+    # (the time per chunk once a chunk after the first, with the `each` setting),
+    # with the same attributes (what the SDK copies, cleans and hashes).
     script = f"""
 import asyncio, json, sys
 from benchmarks import clients
@@ -109,7 +110,15 @@ counts = {{
     for scope in resource.scope_metrics
     for metric in scope.metrics
 }}
-print(json.dumps({{"spans": [s.name for s in spans.get_finished_spans()], "metrics": counts}}))
+keys = {{
+    metric.name: sorted({{key for point in metric.data.data_points for key in point.attributes}})
+    for resource in reader.get_metrics_data().resource_metrics
+    for scope in resource.scope_metrics
+    for metric in scope.metrics
+}}
+finished = spans.get_finished_spans()
+print(json.dumps({{"spans": [s.name for s in finished], "metrics": counts,
+                  "span_keys": sorted(finished[0].attributes), "metric_keys": keys}}))
 """
     server = LoadServer()
     try:
@@ -131,6 +140,18 @@ print(json.dumps({{"spans": [s.name for s in spans.get_finished_spans()], "metri
         "gen_ai.client.operation.time_per_output_chunk": (
             3 * (build("token").chunk_count - 1) if runner == "asyncchat-otel-each" else 3
         ),
+    }
+    common = ["gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+              "server.address", "server.port"]  # fmt: skip
+    answered = ["gen_ai.response.model", "openai.response.system_fingerprint"]
+    assert recorded["span_keys"] == sorted(
+        [*common, *answered, "openai.api.type", "gen_ai.request.stream", "gen_ai.response.id",
+         "gen_ai.response.finish_reasons", "gen_ai.response.time_to_first_chunk"]
+    )  # fmt: skip
+    assert recorded["metric_keys"] == {
+        "gen_ai.client.operation.duration": sorted([*common, *answered]),
+        "gen_ai.client.operation.time_to_first_chunk": sorted(common),
+        "gen_ai.client.operation.time_per_output_chunk": sorted(common),
     }
 
 

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from asyncchat._genai import (
     error_type,
     input_messages,
+    openai_request_attributes,
+    openai_response_attributes,
     output_messages,
     provider_of,
     request_attributes,
@@ -130,6 +132,18 @@ def test_input_messages_leave_inline_image_bytes_out() -> None:
     ]
 
 
+def test_openai_attributes_are_the_tier_asked_for_and_what_the_answer_tells() -> None:
+    assert openai_request_attributes({"service_tier": "priority"}) == {
+        "openai.request.service_tier": "priority"
+    }
+    assert openai_request_attributes({"service_tier": "auto"}) == {}  # as the conventions say
+    assert openai_request_attributes({"service_tier": None, "model": "m"}) == {}
+    assert openai_response_attributes(
+        {"service_tier": "default", "system_fingerprint": "fp_1", "model": "m"}
+    ) == {"openai.response.service_tier": "default", "openai.response.system_fingerprint": "fp_1"}
+    assert openai_response_attributes({"service_tier": 3, "system_fingerprint": None}) == {}
+
+
 def test_tool_definitions_name_each_tool_offered_and_leave_its_schema_out() -> None:
     offered = [
         {"type": "function", "function": {"name": "get_weather", "description": "The weather.",
@@ -156,7 +170,8 @@ _NAMES = ["id", "model", "choices", "message", "finish_reason", "usage", "prompt
           "completion_tokens_details", "reasoning_tokens", "messages", "role", "content",
           "type", "text", "image_url", "url", "tool_calls", "function", "name", "arguments",
           "tool_call_id", "max_tokens", "temperature", "seed", "stop", "n",
-          "response_format", "reasoning_effort", "encoding_format", "tools"]  # fmt: skip
+          "response_format", "reasoning_effort", "encoding_format", "tools", "service_tier",
+          "system_fingerprint"]  # fmt: skip
 _SCALARS = (
     st.none()
     | st.booleans()
@@ -191,7 +206,12 @@ def _is_attribute_value(value: Any) -> bool:
 def test_no_shape_of_json_breaks_the_shaping(data: dict[str, Any]) -> None:
     """Telemetry must never fail a request: whatever a server answers or a caller
     sends, the attributes come out as values OTLP can carry, the messages as JSON."""
-    for attributes in (request_attributes(data), response_attributes(data)):
+    for attributes in (
+        request_attributes(data),
+        response_attributes(data),
+        openai_request_attributes(data),
+        openai_response_attributes(data),
+    ):
         assert all(_is_attribute_value(value) for value in attributes.values()), attributes
     assert isinstance(json.loads(output_messages(data)), list)
     assert isinstance(json.loads(input_messages(data)), list)

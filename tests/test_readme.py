@@ -85,6 +85,7 @@ def test_opentelemetry_example_prints_a_span() -> None:
     span = json.loads(done.stdout)
     assert span["name"] == "chat glm-4-air" and span["kind"] == "SpanKind.CLIENT"
     assert span["attributes"]["gen_ai.request.temperature"] == 0.2
+    assert span["attributes"]["gen_ai.request.stream"] is True
     assert span["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
     assert 0 < span["attributes"]["gen_ai.response.time_to_first_chunk"] < 5
 

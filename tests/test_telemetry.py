@@ -23,7 +23,7 @@ from opentelemetry.version import __version__ as otel_version
 
 import asyncchat
 from asyncchat import _telemetry
-from asyncchat.testing import MockServer, StreamStyle, Turn
+from asyncchat.testing import MockResponse, MockServer, MockTransport, StreamStyle, Turn
 
 from .conftest import API_KEY, run_python
 
@@ -106,7 +106,8 @@ async def test_a_completion_is_one_client_span_with_the_conventions_attributes(
         "gen_ai.response.finish_reasons": ("stop", "stop"),
         "gen_ai.usage.input_tokens": attributes["gen_ai.usage.input_tokens"],
         "gen_ai.usage.output_tokens": 8,  # 4 words, n=2
-    }
+        "openai.api.type": "chat_completions",  # any OpenAI-compatible server is `openai`
+    }  # no `gen_ai.request.stream`: "if and only if the request is streaming"
     assert attributes["gen_ai.usage.input_tokens"] > 0
     text = json.dumps(attributes)
     assert "Secret plans" not in text and API_KEY not in text  # no content unless opted in
@@ -131,6 +132,7 @@ async def test_a_stream_span_ends_with_the_stream_and_times_its_chunks(
             pass
     [span] = spans()
     attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.request.stream"] is True
     assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
     assert attributes["gen_ai.usage.output_tokens"] == 4
     ttfc = attributes["gen_ai.response.time_to_first_chunk"]
@@ -140,6 +142,77 @@ async def test_a_stream_span_ends_with_the_stream_and_times_its_chunks(
     [per_chunk] = points("gen_ai.client.operation.time_per_output_chunk", "m-stream")
     assert per_chunk.count == 1  # once a stream: the mean of the chunks after the first
     assert 0.005 < per_chunk.sum < 0.5  # the server waits 10 ms between chunks
+
+
+def tiered(model: str, **fields: Any) -> dict[str, Any]:
+    """An OpenAI answer telling its system fingerprint and service tier."""
+    return {"id": "chatcmpl-t", "object": "chat.completion", "model": model,
+            "system_fingerprint": "fp_44709d6fcb", "service_tier": "flex", **fields}  # fmt: skip
+
+
+async def test_an_openai_answers_tier_and_fingerprint_go_on_its_span_and_metrics(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """The conventions' `openai.*` attributes, streamed or not: the service tier asked
+    for (unless `auto`), and the tier and the system fingerprint the answer tells,
+    which its duration and token counts carry too."""
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    message = {"role": "assistant", "content": "Hi."}
+    server.enqueue(
+        json=tiered(
+            "m-tier",
+            usage=usage,
+            choices=[{"index": 0, "message": message, "finish_reason": "stop"}],
+        )
+    )
+    server.enqueue(sse=[
+        tiered("m-tier-stream", choices=[{"index": 0, "delta": message}]),
+        tiered("m-tier-stream", choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        tiered("m-tier-stream", choices=[], usage=usage),
+    ])  # fmt: skip
+    await client.chat.completions.create(model="m-tier", messages=user(), service_tier="flex")
+    stream = await client.chat.completions.create(
+        model="m-tier-stream", messages=user(), stream=True, service_tier="auto"
+    )
+    async with stream:
+        async for _ in stream:
+            pass
+    told = {
+        "openai.response.service_tier": "flex",
+        "openai.response.system_fingerprint": "fp_44709d6fcb",
+    }
+    plain, streamed = [dict(span.attributes or {}) for span in spans()]
+    assert plain["openai.request.service_tier"] == "flex"
+    assert "openai.request.service_tier" not in streamed  # `auto` is not recorded
+    for attributes in (plain, streamed):
+        assert attributes["openai.api.type"] == "chat_completions"
+        assert told.items() <= attributes.items()
+    for model in ("m-tier", "m-tier-stream"):
+        [duration] = points("gen_ai.client.operation.duration", model)
+        assert told.items() <= duration.attributes.items()
+        usage_points = points("gen_ai.client.token.usage", model)
+        assert len(usage_points) == 2
+        assert all(told.items() <= point.attributes.items() for point in usage_points)
+    [first_chunk] = points("gen_ai.client.operation.time_to_first_chunk", "m-tier-stream")
+    assert "openai.response.system_fingerprint" not in first_chunk.attributes  # not its own
+
+
+async def test_a_named_providers_requests_have_no_openai_attributes() -> None:
+    """DeepSeek has a name of its own in the conventions: `openai.*` are not for it."""
+    answer = tiered("m-deepseek", choices=[])
+    transport = MockTransport(lambda request: MockResponse(json=answer))
+    async with asyncchat.Client(
+        api_key=API_KEY, base_url="https://api.deepseek.com/v1", transport=transport
+    ) as client:
+        await client.chat.completions.create(
+            model="m-deepseek", messages=user(), service_tier="flex"
+        )
+    [span] = spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.provider.name"] == "deepseek"
+    assert not [name for name in attributes if name.startswith("openai.")]
+    [duration] = points("gen_ai.client.operation.duration", "m-deepseek")
+    assert not [name for name in duration.attributes if name.startswith("openai.")]
 
 
 async def read_all(client: asyncchat.Client, model: str, leave_after: int | None = None) -> int:
