@@ -258,7 +258,7 @@ class _Target:
     a server that is `openai` to the conventions gets their `openai.*` attributes."""
 
     __slots__ = ("_answered", "common", "name", "openai", "span_attributes", "span_name",
-                 "typed_tokens")  # fmt: skip
+                 "stream_span_attributes", "typed_tokens")  # fmt: skip
 
     def __init__(self, name: str, url: str, model: str | None, latest: bool) -> None:
         self.name = name
@@ -279,11 +279,14 @@ class _Target:
         self.span_attributes = common
         if self.openai:
             self.span_attributes = {**common, "openai.api.type": "chat_completions"}
+        # "If and only if the request is streaming", v1.41 says of gen_ai.request.stream.
+        self.stream_span_attributes = {**self.span_attributes, "gen_ai.request.stream": True}
         self._answered: dict[tuple[Any, ...], _Answered] = {}
 
     def answered(self, response: Mapping[str, Any]) -> _Answered:
         """The metrics' attributes for an answer whose span attributes are `response`."""
-        key = tuple(response.get(name) for name in _ANSWER_METRIC_ATTRIBUTES)
+        model, tier, fingerprint = _ANSWER_METRIC_ATTRIBUTES
+        key = (response.get(model), response.get(tier), response.get(fingerprint))
         answered = self._answered.get(key)
         if answered is None:
             if len(self._answered) >= _TARGETS_KEPT:
@@ -360,11 +363,10 @@ class Operation:
         self.target = target
         self.name = name = target.name
         self.started = time.perf_counter()
-        attributes = target.span_attributes
+        streamed = name == "chat" and body.get("stream")
+        attributes = target.stream_span_attributes if streamed else target.span_attributes
         requested = request_attributes(body)
-        if name == "chat" and body.get("stream"):  # "if and only if the request is streaming"
-            requested["gen_ai.request.stream"] = True
-        if target.openai:
+        if target.openai and "service_tier" in body:
             requested.update(openai_request_attributes(body))
         if telemetry.capture_content and name == "chat":
             sent = request.json()
