@@ -53,6 +53,7 @@ _REQUEST_ATTRIBUTES = {
     "presence_penalty": "gen_ai.request.presence_penalty",
     "reasoning_effort": "gen_ai.request.reasoning.level",
     "encoding_format": "gen_ai.request.encoding_formats",
+    "dimensions": "gen_ai.embeddings.dimension.count",
 }
 # The table's fields whose values are words; the others are numbers.
 _TEXT_FIELDS = frozenset({"reasoning_effort", "encoding_format"})

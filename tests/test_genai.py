@@ -52,6 +52,7 @@ def test_a_body_without_named_parameters_gives_none() -> None:
         ({"reasoning_effort": "low"}, {"gen_ai.request.reasoning.level": "low"}),
         ({"reasoning_effort": 2}, {}),
         ({"encoding_format": "float"}, {"gen_ai.request.encoding_formats": ["float"]}),
+        ({"dimensions": 256}, {"gen_ai.embeddings.dimension.count": 256}),
         ({"stop": "END"}, {"gen_ai.request.stop_sequences": ["END"]}),
         ({"stop": ["a", 1]}, {}),
         ({"n": 1}, {}),  # the default is not worth an attribute
@@ -170,7 +171,8 @@ _NAMES = ["id", "model", "choices", "message", "finish_reason", "usage", "prompt
           "completion_tokens_details", "reasoning_tokens", "messages", "role", "content",
           "type", "text", "image_url", "url", "tool_calls", "function", "name", "arguments",
           "tool_call_id", "max_tokens", "temperature", "seed", "stop", "n",
-          "response_format", "reasoning_effort", "encoding_format", "tools", "service_tier",
+          "response_format", "reasoning_effort", "encoding_format", "dimensions", "tools",
+          "service_tier",
           "system_fingerprint"]  # fmt: skip
 _SCALARS = (
     st.none()

@@ -530,13 +530,15 @@ async def test_models_named_per_request_keep_what_is_built_bounded(
 
 
 async def test_embeddings_and_models(client: asyncchat.Client) -> None:
-    await client.embeddings.create(model="e-1", input=["a b c"])
+    await client.embeddings.create(model="e-1", input=["a b c"], dimensions=256)
     await client.models.list()  # not a GenAI operation: no span
     [span] = spans()
     assert span.name == "embeddings e-1"
     assert span.attributes is not None
     assert span.attributes["gen_ai.operation.name"] == "embeddings"
+    assert span.attributes["gen_ai.embeddings.dimension.count"] == 256
     assert span.attributes["gen_ai.usage.input_tokens"] > 0  # type: ignore[operator]
+    assert not [name for name in span.attributes if name.startswith("openai.")]  # chat's only
 
 
 async def test_message_content_only_when_opted_in(
