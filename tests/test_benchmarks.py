@@ -104,17 +104,16 @@ from benchmarks.scenarios import build
 spans, reader = clients.STARTUP[{runner!r}]()
 results = asyncio.run(clients.RUNNERS[{runner!r}](sys.argv[1], 3, "token", build("token")))
 assert all(isinstance(r, clients.Result) for r in results), results
-counts = {{
-    metric.name: sum(point.count for point in metric.data.data_points)
+collected = [
+    metric
     for resource in reader.get_metrics_data().resource_metrics
     for scope in resource.scope_metrics
     for metric in scope.metrics
-}}
+]
+counts = {{m.name: sum(point.count for point in m.data.data_points) for m in collected}}
 keys = {{
-    metric.name: sorted({{key for point in metric.data.data_points for key in point.attributes}})
-    for resource in reader.get_metrics_data().resource_metrics
-    for scope in resource.scope_metrics
-    for metric in scope.metrics
+    m.name: sorted({{key for point in m.data.data_points for key in point.attributes}})
+    for m in collected
 }}
 finished = spans.get_finished_spans()
 print(json.dumps({{"spans": [s.name for s in finished], "metrics": counts,
