@@ -39,9 +39,12 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
+from contextvars import Token
 from typing import Any, Concatenate, ParamSpec
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from asyncchat._genai import (
@@ -354,7 +357,7 @@ def _never_fails(
 class Operation:
     """One logical request's span and measurements, from its start to its end."""
 
-    __slots__ = ("_ended", "context", "name", "span", "started", "target", "telemetry")
+    __slots__ = ("_ended", "_token", "context", "name", "span", "started", "target", "telemetry")
 
     def __init__(
         self, telemetry: Telemetry, target: _Target, body: Mapping[str, Any], request: Request
@@ -383,6 +386,7 @@ class Operation:
         # what the request's measurements are made in.
         self.context = trace.set_span_in_context(self.span)
         self._ended = False
+        self._token: Token[Context] | None = None
         self._send_trace_context(request)
 
     @_never_fails
@@ -399,6 +403,22 @@ class Operation:
             given = {name.lower() for name in request.headers}
             added = {k: v for k, v in carrier.items() if k.lower() not in given}
             request.headers = {**request.headers, **added}
+
+    def attach(self) -> None:
+        """Make the request's span the current one until `detach`: while it is sent,
+        so that a span begun under it is its child, not its sibling (aiohttp's
+        instrumentation begins one for each HTTP request, an attempt)."""
+        try:
+            self._token = otel_context.attach(self.context)
+        except Exception as error:
+            report_failure(error)
+
+    def detach(self) -> None:
+        """The context from before `attach` current again."""
+        token, self._token = self._token, None
+        if token is not None:
+            with contextlib.suppress(Exception):
+                otel_context.detach(token)
 
     def _measure(self, histogram: Any, value: float, attributes: Mapping[str, Any]) -> None:
         """Record `value` in this request's span, so that the histogram's exemplars

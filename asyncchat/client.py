@@ -260,6 +260,10 @@ class Client:
         )
         issued = time.perf_counter()
         observers = self._observers
+        if operation is not None:
+            # Its span is current while it is sent: an HTTP span begun under it (by
+            # aiohttp's instrumentation, say) is then its child, one per attempt.
+            operation.attach()
         try:  # a failure, or a cancellation, ends the request's span
             attempt = 0
             while True:
@@ -319,6 +323,9 @@ class Client:
             if operation is not None:
                 operation.failed(exc)
             raise
+        finally:
+            if operation is not None:
+                operation.detach()
 
     def _active_telemetry(self) -> Telemetry | None:
         """The telemetry requests and tool calls record to; None when it is off, or

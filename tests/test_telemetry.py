@@ -399,6 +399,63 @@ async def test_the_server_is_told_the_span_its_work_belongs_to(
     assert [v for k, v in sent[2].items() if k.lower() == "traceparent"] == [own]
 
 
+async def test_a_span_begun_while_a_request_is_sent_is_a_child_of_its_span() -> None:
+    """While it is sent, the request's span is the current one (what an HTTP
+    instrumentation reads), on every attempt; after it, the caller's is again."""
+    tracer = trace.get_tracer("transport")
+    seen = []
+
+    def answer(request: Any) -> MockResponse:
+        seen.append(trace.get_current_span())
+        with tracer.start_as_current_span("send"):
+            pass
+        if len(seen) == 1:
+            return MockResponse(503, headers={"retry-after-ms": "1"}, json={"error": {}})
+        return MockResponse(json=tiered("m-current"))
+
+    async with asyncchat.Client(
+        api_key=API_KEY, base_url="http://localhost/v1", transport=MockTransport(answer),
+        max_retries=1,
+    ) as client:  # fmt: skip
+        with trace.get_tracer("app").start_as_current_span("handle") as outer:
+            await client.chat.completions.create(model="m-current", messages=user())
+            assert trace.get_current_span() is outer
+    [chat] = [span for span in spans() if span.name == "chat m-current"]
+    assert [span.get_span_context() for span in seen] == [chat.get_span_context()] * 2
+    sends = [span for span in spans() if span.name == "send"]
+    assert len(sends) == 2
+    chat_id = chat.get_span_context().span_id
+    assert [span.parent.span_id for span in sends if span.parent] == [chat_id] * 2
+
+
+async def test_aiohttp_instrumentation_nests_its_http_spans_under_the_request(
+    server: MockServer,
+) -> None:
+    """With opentelemetry-instrumentation-aiohttp-client, which auto-instrumentation
+    turns on, each attempt's HTTP span is a child of the request's span, and the
+    server is told the HTTP span (the instrumentation's own trace context wins)."""
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+    instrumentor = AioHttpClientInstrumentor()
+    instrumentor.instrument()
+    try:
+        async with asyncchat.Client(api_key=API_KEY, base_url=server.base_url) as client:
+            server.enqueue(503, {"error": {"message": "busy"}}, headers={"retry-after-ms": "1"})
+            await client.chat.completions.create(model="m-http", messages=user())
+            await read_all(client, "m-http")
+    finally:
+        instrumentor.uninstrument()
+    chats = [span for span in spans() if span.name == "chat m-http"]
+    http = [span for span in spans() if span.kind is SpanKind.CLIENT and span not in chats]
+    assert len(chats) == 2 and len(http) == 3  # the first request was tried twice
+    parents = [span.parent.span_id for span in http if span.parent]
+    first, second = (span.get_span_context().span_id for span in chats)
+    assert parents == [first, first, second]
+    told = [request.headers["traceparent"] for request in server.requests[-3:]]
+    contexts = [span.get_span_context() for span in http]
+    assert told == [f"00-{c.trace_id:032x}-{c.span_id:016x}-{c.trace_flags:02x}" for c in contexts]
+
+
 _PROPAGATORS_APP = (
     "import asyncio, os, sys\n"
     "os.environ['OTEL_PROPAGATORS'] = sys.argv[1]\n"
