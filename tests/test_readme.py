@@ -90,6 +90,31 @@ def test_opentelemetry_example_prints_a_span() -> None:
     assert 0 < span["attributes"]["gen_ai.response.time_to_first_chunk"] < 5
 
 
+def test_zero_code_command_traces_the_demo() -> None:
+    """The `opentelemetry-instrument` command as written: the demo's requests are
+    spans, each with its HTTP span under it."""
+    command = re.search(r"\n(opentelemetry-instrument [^\n]*\\\n[^\n]*)", README.read_text())
+    assert command is not None
+    program, *arguments = command.group(1).replace("\\\n", " ").split()
+    assert arguments[-2:] == ["asyncchat", "demo"]
+    installed = Path(sys.executable).parent  # the console scripts beside this Python
+    # Spans written at the exit only, not between two pieces of a line the demo writes.
+    environment = {**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+    done = subprocess.run(
+        [str(installed / program), *arguments[:-2], str(installed / "asyncchat"), "demo"],
+        capture_output=True, text=True, timeout=120, env=environment,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "4. A JSON answer, parsed as it streams:" in done.stdout  # the demo ran
+    # The spans are the JSON documents that begin and end at a line's start.
+    found = re.findall(r"^\{\n.*?^\}$", done.stdout, flags=re.DOTALL | re.MULTILINE)
+    spans = [json.loads(document) for document in found]
+    chats = {s["context"]["span_id"] for s in spans if s["name"] == "chat glm-4-air"}
+    posts = [s for s in spans if s["name"] == "POST"]
+    assert chats and len(posts) == len(chats)
+    assert {s["parent_id"] for s in posts} == chats
+
+
 @pytest.mark.slow
 def test_ray_example_writes_the_results(tmp_path: Path, background_server: MockServer) -> None:
     """The Ray pipeline example, in its own process (it starts a local Ray cluster), with

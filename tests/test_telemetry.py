@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -454,6 +456,75 @@ async def test_aiohttp_instrumentation_nests_its_http_spans_under_the_request(
     told = [request.headers["traceparent"] for request in server.requests[-3:]]
     contexts = [span.get_span_context() for span in http]
     assert told == [f"00-{c.trace_id:032x}-{c.span_id:016x}-{c.trace_flags:02x}" for c in contexts]
+
+
+# An application with no line of OpenTelemetry in it.
+_PLAIN_APP = (
+    "import asyncio\n"
+    "import asyncchat\n"
+    "from asyncchat.testing import MockServer\n"
+    "async def main():\n"
+    "    asked = [{'role': 'user', 'content': 'hi'}]\n"
+    "    async with MockServer() as server:\n"
+    "        async with asyncchat.Client(base_url=server.base_url, api_key='k') as client:\n"
+    "            await client.chat.completions.create(model='m-zero', messages=asked)\n"
+    "            async for _ in client.chat.stream_text(model='m-zero', messages=asked):\n"
+    "                pass\n"
+    "asyncio.run(main())\n"
+)
+
+
+def console_exports(text: str) -> list[dict[str, Any]]:
+    """The JSON documents the console exporters wrote, one after another."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    text = text.strip()
+    while at < len(text):
+        document, at = decoder.raw_decode(text, at)
+        found.append(document)
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return found
+
+
+def test_zero_code_instrumentation_records_an_application_that_never_names_it() -> None:
+    """Under `opentelemetry-instrument` (the distro), which sets up the SDK before the
+    application runs, its requests are traced and measured, each HTTP span a child
+    of its request's span: how auto-instrumentation deploys an application."""
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    settings = {
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "console",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_SERVICE_NAME": "zero-code",
+    }
+    done = subprocess.run(
+        [str(instrument), sys.executable, "-c", _PLAIN_APP],
+        env={**os.environ, **settings},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    exported = console_exports(done.stdout)
+    spans = [document for document in exported if "parent_id" in document]
+    chats = [span for span in spans if span["name"] == "chat m-zero"]
+    assert len(chats) == 2
+    assert [span["attributes"].get("gen_ai.request.stream") for span in chats] == [None, True]
+    http = [span for span in spans if span not in chats]
+    assert len(http) == 2
+    assert {span["parent_id"] for span in http} == {span["context"]["span_id"] for span in chats}
+    measured = {
+        metric["name"]
+        for document in exported
+        for resource in document.get("resource_metrics", ())
+        for scope in resource["scope_metrics"]
+        for metric in scope["metrics"]
+    }
+    assert {
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "gen_ai.client.token.usage",
+    } <= measured
 
 
 _PROPAGATORS_APP = (
