@@ -403,9 +403,22 @@ async def test_the_server_is_told_the_span_its_work_belongs_to(
 
 async def test_a_span_begun_while_a_request_is_sent_is_a_child_of_its_span() -> None:
     """While it is sent, the request's span is the current one (what an HTTP
-    instrumentation reads), on every attempt; after it, the caller's is again."""
+    instrumentation reads), on every attempt, and for the observers; after it, the
+    caller's is again."""
     tracer = trace.get_tracer("transport")
     seen = []
+
+    class Observer:
+        def request_started(self, request: Any, attempt: int) -> None:
+            observed.append(trace.get_current_span())
+
+        def request_succeeded(self, request: Any, response: Any, seconds: float) -> None:
+            observed.append(trace.get_current_span())
+
+        def request_failed(self, *args: Any) -> None:
+            observed.append(trace.get_current_span())
+
+    observed: list[Any] = []
 
     def answer(request: Any) -> MockResponse:
         seen.append(trace.get_current_span())
@@ -417,13 +430,15 @@ async def test_a_span_begun_while_a_request_is_sent_is_a_child_of_its_span() -> 
 
     async with asyncchat.Client(
         api_key=API_KEY, base_url="http://localhost/v1", transport=MockTransport(answer),
-        max_retries=1,
+        max_retries=1, observers=[Observer()],
     ) as client:  # fmt: skip
         with trace.get_tracer("app").start_as_current_span("handle") as outer:
             await client.chat.completions.create(model="m-current", messages=user())
             assert trace.get_current_span() is outer
     [chat] = [span for span in spans() if span.name == "chat m-current"]
     assert [span.get_span_context() for span in seen] == [chat.get_span_context()] * 2
+    # started, failed, started again, succeeded
+    assert [span.get_span_context() for span in observed] == [chat.get_span_context()] * 4
     sends = [span for span in spans() if span.name == "send"]
     assert len(sends) == 2
     chat_id = chat.get_span_context().span_id
