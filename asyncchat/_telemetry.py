@@ -17,7 +17,8 @@ metrics `gen_ai.client.inference.*`); a stream's span carries
 `gen_ai.response.time_to_first_chunk` in both. A chat with a server that is `openai`
 to the conventions (OpenAI, and any server they do not name) has their `openai.*`
 attributes. The request carries the span's trace context to the server
-(`traceparent`). Messages, and the tools offered, are recorded only with
+(`traceparent`), and while it is sent the span is the current one, so an HTTP
+instrumentation's spans are its children. Messages, and the tools offered, are recorded only with
 `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never a header, so never
 the API key. The time per output chunk is one mean a stream unless
 `ASYNCCHAT_OTEL_TIME_PER_CHUNK=each` asks for a record per chunk, as the conventions
@@ -382,8 +383,8 @@ class Operation:
         self.span = telemetry.tracer.start_span(
             target.span_name, kind=SpanKind.CLIENT, attributes=attributes
         )
-        # The caller's context with this span in it: what the server is told, and
-        # what the request's measurements are made in.
+        # The caller's context with this span in it: what the server is told, what
+        # is current while the request is sent, and what its measurements are made in.
         self.context = trace.set_span_in_context(self.span)
         self._ended = False
         self._token: Token[Context] | None = None

@@ -175,12 +175,14 @@ async def run_asyncchat_otel_hand(
     url: str, n: int, scenario: str, expected: Stream
 ) -> list[Result | BaseException]:
     """`telemetry=False`, and the application making by hand the OpenTelemetry calls
-    asyncchat makes for a stream: one span with the same attributes, its trace context
-    in the request's headers, and the duration, time to first chunk and time per chunk
-    histograms, recorded in the span's context. The SDK's own cost, which any
-    instrumentation pays, next to what asyncchat's adds to it."""
+    asyncchat makes for a stream: one span with the same attributes, current while the
+    request is sent, its trace context in the request's headers, and the duration,
+    time to first chunk and time per chunk histograms, recorded in the span's context.
+    The SDK's own cost, which any instrumentation pays, next to what asyncchat's adds
+    to it."""
     from urllib.parse import urlsplit
 
+    from opentelemetry import context as otel_context
     from opentelemetry import metrics, propagate, trace
     from opentelemetry.trace import SpanKind
 
@@ -213,9 +215,13 @@ async def run_asyncchat_otel_hand(
             headers: dict[str, str] = {}
             context = trace.set_span_in_context(span)  # the measures are made in it too
             propagate.inject(headers, context=context)
-            stream = await client.chat.completions.create(
-                model=scenario, messages=MESSAGES, stream=True, extra_headers=headers
-            )
+            token = otel_context.attach(context)  # the span current while it is sent
+            try:
+                stream = await client.chat.completions.create(
+                    model=scenario, messages=MESSAGES, stream=True, extra_headers=headers
+                )
+            finally:
+                otel_context.detach(token)
             result = await _read_stream(stream)
             ended = time.perf_counter()
             # The first fragment's time stands for the first chunk's: the values
