@@ -61,7 +61,7 @@ from asyncchat._genai import (
 )
 from asyncchat._http import Request
 from asyncchat._logging import logger
-from asyncchat._timing import StreamTiming
+from asyncchat._timing import EndListener, StreamTiming
 from asyncchat._version import __version__
 from asyncchat.accumulate import ChatCompletionAccumulator
 
@@ -420,6 +420,25 @@ class Operation:
         if token is not None:
             with contextlib.suppress(Exception):
                 otel_context.detach(token)
+
+    def in_context(self, listener: EndListener) -> EndListener:
+        """`listener`, called with the request's span current: the stream's log line,
+        written when the stream ends, is then tied to the request, as the log lines
+        written while it is sent are, by a log handler that notes the current span
+        (OpenTelemetry's does)."""
+
+        def called(
+            timing: StreamTiming,
+            accumulator: ChatCompletionAccumulator,
+            error: BaseException | None,
+        ) -> None:
+            self.attach()
+            try:
+                listener(timing, accumulator, error)
+            finally:
+                self.detach()
+
+        return called
 
     def _measure(self, histogram: Any, value: float, attributes: Mapping[str, Any]) -> None:
         """Record `value` in this request's span, so that the histogram's exemplars

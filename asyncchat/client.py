@@ -672,7 +672,8 @@ class _Sent:
             return None
         timing = operation.timing() if operation is not None else StreamTiming(self.issued, [])
         if logged:
-            timing.listen(stream_line(self.request, self.response))
+            line = stream_line(self.request, self.response)
+            timing.listen(line if operation is None else operation.in_context(line))
         return timing
 
 

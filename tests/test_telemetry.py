@@ -473,6 +473,40 @@ async def test_aiohttp_instrumentation_nests_its_http_spans_under_the_request(
     assert told == [f"00-{c.trace_id:032x}-{c.span_id:016x}-{c.trace_flags:02x}" for c in contexts]
 
 
+class _SpanNoter(logging.Handler):
+    """Notes the span current as each record is written, as OpenTelemetry's log
+    handler does to tie a record to its trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.noted: list[tuple[str, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        span_id = trace.get_current_span().get_span_context().span_id
+        self.noted.append((record.getMessage(), span_id))
+
+
+async def test_a_requests_log_lines_are_tied_to_its_span(
+    client: asyncchat.Client, server: MockServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The info lines of a request (a retry's, its answer's) and the line a stream
+    writes when it ends are written with the request's span current."""
+    noter = _SpanNoter()
+    logger = logging.getLogger("asyncchat")
+    caplog.set_level(logging.INFO, logger="asyncchat")
+    logger.addHandler(noter)
+    try:
+        server.enqueue(503, {"error": {"message": "busy"}}, headers={"retry-after-ms": "1"})
+        await client.chat.completions.create(model="m-logged", messages=user())
+        await read_all(client, "m-logged")
+    finally:
+        logger.removeHandler(noter)
+    first, second = (s.get_span_context().span_id for s in spans() if s.name == "chat m-logged")
+    [retried, answered, streamed] = noter.noted
+    assert "retry 1" in retried[0] and "ended=done" in streamed[0]
+    assert [retried[1], answered[1], streamed[1]] == [first, first, second]
+
+
 # An application with no line of OpenTelemetry in it.
 _PLAIN_APP = (
     "import asyncio\n"
