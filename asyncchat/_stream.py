@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, cast
@@ -133,7 +134,11 @@ class ChatCompletionStream:
         # Telemetry and the log line time the stream; without them, no read is wrapped.
         self._timing = timing
         if timing is not None:
-            self._receive = timing.wrap(self._receive, self._accumulator, self._unwrap)
+            # Weakly: the timed read is an attribute of the stream, so holding the
+            # stream strongly would make a cycle, and a stream dropped unclosed would
+            # wait for the garbage collector to close its connection and end its span.
+            unwrap = weakref.WeakMethod(self._unwrap)
+            self._receive = timing.wrap(self._receive, self._accumulator, unwrap)
 
     @property
     def headers(self) -> Any:

@@ -91,17 +91,19 @@ class StreamTiming:
         self,
         receive: Receive,
         accumulator: ChatCompletionAccumulator,
-        unwrap: Callable[[Receive], None],
+        unwrap: Callable[[], Callable[[Receive], None] | None],
     ) -> Receive:
-        """The stream's read function, timed until the first chunk; `unwrap` puts
-        the plain one back then (never, with `each_chunk`)."""
+        """The stream's read function, timed until the first chunk; `unwrap` (a weak
+        reference) gives what puts the plain one back then (never, with `each_chunk`)."""
         if self._arrivals is not None:
             return self._wrap_every_read(receive, accumulator)
 
         async def timed_receive() -> bytes:
             if accumulator.chunk_count:  # the read before brought the first chunk
                 self.first_chunk = self._last_read
-                unwrap(receive)
+                put_back = unwrap()
+                if put_back is not None:
+                    put_back(receive)
                 return await receive()
             received = await receive()
             self._last_read = time.perf_counter()

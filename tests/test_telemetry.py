@@ -4,6 +4,7 @@ metric reader, over the loopback MockServer."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -330,6 +331,30 @@ async def test_a_cancelled_or_abandoned_stream_still_ends_its_span(
     [span] = spans()
     assert span.status.status_code is StatusCode.UNSET
     assert "asyncchat.stream_closed_early" in [event.name for event in span.events]
+
+
+@pytest.mark.parametrize("each", [False, True], ids=["mean", "each"])
+async def test_a_stream_dropped_unclosed_ends_its_span_at_once(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch, each: bool
+) -> None:
+    """A stream dropped without close() after its first chunk (a `break` outside
+    `async with`) ends its span, and lets its connection go, when it is dropped, not
+    at the garbage collector's next pass: its timing holds no cycle through it."""
+    if each:
+        monkeypatch.setenv("ASYNCCHAT_OTEL_TIME_PER_CHUNK", "each")
+    server.style = StreamStyle(tokens=5)
+    async with asyncchat.Client(api_key=API_KEY, base_url=server.base_url) as client:
+        gc.disable()
+        try:
+            stream = await client.chat.completions.create(
+                model="m-dropped", messages=user(), stream=True
+            )
+            await stream.__anext__()
+            del stream
+            [span] = spans()
+        finally:
+            gc.enable()
+    assert span.name == "chat m-dropped" and span.end_time is not None
 
 
 # From opentelemetry 1.28, a measurement takes the context it is made in and the SDK
