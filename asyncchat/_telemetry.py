@@ -18,9 +18,9 @@ metrics `gen_ai.client.inference.*`); a stream's span carries
 to the conventions (OpenAI, and any server they do not name) has their `openai.*`
 attributes. The request carries the span's trace context to the server
 (`traceparent`), and while it is sent the span is the current one, so an HTTP
-instrumentation's spans are its children. Messages, and the tools offered, are recorded only with
-`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never a header, so never
-the API key. The time per output chunk is one mean a stream unless
+instrumentation's spans are its children. Messages, and the tools offered, are
+recorded only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`; never a
+header, so never the API key. The time per output chunk is one mean a stream unless
 `ASYNCCHAT_OTEL_TIME_PER_CHUNK=each` asks for a record per chunk, as the conventions
 describe it (a record costs the SDK more than a chunk costs asyncchat). Measurements
 are made in the request span's context, so the SDK's exemplars lead to that span.

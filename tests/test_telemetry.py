@@ -431,7 +431,8 @@ async def test_a_span_begun_while_a_request_is_sent_is_a_child_of_its_span() -> 
     instrumentation reads), on every attempt, and for the observers; after it, the
     caller's is again."""
     tracer = trace.get_tracer("transport")
-    seen = []
+    seen: list[Any] = []  # the span current when the transport was asked
+    observed: list[Any] = []  # and when the observers were told
 
     class Observer:
         def request_started(self, request: Any, attempt: int) -> None:
@@ -442,8 +443,6 @@ async def test_a_span_begun_while_a_request_is_sent_is_a_child_of_its_span() -> 
 
         def request_failed(self, *args: Any) -> None:
             observed.append(trace.get_current_span())
-
-    observed: list[Any] = []
 
     def answer(request: Any) -> MockResponse:
         seen.append(trace.get_current_span())
