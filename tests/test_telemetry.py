@@ -15,12 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.version import __version__ as otel_version
 
@@ -28,20 +24,15 @@ import asyncchat
 from asyncchat import _telemetry
 from asyncchat.testing import MockResponse, MockServer, MockTransport, StreamStyle, Turn
 
+from . import otel_sdk
 from .conftest import API_KEY, run_python
-
-EXPORTER = InMemorySpanExporter()
-READER = InMemoryMetricReader()
+from .otel_sdk import EXPORTER, READER
 
 
 @pytest.fixture(scope="module", autouse=True)
 def sdk() -> None:
-    """The SDK as an application would set it up, once: the global providers can be
-    set only once in a process."""
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    trace.set_tracer_provider(tracer_provider)
-    metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
+    """The SDK as an application would set it up (already, when every suite records)."""
+    otel_sdk.install()
 
 
 @pytest.fixture(autouse=True)
