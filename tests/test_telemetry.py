@@ -24,15 +24,14 @@ import asyncchat
 from asyncchat import _telemetry
 from asyncchat.testing import MockResponse, MockServer, MockTransport, StreamStyle, Turn
 
-from . import otel_sdk
 from .conftest import API_KEY, run_python
-from .otel_sdk import EXPORTER, READER
+from .otel_sdk import EXPORTER, READER, install
 
 
 @pytest.fixture(scope="module", autouse=True)
 def sdk() -> None:
     """The SDK as an application would set it up (already, when every suite records)."""
-    otel_sdk.install()
+    install()
 
 
 @pytest.fixture(autouse=True)
