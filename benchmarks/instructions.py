@@ -17,7 +17,13 @@ The `paced` scenario is counted at 4 and 12 streams unless told otherwise: slowe
 by valgrind, a client keeps up with that many at a model's pace, reading each
 event on its own, and at 50 it would not. Count it on an idle machine: a client
 that shares the cores falls behind, reads some events two at a time, and counts
-about 4% fewer instructions (idle, runs agree within 0.1%).
+about 4% fewer instructions. Even idle, its counts move by a percent or two from
+run to run: its streams' events arrive together, and how many of them the event
+loop takes in one turn (each turn costs its own instructions) varies with timing.
+
+With `--repeat K`, the runners are counted in K rounds, one after another in each,
+and each runner's median is reported with its range and the median of its ratios to
+the first runner in the same round: the numbers to compare where counts move.
 
 Needs valgrind (`apt-get install valgrind`). Under valgrind a client runs about 50
 times slower: keep the official SDK's runners to a few dozen streams.
@@ -29,6 +35,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -103,6 +110,28 @@ def stream_counts(scenario: str, small: int | None, large: int | None) -> tuple[
     return (usual_small if small is None else small, usual_large if large is None else large)
 
 
+def summary_lines(scenario: str, counts: dict[str, list[float]]) -> list[str]:
+    """Per runner, its median count per stream over the rounds, their range, and the
+    median of its ratios to the first runner's count in the same round (counted just
+    before or after it, so on the machine as it was then)."""
+    first = next(iter(counts))
+    lines = []
+    for runner, values in counts.items():
+        line = (
+            f"{scenario:6} {runner:19} median {statistics.median(values) / 1e6:8.3f} M"
+            f"  ({min(values) / 1e6:.3f} to {max(values) / 1e6:.3f})"
+        )
+        if runner != first:
+            pairs = zip(values, counts[first], strict=True)
+            ratios = [value / base for value, base in pairs]
+            line += (
+                f"  {statistics.median(ratios):.3f}x {first}"
+                f" ({min(ratios):.3f}x to {max(ratios):.3f}x)"
+            )
+        lines.append(line)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
     parser.add_argument("--runners", nargs="+", default=["asyncchat", "floor-parse"])
@@ -115,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         "--split", action="store_true", help="also count on longer streams: per chunk, per stream"
     )
     parser.add_argument("--scale", type=int, default=5, help="how much longer, with --split")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of counts, summarized when more than one"
+    )
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
-        return 2
     unknown = [runner for runner in args.runners if runner not in RUNNERS]
     if unknown:
         parser.error(f"unknown runners {unknown}")
@@ -130,14 +159,23 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{scenario}: --large ({large}) must exceed --small ({small})")
     if args.split and args.scale < 2:
         parser.error("--scale must be at least 2")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.repeat > 1 and len(set(args.runners)) < len(args.runners):
+        parser.error("with --repeat, name each runner once")
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
     server = LoadServer(counting_environment(1))
     longer = LoadServer(counting_environment(args.scale)) if args.split else None
     try:
         for scenario in args.scenarios:
             chunks = _chunk_count(scenario, 1)
             small, large = streams[scenario]
-            for runner in args.runners:
+            counts: dict[str, list[float]] = {runner: [] for runner in args.runners}
+            for runner in args.runners * args.repeat:  # rounds of every runner
                 usual = per_stream(runner, server.url, scenario, small, large)
+                counts[runner].append(usual)
                 line = (
                     f"{scenario:6} {runner:19} {usual / 1e6:8.3f} M instructions per stream"
                     f"  {usual / chunks / 1e3:7.1f} k per chunk"
@@ -151,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"  = {per_chunk / 1e3:6.1f} k per chunk + {fixed / 1e6:6.3f} M per stream"
                     )
                 print(line, flush=True)
+            if args.repeat > 1:
+                print("\n".join(summary_lines(scenario, counts)), flush=True)
     finally:
         server.stop()
         if longer is not None:

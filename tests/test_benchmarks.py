@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import LoadServer, memory_slopes, summarize
-from benchmarks.instructions import stream_counts
+from benchmarks.instructions import stream_counts, summary_lines
 from benchmarks.micro import accumulator_benchmark, decoder_benchmark
 from benchmarks.scenarios import SCENARIOS, build
 from benchmarks.steps import STEPS, step_function
@@ -244,19 +244,6 @@ def _instructions(
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
-def test_instruction_counts_under_valgrind() -> None:
-    result = _instructions(
-        "--runners", "floor-raw", "--scenarios", "bulk", "--small", "1", "--large", "3"
-    )
-    assert result.returncode == 0, result.stderr
-    [line] = result.stdout.splitlines()
-    scenario, runner, millions, *_ = line.split()
-    assert (scenario, runner) == ("bulk", "floor-raw")
-    assert float(millions) > 0
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_instruction_counts_split_into_per_chunk_and_per_stream() -> None:
     """--split counts again on longer streams and splits a stream's count in two."""
     result = _instructions(
@@ -343,6 +330,55 @@ def test_chunk_steps_count_the_longer_streams_they_are_told_of() -> None:
     usual, longer = floor_per_chunk("1"), floor_per_chunk("3")
     # Had the counted processes built the usual streams, this would be about 1/3.
     assert 0.8 < longer / usual < 1.25
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counts_under_valgrind_repeated_in_rounds() -> None:
+    """Each runner counted in each round (--repeat), in order, then a median line
+    each, the later runners with their ratio to the first."""
+    result = _instructions(
+        "--runners", "floor-raw", "floor-parse", "--scenarios", "bulk",
+        "--small", "1", "--large", "2", "--repeat", "2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert [line[:2] for line in lines] == [["bulk", "floor-raw"], ["bulk", "floor-parse"]] * 3
+    counts = [float(line[2]) for line in lines[:4]]
+    assert all(count > 0 for count in counts)
+    raw, parse = lines[4:]
+    assert raw[2] == parse[2] == "median"
+    assert float(raw[3]) == pytest.approx(sum(counts[0::2]) / 2, abs=0.002)
+    assert float(parse[3]) == pytest.approx(sum(counts[1::2]) / 2, abs=0.002)
+    assert parse[9] == "floor-raw" and float(parse[8].rstrip("x")) > 1  # parsing costs more
+
+
+def test_a_summary_gives_medians_and_ratios_to_the_first_runner_of_each_round() -> None:
+    counts = {"off": [6.0e6, 6.2e6, 6.1e6], "on": [6.6e6, 6.5e6, 7.0e6]}
+    off, on = summary_lines("paced", counts)
+    assert off.split() == ["paced", "off", "median", "6.100", "M", "(6.000", "to", "6.200)"]
+    # Paired by round: 1.100, 1.048 and 1.148, so the median is 1.100 (the ratio of
+    # the medians, 6.6 / 6.1, would be 1.082).
+    assert on.split() == [
+        "paced", "on", "median", "6.600", "M", "(6.500", "to", "7.000)",
+        "1.100x", "off", "(1.048x", "to", "1.148x)",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--repeat", "0"], "--repeat must be at least 1"),
+        (["--repeat", "2", "--runners", "floor-raw", "floor-raw"], "name each runner once"),
+    ],
+)
+def test_instruction_counts_refuse_a_repeat_they_cannot_summarize(
+    arguments: list[str], message: str
+) -> None:
+    result = _instructions(*arguments)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
 
 
 def test_instruction_counts_say_when_valgrind_is_missing(tmp_path: Path) -> None:
