@@ -78,7 +78,7 @@ def test_agent_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_opentelemetry_example_prints_a_span() -> None:
     """The console-exporter example, in its own process (the global tracer provider
     can be set once per process)."""
-    [block] = [b for b in python_blocks() if "ConsoleSpanExporter()" in b]
+    [block] = [b for b in python_blocks() if "SimpleSpanProcessor(ConsoleSpanExporter())" in b]
     done = subprocess.run(
         [sys.executable, "-c", block], capture_output=True, text=True, timeout=60, check=True
     )
@@ -119,7 +119,7 @@ def test_zero_code_command_traces_the_demo() -> None:
 def test_ray_example_writes_the_results(tmp_path: Path, background_server: MockServer) -> None:
     """The Ray pipeline example, in its own process (it starts a local Ray cluster), with
     the mock server's address in place of port 8000."""
-    [block] = [b for b in python_blocks() if "map_chat_completions(" in b]
+    [block] = [b for b in python_blocks() if "write_batch_jsonl(results" in b]
     block = block.replace("http://127.0.0.1:8000/v1", background_server.base_url)
     background_server.api_key = None  # as `asyncchat mock-server` without --api-key
     (tmp_path / "examples").mkdir()
@@ -134,6 +134,49 @@ def test_ray_example_writes_the_results(tmp_path: Path, background_server: MockS
     assert done.stdout.strip() == f"{len(requests)} results written"
     results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert {result["response"]["status_code"] for result in results} == {200}
+
+
+@pytest.mark.slow
+def test_ray_telemetry_example_traces_every_request_in_the_actors(
+    tmp_path: Path, background_server: MockServer
+) -> None:
+    """The Ray example with a setup hook, in its own process: every request is a `chat`
+    span, recorded in an actor's process (the driver sets up none), none lost when Ray
+    ends the actors."""
+    [block] = [b for b in python_blocks() if "worker_process_setup_hook" in b]
+    block = block.replace("http://127.0.0.1:8000/v1", background_server.base_url)
+    background_server.api_key = None  # as `asyncchat mock-server` without --api-key
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    # Each worker writes its spans to a file of its own, a line each, and only when
+    # Ray ends it: the schedule's delay is longer than the test.
+    exporter = (
+        f"ConsoleSpanExporter(out=open(f'{spans}/{{__import__(\"os\").getpid()}}', 'w'), "
+        "formatter=lambda span: span.to_json(indent=None) + '\\n')"
+    )
+    block = block.replace(
+        "BatchSpanProcessor(ConsoleSpanExporter())",
+        f"BatchSpanProcessor({exporter}, schedule_delay_millis=600_000)",
+    )
+    assert str(spans) in block
+    (tmp_path / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "requests.jsonl", tmp_path / "examples")
+    environment = {**os.environ, "RAY_ADDRESS": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+        timeout=180, env=environment,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    count = len((ROOT / "examples" / "requests.jsonl").read_text().splitlines())
+    assert done.stdout.strip() == f"{count} requests, each a `chat` span in its actor's output"
+    recorded = [
+        json.loads(line) for path in spans.iterdir() for line in path.read_text().splitlines()
+    ]
+    assert len(recorded) == count
+    assert {span["name"] for span in recorded} == {"chat glm-4-air"}
+    assert {span["attributes"]["server.port"] for span in recorded} == {background_server.port}
+    assert {span["status"]["status_code"] for span in recorded} == {"UNSET"}
+    assert len({span["attributes"]["gen_ai.response.id"] for span in recorded}) == count
 
 
 def test_batch_api_library_example_runs(
