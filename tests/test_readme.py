@@ -115,23 +115,30 @@ def test_zero_code_command_traces_the_demo() -> None:
     assert {s["parent_id"] for s in posts} == chats
 
 
-@pytest.mark.slow
-def test_ray_example_writes_the_results(tmp_path: Path, background_server: MockServer) -> None:
-    """The Ray pipeline example, in its own process (it starts a local Ray cluster), with
-    the mock server's address in place of port 8000."""
-    [block] = [b for b in python_blocks() if "write_batch_jsonl(results" in b]
-    block = block.replace("http://127.0.0.1:8000/v1", background_server.base_url)
-    background_server.api_key = None  # as `asyncchat mock-server` without --api-key
-    (tmp_path / "examples").mkdir()
-    shutil.copy(ROOT / "examples" / "requests.jsonl", tmp_path / "examples")
+def run_ray_example(block: str, server: MockServer, folder: Path) -> str:
+    """A README Ray example run in its own process (it starts a local Ray cluster), in
+    `folder` with the example requests, against `server` in place of port 8000; what
+    it printed."""
+    block = block.replace("http://127.0.0.1:8000/v1", server.base_url)
+    server.api_key = None  # as `asyncchat mock-server` without --api-key
+    (folder / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "requests.jsonl", folder / "examples")
     environment = {**os.environ, "RAY_ADDRESS": ""}
     done = subprocess.run(
-        [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-c", block], cwd=folder, capture_output=True, text=True,
         timeout=180, env=environment,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.slow
+def test_ray_example_writes_the_results(tmp_path: Path, background_server: MockServer) -> None:
+    """The Ray pipeline example: a result line for every request, each answered."""
+    [block] = [b for b in python_blocks() if "write_batch_jsonl(results" in b]
+    printed = run_ray_example(block, background_server, tmp_path)
     requests = (ROOT / "examples" / "requests.jsonl").read_text().splitlines()
-    assert done.stdout.strip() == f"{len(requests)} results written"
+    assert printed == f"{len(requests)} results written"
     results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert {result["response"]["status_code"] for result in results} == {200}
 
@@ -144,8 +151,6 @@ def test_ray_telemetry_example_traces_every_request_in_the_actors(
     span, recorded in an actor's process (the driver sets up none), none lost when Ray
     ends the actors."""
     [block] = [b for b in python_blocks() if "worker_process_setup_hook" in b]
-    block = block.replace("http://127.0.0.1:8000/v1", background_server.base_url)
-    background_server.api_key = None  # as `asyncchat mock-server` without --api-key
     spans = tmp_path / "spans"
     spans.mkdir()
     # Each worker writes its spans to a file of its own, a line each, and only when
@@ -159,16 +164,9 @@ def test_ray_telemetry_example_traces_every_request_in_the_actors(
         f"BatchSpanProcessor({exporter}, schedule_delay_millis=600_000)",
     )
     assert str(spans) in block
-    (tmp_path / "examples").mkdir()
-    shutil.copy(ROOT / "examples" / "requests.jsonl", tmp_path / "examples")
-    environment = {**os.environ, "RAY_ADDRESS": ""}
-    done = subprocess.run(
-        [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
-        timeout=180, env=environment,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    printed = run_ray_example(block, background_server, tmp_path)
     count = len((ROOT / "examples" / "requests.jsonl").read_text().splitlines())
-    assert done.stdout.strip() == f"{count} requests, each a `chat` span in its actor's output"
+    assert printed == f"{count} requests, each a `chat` span in its actor's output"
     recorded = [
         json.loads(line) for path in spans.iterdir() for line in path.read_text().splitlines()
     ]
