@@ -239,6 +239,20 @@ def _add_batch(commands: Any) -> None:
         help="with --engine ray: actors sending requests, --concurrency split between them"
         " (default: 2)",
     )
+    batch.add_argument(
+        "--ray-runtime-env",
+        type=_json_object,
+        metavar="JSON",
+        help="with --engine ray: the Ray runtime environment of the job's workers, as a JSON "
+        "object (a worker_process_setup_hook there sets up telemetry in each actor)",
+    )
+    batch.add_argument(
+        "--ray-start-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="with --engine ray: give up when the actors have not all started by then "
+        "(default: 600)",
+    )
     _add_connection(batch)
 
 
@@ -326,6 +340,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return value
 
 
@@ -633,8 +657,13 @@ def _print_message(completion: ChatCompletion, printer: _Printer) -> None:
 
 def _check_batch_flags(args: argparse.Namespace) -> None:
     """Flags that do not go together, refused before anything runs."""
-    if args.ray_address and args.engine != "ray":
-        raise ConfigurationError("--ray-address needs --engine ray")
+    for flag, given in (
+        ("--ray-address", args.ray_address),
+        ("--ray-runtime-env", args.ray_runtime_env is not None),
+        ("--ray-start-timeout", args.ray_start_timeout),
+    ):
+        if given and args.engine != "ray":
+            raise ConfigurationError(f"{flag} needs --engine ray")
     if args.via == "batch-api":
         clashing = [
             flag
@@ -743,6 +772,8 @@ def _batch_on_ray(args: argparse.Namespace) -> int:
         limit_name=args.limit_name,
         stop=stop,
         handle_signals=True,
+        runtime_env=args.ray_runtime_env,
+        start_timeout=args.ray_start_timeout or ray_engine.ACTOR_START_SECONDS,
     )
     return _report_batch(args, summary)
 

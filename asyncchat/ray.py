@@ -32,6 +32,7 @@ import contextlib
 import gc
 import inspect
 import logging
+import math
 import signal
 import sys
 import threading
@@ -44,6 +45,8 @@ import orjson
 import pyarrow as pa
 import ray
 import ray.data
+import ray.exceptions
+import ray.runtime_env
 
 from asyncchat._batchfile import (
     ResultsFile,
@@ -90,6 +93,10 @@ NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide 
 # worker end the process. Ray is given this long to settle first.
 SETTLE_SECONDS = 1.0
 ACTOR_CALLS = 8  # Ray calls (blocks) an actor works on at once; see map_chat_completions
+# How long `run_batch_file` waits for its actors to start. Ray Data waits forever by
+# default, and a worker that cannot start (a setup hook that raises, a cluster with
+# no free CPU) is started again and again, so an unbounded job would never end.
+ACTOR_START_SECONDS = 600.0
 
 
 # --- reading --------------------------------------------------------------------------
@@ -413,6 +420,8 @@ def run_batch_file(
     progress: TextIO = sys.stderr,
     stop: BatchStop | None = None,
     handle_signals: bool = False,
+    runtime_env: Mapping[str, Any] | None = None,
+    start_timeout: float = ACTOR_START_SECONDS,
 ) -> BatchSummary:
     """`asyncchat batch --engine ray`: the requests of the input (and shard) that the
     output does not hold yet, run on Ray, each result written as it comes back.
@@ -423,7 +432,25 @@ def run_batch_file(
     `address` is given. A `stop` ends the job at once: the results that came back
     are kept, and a rerun sends the requests that were still out. With
     `handle_signals`, SIGINT and SIGTERM request the stop, as in the command.
+
+    `runtime_env` is the Ray runtime environment of the job's workers (given to
+    `ray.init`, so Ray must not be running in this process yet): a
+    `worker_process_setup_hook` there sets up telemetry in each actor. Actors that
+    have not all started within `start_timeout` seconds end the job with a
+    `TimeoutError`, nothing sent.
     """
+    if not start_timeout > 0:
+        raise ValueError(f"start_timeout must be more than 0 seconds, got {start_timeout}")
+    if runtime_env is not None and ray.is_initialized():
+        raise ValueError(
+            "runtime_env is given to the ray.init that run_batch_file makes, and Ray is "
+            "running in this process already: give it to your ray.init instead"
+        )
+    if runtime_env is not None:
+        try:
+            ray.runtime_env.RuntimeEnv(**runtime_env)  # Ray's own checks, before any work
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Ray refused the runtime env: {exc}") from None
     ids = check_input(input_path, model, shard)
     results = ResultsFile.open(
         output_path, input_path=input_path, ids=ids, retry_failed=retry_failed
@@ -445,7 +472,10 @@ def run_batch_file(
                 "redis_url": redis_url,
                 "limit_name": limit_name,
             }
-            with _ray_cluster(address), _signals_to(job.on_signal, handle_signals):
+            with (
+                _ray_cluster(address, runtime_env, start_timeout),
+                _signals_to(job.on_signal, handle_signals),
+            ):
                 job.run(pending, min(actors, len(pending)), per_actor, udf_options)
     finally:
         results.close()
@@ -453,24 +483,48 @@ def run_batch_file(
 
 
 @contextlib.contextmanager
-def _ray_cluster(address: str | None) -> Iterator[None]:
+def _ray_cluster(
+    address: str | None, runtime_env: Mapping[str, Any] | None, start_timeout: float
+) -> Iterator[None]:
     """Ray, connected: the cluster at `address`, the one already joined, or a new local one
-    (stopped afterwards). Ray Data's progress bars stay off while the job prints its own."""
+    (stopped afterwards), with the job's `runtime_env`, its actors' start bounded by
+    `start_timeout`. Ray Data's progress bars stay off while the job prints its own."""
     context = ray.data.DataContext.get_current()
     shown = context.enable_progress_bars, context.print_on_execution_start
     context.enable_progress_bars = context.print_on_execution_start = False
-    # Quiet: Ray Data's notes on each execution, and its warning that the bars are off.
-    quieted = {"ray.data": logging.WARNING, "ray.data._internal.progress": logging.ERROR}
+    waited = context.wait_for_min_actors_s
+    # Ray Data takes whole seconds, and 0 or less for "forever": never shorter than asked.
+    context.wait_for_min_actors_s = max(1, math.ceil(start_timeout))
+    # Quiet: Ray Data's notes on each execution, its warning that the bars are off, and
+    # its logged copy of an exception that it raises to us anyway.
+    quieted = {
+        "ray.data": logging.WARNING,
+        "ray.data._internal.progress": logging.ERROR,
+        "ray.data.exceptions": logging.CRITICAL,
+    }
     levels = {name: logging.getLogger(name).level for name in quieted}
     for name, level in quieted.items():
         logging.getLogger(name).setLevel(level)
     started = False
     try:
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(
+                address=address,
+                runtime_env=None if runtime_env is None else dict(runtime_env),
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+            )
             started = True
-        yield
+        try:
+            yield
+        except ray.exceptions.GetTimeoutError as exc:
+            raise TimeoutError(
+                f"the Ray actors did not all start within {start_timeout:g} s: a "
+                "worker_process_setup_hook that fails, a runtime env Ray cannot set up, or a "
+                "cluster without a free CPU keeps them from starting (Ray's logs say which)"
+            ) from exc
     finally:
+        context.wait_for_min_actors_s = waited
         if started:
             gc.collect()  # references into Ray's object store in cycles: freed while Ray runs
             ray.shutdown()

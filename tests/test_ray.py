@@ -22,6 +22,7 @@ from asyncchat.ray import (
     ChatBatchUDF,
     map_chat_completions,
     read_batch_jsonl,
+    run_batch_file,
     write_batch_jsonl,
 )
 from asyncchat.testing import MockServer
@@ -334,6 +335,114 @@ def test_ctrl_c_keeps_what_came_back_and_a_rerun_finishes(
     assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(300))
 
 
+# A setup hook that records each span, as it ends, in a file of the worker's own.
+SPAN_FILES_HOOK = """
+import os
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+
+def set_up():
+    out = open(os.path.join(os.environ["SPANS_DIR"], f"{os.getpid()}.jsonl"), "a")
+    line = lambda span: span.to_json(indent=None) + "\\n"
+    exporter = ConsoleSpanExporter(out=out, formatter=line)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+"""
+
+
+@pytest.mark.slow
+def test_the_runtime_env_sets_up_telemetry_in_each_actor(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    """--ray-runtime-env reaches the actors of a cluster the command joins: its setup
+    hook, shipped with py_modules, traces every request where it is sent."""
+    hook = tmp_path / "span_files.py"
+    hook.write_text(SPAN_FILES_HOOK)
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    runtime_env = {
+        "py_modules": [str(hook)],
+        "worker_process_setup_hook": "span_files.set_up",
+        "env_vars": {"SPANS_DIR": str(spans)},
+    }
+    source = write_input(tmp_path / "in.jsonl", 12)
+    output = tmp_path / "out.jsonl"
+    command = batch_command(
+        source, output, background_server,
+        "--ray-address", cluster, "--ray-runtime-env", orjson.dumps(runtime_env).decode(),
+    )  # fmt: skip
+
+    done = run(command)
+
+    assert done.returncode == 0, done.stderr
+    assert "12 requests, 12 succeeded" in done.stderr
+    recorded = [
+        orjson.loads(line) for path in spans.iterdir() for line in path.read_bytes().splitlines()
+    ]
+    chats = [span for span in recorded if span["name"] == "chat m"]
+    assert len(chats) == 12
+    assert {span["attributes"]["server.port"] for span in chats} == {background_server.port}
+    assert len({span["attributes"]["gen_ai.response.id"] for span in chats}) == 12
+    # Every worker of the job runs the hook; the spans are in the two actors' files.
+    assert 1 <= len([path for path in spans.iterdir() if path.stat().st_size]) <= 2
+
+
+@pytest.mark.slow
+def test_actors_that_cannot_start_end_the_job_at_the_start_timeout(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    """A setup hook the workers cannot import makes Ray start them again and again: the
+    job gives up after --ray-start-timeout with one line, and the output is as it was."""
+    source = write_input(tmp_path / "in.jsonl", 4)
+    output = tmp_path / "out.jsonl"
+    earlier = orjson.dumps(
+        {"id": "batch_req_x", "custom_id": "r0", "error": None,
+         "response": {"status_code": 200, "request_id": "a", "body": {}}}
+    ) + b"\n"  # fmt: skip
+    output.write_bytes(earlier)  # an earlier run's result
+    runtime_env = '{"worker_process_setup_hook": "no_such_module.set_up"}'
+    command = batch_command(
+        source, output, background_server, "--ray-address", cluster,
+        "--ray-runtime-env", runtime_env, "--ray-start-timeout", "5",
+    )  # fmt: skip
+
+    done = run(command)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "asyncchat: error: the Ray actors did not all start within 5 s: a "
+        "worker_process_setup_hook that fails, a runtime env Ray cannot set up, or a "
+        "cluster without a free CPU keeps them from starting (Ray's logs say which)"
+    )
+    assert "Traceback" not in done.stderr
+    assert output.read_bytes() == earlier
+    assert background_server.requests == []
+
+
+def test_run_batch_file_refuses_a_runtime_env_when_ray_runs_already(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    """The runtime env goes to the ray.init that run_batch_file makes: with Ray already
+    running here it could not apply, so it is refused, as a start_timeout of 0 is."""
+    source = write_input(tmp_path / "in.jsonl", 2)
+    output = tmp_path / "out.jsonl"
+    with pytest.raises(ValueError, match=r"give it to your ray\.init instead"):
+        run_batch_file(
+            source, output, client_options=client_options(background_server),
+            runtime_env={"env_vars": {"A": "1"}},
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="start_timeout must be more than 0 seconds, got 0"):
+        run_batch_file(
+            source, output, client_options=client_options(background_server), start_timeout=0
+        )
+    assert not output.exists()  # refused before the output was touched
+    assert background_server.requests == []
+
+
 def test_the_command_refuses_a_ray_limit_without_redis(tmp_path: Path) -> None:
     source = write_input(tmp_path / "in.jsonl", 1)
     result = run(
@@ -351,4 +460,48 @@ def test_the_command_refuses_a_ray_limit_without_redis(tmp_path: Path) -> None:
     )  # fmt: skip
     assert local.returncode == 2
     assert local.stderr.strip() == "asyncchat: error: --ray-address needs --engine ray"
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_command_refuses_a_runtime_env_ray_refuses(tmp_path: Path) -> None:
+    """Ray's own checks of the runtime env, as one line, before the output is made."""
+    source = write_input(tmp_path / "in.jsonl", 1)
+    result = run(
+        [sys.executable, "-m", "asyncchat", "batch", str(source), "-o", str(tmp_path / "o"),
+         "--engine", "ray", "--base-url", "http://127.0.0.1:9/v1",
+         "--ray-runtime-env", '{"env_vars": {"OTEL_BSP_SCHEDULE_DELAY": 100}}']
+    )  # fmt: skip
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("asyncchat: error: Ray refused the runtime env: ")
+    assert "env_vars" in message
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--ray-runtime-env", "{}"], "asyncchat: error: --ray-runtime-env needs --engine ray"),
+        (["--ray-start-timeout", "5"], "asyncchat: error: --ray-start-timeout needs --engine ray"),
+        (
+            ["--engine", "ray", "--ray-runtime-env", '["py_modules"]'],
+            "asyncchat batch: error: argument --ray-runtime-env: expected a JSON object, "
+            "got '[\"py_modules\"]'",
+        ),
+        (
+            ["--engine", "ray", "--ray-start-timeout", "0"],
+            "asyncchat batch: error: argument --ray-start-timeout: must be positive, got 0",
+        ),
+    ],
+)
+def test_the_command_refuses_ray_options_that_cannot_apply(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 1)
+    result = run(
+        [sys.executable, "-m", "asyncchat", "batch", str(source), "-o", str(tmp_path / "o"),
+         "--base-url", "http://127.0.0.1:9/v1", *flags]
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == message
     assert not (tmp_path / "o").exists()

@@ -6,9 +6,11 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -175,6 +177,49 @@ def test_ray_telemetry_example_traces_every_request_in_the_actors(
     assert {span["attributes"]["server.port"] for span in recorded} == {background_server.port}
     assert {span["status"]["status_code"] for span in recorded} == {"UNSET"}
     assert len({span["attributes"]["gen_ai.response.id"] for span in recorded}) == count
+
+
+@pytest.mark.slow
+def test_ray_command_telemetry_example_traces_every_request(
+    tmp_path: Path, background_server: MockServer
+) -> None:
+    """The `--ray-runtime-env` command as written: each worker runs the hook that
+    `opentelemetry-instrument` runs, so each request is a `chat` span, its HTTP span
+    under it, in the actors' output that Ray keeps in its logs."""
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    [block] = [b for b in blocks if "--ray-runtime-env" in b]
+    install, command = block.split("\n", 1)
+    assert install.startswith("pip install opentelemetry-distro")
+    command = command.replace("\\\n", " ").replace(
+        "http://127.0.0.1:8000/v1", background_server.base_url
+    )
+    program, *arguments = shlex.split(command)
+    assert program == "asyncchat" and "--ray-address" not in arguments
+    background_server.api_key = None  # as `asyncchat mock-server` without --api-key
+    (tmp_path / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "requests.jsonl", tmp_path / "examples")
+    # The cluster the command starts keeps its logs here: a short path, as Ray's
+    # socket paths must be.
+    ray_root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    try:
+        environment = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(ray_root)}
+        done = subprocess.run(
+            [sys.executable, "-m", "asyncchat", *arguments],
+            cwd=tmp_path, capture_output=True, text=True, timeout=180, env=environment,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        logs = "".join(path.read_text() for path in ray_root.glob("ray/session_latest/logs/*.out"))
+    finally:
+        shutil.rmtree(ray_root, ignore_errors=True)
+    found = re.findall(r"^\{\n.*?^\}$", logs, flags=re.DOTALL | re.MULTILINE)
+    spans = [json.loads(document) for document in found]
+    chats = [s for s in spans if s["name"] == "chat glm-4-air"]
+    count = len((ROOT / "examples" / "requests.jsonl").read_text().splitlines())
+    assert len(chats) == count
+    assert len({s["attributes"]["gen_ai.response.id"] for s in chats}) == count
+    assert {s["resource"]["attributes"]["service.name"] for s in chats} == {"asyncchat-batch"}
+    posts = [s for s in spans if s["name"] == "POST"]
+    assert sorted(s["parent_id"] for s in posts) == sorted(s["context"]["span_id"] for s in chats)
 
 
 def test_batch_api_library_example_runs(
