@@ -33,6 +33,7 @@ import gc
 import inspect
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -93,6 +94,7 @@ NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide 
 # worker end the process. Ray is given this long to settle first.
 SETTLE_SECONDS = 1.0
 ACTOR_CALLS = 8  # Ray calls (blocks) an actor works on at once; see map_chat_completions
+ACTOR_CPUS = 0.25  # what an actor asks of Ray by default; see map_chat_completions
 # How long `run_batch_file` waits for its actors to start. Ray Data waits forever by
 # default, and a worker that cannot start (a setup hook that raises, a cluster with
 # no free CPU) is started again and again, so an unbounded job would never end.
@@ -331,7 +333,7 @@ def map_chat_completions(
     actors: int = 2,
     concurrency: int = 32,
     batch_size: int | None = None,
-    num_cpus: float = 0.25,
+    num_cpus: float = ACTOR_CPUS,
     **udf_options: Any,
 ) -> ray.data.Dataset:
     """`requests` mapped through `ChatBatchUDF` on `actors` actors (lazily, as Ray does).
@@ -472,23 +474,49 @@ def run_batch_file(
                 "redis_url": redis_url,
                 "limit_name": limit_name,
             }
+            used = min(actors, len(pending))
             with (
-                _ray_cluster(address, runtime_env, start_timeout),
+                _ray_cluster(address, runtime_env, start_timeout) as new_local,
                 _signals_to(job.on_signal, handle_signals),
             ):
-                job.run(pending, min(actors, len(pending)), per_actor, udf_options)
+                if new_local and (short := _cpus_short(used)):
+                    raise ValueError(short)  # a local cluster never grows: say so now
+                try:
+                    job.run(pending, used, per_actor, udf_options)
+                except ray.exceptions.GetTimeoutError as exc:
+                    why = _cpus_short(used) or (
+                        "a worker_process_setup_hook that fails, a runtime env Ray cannot "
+                        "set up, or a cluster without a free CPU keeps them from starting "
+                        "(Ray's logs say which)"
+                    )
+                    raise TimeoutError(
+                        f"the Ray actors did not all start within {start_timeout:g} s: {why}"
+                    ) from exc
     finally:
         results.close()
     return job.summary()
 
 
+def _cpus_short(actors: int) -> str | None:
+    """Why `actors` actors cannot all start on the Ray cluster as it is, or None."""
+    resources: Callable[[], dict[str, float]] = ray.cluster_resources  # untyped in Ray
+    cpus = resources().get("CPU", 0.0)
+    if actors * ACTOR_CPUS <= cpus:
+        return None
+    return (
+        f"{actors} actors need {actors * ACTOR_CPUS:g} CPUs ({ACTOR_CPUS:g} each) and the "
+        f"Ray cluster has {cpus:g}, room for {math.floor(cpus / ACTOR_CPUS)}"
+    )
+
+
 @contextlib.contextmanager
 def _ray_cluster(
     address: str | None, runtime_env: Mapping[str, Any] | None, start_timeout: float
-) -> Iterator[None]:
+) -> Iterator[bool]:
     """Ray, connected: the cluster at `address`, the one already joined, or a new local one
     (stopped afterwards), with the job's `runtime_env`, its actors' start bounded by
-    `start_timeout`. Ray Data's progress bars stay off while the job prints its own."""
+    `start_timeout`; whether it is a new local one. Ray Data's progress bars stay off
+    while the job prints its own."""
     context = ray.data.DataContext.get_current()
     shown = context.enable_progress_bars, context.print_on_execution_start
     context.enable_progress_bars = context.print_on_execution_start = False
@@ -515,14 +543,7 @@ def _ray_cluster(
                 logging_level=logging.WARNING,
             )
             started = True
-        try:
-            yield
-        except ray.exceptions.GetTimeoutError as exc:
-            raise TimeoutError(
-                f"the Ray actors did not all start within {start_timeout:g} s: a "
-                "worker_process_setup_hook that fails, a runtime env Ray cannot set up, or a "
-                "cluster without a free CPU keeps them from starting (Ray's logs say which)"
-            ) from exc
+        yield started and not (address or os.environ.get("RAY_ADDRESS"))
     finally:
         context.wait_for_min_actors_s = waited
         if started:

@@ -5,6 +5,7 @@ MockServer: the UDF's rows, its bounds, its job-wide stop, the results file, and
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -420,6 +421,56 @@ def test_actors_that_cannot_start_end_the_job_at_the_start_timeout(
     )
     assert "Traceback" not in done.stderr
     assert output.read_bytes() == earlier
+    assert background_server.requests == []
+
+
+@pytest.mark.slow
+def test_more_actors_than_a_local_cluster_has_room_for_are_refused_at_once(
+    background_server: MockServer, tmp_path: Path
+) -> None:
+    """A local cluster the command starts never grows: actors it has no CPUs for are
+    refused before any is started, not waited for."""
+    source = write_input(tmp_path / "in.jsonl", 1000)
+    output = tmp_path / "out.jsonl"
+    command = batch_command(source, output, background_server)
+    command[command.index("--ray-actors") + 1] = "1000"
+
+    done = run(command)
+
+    assert done.returncode == 2, done.stderr
+    message = done.stderr.strip().splitlines()[-1]
+    found = re.fullmatch(
+        r"asyncchat: error: 1000 actors need 250 CPUs \(0\.25 each\) and the Ray cluster "
+        r"has (\d+), room for (\d+)",
+        message,
+    )
+    assert found is not None, message
+    assert int(found.group(2)) == 4 * int(found.group(1))
+    assert output.read_bytes() == b""
+    assert background_server.requests == []
+
+
+@pytest.mark.slow
+def test_a_joined_cluster_without_room_ends_the_job_at_the_start_timeout_saying_why(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    """A cluster the command joins may grow, so its actors are waited for, and the
+    timeout's message says what they lacked."""
+    source = write_input(tmp_path / "in.jsonl", 12)
+    output = tmp_path / "out.jsonl"
+    command = batch_command(
+        source, output, background_server, "--ray-address", cluster, "--ray-start-timeout", "5"
+    )
+    command[command.index("--ray-actors") + 1] = "12"
+
+    done = run(command)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "asyncchat: error: the Ray actors did not all start within 5 s: 12 actors need 3 "
+        "CPUs (0.25 each) and the Ray cluster has 2, room for 8"
+    )
+    assert output.read_bytes() == b""
     assert background_server.requests == []
 
 
