@@ -439,20 +439,10 @@ def run_batch_file(
     `ray.init`, so Ray must not be running in this process yet): a
     `worker_process_setup_hook` there sets up telemetry in each actor. Actors that
     have not all started within `start_timeout` seconds end the job with a
-    `TimeoutError`, nothing sent.
+    `TimeoutError`, nothing sent; a new local cluster too small for them, with a
+    `ValueError` before any starts.
     """
-    if not start_timeout > 0:
-        raise ValueError(f"start_timeout must be more than 0 seconds, got {start_timeout}")
-    if runtime_env is not None and ray.is_initialized():
-        raise ValueError(
-            "runtime_env is given to the ray.init that run_batch_file makes, and Ray is "
-            "running in this process already: give it to your ray.init instead"
-        )
-    if runtime_env is not None:
-        try:
-            ray.runtime_env.RuntimeEnv(**runtime_env)  # Ray's own checks, before any work
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"Ray refused the runtime env: {exc}") from None
+    _check_ray_options(runtime_env, start_timeout)
     ids = check_input(input_path, model, shard)
     results = ResultsFile.open(
         output_path, input_path=input_path, ids=ids, retry_failed=retry_failed
@@ -484,17 +474,37 @@ def run_batch_file(
                 try:
                     job.run(pending, used, per_actor, udf_options)
                 except ray.exceptions.GetTimeoutError as exc:
-                    why = _cpus_short(used) or (
-                        "a worker_process_setup_hook that fails, a runtime env Ray cannot "
-                        "set up, or a cluster without a free CPU keeps them from starting "
-                        "(Ray's logs say which)"
-                    )
-                    raise TimeoutError(
-                        f"the Ray actors did not all start within {start_timeout:g} s: {why}"
-                    ) from exc
+                    raise _not_started(used, start_timeout) from exc
     finally:
         results.close()
     return job.summary()
+
+
+def _check_ray_options(runtime_env: Mapping[str, Any] | None, start_timeout: float) -> None:
+    """`run_batch_file`'s Ray options that cannot work, refused before any work."""
+    if not start_timeout > 0:
+        raise ValueError(f"start_timeout must be more than 0 seconds, got {start_timeout}")
+    if runtime_env is None:
+        return
+    if ray.is_initialized():
+        raise ValueError(
+            "runtime_env is given to the ray.init that run_batch_file makes, and Ray is "
+            "running in this process already: give it to your ray.init instead"
+        )
+    try:
+        ray.runtime_env.RuntimeEnv(**runtime_env)  # Ray's own checks of its fields
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"Ray refused the runtime env: {exc}") from None
+
+
+def _not_started(actors: int, start_timeout: float) -> TimeoutError:
+    """The error of a job whose `actors` actors did not start in time, saying why when
+    the cluster can tell."""
+    why = _cpus_short(actors) or (
+        "a worker_process_setup_hook that fails, a runtime env Ray cannot set up, or a "
+        "cluster without a free CPU keeps them from starting (Ray's logs say which)"
+    )
+    return TimeoutError(f"the Ray actors did not all start within {start_timeout:g} s: {why}")
 
 
 def _cpus_short(actors: int) -> str | None:
