@@ -29,6 +29,7 @@ from asyncchat.ray import (
 from asyncchat.testing import MockServer
 
 from .conftest import API_KEY
+from .ray_logs import console_spans, ray_root
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -247,8 +248,10 @@ def batch_command(source: Path, output: Path, server: MockServer, *more: str) ->
     ]  # fmt: skip
 
 
-def run(command: list[str], api_key: str = API_KEY) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "ASYNCCHAT_API_KEY": api_key, "RAY_ADDRESS": ""}
+def run(
+    command: list[str], api_key: str = API_KEY, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "ASYNCCHAT_API_KEY": api_key, "RAY_ADDRESS": "", **settings}
     return subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=240, env=environment
     )
@@ -390,6 +393,27 @@ def test_the_runtime_env_sets_up_telemetry_in_each_actor(
     assert len({span["attributes"]["gen_ai.response.id"] for span in chats}) == 12
     # Every worker of the job runs the hook; the spans are in the two actors' files.
     assert 1 <= len([path for path in spans.iterdir() if path.stat().st_size]) <= 2
+
+
+@pytest.mark.slow
+def test_opentelemetry_instrument_reaches_the_actors_of_a_local_cluster(
+    background_server: MockServer, tmp_path: Path
+) -> None:
+    """Under `opentelemetry-instrument`, a local cluster the command starts inherits its
+    settings: each actor traces its requests with no runtime env given."""
+    source = write_input(tmp_path / "in.jsonl", 6)
+    output = tmp_path / "out.jsonl"
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    exporters = ["--traces_exporter", "console", "--metrics_exporter", "none"]
+    command = [str(instrument), *exporters, "--logs_exporter", "none"]
+    command += batch_command(source, output, background_server)
+    with ray_root() as root:
+        done = run(command, RAY_TMPDIR=str(root))
+        assert done.returncode == 0, done.stderr
+        spans = console_spans(root)
+    chats = [span for span in spans if span["name"] == "chat m"]
+    assert len(chats) == 6
+    assert len({span["attributes"]["gen_ai.response.id"] for span in chats}) == 6
 
 
 @pytest.mark.slow

@@ -10,12 +10,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from asyncchat.testing import MockServer
+
+from .ray_logs import console_spans, ray_root
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -198,21 +199,14 @@ def test_ray_command_telemetry_example_traces_every_request(
     background_server.api_key = None  # as `asyncchat mock-server` without --api-key
     (tmp_path / "examples").mkdir()
     shutil.copy(ROOT / "examples" / "requests.jsonl", tmp_path / "examples")
-    # The cluster the command starts keeps its logs here: a short path, as Ray's
-    # socket paths must be.
-    ray_root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-    try:
-        environment = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(ray_root)}
+    with ray_root() as root:
+        environment = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(root)}
         done = subprocess.run(
             [sys.executable, "-m", "asyncchat", *arguments],
             cwd=tmp_path, capture_output=True, text=True, timeout=180, env=environment,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        logs = "".join(path.read_text() for path in ray_root.glob("ray/session_latest/logs/*.out"))
-    finally:
-        shutil.rmtree(ray_root, ignore_errors=True)
-    found = re.findall(r"^\{\n.*?^\}$", logs, flags=re.DOTALL | re.MULTILINE)
-    spans = [json.loads(document) for document in found]
+        spans = console_spans(root)
     chats = [s for s in spans if s["name"] == "chat glm-4-air"]
     count = len((ROOT / "examples" / "requests.jsonl").read_text().splitlines())
     assert len(chats) == count
