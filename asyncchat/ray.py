@@ -440,7 +440,7 @@ def run_batch_file(
     `worker_process_setup_hook` there sets up telemetry in each actor. Actors that
     have not all started within `start_timeout` seconds end the job with a
     `TimeoutError`, nothing sent; a new local cluster too small for them, with a
-    `ValueError` before any starts.
+    `ValueError` before any starts, as does a runtime env Ray cannot set up.
     """
     _check_ray_options(runtime_env, start_timeout)
     ids = check_input(input_path, model, shard)
@@ -475,6 +475,10 @@ def run_batch_file(
                     job.run(pending, used, per_actor, udf_options)
                 except ray.exceptions.GetTimeoutError as exc:
                     raise _not_started(used, start_timeout) from exc
+                except ray.exceptions.RuntimeEnvSetupError as exc:
+                    # Ray's message is a worker's traceback; its last line says why.
+                    why = str(exc).strip().splitlines()[-1]
+                    raise ValueError(f"Ray could not set up the runtime env: {why}") from None
     finally:
         results.close()
     return job.summary()
@@ -501,8 +505,8 @@ def _not_started(actors: int, start_timeout: float) -> TimeoutError:
     """The error of a job whose `actors` actors did not start in time, saying why when
     the cluster can tell."""
     why = _cpus_short(actors) or (
-        "a worker_process_setup_hook that fails, a runtime env Ray cannot set up, or a "
-        "cluster without a free CPU keeps them from starting (Ray's logs say which)"
+        "a worker_process_setup_hook that fails, or a cluster without a free CPU, keeps "
+        "them from starting (Ray's logs say which)"
     )
     return TimeoutError(f"the Ray actors did not all start within {start_timeout:g} s: {why}")
 

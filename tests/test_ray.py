@@ -440,8 +440,8 @@ def test_actors_that_cannot_start_end_the_job_at_the_start_timeout(
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         "asyncchat: error: the Ray actors did not all start within 5 s: a "
-        "worker_process_setup_hook that fails, a runtime env Ray cannot set up, or a "
-        "cluster without a free CPU keeps them from starting (Ray's logs say which)"
+        "worker_process_setup_hook that fails, or a cluster without a free CPU, keeps them "
+        "from starting (Ray's logs say which)"
     )
     assert "Traceback" not in done.stderr
     assert output.read_bytes() == earlier
@@ -494,6 +494,31 @@ def test_a_joined_cluster_without_room_ends_the_job_at_the_start_timeout_saying_
         "asyncchat: error: the Ray actors did not all start within 5 s: 12 actors need 3 "
         "CPUs (0.25 each) and the Ray cluster has 2, room for 8"
     )
+    assert output.read_bytes() == b""
+    assert background_server.requests == []
+
+
+@pytest.mark.slow
+def test_a_runtime_env_ray_cannot_set_up_ends_the_job_with_its_reason(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    """Ray fails the actors at once when it cannot make their runtime env (here a conda
+    environment, on a machine without it or without that environment): one line with
+    Ray's reason, nothing sent."""
+    source = write_input(tmp_path / "in.jsonl", 4)
+    output = tmp_path / "out.jsonl"
+    command = batch_command(
+        source, output, background_server, "--ray-address", cluster,
+        "--ray-runtime-env", '{"conda": "asyncchat-no-such-environment"}',
+    )  # fmt: skip
+
+    done = run(command)
+
+    assert done.returncode == 2, done.stderr
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith("asyncchat: error: Ray could not set up the runtime env: ")
+    assert "conda" in message.lower()
+    assert "Traceback" not in done.stderr
     assert output.read_bytes() == b""
     assert background_server.requests == []
 
