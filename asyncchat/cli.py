@@ -250,7 +250,7 @@ def _add_batch(commands: Any) -> None:
         "--ray-start-timeout",
         type=_positive_float,
         metavar="SECONDS",
-        help="with --engine ray: give up when the actors have not all started by then "
+        help="with --ray-runtime-env: give up when no worker with it has started by then "
         "(default: 600)",
     )
     _add_connection(batch)
@@ -664,6 +664,8 @@ def _check_batch_flags(args: argparse.Namespace) -> None:
     ):
         if given and args.engine != "ray":
             raise ConfigurationError(f"{flag} needs --engine ray")
+    if args.ray_start_timeout and args.ray_runtime_env is None:
+        raise ConfigurationError("--ray-start-timeout needs --ray-runtime-env")
     if args.via == "batch-api":
         clashing = [
             flag
@@ -773,7 +775,7 @@ def _batch_on_ray(args: argparse.Namespace) -> int:
         stop=stop,
         handle_signals=True,
         runtime_env=args.ray_runtime_env,
-        start_timeout=args.ray_start_timeout or ray_engine.ACTOR_START_SECONDS,
+        start_timeout=args.ray_start_timeout or ray_engine.WORKER_START_SECONDS,
     )
     return _report_batch(args, summary)
 

@@ -95,10 +95,10 @@ NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide 
 SETTLE_SECONDS = 1.0
 ACTOR_CALLS = 8  # Ray calls (blocks) an actor works on at once; see map_chat_completions
 ACTOR_CPUS = 0.25  # what an actor asks of Ray by default; see map_chat_completions
-# How long `run_batch_file` waits for its actors to start. Ray Data waits forever by
-# default, and a worker that cannot start (a setup hook that raises, a cluster with
-# no free CPU) is started again and again, so an unbounded job would never end.
-ACTOR_START_SECONDS = 600.0
+# How long `run_batch_file` waits for a first worker with the job's runtime env. Ray
+# starts a worker whose setup hook fails again and again, and Ray Data waits for its
+# actors forever, so a job with such a hook would never end.
+WORKER_START_SECONDS = 600.0
 
 
 # --- reading --------------------------------------------------------------------------
@@ -423,7 +423,7 @@ def run_batch_file(
     stop: BatchStop | None = None,
     handle_signals: bool = False,
     runtime_env: Mapping[str, Any] | None = None,
-    start_timeout: float = ACTOR_START_SECONDS,
+    start_timeout: float = WORKER_START_SECONDS,
 ) -> BatchSummary:
     """`asyncchat batch --engine ray`: the requests of the input (and shard) that the
     output does not hold yet, run on Ray, each result written as it comes back.
@@ -437,10 +437,11 @@ def run_batch_file(
 
     `runtime_env` is the Ray runtime environment of the job's workers (given to
     `ray.init`, so Ray must not be running in this process yet): a
-    `worker_process_setup_hook` there sets up telemetry in each actor. Actors that
-    have not all started within `start_timeout` seconds end the job with a
-    `TimeoutError`, nothing sent; a new local cluster too small for them, with a
-    `ValueError` before any starts, as does a runtime env Ray cannot set up.
+    `worker_process_setup_hook` there sets up telemetry in each actor. One worker
+    with it is started first: one that has not started within `start_timeout`
+    seconds ends the job with a `TimeoutError`, and a runtime env Ray cannot set up
+    with a `ValueError`, nothing sent. A new local cluster runs only the actors it
+    has room for, `concurrency` split between them.
     """
     _check_ray_options(runtime_env, start_timeout)
     ids = check_input(input_path, model, shard)
@@ -456,7 +457,6 @@ def run_batch_file(
             if custom_id in ids and custom_id not in job.done_before
         ]
         if pending:
-            per_actor = max(1, -(-concurrency // actors))
             udf_options = {
                 "client_options": client_options,
                 "requests_per_minute": requests_per_minute,
@@ -464,21 +464,23 @@ def run_batch_file(
                 "redis_url": redis_url,
                 "limit_name": limit_name,
             }
-            used = min(actors, len(pending))
             with (
-                _ray_cluster(address, runtime_env, start_timeout) as new_local,
+                _ray_cluster(address, runtime_env) as new_local,
                 _signals_to(job.on_signal, handle_signals),
+                _runtime_env_errors(),
             ):
-                if new_local and (short := _cpus_short(used)):
-                    raise ValueError(short)  # a local cluster never grows: say so now
-                try:
-                    job.run(pending, used, per_actor, udf_options)
-                except ray.exceptions.GetTimeoutError as exc:
-                    raise _not_started(used, start_timeout) from exc
-                except ray.exceptions.RuntimeEnvSetupError as exc:
-                    # Ray's message is a worker's traceback; its last line says why.
-                    why = str(exc).strip().splitlines()[-1]
-                    raise ValueError(f"Ray could not set up the runtime env: {why}") from None
+                if runtime_env is not None:
+                    _check_a_worker_starts(start_timeout)
+                used = min(actors, len(pending))
+                if new_local and used > (room := _actor_room()):
+                    # A local cluster never grows: the rest would never start, and
+                    # their share of `concurrency` would never be open.
+                    job.notes.append(
+                        f"the local Ray cluster has room for {room} actors "
+                        f"({ACTOR_CPUS:g} CPU each), not {used}: {room} run"
+                    )
+                    used = room
+                job.run(pending, used, max(1, -(-concurrency // used)), udf_options)
     finally:
         results.close()
     return job.summary()
@@ -501,42 +503,54 @@ def _check_ray_options(runtime_env: Mapping[str, Any] | None, start_timeout: flo
         raise ValueError(f"Ray refused the runtime env: {exc}") from None
 
 
-def _not_started(actors: int, start_timeout: float) -> TimeoutError:
-    """The error of a job whose `actors` actors did not start in time, saying why when
-    the cluster can tell."""
-    why = _cpus_short(actors) or (
-        "a worker_process_setup_hook that fails, or a cluster without a free CPU, keeps "
-        "them from starting (Ray's logs say which)"
-    )
-    return TimeoutError(f"the Ray actors did not all start within {start_timeout:g} s: {why}")
+def _check_a_worker_starts(start_timeout: float) -> None:
+    """A worker with the job's runtime env starts: checked with a task that does nothing
+    and needs no CPU, since the actors' wait for one would have no end. A task whose
+    worker dies is retried a few times, then fails; the timeout bounds the rest."""
+    started = ray.remote(num_cpus=0)(_nothing).remote()
+    try:
+        ray.get(started, timeout=start_timeout)
+    except ray.exceptions.WorkerCrashedError:
+        raise ValueError(
+            "Ray workers with the runtime env die as they start: its "
+            "worker_process_setup_hook fails (Ray's logs say why)"
+        ) from None
+    except ray.exceptions.GetTimeoutError:
+        raise TimeoutError(
+            f"no Ray worker with the runtime env started within {start_timeout:g} s (Ray's "
+            "logs say why)"
+        ) from None
 
 
-def _cpus_short(actors: int) -> str | None:
-    """Why `actors` actors cannot all start on the Ray cluster as it is, or None."""
-    resources: Callable[[], dict[str, float]] = ray.cluster_resources  # untyped in Ray
-    cpus = resources().get("CPU", 0.0)
-    if actors * ACTOR_CPUS <= cpus:
-        return None
-    return (
-        f"{actors} actors need {actors * ACTOR_CPUS:g} CPUs ({ACTOR_CPUS:g} each) and the "
-        f"Ray cluster has {cpus:g}, room for {math.floor(cpus / ACTOR_CPUS)}"
-    )
+def _nothing() -> None:
+    """The task of `_check_a_worker_starts`."""
 
 
 @contextlib.contextmanager
-def _ray_cluster(
-    address: str | None, runtime_env: Mapping[str, Any] | None, start_timeout: float
-) -> Iterator[bool]:
+def _runtime_env_errors() -> Iterator[None]:
+    """A runtime env Ray cannot set up as one line: Ray's message is a worker's
+    traceback, whose last line says why."""
+    try:
+        yield
+    except ray.exceptions.RuntimeEnvSetupError as exc:
+        why = str(exc).strip().splitlines()[-1]
+        raise ValueError(f"Ray could not set up the runtime env: {why}") from None
+
+
+def _actor_room() -> int:
+    """How many actors of `ACTOR_CPUS` the Ray cluster has CPUs for (1 at least)."""
+    resources: Callable[[], dict[str, float]] = ray.cluster_resources  # untyped in Ray
+    return max(1, math.floor(resources().get("CPU", 0.0) / ACTOR_CPUS))
+
+
+@contextlib.contextmanager
+def _ray_cluster(address: str | None, runtime_env: Mapping[str, Any] | None) -> Iterator[bool]:
     """Ray, connected: the cluster at `address`, the one already joined, or a new local one
-    (stopped afterwards), with the job's `runtime_env`, its actors' start bounded by
-    `start_timeout`; whether it is a new local one. Ray Data's progress bars stay off
-    while the job prints its own."""
+    (stopped afterwards), with the job's `runtime_env`; whether it is a new local one.
+    Ray Data's progress bars stay off while the job prints its own."""
     context = ray.data.DataContext.get_current()
     shown = context.enable_progress_bars, context.print_on_execution_start
     context.enable_progress_bars = context.print_on_execution_start = False
-    waited = context.wait_for_min_actors_s
-    # Ray Data takes whole seconds, and 0 or less for "forever": never shorter than asked.
-    context.wait_for_min_actors_s = max(1, math.ceil(start_timeout))
     # Quiet: Ray Data's notes on each execution, its warning that the bars are off, and
     # its logged copy of an exception that it raises to us anyway.
     quieted = {
@@ -559,7 +573,6 @@ def _ray_cluster(
             started = True
         yield started and not (address or os.environ.get("RAY_ADDRESS"))
     finally:
-        context.wait_for_min_actors_s = waited
         if started:
             gc.collect()  # references into Ray's object store in cycles: freed while Ray runs
             ray.shutdown()
