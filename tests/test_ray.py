@@ -416,14 +416,30 @@ def test_opentelemetry_instrument_reaches_the_actors_of_a_local_cluster(
     assert len({span["attributes"]["gen_ai.response.id"] for span in chats}) == 6
 
 
-def earlier_result(output: Path) -> bytes:
-    """An earlier run's result for r0, written to `output`; its bytes."""
-    line = orjson.dumps(
+def failed_job_line(
+    runtime_env: str, cluster: str, server: MockServer, tmp_path: Path, *more: str
+) -> str:
+    """A job of 4 requests on `cluster` with `runtime_env`, which must fail: status 2,
+    no traceback of ours, nothing sent, an earlier run's result in the output as it was.
+    Its last line."""
+    source = write_input(tmp_path / "in.jsonl", 4)
+    output = tmp_path / "out.jsonl"
+    earlier = orjson.dumps(
         {"id": "batch_req_x", "custom_id": "r0", "error": None,
          "response": {"status_code": 200, "request_id": "a", "body": {}}}
     ) + b"\n"  # fmt: skip
-    output.write_bytes(line)
-    return line
+    output.write_bytes(earlier)
+    command = batch_command(
+        source, output, server, "--ray-address", cluster, "--ray-runtime-env", runtime_env, *more
+    )
+
+    done = run(command)
+
+    assert done.returncode == 2, done.stderr
+    assert 'cli.py", line' not in done.stderr  # Ray prints tracebacks of its own
+    assert output.read_bytes() == earlier
+    assert server.requests == []
+    return done.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.slow
@@ -433,25 +449,11 @@ def test_a_setup_hook_that_fails_ends_the_job_before_any_actor(
     """A setup hook the workers cannot import makes Ray start actors again and again, and
     Ray Data wait for them forever: the job tries one worker first, and ends with one
     line, the output as it was."""
-    source = write_input(tmp_path / "in.jsonl", 4)
-    output = tmp_path / "out.jsonl"
-    earlier = earlier_result(output)
     runtime_env = '{"worker_process_setup_hook": "no_such_module.set_up"}'
-    command = batch_command(
-        source, output, background_server, "--ray-address", cluster,
-        "--ray-runtime-env", runtime_env,
-    )  # fmt: skip
-
-    done = run(command)
-
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == (
+    assert failed_job_line(runtime_env, cluster, background_server, tmp_path) == (
         "asyncchat: error: Ray workers with the runtime env die as they start: its "
         "worker_process_setup_hook fails (Ray's logs say why)"
     )
-    assert 'cli.py", line' not in done.stderr  # no traceback of ours; Ray prints its own
-    assert output.read_bytes() == earlier
-    assert background_server.requests == []
 
 
 @pytest.mark.slow
@@ -462,24 +464,15 @@ def test_a_setup_hook_that_never_returns_ends_the_job_at_the_start_timeout(
     --ray-start-timeout with one line, the output as it was."""
     hook = tmp_path / "stuck_hook.py"
     hook.write_text("import time\n\n\ndef set_up():\n    time.sleep(3600)\n")
-    source = write_input(tmp_path / "in.jsonl", 4)
-    output = tmp_path / "out.jsonl"
-    earlier = earlier_result(output)
     runtime_env = {"py_modules": [str(hook)], "worker_process_setup_hook": "stuck_hook.set_up"}
-    command = batch_command(
-        source, output, background_server, "--ray-address", cluster,
-        "--ray-runtime-env", orjson.dumps(runtime_env).decode(), "--ray-start-timeout", "5",
+    line = failed_job_line(
+        orjson.dumps(runtime_env).decode(), cluster, background_server, tmp_path,
+        "--ray-start-timeout", "5",
     )  # fmt: skip
-
-    done = run(command)
-
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == (
+    assert line == (
         "asyncchat: error: no Ray worker with the runtime env started within 5 s (Ray's "
         "logs say why)"
     )
-    assert output.read_bytes() == earlier
-    assert background_server.requests == []
 
 
 @pytest.mark.slow
@@ -516,22 +509,10 @@ def test_a_runtime_env_ray_cannot_set_up_ends_the_job_with_its_reason(
     """Ray fails the actors at once when it cannot make their runtime env (here a conda
     environment, on a machine without it or without that environment): one line with
     Ray's reason, nothing sent."""
-    source = write_input(tmp_path / "in.jsonl", 4)
-    output = tmp_path / "out.jsonl"
-    command = batch_command(
-        source, output, background_server, "--ray-address", cluster,
-        "--ray-runtime-env", '{"conda": "asyncchat-no-such-environment"}',
-    )  # fmt: skip
-
-    done = run(command)
-
-    assert done.returncode == 2, done.stderr
-    message = done.stderr.strip().splitlines()[-1]
-    assert message.startswith("asyncchat: error: Ray could not set up the runtime env: ")
-    assert "conda" in message.lower()
-    assert 'cli.py", line' not in done.stderr  # no traceback of ours; Ray prints its own
-    assert output.read_bytes() == b""
-    assert background_server.requests == []
+    runtime_env = '{"conda": "asyncchat-no-such-environment"}'
+    line = failed_job_line(runtime_env, cluster, background_server, tmp_path)
+    assert line.startswith("asyncchat: error: Ray could not set up the runtime env: ")
+    assert "conda" in line.lower()
 
 
 def test_run_batch_file_refuses_a_runtime_env_when_ray_runs_already(

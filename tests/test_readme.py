@@ -118,14 +118,20 @@ def test_zero_code_command_traces_the_demo() -> None:
     assert {s["parent_id"] for s in posts} == chats
 
 
+def against_mock_server(text: str, server: MockServer, folder: Path) -> str:
+    """A README example's `text` pointed at `server` in place of `asyncchat mock-server`
+    on port 8000, with the example requests copied to `folder`, where it is to run."""
+    server.api_key = None  # as `asyncchat mock-server` without --api-key
+    (folder / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "requests.jsonl", folder / "examples")
+    return text.replace("http://127.0.0.1:8000/v1", server.base_url)
+
+
 def run_ray_example(block: str, server: MockServer, folder: Path) -> str:
     """A README Ray example run in its own process (it starts a local Ray cluster), in
     `folder` with the example requests, against `server` in place of port 8000; what
     it printed."""
-    block = block.replace("http://127.0.0.1:8000/v1", server.base_url)
-    server.api_key = None  # as `asyncchat mock-server` without --api-key
-    (folder / "examples").mkdir()
-    shutil.copy(ROOT / "examples" / "requests.jsonl", folder / "examples")
+    block = against_mock_server(block, server, folder)
     environment = {**os.environ, "RAY_ADDRESS": ""}
     done = subprocess.run(
         [sys.executable, "-c", block], cwd=folder, capture_output=True, text=True,
@@ -191,14 +197,9 @@ def test_ray_command_telemetry_example_traces_every_request(
     [block] = [b for b in blocks if "--ray-runtime-env" in b]
     install, command = block.split("\n", 1)
     assert install.startswith("pip install opentelemetry-distro")
-    command = command.replace("\\\n", " ").replace(
-        "http://127.0.0.1:8000/v1", background_server.base_url
-    )
+    command = against_mock_server(command.replace("\\\n", " "), background_server, tmp_path)
     program, *arguments = shlex.split(command)
     assert program == "asyncchat" and "--ray-address" not in arguments
-    background_server.api_key = None  # as `asyncchat mock-server` without --api-key
-    (tmp_path / "examples").mkdir()
-    shutil.copy(ROOT / "examples" / "requests.jsonl", tmp_path / "examples")
     with ray_root() as root:
         environment = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(root)}
         done = subprocess.run(
@@ -240,11 +241,7 @@ def test_batch_api_command_runs(tmp_path: Path, background_server: MockServer) -
     readme = README.read_text()
     command = re.search(r"(asyncchat batch [^\n]*--via batch-api \\\n[^\n]*)", readme)
     assert command is not None
-    text = command.group(1).replace("\\\n", " ")
-    text = text.replace("http://127.0.0.1:8000/v1", background_server.base_url)
-    background_server.api_key = None  # as `asyncchat mock-server` without --api-key
-    (tmp_path / "examples").mkdir()
-    shutil.copy(ROOT / "examples" / "requests.jsonl", tmp_path / "examples")
+    text = against_mock_server(command.group(1).replace("\\\n", " "), background_server, tmp_path)
     arguments = text.split()[1:]
     done = subprocess.run(
         [sys.executable, "-m", "asyncchat", *arguments],
