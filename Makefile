@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test quick lint bench clean
+.PHONY: demo test quick lint bench clean system-packages
+
+# The suite starts a real redis-server and counts instructions under valgrind. Where
+# either is missing, root on Debian or Ubuntu gets it from apt-get; anyone else is told
+# what to install.
+SYSTEM_PACKAGES := redis-server valgrind
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +30,21 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/asyncchat demo
 
-test: $(VENV)/.installed-dev
+system-packages:
+	@missing=""; \
+	for name in $(SYSTEM_PACKAGES); do command -v $$name >/dev/null || missing="$$missing $$name"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "the tests need$$missing: apt-get install$$missing (or your system's packages)" >&2; \
+		exit 1; \
+	fi; \
+	echo "== installing$$missing"; \
+	apt-get update -qq && apt-get install -y -qq $$missing >/dev/null
+
+test: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m pytest -q
 
-quick: $(VENV)/.installed-dev  # the suite without the few tests marked slow
+quick: $(VENV)/.installed-dev system-packages  # the suite without the few tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-dev

@@ -148,9 +148,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A real redis-server for the session (CI installs the Debian package)."""
+    """A real redis-server for the session (`make test` installs the Debian package)."""
     binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed: apt-get install redis-server (see .ci/run)"
+    assert binary, "no redis-server: apt-get install redis-server (`make test` does it as root)"
     port = free_port()
     server = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
