@@ -13,7 +13,8 @@ How it keeps the limit, and stays cheap:
 
 - The schedule lives in Redis and is moved by one Lua script, atomically, on
   Redis's clock: machines whose clocks disagree still space their requests
-  right, since each gets back only how long to wait.
+  right, since each gets back only how long to wait (counted from when the
+  answer arrives: late by the answer's trip, never early).
 - A process takes a lease of a few requests (and their estimated tokens) per
   round trip, not one; so the shared rate is never above the limit by more than
   one lease, and Redis sees a fraction of the requests.

@@ -26,7 +26,7 @@ from asyncchat._batchrun import _Progress, run_batch_file
 from asyncchat.cli import main
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY, completion_json, free_port
+from .conftest import API_KEY, completion_json, free_port, served_in_a_thread
 from .test_batchfile import read_output, run, write_requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,9 +314,11 @@ def slow_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def stalled_server() -> Iterator[str]:
-    """A server that holds every request for a minute."""
-    yield from _mock_server_process("--delay", "60")
+def stalled_server() -> Iterator[MockServer]:
+    """A server that holds every request for a minute, in a thread so that a test can see
+    what is in flight."""
+    with served_in_a_thread(MockServer(api_key="secret-key-123", delay=60)) as server:
+        yield server
 
 
 def _mock_server_process(*args: str) -> Iterator[str]:
@@ -457,16 +459,21 @@ def test_a_signal_stops_gracefully_and_the_rerun_resumes(
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["grace runs out", "second signal"])
 def test_requests_that_outlive_the_grace_period_are_cancelled(
-    stalled_server: str, tmp_path: Path, how: str
+    stalled_server: MockServer, tmp_path: Path, how: str
 ) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_requests(requests, 10)
     grace = "0.5" if how == "grace runs out" else "60"
-    command = batch_command(requests, str(output), stalled_server, "--grace", grace)
+    command = batch_command(requests, str(output), stalled_server.base_url, "--grace", grace)
     runner = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT
     )
-    time.sleep(1.0)  # the requests are in flight at the stalled server
+    # Signal only once all ten are in flight: on a busy machine the interpreter may still
+    # be importing after a second, and a SIGINT then is not the one under test.
+    deadline = time.monotonic() + 30
+    while stalled_server.in_flight < 10:
+        assert time.monotonic() < deadline, "the requests never reached the server"
+        time.sleep(0.02)
     started = time.monotonic()
     runner.send_signal(signal.SIGINT)
     if how == "second signal":

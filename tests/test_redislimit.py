@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -32,10 +33,15 @@ async def test_two_processes_share_one_schedule(redis_url: str) -> None:
     first = limiter(redis_url, "shared", requests_per_minute=600, lease=3)  # 0.1 s a request
     second = limiter(redis_url, "shared", requests_per_minute=600, lease=3)
     planned: list[float] = []
+    longest_booking = 0.0  # each process turns Redis's wait into a time on its own clock
+    # when the answer arrives, so two processes' slots can be closer by a round trip
 
     async def book(limit: RedisRateLimit) -> None:
+        nonlocal longest_booking
         async with limit._lock:
+            started = time.monotonic()
             planned.append(await limit._slot(0))
+            longest_booking = max(longest_booking, time.monotonic() - started)
 
     async with first, second:
         for _ in range(6):
@@ -45,7 +51,7 @@ async def test_two_processes_share_one_schedule(redis_url: str) -> None:
     planned.sort()
     gaps = [later - earlier for earlier, later in itertools.pairwise(planned)]
     assert len(planned) == 12
-    assert min(gaps) >= 0.1 - 0.002  # never faster than 600 a minute, across both
+    assert min(gaps) >= 0.1 - longest_booking - 0.002  # never faster than 600 a minute
     assert planned[-1] - planned[0] < 11 * 0.1 + 0.5  # and not much slower
 
 
