@@ -395,7 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except APIError as exc:
         print(f"asyncchat: error: {exc}", file=sys.stderr)
         return 1
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        # `cat`'s form, `NAME: reason`, rather than Python's `[Errno 2] ...: 'NAME'`.
+        reason = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else exc
+        print(f"asyncchat: error: {reason}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"asyncchat: error: {exc}", file=sys.stderr)
         return 2
 
@@ -479,8 +484,11 @@ def _messages(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _load_tools(path: str) -> list[Any]:
-    with open(path, "rb") as file:
-        data = file.read()
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise ConfigurationError(f"--tools {path}: cannot read it ({exc.strerror})") from None
     try:
         tools = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -80,6 +80,31 @@ def test_output_that_is_the_input_is_refused(
     assert background_server.requests == []
 
 
+@pytest.mark.parametrize(
+    "input_name, output_name, named",
+    [
+        ("missing.jsonl", "out.jsonl", "missing.jsonl: No such file or directory"),
+        ("in.jsonl", "no-such-dir/out.jsonl", "no-such-dir/out.jsonl: No such file or directory"),
+        ("in.jsonl", "a-dir", "a-dir: Is a directory"),
+    ],
+)
+def test_a_file_that_cannot_be_opened_is_named_in_one_line(
+    background_server: MockServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    input_name: str,
+    output_name: str,
+    named: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_requests(Path("in.jsonl"), 2)
+    Path("a-dir").mkdir()
+    assert run(background_server, input_name, "-o", output_name) == 2
+    assert capsys.readouterr().err == f"asyncchat: error: {named}\n"
+    assert background_server.requests == []
+
+
 # --- 2. a file that is not ours is never changed ----------------------------------
 
 

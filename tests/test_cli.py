@@ -193,7 +193,7 @@ def test_standard_input_is_read_once(
     assert background_server.requests == []
 
 
-def test_a_tools_file_that_is_not_json_is_named(
+def test_a_tools_file_that_is_missing_or_not_json_is_named(
     background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tools = tmp_path / "bad.json"
@@ -204,6 +204,12 @@ def test_a_tools_file_that_is_not_json_is_named(
     tools.write_text('{"type": "function"}')
     assert main(run_chat(background_server, "hi", "--tools", str(tools))) == 2
     assert "expected a JSON list" in capsys.readouterr().err
+    missing = tmp_path / "missing.json"
+    assert main(run_chat(background_server, "hi", "--tools", str(missing))) == 2
+    err = capsys.readouterr().err
+    reason = "cannot read it (No such file or directory)"
+    assert err == f"asyncchat: error: --tools {missing}: {reason}\n"
+    assert background_server.requests == []
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
