@@ -85,14 +85,17 @@ class Secret(str):
 
 
 def is_loopback(url: str) -> bool:
-    """True for a URL on this machine (localhost, 127.0.0.0/8, ::1)."""
+    """True for a URL on this machine: localhost, 127.0.0.0/8, ::1, and the 0.0.0.0 or
+    :: a server prints when it listens on every address (vLLM's `http://0.0.0.0:8000`),
+    which a connection reaches on this machine."""
     host = urllib.parse.urlsplit(url).hostname or ""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.is_loopback or address.is_unspecified
 
 
 def environment_api_key(api_key: str | None) -> str | None:

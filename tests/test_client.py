@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 import inspect
 import logging
 import re
@@ -390,16 +391,20 @@ async def test_missing_api_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
         asyncchat.Client(base_url="http://192.0.2.1:8000/v1")  # another machine: a key is needed
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "0.0.0.0", "[::]"])
 async def test_a_server_on_this_machine_needs_no_key(
     monkeypatch: pytest.MonkeyPatch, host: str
 ) -> None:
-    """llama.cpp, Ollama and vLLM on localhost usually run without a key."""
+    """llama.cpp, Ollama and vLLM on localhost usually run without a key; a server's
+    own `listening on 0.0.0.0` address, pasted, is this machine too (and no warning)."""
     monkeypatch.delenv("ASYNCCHAT_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    async with MockServer(host="::1" if host == "[::1]" else "127.0.0.1") as server:
+    async with MockServer(host="::1" if host.startswith("[") else "127.0.0.1") as server:
         base_url = f"http://{host}:{server.port}/v1"
-        async with asyncchat.Client(base_url=base_url) as client:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            client = asyncchat.Client(base_url=base_url)
+        async with client:
             completion = await client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "x"}]
             )
