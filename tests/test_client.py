@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import warnings
 import inspect
 import logging
 import re
+import warnings
 from types import SimpleNamespace
 from typing import Any
 
