@@ -11,7 +11,8 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+import warnings
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -375,6 +376,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(arguments)
     args.argv = arguments
+    with _warnings_as_lines():
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Warnings as `asyncchat: warning: ...` lines, without Python's file, line and source."""
+
+    def show(message: Warning | str, *_: object, file: TextIO | None = None, **__: object) -> None:
+        text = str(message).removeprefix("asyncchat: ")
+        print(f"asyncchat: warning: {text}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "chat":
             return asyncio.run(_chat(args, sys.stdout))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -210,6 +211,24 @@ def test_a_tools_file_that_is_missing_or_not_json_is_named(
     reason = "cannot read it (No such file or directory)"
     assert err == f"asyncchat: error: --tools {missing}: {reason}\n"
     assert background_server.requests == []
+
+
+def test_a_warning_is_one_line_in_the_command_s_words(background_server: MockServer) -> None:
+    # Plain http:// to another host warns; the mock server plays the proxy that reaches it.
+    environment = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
+    environment["HTTP_PROXY"] = f"http://127.0.0.1:{background_server.port}"
+    argv = ["chat", "hi", "--base-url", "http://cli.example.invalid/v1", "--api-key", API_KEY]
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncchat", *argv],
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "You said: hi\n"), done.stderr
+    assert done.stderr.startswith("asyncchat: warning: base_url http://cli.example.invalid/v1")
+    assert len(done.stderr.splitlines()) == 1  # not Python's file:line and source line
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
