@@ -393,10 +393,12 @@ def tool_result_text(value: Any) -> str:
         return str(value.model_dump_json())
     try:
         return orjson.dumps(value, default=_json_default).decode()
-    except orjson.JSONEncodeError:
+    except orjson.JSONEncodeError as exc:
+        reason = str(exc)  # orjson's, naming the part: "Type is not JSON serializable: bytes"
         raise TypeError(
-            f"the tool returned a {type(value).__name__}, which has no JSON form: "
-            "return a str, or data made of dicts, lists, numbers and strings"
+            f"the tool returned a {type(value).__name__}, which has no JSON form "
+            f"({reason[:1].lower() + reason[1:]}): return a str, or data made of dicts, "
+            "lists, numbers and strings"
         ) from None
 
 

@@ -443,3 +443,8 @@ def test_results_are_sent_as_text() -> None:
     assert tool_result_text({1, 2}) in ("[1,2]", "[2,1]")
     with pytest.raises(TypeError, match="no JSON form"):
         tool_result_text(object())
+    # The part that has none is named, deep inside as at the top.
+    with pytest.raises(TypeError, match=r"a dict, .* \(type is not JSON serializable: bytes\)"):
+        tool_result_text({"ok": [1], "raw": b"\xff"})
+    with pytest.raises(TypeError, match=r"\(dict key must be str\)"):
+        tool_result_text({1: "one"})
