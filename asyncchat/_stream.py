@@ -53,10 +53,57 @@ def _preview(text: str, limit: int = 200) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def _looks_like_sse(data: bytes) -> bool:
+def looks_like_sse(data: bytes) -> bool:
     """Whether a body's first bytes are an event stream's (a field or a comment)."""
-    start = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:7]
+    start = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")[:7]
     return start.startswith((b"data:", b"event:", b"id:", b"retry:", b":"))
+
+
+async def completion_from_event_stream(
+    response: Response,
+    body: bytes,
+    *,
+    url: str,
+    timeout: Timeout,
+    max_event_size: int,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """The completion an event stream carries, as a non-streamed answer's JSON.
+
+    For a request without `stream` that a server answered as a stream all the same
+    (unsloth's server, mini-sglang, servers whose `stream` defaults to true): the
+    body, read already, goes through the stream's own checks, so an error event or
+    a stream cut short raises as it would when streaming.
+    """
+    stream = ChatCompletionStream(
+        _ReadAlready(response, body),
+        url=url,
+        timeout=timeout,
+        max_event_size=max_event_size,
+        request_id=request_id,
+    )
+    async for _ in stream.json_chunks():
+        pass
+    if not stream.accumulator.chunk_count:
+        raise MalformedStreamError(
+            f"POST {url} answered with an event stream that carried no completion: "
+            f"{_preview(body.decode('utf-8', 'replace'))}",
+            request_id=request_id,
+        )
+    return stream.accumulator.completion_dict()
+
+
+class _ReadAlready(Response):
+    """A response whose body is in hand (the connection went back already), served
+    again as one piece."""
+
+    def __init__(self, response: Response, body: bytes) -> None:
+        super().__init__(response.status, response.headers, url=response.url)
+        self._body = body
+
+    async def receive(self) -> bytes:
+        body, self._body = self._body, b""
+        return body
 
 
 def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
@@ -281,7 +328,7 @@ class ChatCompletionStream:
         """
         self._phase = _READING
         first = await self._read()
-        if _looks_like_sse(first):
+        if looks_like_sse(first):
             self._pending = self._decoded(self._decoder.feed, first)
             return None
         body, cap = bytearray(first), self._decoder.max_event_size

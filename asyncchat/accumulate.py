@@ -221,6 +221,8 @@ class ChatCompletionAccumulator:
                     self._add_tool_fragments(buffer, calls, fragments)
                 else:
                     self._add_delta(buffer, delta, fragments)
+            elif delta is None and type(message := choice.get("message")) is dict:
+                self._add_delta(buffer, message, fragments)  # a whole answer as one event
             finish_reason = choice.get("finish_reason")
             if finish_reason and type(finish_reason) is str:
                 buffer.finish_reason = finish_reason

@@ -296,6 +296,11 @@ def _add_mock_server(commands: Any) -> None:
     mock.add_argument("--keepalive", action="store_true", help="a comment before each chunk")
     mock.add_argument("--no-done", action="store_true", help="end streams without [DONE]")
     mock.add_argument(
+        "--stream-always",
+        action="store_true",
+        help="stream every answer, asked to or not (as unsloth's server does)",
+    )
+    mock.add_argument(
         "--tool-calls",
         choices=("openai", "whole", "no_index", "repeat_name", "object_arguments"),
         default="openai",
@@ -886,6 +891,7 @@ async def _mock_server(args: argparse.Namespace) -> int:
         line_ending=line_ending,
         keepalive=args.keepalive,
         send_done=not args.no_done,
+        stream_always=args.stream_always,
         tool_calls=args.tool_calls,
         reasoning=args.reasoning,
         error_after=args.error_after,

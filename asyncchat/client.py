@@ -46,7 +46,11 @@ from asyncchat._ratelimit import RateLimit, RateLimiter, estimate_tokens
 from asyncchat._redact import redact
 from asyncchat._retry import retry_after, retry_delay
 from asyncchat._runner import Approve, OnResult, ToolRunner
-from asyncchat._stream import ChatCompletionStream
+from asyncchat._stream import (
+    ChatCompletionStream,
+    completion_from_event_stream,
+    looks_like_sse,
+)
 from asyncchat._timing import StreamTiming
 from asyncchat._transport import AiohttpTransport
 from asyncchat._version import __version__
@@ -586,7 +590,17 @@ class Completions:
         if not stream:
             assert sent.content is not None
             try:
-                data = decode_object(sent.content, response.status, sent.url)
+                if looks_like_sse(sent.content):  # a server that streams regardless
+                    data = await completion_from_event_stream(
+                        response,
+                        sent.content,
+                        url=sent.url,
+                        timeout=sent.timeout,
+                        max_event_size=client.max_event_size,
+                        request_id=sent.request_id,
+                    )
+                else:
+                    data = decode_object(sent.content, response.status, sent.url)
             except BaseException as exc:
                 sent.failed(exc)
                 raise
@@ -721,15 +735,32 @@ def decode_object(content: bytes, status: int, url: str, method: str = "POST") -
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
-        preview = content[:200].decode("utf-8", "replace")
-        raise APIError(
-            f"{method} {url} answered {status} with a body that is not JSON: {preview!r}"
-        ) from None
+        data = _json_before_done(content)
+        if data is None:
+            preview = content[:200].decode("utf-8", "replace")
+            raise APIError(
+                f"{method} {url} answered {status} with a body that is not JSON: {preview!r}"
+            ) from None
     if not isinstance(data, dict):
         raise APIError(f"{method} {url} answered {status} with JSON that is not an object")
     if is_error_body(data):
         raise status_error(stream_error_status(data), data, url=url, method=method)
     return data
+
+
+def _json_before_done(content: bytes) -> Any:
+    """The JSON of a body that has an event stream's `data: [DONE]` after it (routers
+    that frame a whole answer as a stream's end); None for any other body."""
+    head = content.rstrip()
+    if not head.endswith(b"[DONE]"):
+        return None
+    head = head[: -len(b"[DONE]")].rstrip()
+    if not head.endswith(b"data:"):
+        return None
+    try:
+        return orjson.loads(head[: -len(b"data:")])
+    except orjson.JSONDecodeError:
+        return None
 
 
 async def _open_stream(

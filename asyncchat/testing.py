@@ -103,6 +103,7 @@ class StreamStyle:
     error_after: int | None = None  # send an error event after this many chunks, then end
     drop_after: int | None = None  # cut the connection after this many chunks
     events_per_write: int = 1  # how many SSE events go into one socket write
+    stream_always: bool = False  # stream even when not asked to (unsloth's server, mini-sglang)
 
 
 @dataclass
@@ -530,7 +531,7 @@ class MockServer:
             if isinstance(played, str):
                 return _error(400, played, request_id, code="script")  # why, for the test
             answer = _Answer(played.tool_calls, _words(played.content) if played.content else [])
-        if body.get("stream"):
+        if body.get("stream") or self.style.stream_always:
             return await self._stream(request, body, request_id, answer, extra_headers)
         return web.Response(
             body=orjson.dumps(self._completion(body, request_id, answer)),

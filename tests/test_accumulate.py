@@ -176,6 +176,24 @@ def test_whole_call_in_one_chunk() -> None:
     ]
 
 
+def test_a_whole_answer_sent_as_one_event_keeps_its_message() -> None:
+    """A `message` where a `delta` belongs: a non-streamed answer framed as a stream."""
+    message = {
+        "role": "assistant",
+        "content": "done",
+        "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}],
+    }
+    whole = chunk({"index": 0, "message": message, "finish_reason": "tool_calls"})
+    completion = accumulate([whole])
+    assert completion.choices[0].message.content == "done"
+    assert completion.choices[0].finish_reason == "tool_calls"
+    calls = completion.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [("c", "f", "{}")]
+    # A chunk with both reads its delta only.
+    both = chunk({"index": 0, "delta": {"content": "a"}, "message": {"content": "b"}})
+    assert accumulate([both]).choices[0].message.content == "a"
+
+
 def test_arguments_sent_as_json_object_are_serialized() -> None:
     completion = accumulate(
         [

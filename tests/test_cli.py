@@ -508,6 +508,17 @@ def _chat_subprocess(base_url: str, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+def test_chat_no_stream_against_a_server_that_streams_anyway() -> None:
+    process, base_url = _start_mock_server("--stream-always", "--reply", "all of it")
+    try:
+        result = _chat_subprocess(base_url, "--no-stream")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "all of it\n"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
 def test_mock_server_command_options() -> None:
     process, base_url = _start_mock_server(
         *("--api-key", "k", "--reply", "pong pong", "--model", "a", "--model", "b"),

@@ -16,7 +16,7 @@ import asyncchat
 from asyncchat._config import bypasses_proxy, proxy_from_environment
 from asyncchat._redact import redact
 from asyncchat._transport import AiohttpTransport
-from asyncchat.testing import MockServer
+from asyncchat.testing import MockServer, StreamStyle
 
 from .conftest import API_KEY
 from .test_faults import raw_server
@@ -501,6 +501,73 @@ async def test_a_json_answer_to_a_stream_is_held_to_the_size_cap(server: MockSer
         stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
         async with stream:
             assert [c.choices[0].delta.content async for c in stream] == ["fine"]
+
+
+# --- a stream for a request that did not ask for one ----------------------------------
+
+
+async def test_a_stream_answering_a_request_without_stream_is_assembled() -> None:
+    """unsloth's server and mini-sglang stream whatever the request says."""
+    style = StreamStyle(stream_always=True, keepalive=True)
+    async with (
+        MockServer(api_key=API_KEY, style=style) as server,
+        asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client,
+    ):
+        completion = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "three words here"}]
+        )
+        assert completion.choices[0].message.content == "You said: three words here"
+        assert completion.choices[0].finish_reason == "stop"
+        assert completion.request_id == "mock-req-1"
+        assert completion.object == "chat.completion"
+        assert "stream" not in server.requests[0].body
+        calls = await client.chat.completions.create(
+            model="m", messages=USER, tools=[{"type": "function", "function": {"name": "f"}}]
+        )
+        assert calls.choices[0].message.tool_calls[0].function.name == "f"
+
+
+@pytest.mark.parametrize(
+    "body, content",
+    [
+        (CHUNK + CHUNK + DONE, "hihi"),
+        (b": ping\n\n" + CHUNK + b'data: {"choices": [{"index": 0, "delta": {}, '
+         b'"finish_reason": "stop"}]}\n\n', "hi"),  # no [DONE], but finished
+        (b"data: " + COMPLETION + b"\n\n" + DONE, "fine"),  # a whole answer as one event
+        (COMPLETION + b"\n\n" + DONE, "fine"),  # JSON with a stream's end glued on
+        (COMPLETION + b"\ndata:[DONE]", "fine"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("label", ["text/event-stream", "application/json"])
+async def test_a_non_streamed_answer_framed_as_a_stream_is_read(
+    server: MockServer, body: bytes, content: str, label: str
+) -> None:
+    server.enqueue(200, body, headers={"Content-Type": label})
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        completion = await client.chat.completions.create(model="m", messages=USER)
+    assert completion.choices[0].message.content == content
+
+
+@pytest.mark.parametrize(
+    "body, error, message",
+    [
+        (b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n',
+         asyncchat.InternalServerError, "overloaded"),
+        (CHUNK, asyncchat.IncompleteStreamError, "closed the stream before it finished"),
+        (DONE, asyncchat.MalformedStreamError, "an event stream that carried no completion"),
+        (b"data: not json\n\n", asyncchat.MalformedStreamError, "not JSON"),
+    ],
+)  # fmt: skip
+async def test_a_broken_stream_answering_a_request_without_stream_raises(
+    server: MockServer, body: bytes, error: type[Exception], message: str
+) -> None:
+    server.enqueue(200, body, headers={"Content-Type": "text/event-stream"})
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY, max_retries=0) as client:
+        with pytest.raises(error, match=message) as info:
+            await client.chat.completions.create(model="m", messages=USER)
+    assert info.value.request_id == "mock-req-1"
+    if error is asyncchat.IncompleteStreamError:
+        assert info.value.partial.choices[0].message.content == "hi"  # what came is kept
 
 
 BAD_UTF8 = b'data: {"choices": [{"index": 0, "delta": {"content": "caf\xe9 \xff"}}]}\n\n'
