@@ -63,9 +63,14 @@ def valgrind_instructions(command: list[str], env: dict[str, str] | None = None)
          *command],
         capture_output=True,
         text=True,
-        check=True,
         env=env if env is not None else counting_environment(1),
     )  # fmt: skip
+    if completed.returncode != 0:  # the command's own error, without valgrind's lines
+        own = [line for line in completed.stderr.splitlines() if not line.startswith("==")]
+        raise RuntimeError(
+            f"{' '.join(command)} exited {completed.returncode} under valgrind: "
+            + "\n".join(own[-15:])
+        )
     match = _TOTAL.search(completed.stderr)
     if match is None:
         raise RuntimeError(f"no instruction count in valgrind's output: {completed.stderr[-300:]}")
