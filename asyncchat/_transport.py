@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -245,9 +245,35 @@ async def _upload_pieces(upload: FileUpload) -> AsyncIterator[bytes]:
         yield piece
 
 
+async def _close_at_loop_shutdown(connector: aiohttp.BaseConnector) -> AsyncGenerator[None, None]:
+    """Closes the pool when its event loop finalizes its async generators.
+
+    `asyncio.run` (as `asyncio.Runner` and `uvloop.run`) does that before it closes
+    the loop: the last moment the pool's sockets can be closed in their own loop, and
+    the one hook (PEP 525's `shutdown_asyncgens`) a library gets there. So a client
+    still open when `asyncio.run` returns leaves no socket behind, and serves the
+    next loop with a new pool.
+    """
+    try:
+        yield
+    finally:
+        connector._close()  # synchronous, so the transport can end it outside the loop
+
+
+def _run_to_end(step: Coroutine[Any, Any, None]) -> None:
+    """Run a step of `_close_at_loop_shutdown` here and now: it never awaits anything."""
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    raise AssertionError("a step of the pool's closer awaited")
+
+
 class AiohttpTransport:
     """The default transport: an aiohttp session and connection pool, created
-    lazily inside the running loop, used from that loop only."""
+    lazily inside the running loop and used from that loop only; once that loop
+    is over (closed, or its async generators finalized), the next loop gets a new
+    pool."""
 
     def __init__(self, *, max_connections: int = 100, proxy: str | None = None) -> None:
         if max_connections < 1:
@@ -256,6 +282,7 @@ class AiohttpTransport:
         self.proxy = proxy
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
         self._closed = False
 
     def connections(self) -> tuple[int, int]:
@@ -272,18 +299,26 @@ class AiohttpTransport:
         return self._closed and (self._session is None or self._session.closed)
 
     def _session_for_this_loop(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is not None and loop is self._loop and not session.closed:
+            return session
         if self._closed:
             raise ClientClosedError("this asyncchat.Client is closed; create a new one")
-        loop = asyncio.get_running_loop()
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector)
-            self._loop = loop
-        elif loop is not self._loop:
-            raise ClientClosedError(
-                "this asyncchat.Client was first used in another event loop; "
-                "create one client per event loop"
-            )
+        if session is not None and not session.closed and self._loop is not loop:
+            assert self._loop is not None
+            if not self._loop.is_closed():
+                raise ClientClosedError(
+                    "this asyncchat.Client is in use in another event loop, which is still "
+                    "open; create one client per event loop"
+                )
+        # First use, or the loop the pool served is over (asyncio.run returned): a new pool.
+        self._drop_pool()
+        connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(connector=connector)
+        self._loop = loop
+        self._closer = _close_at_loop_shutdown(connector)
+        _run_to_end(self._closer.asend(None))  # its first step registers it with the loop
         return self._session
 
     async def send(self, request: Request, timeout: Timeout) -> AiohttpResponse:
@@ -337,17 +372,23 @@ class AiohttpTransport:
 
     def close_abandoned(self) -> bool:
         """Close the pool without a loop (the client is being collected); True if it was open."""
-        session, self._session = self._session, None
         self._closed = True
-        if session is None or session.closed:
-            return False
-        connector = session.connector
-        if connector is not None:
-            connector._close()  # synchronous: closes every pooled socket now
-        return True
+        return self._drop_pool()
+
+    def _drop_pool(self) -> bool:
+        """Close the pool now, without awaiting; True if it was open."""
+        session, self._session = self._session, None
+        closer, self._closer = self._closer, None
+        was_open = session is not None and not session.closed
+        if closer is not None:
+            _run_to_end(closer.aclose())  # closes every pooled socket now
+        return was_open
 
     async def close(self) -> None:
         self._closed = True
-        session, self._session = self._session, None
+        session, closer = self._session, self._closer
+        self._session = self._closer = None
         if session is not None:
             await session.close()
+        if closer is not None:
+            _run_to_end(closer.aclose())  # the pool is closed: it has nothing left to do

@@ -6,6 +6,8 @@ import asyncio
 import inspect
 import logging
 import re
+import subprocess
+import sys
 import warnings
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +21,7 @@ import asyncchat
 from asyncchat._config import proxy_from_environment
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY, completion_json, free_port
+from .conftest import API_KEY, completion_json, free_port, served_in_a_thread
 
 GET_WEATHER = {
     "name": "get_current_weather",
@@ -581,6 +583,93 @@ async def test_client_from_another_event_loop_is_refused(server: MockServer) -> 
     assert isinstance(error, asyncchat.ClientClosedError)
     assert "another event loop" in str(error)
     await client.close()
+
+
+# A program that keeps one client for its life and runs one event loop after another
+# (a script calling asyncio.run per step, a sync web view per request). It prints
+# each answer and how many sockets the process holds once that loop is over.
+_LOOP_AFTER_LOOP = """
+import asyncio, gc, os, sys
+import asyncchat
+
+def sockets():
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass  # the listing's own descriptor, gone by now
+    return count
+
+client = asyncchat.Client(base_url=sys.argv[1], api_key="k")
+
+async def ask(text):
+    completion = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": text}]
+    )
+    return completion.choices[0].message.content
+
+print(asyncio.run(ask("one")), sockets())
+if sys.argv[2] == "uvloop":
+    import uvloop
+    print(uvloop.run(ask("two")), sockets())
+elif sys.argv[2] == "unfinalized":  # closed without shutdown_asyncgens(): no hook ran
+    loop = asyncio.new_event_loop()
+    print(loop.run_until_complete(ask("two")))
+    loop.close()
+else:
+    print(asyncio.run(ask("two")), sockets())
+answer = asyncio.run(ask("three"))
+if sys.argv[2] == "unfinalized":
+    gc.collect()  # the connection the client let go is closed as it is collected
+print(answer, sockets())
+asyncio.run(client.close())
+try:
+    asyncio.run(ask("four"))
+except asyncchat.ClientClosedError as error:
+    print(error)
+"""
+
+
+@pytest.mark.parametrize("second", ["asyncio", "uvloop"])
+def test_a_client_serves_one_event_loop_after_another(second: str) -> None:
+    with served_in_a_thread(MockServer()) as server:
+        done = subprocess.run(
+            [sys.executable, "-W", "always", "-c", _LOOP_AFTER_LOOP, server.base_url, second],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.stderr == ""  # not a ResourceWarning, not a traceback
+    assert done.returncode == 0
+    # Each loop's connection was closed as asyncio.run (uvloop.run) ended it.
+    assert done.stdout.splitlines() == [
+        "You said: one 0",
+        "You said: two 0",
+        "You said: three 0",
+        "this asyncchat.Client is closed; create a new one",
+    ]
+    assert server.connection_count == 3
+
+
+def test_a_client_outlives_a_loop_closed_without_finalizing() -> None:
+    # No hook ran before that loop closed, so its connection can only be let go: it is
+    # closed when collected (with asyncio's ResourceWarning, shown only under -W).
+    # Nothing else is printed, and the client serves the next loop.
+    with served_in_a_thread(MockServer()) as server:
+        done = subprocess.run(
+            [sys.executable, "-c", _LOOP_AFTER_LOOP, server.base_url, "unfinalized"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == [
+        "You said: one 0",
+        "You said: two",
+        "You said: three 0",
+        "this asyncchat.Client is closed; create a new one",
+    ]
 
 
 def test_proxy_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -141,6 +141,21 @@ def run_ray_example(block: str, server: MockServer, folder: Path) -> str:
     return done.stdout.strip()
 
 
+def test_one_client_across_asyncio_runs_example_runs(
+    tmp_path: Path, background_server: MockServer
+) -> None:
+    """The example of one client serving an `asyncio.run` per call: both answers, and
+    not a warning (every warning shown) of a socket left open."""
+    [block] = [b for b in python_blocks() if "def answer(question: str)" in b]
+    block = against_mock_server(block, background_server, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", block],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == ["You said: Say this is a test", "You said: Say it again"]
+
+
 @pytest.mark.slow
 def test_ray_example_writes_the_results(tmp_path: Path, background_server: MockServer) -> None:
     """The Ray pipeline example: a result line for every request, each answered."""
