@@ -61,6 +61,7 @@ from asyncchat.errors import (
     BadRequestError,
     ConfigurationError,
     MalformedStreamError,
+    ResponseTooLargeError,
     status_error,
     stream_error_status,
 )
@@ -87,6 +88,10 @@ _JSON_TYPES = ("application/json", "text/json")
 _CALL_OPTIONS = ("timeout", "extra_headers", "extra_query", "extra_body")
 _PENDING: Any = None
 _MAX_ERROR_BODY = 1 << 20  # bytes of an error response read for its message
+# The largest answer read whole, beyond any a provider sends: the largest, OpenAI's
+# embeddings of 2,048 inputs of 3,072 dimensions as JSON floats, is about 140 MB. A
+# body without end (a misconfigured proxy) stops here, not at the machine's memory.
+DEFAULT_MAX_RESPONSE_SIZE = 256 << 20
 
 
 def _json_default(value: Any) -> Any:
@@ -141,6 +146,7 @@ class Client:
         max_connections: int = 100,
         default_headers: Mapping[str, str] | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         transport: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -157,6 +163,9 @@ class Client:
         if max_event_size <= 0:
             raise ValueError(f"max_event_size must be positive, got {max_event_size}")
         self.max_event_size = max_event_size
+        if max_response_size <= 0:
+            raise ValueError(f"max_response_size must be positive, got {max_response_size}")
+        self.max_response_size = max_response_size
         self.max_connections = max_connections
         # HTTP(S)_PROXY and NO_PROXY are honoured, as corporate networks need.
         self._transport: Transport = transport or AiohttpTransport(
@@ -282,22 +291,31 @@ class Client:
                     if pacer is not None:
                         pacer.observe(response.headers)
                     if 200 <= response.status < 300:
-                        content = None if stream else await response.read()
-                        seconds = time.monotonic() - started
-                        for observer in observers:
-                            observer.request_succeeded(request, response, seconds)
-                        request_id = response.headers.get("x-request-id")
-                        return _Sent(
-                            response,
-                            content,
-                            effective_timeout,
-                            shown,
-                            request_id,
-                            request,
-                            operation,
-                            issued,
+                        cap = self.max_response_size
+                        # One byte past the cap read tells a body over it from one at it.
+                        content = None if stream else await response.read(limit=cap + 1)
+                        if content is None or len(content) <= cap:
+                            seconds = time.monotonic() - started
+                            for observer in observers:
+                                observer.request_succeeded(request, response, seconds)
+                            request_id = response.headers.get("x-request-id")
+                            return _Sent(
+                                response,
+                                content,
+                                effective_timeout,
+                                shown,
+                                request_id,
+                                request,
+                                operation,
+                                issued,
+                            )
+                        error = ResponseTooLargeError(
+                            f"{method} {shown} answered with a body over max_response_size "
+                            f"({cap:,} bytes); the rest was not read",
+                            request_id=response.headers.get("x-request-id"),
                         )
-                    error = await self._status_error(response, method, shown)
+                    else:
+                        error = await self._status_error(response, method, shown)
                     status: int | None = response.status
                     retry_headers: Mapping[str, str] = response.headers
                 except APIConnectionError as exc:

@@ -2,7 +2,8 @@
 
     APIError
     ├── ConfigurationError           (also a ValueError) no key, a bad base URL or timeout
-    ├── ClientClosedError            (also a RuntimeError) closed, or used from another loop
+    ├── ClientClosedError            (also a RuntimeError) closed, or in use by another loop
+    ├── ResponseTooLargeError        an answer's body (not a stream) past max_response_size
     ├── ToolArgumentsError           (also a ValueError) tool arguments that are not an object
     ├── ToolCallError                a tool failed, with run_tools(on_error="raise")
     ├── MaxTurnsError                run_tools reached max_turns with tools still called
@@ -60,6 +61,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ResponseTooLargeError",
     "StreamError",
     "StructuredOutputError",
     "ToolArgumentsError",
@@ -99,7 +101,13 @@ class ConfigurationError(APIError, ValueError):
 
 
 class ClientClosedError(APIError, RuntimeError):
-    """The client was closed, or is used from an event loop it does not belong to."""
+    """The client was closed, or is used from an event loop while another one that
+    it serves is still open."""
+
+
+class ResponseTooLargeError(APIError):
+    """A response body (not a stream) was larger than the client's
+    `max_response_size`: read no further, its connection closed."""
 
 
 class APIConnectionError(APIError):

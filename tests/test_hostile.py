@@ -19,7 +19,7 @@ from asyncchat._transport import AiohttpTransport
 from asyncchat.testing import MockServer, StreamStyle
 
 from .conftest import API_KEY
-from .test_faults import raw_server
+from .test_faults import Handler, raw_server
 
 USER = [{"role": "user", "content": "hi"}]
 CHUNK = b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n'
@@ -627,20 +627,71 @@ def test_mock_server_and_client_on_uvloop() -> None:
 # --- bodies without end ----------------------------------------------------------------
 
 
-async def test_an_endless_error_body_is_read_only_so_far() -> None:
-    """A 500 whose body never ends (a runaway page): the error comes after 1 MiB."""
+def endless_body(status: str, content_type: str, first: bytes, more: bytes) -> Handler:
+    """A server answering with `status`, then a body of `first` and `more` forever."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        status = "500 Internal Server Error"
-        writer.write(head(status, Content_Type="text/html", Transfer_Encoding="chunked"))
-        writer.write(frame(b"<html><body>Something broke"))
+        writer.write(head(status, Content_Type=content_type, Transfer_Encoding="chunked"))
+        writer.write(frame(first))
         while True:
-            writer.write(frame(b" " * 65536))
+            writer.write(frame(more * 65536))
             await writer.drain()
 
+    return serve
+
+
+async def test_an_endless_error_body_is_read_only_so_far() -> None:
+    """A 500 whose body never ends (a runaway page): the error comes after 1 MiB."""
+    page = endless_body("500 Internal Server Error", "text/html", b"<html>Something broke", b" ")
     async with (
-        raw_server(serve) as base_url,
+        raw_server(page) as base_url,
         asyncchat.Client(base_url=base_url, api_key=API_KEY, max_retries=0) as client,
     ):
         with pytest.raises(asyncchat.InternalServerError, match="Something broke"):
             await asyncio.wait_for(client.chat.completions.create(model="m", messages=USER), 10)
+
+
+async def test_an_endless_answer_stops_at_max_response_size() -> None:
+    """A 200 whose JSON body never ends (a misconfigured proxy): an error at the cap,
+    not a client that reads until the machine's memory runs out."""
+    answer = endless_body("200 OK", "application/json", b'{"choices": [{"message": "', b"x")
+    async with (
+        raw_server(answer) as base_url,
+        asyncchat.Client(base_url=base_url, api_key=API_KEY, max_response_size=1 << 20) as client,
+    ):
+        with pytest.raises(asyncchat.ResponseTooLargeError) as raised:
+            await asyncio.wait_for(client.chat.completions.create(model="m", messages=USER), 10)
+    assert str(raised.value) == (
+        f"POST {base_url}/chat/completions answered with a body over max_response_size "
+        "(1,048,576 bytes); the rest was not read"
+    )
+
+
+async def test_an_answer_at_max_response_size_is_read_and_one_byte_over_is_not(
+    server: MockServer,
+) -> None:
+    at_cap = COMPLETION[:-1] + b', "padding": "' + b"x" * 1000 + b'"}'
+    json = {"Content-Type": "application/json"}
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, max_response_size=len(at_cap)
+    ) as client:
+        server.enqueue(200, at_cap, headers=json)
+        completion = await client.chat.completions.create(model="m", messages=USER)
+        assert completion.choices[0].message.content == "fine"
+        server.enqueue(200, at_cap[:-1] + b" }", headers=json)  # the same, a byte longer
+        with pytest.raises(asyncchat.ResponseTooLargeError, match="max_response_size"):
+            await client.chat.completions.create(model="m", messages=USER)
+        assert len(server.requests) == 2  # not retried: the answer would be as large again
+        server.enqueue(200, at_cap[:-1] + b" " * 200_000 + b"}", headers=json)
+        with pytest.raises(asyncchat.ResponseTooLargeError, match="max_response_size"):
+            await client.chat.completions.create(model="m", messages=USER)
+        completion = await client.chat.completions.create(model="m", messages=USER)
+        assert completion.choices[0].message.content == "You said: hi"
+    # A byte over, the answer was read to its end and its connection served the next
+    # request; far over, the rest was left unread and the connection closed.
+    assert server.connection_count == 2
+
+
+def test_max_response_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_response_size must be positive, got 0"):
+        asyncchat.Client(base_url="http://127.0.0.1:1/v1", max_response_size=0)
