@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import enum
 import logging
 import random
 import sys
@@ -128,6 +130,22 @@ def _warn_if_unencrypted(base_url: str) -> None:
     )
 
 
+class _Unchanged(enum.Enum):
+    """The default of a `with_options` argument that None cannot stand for."""
+
+    UNCHANGED = enum.auto()
+
+
+_UNCHANGED = _Unchanged.UNCHANGED
+
+
+def _at_least(least: int, name: str, value: int) -> int:
+    if value < least:
+        wanted = "positive" if least == 1 else f"{least} or more"
+        raise ValueError(f"{name} must be {wanted}, got {value}")
+    return value
+
+
 class Client:
     """An OpenAI-compatible chat-completions client with one connection pool.
 
@@ -157,20 +175,15 @@ class Client:
         self.base_url, self.default_query = resolve_base_url(base_url)
         self._api_key = resolve_api_key(api_key, self.base_url)
         self.timeout = Timeout.coerce(timeout)
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
-        self.max_retries = max_retries
-        if max_event_size <= 0:
-            raise ValueError(f"max_event_size must be positive, got {max_event_size}")
-        self.max_event_size = max_event_size
-        if max_response_size <= 0:
-            raise ValueError(f"max_response_size must be positive, got {max_response_size}")
-        self.max_response_size = max_response_size
+        self.max_retries = _at_least(0, "max_retries", max_retries)
+        self.max_event_size = _at_least(1, "max_event_size", max_event_size)
+        self.max_response_size = _at_least(1, "max_response_size", max_response_size)
         self.max_connections = max_connections
         # HTTP(S)_PROXY and NO_PROXY are honoured, as corporate networks need.
         self._transport: Transport = transport or AiohttpTransport(
             max_connections=max_connections, proxy=proxy_from_environment(self.base_url)
         )
+        self._owns_transport = True  # False for a `with_options` client
         self._headers: dict[str, str] = {
             "Content-Type": "application/json",
             "User-Agent": f"asyncchat/{__version__}",
@@ -188,13 +201,51 @@ class Client:
         self._telemetry_enabled = telemetry
         self._telemetry = _load_telemetry(telemetry) if telemetry else None
         self._rng = random.Random()
+        self._open_streams: weakref.WeakSet[ChatCompletionStream] = weakref.WeakSet()
+        self._bind_endpoints()
+        _warn_if_unencrypted(self.base_url)
+
+    def _bind_endpoints(self) -> None:
         self.chat = Chat(self)
         self.models = Models(self)
         self.embeddings = Embeddings(self)
         self.files = Files(self)
         self.batches = Batches(self)
-        self._open_streams: weakref.WeakSet[ChatCompletionStream] = weakref.WeakSet()
-        _warn_if_unencrypted(self.base_url)
+
+    def with_options(
+        self,
+        *,
+        api_key: str | None = None,
+        timeout: float | Timeout | _Unchanged | None = _UNCHANGED,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        max_event_size: int | None = None,
+        max_response_size: int | None = None,
+    ) -> Client:
+        """This client with the options given changed, as the official SDK's
+        `with_options`: `client.with_options(max_retries=0).chat.completions.create(...)`.
+
+        The new client sends to the same server over the same connection pool;
+        `default_headers` are added to this client's. It owns neither: closing it,
+        or letting it go, leaves the pool open, and closing this client closes it
+        under both. (Another server, another client: `base_url` is not an option.)
+        """
+        derived = copy.copy(self)  # shares the pool, telemetry, observers, open streams
+        derived._owns_transport = False
+        derived._headers = {**self._headers, **(default_headers or {})}
+        if api_key is not None:
+            derived._api_key = resolve_api_key(api_key, self.base_url)
+            derived._headers["Authorization"] = Secret(f"Bearer {derived._api_key}")
+        if not isinstance(timeout, _Unchanged):
+            derived.timeout = Timeout.coerce(timeout)
+        if max_retries is not None:
+            derived.max_retries = _at_least(0, "max_retries", max_retries)
+        if max_event_size is not None:
+            derived.max_event_size = _at_least(1, "max_event_size", max_event_size)
+        if max_response_size is not None:
+            derived.max_response_size = _at_least(1, "max_response_size", max_response_size)
+        derived._bind_endpoints()
+        return derived
 
     @property
     def transport(self) -> Transport:
@@ -211,13 +262,18 @@ class Client:
         """Close every pooled connection; the client cannot be used afterwards.
 
         Streams still open end with `ClientClosedError` (keeping what they received).
+        A `with_options` client has no pool of its own to close: this does nothing.
         """
+        if not self._owns_transport:
+            return
         for stream in list(self._open_streams):
             stream._end_because_client_closed()
         await self._transport.close()
 
     def __del__(self) -> None:
-        close_abandoned = getattr(getattr(self, "_transport", None), "close_abandoned", None)
+        if not getattr(self, "_owns_transport", False):
+            return  # a with_options client, or one whose __init__ failed before its pool
+        close_abandoned = getattr(self._transport, "close_abandoned", None)
         if close_abandoned is not None and close_abandoned():
             warnings.warn(
                 f"unclosed {self!r}: use 'async with asyncchat.Client(...)' or "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import re
@@ -22,6 +23,8 @@ from asyncchat._config import proxy_from_environment
 from asyncchat.testing import MockServer
 
 from .conftest import API_KEY, completion_json, free_port, served_in_a_thread
+
+USER = [{"role": "user", "content": "one two three four five"}]
 
 GET_WEATHER = {
     "name": "get_current_weather",
@@ -583,6 +586,94 @@ async def test_client_from_another_event_loop_is_refused(server: MockServer) -> 
     assert isinstance(error, asyncchat.ClientClosedError)
     assert "another event loop" in str(error)
     await client.close()
+
+
+async def test_with_options_changes_only_what_it_is_given(server: MockServer) -> None:
+    async with asyncchat.Client(
+        base_url=server.base_url, api_key=API_KEY, default_headers={"X-App": "a"}
+    ) as client:
+        once = client.with_options(max_retries=0, timeout=7, default_headers={"X-Run": "r"})
+        assert (once.max_retries, once.timeout) == (0, asyncchat.Timeout.coerce(7))
+        assert (client.max_retries, client.timeout) == (2, asyncchat.Timeout())
+        assert once.max_event_size == client.max_event_size
+        assert once.base_url == client.base_url
+        server.enqueue(500, {"error": {"message": "try again"}})
+        with pytest.raises(asyncchat.InternalServerError, match="try again"):
+            await once.chat.completions.create(model="m", messages=USER)
+        assert len(server.requests) == 1  # not retried
+        server.enqueue(500, {"error": {"message": "try again"}})
+        await client.chat.completions.create(model="m", messages=USER)  # retried, answered
+        sent = [request.headers for request in server.requests]
+        assert [(h.get("X-App"), h.get("X-Run")) for h in sent] == [
+            ("a", "r"),
+            ("a", None),
+            ("a", None),
+        ]
+        assert {h["Authorization"] for h in sent} == {f"Bearer {API_KEY}"}
+    assert server.connection_count == 1  # one pool under both
+
+
+async def test_with_options_sends_another_key() -> None:
+    async with (
+        MockServer() as server,
+        asyncchat.Client(base_url=server.base_url, api_key="first") as client,
+    ):
+        await client.with_options(api_key="second").chat.completions.create(
+            model="m", messages=USER
+        )
+        await client.chat.completions.create(model="m", messages=USER)
+    assert [r.headers["Authorization"] for r in server.requests] == [
+        "Bearer second",
+        "Bearer first",
+    ]
+    assert "second" not in repr(client.with_options(api_key="second"))
+
+
+async def test_with_options_times_out_on_its_own_timeout(server: MockServer) -> None:
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        server.enqueue(delay=1.0)
+        with pytest.raises(asyncchat.APITimeoutError):
+            await client.with_options(timeout=0.1, max_retries=0).chat.completions.create(
+                model="m", messages=USER
+            )
+        server.enqueue(delay=0.3)
+        completion = await client.chat.completions.create(model="m", messages=USER)
+        assert completion.choices[0].message.content == "You said: one two three four five"
+
+
+async def test_a_with_options_client_owns_no_pool(server: MockServer) -> None:
+    client = asyncchat.Client(base_url=server.base_url, api_key=API_KEY)
+    derived = client.with_options(max_retries=0)
+    await derived.chat.completions.create(model="m", messages=USER)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not an "unclosed client" warning
+        async with derived:
+            pass
+        del derived
+        gc.collect()
+    # Closing it, or letting it go, left the pool open: the client still answers on it.
+    await client.chat.completions.create(model="m", messages=USER)
+    assert server.connection_count == 1
+    derived = client.with_options(timeout=30)
+    stream = await derived.chat.completions.create(model="m", messages=USER, stream=True)
+    await client.close()  # the pool under both, and the streams they opened
+    with pytest.raises(asyncchat.ClientClosedError):
+        async for _ in stream:
+            pass
+    with pytest.raises(asyncchat.ClientClosedError, match="closed"):
+        await derived.chat.completions.create(model="m", messages=USER)
+
+
+def test_with_options_checks_what_it_is_given() -> None:
+    client = asyncchat.Client(base_url="http://127.0.0.1:1/v1")
+    with pytest.raises(ValueError, match="max_retries must be 0 or more, got -1"):
+        client.with_options(max_retries=-1)
+    with pytest.raises(ValueError, match="max_response_size must be positive, got 0"):
+        client.with_options(max_response_size=0)
+    with pytest.raises(asyncchat.ConfigurationError, match="timeout must be"):
+        client.with_options(timeout="soon")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="base_url"):
+        client.with_options(base_url="http://127.0.0.1:2/v1")  # type: ignore[call-arg]
 
 
 # A program that keeps one client for its life and runs one event loop after another
