@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"asyncchat {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_chat(commands)
+    _add_models(commands)
     _add_batch(commands)
     _add_mock_server(commands)
     commands.add_parser("demo", help="show asyncchat against the built-in mock server")
@@ -130,6 +131,17 @@ def _add_chat(commands: Any) -> None:
         "-u", "--usage", action="store_true", help="print token usage on standard error"
     )
     _add_connection(chat)
+
+
+def _add_models(commands: Any) -> None:
+    models = commands.add_parser(
+        "models",
+        help="list the models the server offers",
+        description="List the models the server offers (GET /models), one name a line: "
+        "what chat -m takes.",
+    )
+    models.add_argument("--json", action="store_true", help="print the server's answer as JSON")
+    _add_connection(models)
 
 
 def _add_batch(commands: Any) -> None:
@@ -402,6 +414,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "chat":
             return asyncio.run(_chat(args, sys.stdout))
+        if args.command == "models":
+            return asyncio.run(_models(args, sys.stdout))
         if args.command == "batch":
             _check_batch_flags(args)
             if args.engine == "ray":
@@ -628,8 +642,8 @@ async def _chat(args: argparse.Namespace, out: TextIO) -> int:
             return await _converse(client, args, params, out)
     except NotFoundError as exc:
         exc.message += (
-            f" (is {params['model']!r} a model of this server? choose one with "
-            "-m/--model or ASYNCCHAT_MODEL)"
+            f" (is {params['model']!r} a model of this server? `asyncchat models` lists "
+            "them; choose one with -m/--model or ASYNCCHAT_MODEL)"
         )
         exc.args = (exc.message,)
         raise
@@ -682,6 +696,19 @@ def _print_message(completion: ChatCompletion, printer: _Printer) -> None:
     for call in message.tool_calls or ():
         printer.tool_call(call.function.name, call.function.arguments or "")
     printer.finish()
+
+
+# --- models -------------------------------------------------------------------------
+
+
+async def _models(args: argparse.Namespace, out: TextIO) -> int:
+    async with _client(args) as client:
+        listing = await client.models.list()
+    if args.json:
+        out.write(listing.to_json(indent=True) + "\n")
+    else:
+        out.writelines(f"{model.id}\n" for model in listing.data if model.id)
+    return 0
 
 
 # --- batch --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import asyncchat
 from asyncchat.cli import main
 from asyncchat.testing import MockServer, StreamStyle
 
-from .conftest import API_KEY, completion_json, free_port
+from .conftest import API_KEY, completion_json, free_port, served_in_a_thread
 from .test_content import PNG
 
 
@@ -273,6 +273,40 @@ def test_a_model_the_server_does_not_know_suggests_the_flag(
     assert main(run_chat(background_server, "hi")) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and "-m/--model or ASYNCCHAT_MODEL" in err
+    assert "`asyncchat models` lists them" in err
+
+
+def test_models_lists_what_the_server_offers(capsys: pytest.CaptureFixture[str]) -> None:
+    with served_in_a_thread(MockServer(models=["glm-4-air", "glm-4-flash"])) as server:
+        connection = ["--base-url", server.base_url]
+        assert main(["models", *connection]) == 0
+        assert capsys.readouterr().out == "glm-4-air\nglm-4-flash\n"
+        assert main(["models", "--json", *connection]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert [model["id"] for model in answer["data"]] == ["glm-4-air", "glm-4-flash"]
+        # As a command, its list piped on: one name a line.
+        result = subprocess.run(
+            [sys.executable, "-m", "asyncchat", "models", *connection],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (result.returncode, result.stdout, result.stderr) == (
+            0,
+            "glm-4-air\nglm-4-flash\n",
+            "",
+        )
+        assert [r.path for r in server.requests] == ["/v1/models"] * 3
+
+
+def test_models_from_a_server_without_a_list_is_one_error_line(
+    background_server: MockServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base_url = background_server.base_url.removesuffix("/v1") + "/v2"
+    assert main(["models", "--base-url", base_url, "--api-key", API_KEY]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"asyncchat: error: HTTP 404 Not Found from GET {base_url}/models: "
+        "no route for GET /v2/models\n"
+    )
 
 
 def test_piped_text_goes_before_the_prompt(
