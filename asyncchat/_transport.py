@@ -1,5 +1,5 @@
-"""The aiohttp transport: one session and connection pool per client, timeouts,
-redirects, and error mapping.
+"""The aiohttp transport: one session and connection pool per client (one event
+loop's at a time), timeouts, redirects, and error mapping.
 
 The only module that imports aiohttp (a test checks): everything above it sees
 asyncchat's `Request`, `Response` and errors.
