@@ -14,12 +14,13 @@ A transport raises only asyncchat errors (`APIConnectionError`, `APITimeoutError
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
 
+from asyncchat._headers import Headers
 from asyncchat.errors import APIError
 
 if TYPE_CHECKING:
@@ -27,27 +28,6 @@ if TYPE_CHECKING:
     from asyncchat._multipart import FileUpload
 
 __all__ = ["Headers", "Request", "Response", "Transport"]
-
-
-class Headers(Mapping[str, str]):
-    """Response headers: a read-only mapping whose keys match in any case."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: Mapping[str, str] | None = None) -> None:
-        self._items = {key.lower(): (key, value) for key, value in (items or {}).items()}
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key.lower()][1]
-
-    def __iter__(self) -> Iterator[str]:
-        return (key for key, _ in self._items.values())
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return f"Headers({dict(self.items())!r})"
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays a call per field to build

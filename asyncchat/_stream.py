@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NoReturn, SupportsIndex, cast
 
 import orjson
 
@@ -186,6 +186,12 @@ class ChatCompletionStream:
             # wait for the garbage collector to close its connection and end its span.
             unwrap = weakref.WeakMethod(self._unwrap)
             self._receive = timing.wrap(self._receive, self._accumulator, unwrap)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(
+            "a ChatCompletionStream cannot be pickled or copied: it reads a live connection; "
+            "pickle its chunks or stream.completion instead"
+        )
 
     @property
     def headers(self) -> Any:

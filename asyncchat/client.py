@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import enum
 import logging
 import random
@@ -24,7 +23,7 @@ from collections.abc import (
 from contextlib import aclosing
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, SupportsIndex, TypeVar, overload
 
 import orjson
 
@@ -230,7 +229,8 @@ class Client:
         or letting it go, leaves the pool open, and closing this client closes it
         under both. (Another server, another client: `base_url` is not an option.)
         """
-        derived = copy.copy(self)  # shares the pool, telemetry, observers, open streams
+        derived = object.__new__(type(self))
+        derived.__dict__.update(self.__dict__)  # the pool, telemetry, observers, open streams
         derived._owns_transport = False
         derived._headers = {**self._headers, **(default_headers or {})}
         if api_key is not None:
@@ -246,6 +246,13 @@ class Client:
             derived.max_response_size = _at_least(1, "max_response_size", max_response_size)
         derived._bind_endpoints()
         return derived
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(
+            "an asyncchat.Client cannot be pickled or copied: its connections belong to this "
+            "process; create a Client in each process that needs one (and with_options() "
+            "for a variant of this one)"
+        )
 
     @property
     def transport(self) -> Transport:

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from asyncchat._headers import Headers
 from asyncchat.ratelimits import RateLimits
 
 if TYPE_CHECKING:
@@ -94,6 +95,21 @@ class APIError(Exception):
         if self.request_id and self.request_id not in self.message:
             return f"{self.message} (request id: {self.request_id})"
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole, so an error raised in a worker process (multiprocessing,
+        # concurrent.futures, Ray) arrives as itself: the default rebuilds it as
+        # `cls(*args)`, which the keyword-only fields make fail on the other side.
+        # The transport's headers cannot be pickled: a plain copy of them goes.
+        state = dict(self.__dict__)
+        if state.get("headers") is not None:
+            state["headers"] = Headers(state["headers"])
+        return _unpickled_error, (type(self), self.args), state
+
+
+def _unpickled_error(cls: type[APIError], args: tuple[Any, ...]) -> APIError:
+    """An error made without its `__init__`; pickle then sets its attributes."""
+    return cls.__new__(cls, *args)
 
 
 class ConfigurationError(APIError, ValueError):

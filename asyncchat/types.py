@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import orjson
 
+from asyncchat._headers import Headers
 from asyncchat.errors import ToolArgumentsError
 from asyncchat.quirks import reasoning_text
 from asyncchat.ratelimits import RateLimits
@@ -105,6 +106,34 @@ class APIObject:
     def __repr__(self) -> str:
         fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__dict__)
         return f"{type(self).__name__}({fields})"
+
+    # Pickled and copied as the JSON and the slots, spelled out here so that every
+    # Python from 3.10 does the same: the slots hold the nested views built so far,
+    # and with them what is not in the JSON (a parsed answer, the request id). Pickle
+    # and `deepcopy` keep each nested view over its part of the new JSON.
+    def __getstate__(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        slots = {
+            name: getattr(self, name)
+            for cls in type(self).__mro__
+            for name in cls.__dict__.get("__slots__", ())
+            if name != "__dict__" and hasattr(self, name)
+        }
+        return self.__dict__, slots
+
+    def __setstate__(self, state: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        data, slots = state
+        self.__dict__ = data
+        for name, value in slots.items():
+            setattr(self, name, value)
+
+    def __copy__(self: ObjT) -> ObjT:
+        """A shallow copy: its own top-level fields, the nested objects shared."""
+        data, slots = self.__getstate__()
+        copied = object.__new__(type(self))
+        copied.__setstate__((dict(data), slots))
+        if copied._wrapped is not None:
+            copied._wrapped = dict(copied._wrapped)
+        return copied
 
 
 _MISSING: Any = object()
@@ -313,6 +342,12 @@ class _TopLevel(APIObject):
     def rate_limits(self) -> RateLimits | None:
         """The `x-ratelimit-*` headers as values; None when the server sent none."""
         return RateLimits.from_headers(self.headers)
+
+    def __getstate__(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        data, slots = super().__getstate__()
+        if slots.get("_headers") is not None:  # the transport's own cannot be pickled
+            slots["_headers"] = Headers(slots["_headers"])
+        return data, slots
 
     @property
     def request_id(self) -> str | None:

@@ -19,6 +19,7 @@ CORE_MODULES = [
     "asyncchat.errors",
     "asyncchat._retry",
     "asyncchat._http",
+    "asyncchat._headers",
     "asyncchat.events",
     "asyncchat.quirks",
     "asyncchat.partial_json",

@@ -4,6 +4,7 @@ MockServer: the UDF's rows, its bounds, its job-wide stop, the results file, and
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import orjson
 import pytest
 import ray
 
+from asyncchat import Client, RateLimitError
 from asyncchat._batchfile import BatchFileError
 from asyncchat.ray import (
     ChatBatchUDF,
@@ -27,6 +29,7 @@ from asyncchat.ray import (
     write_batch_jsonl,
 )
 from asyncchat.testing import MockServer
+from asyncchat.types import ChatCompletion
 
 from .conftest import API_KEY
 from .ray_logs import console_spans, ray_root
@@ -152,6 +155,32 @@ def test_the_udf_in_a_plain_map_batches_over_numpy_batches(
     assert sorted(row["custom_id"] for row in rows) == [f"n{i}" for i in range(5)]
     assert {row["status_code"] for row in rows} == {200}
     assert all(request.body == body for request in background_server.requests)
+
+
+def test_a_task_returns_a_completion_and_raises_asyncchats_error(
+    cluster: str, background_server: MockServer
+) -> None:
+    def ask(base_url: str) -> ChatCompletion:  # local: Ray sends it by value
+        async def main() -> ChatCompletion:
+            async with Client(base_url=base_url, api_key=API_KEY, max_retries=0) as client:
+                user = [{"role": "user", "content": "hello"}]
+                return await client.chat.completions.create(model="m", messages=user)
+
+        return asyncio.run(main())
+
+    task = ray.remote(ask)
+    completion = ray.get(task.remote(background_server.base_url))
+    assert completion.choices[0].message.content == "You said: hello"
+    assert completion.headers["content-type"].startswith("application/json")
+
+    background_server.enqueue(
+        429, {"error": {"message": "slow down"}}, headers={"x-ratelimit-remaining-tokens": "12"}
+    )
+    with pytest.raises(RateLimitError, match="slow down") as raised:
+        ray.get(task.remote(background_server.base_url))
+    assert raised.value.status_code == 429
+    assert raised.value.rate_limits is not None
+    assert raised.value.rate_limits.remaining_tokens == 12
 
 
 def test_concurrency_bounds_each_actors_open_requests(

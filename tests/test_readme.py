@@ -156,6 +156,23 @@ def test_one_client_across_asyncio_runs_example_runs(
     assert done.stdout.splitlines() == ["You said: Say this is a test", "You said: Say it again"]
 
 
+def test_process_pool_example_runs(tmp_path: Path, background_server: MockServer) -> None:
+    """The example of answers coming back from worker processes, run as a script (as a
+    pool's workers need), every warning shown."""
+    [block] = [b for b in python_blocks() if "ProcessPoolExecutor(2)" in b]
+    script = tmp_path / "example.py"
+    script.write_text(against_mock_server(block, background_server, tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-W", "always", str(script)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [
+        "You said: Say this is a test 12",
+        "You said: Say it again 8",
+    ]
+
+
 @pytest.mark.slow
 def test_ray_example_writes_the_results(tmp_path: Path, background_server: MockServer) -> None:
     """The Ray pipeline example: a result line for every request, each answered."""
