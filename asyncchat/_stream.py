@@ -170,7 +170,9 @@ class ChatCompletionStream:
         # (bytes from the decoder's fast path, else text), the whole event for
         # named ones (`event: error`).
         self._pending: Iterator[bytes | str | ServerSentEvent] = iter(())
-        self._accumulator = ChatCompletionAccumulator(request_id=request_id)
+        self._accumulator = ChatCompletionAccumulator(
+            request_id=request_id, headers=response.headers
+        )
         # What a chunk is handed out as; the helpers that read the JSON themselves
         # (`stream_text`, typed events) take the dict and skip building objects.
         self._hand_out: Callable[[dict[str, Any], str | None], ChatCompletionChunk] = (

@@ -19,6 +19,7 @@ choices (the last non-null value wins), reasoning as `reasoning_content` or
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from asyncchat.quirks import REASONING_KEYS, unindexed_fragment_starts_a_call
@@ -149,11 +150,15 @@ class ChatCompletionAccumulator:
     """Collects streamed chunks; `completion()` gives the `ChatCompletion` so far.
 
     `request_id` is the fallback for `ChatCompletion.request_id` when no chunk
-    carries one in its body (the stream passes the `x-request-id` header).
+    carries one in its body (the stream passes the `x-request-id` header), and
+    `headers` the completion's `headers` (the stream passes the response's).
     """
 
-    def __init__(self, *, request_id: str | None = None) -> None:
+    def __init__(
+        self, *, request_id: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.request_id = request_id
+        self.headers = headers
         self._top: dict[str, Any] = {}
         self._choices: dict[int, _ChoiceBuffer] = {}
         self._usage: Any = None
@@ -420,4 +425,4 @@ class ChatCompletionAccumulator:
 
     def completion(self) -> ChatCompletion:
         """The completion so far, shaped like a non-streamed response."""
-        return ChatCompletion(self.completion_dict(), self.request_id)
+        return ChatCompletion(self.completion_dict(), self.request_id, self.headers)

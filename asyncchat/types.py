@@ -332,8 +332,9 @@ class _TopLevel(APIObject):
 
     @property
     def headers(self) -> Mapping[str, str]:
-        """The HTTP response headers (case-insensitive keys); empty when built by hand
-        and on stream chunks (the stream has them: `stream.headers`)."""
+        """The HTTP response headers (case-insensitive keys), a stream's assembled
+        completion's too; empty when built by hand and on stream chunks (the stream
+        has them: `stream.headers`)."""
         # getattr: a chunk leaves the slot unset, sparing a store per chunk.
         headers = getattr(self, "_headers", None)
         return headers if headers is not None else {}

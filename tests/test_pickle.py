@@ -98,10 +98,23 @@ async def test_a_copy_is_its_own_and_its_views_write_into_its_json(
     assert shallow.to_dict()["id"] == "changed too"
 
 
-async def test_chunks_and_the_assembled_completion_of_a_stream(client: asyncchat.Client) -> None:
+async def test_chunks_and_the_assembled_completion_of_a_stream(
+    server: MockServer, client: asyncchat.Client
+) -> None:
+    server.enqueue(
+        sse=[
+            {"choices": [{"index": 0, "delta": {"content": "You said: hello there"}}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ],
+        headers=LIMITS,
+    )
     stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
     async with stream:
         chunks = [chunk async for chunk in stream]
+    # The assembled completion carries the stream's headers, as a non-streamed one does.
+    assert stream.completion.headers["Content-Type"].startswith("text/event-stream")
+    assert stream.completion.rate_limits == stream.rate_limits
+    assert stream.rate_limits is not None and stream.rate_limits.remaining_requests == 7
 
     for copied in round_trips(chunks):
         assert copied == chunks
@@ -245,6 +258,7 @@ async def test_a_broken_streams_error_keeps_what_arrived(
             async for _ in stream:
                 pass
     assert raised.value.partial is not None
+    assert raised.value.partial.headers["content-type"].startswith("text/event-stream")
 
     for copied in round_trips(raised.value):
         assert str(copied) == str(raised.value)
