@@ -34,7 +34,7 @@ class Answer(pydantic.BaseModel):
 
 
 def round_trips(value: Any) -> list[Any]:
-    """`value` pickled (every protocol) and deep-copied: what comes out the other side."""
+    """`value` pickled (protocol 2, the first with slots, and the newest) and deep-copied."""
     pickled = [pickle.loads(pickle.dumps(value, protocol=p)) for p in (2, pickle.HIGHEST_PROTOCOL)]
     return [*pickled, copy.deepcopy(value)]
 
