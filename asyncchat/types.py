@@ -127,8 +127,8 @@ class APIObject:
             setattr(self, name, value)
 
     def __copy__(self: ObjT) -> ObjT:
-        """A shallow copy: its own top-level fields, the nested objects shared."""
-        data, slots = self.__getstate__()
+        """A shallow copy: its own top-level fields, the nested objects (headers too) shared."""
+        data, slots = APIObject.__getstate__(self)  # not the pickling copy of the headers
         copied = object.__new__(type(self))
         copied.__setstate__((dict(data), slots))
         if copied._wrapped is not None:

@@ -92,6 +92,7 @@ async def test_a_copy_is_its_own_and_its_views_write_into_its_json(
     shallow = copy.copy(completion)
     shallow.id = "changed too"
     assert shallow.choices[0] is completion.choices[0]  # shallow: nested objects shared
+    assert shallow.headers is completion.headers
 
     assert completion.choices[0].message.content == "You said: hello there"
     assert completion.id != "changed too" and shallow.id == "changed too"
