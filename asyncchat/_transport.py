@@ -65,32 +65,36 @@ def _client_timeout(timeout: Timeout) -> aiohttp.ClientTimeout:
     )
 
 
-def map_transport_error(exc: BaseException, timeout: Timeout, url: str) -> APIError:
+def map_transport_error(exc: BaseException, timeout: Timeout, method: str, url: str) -> APIError:
     """The asyncchat error for an aiohttp or socket failure, credentials redacted."""
-    error = _transport_error(exc, timeout, url)
+    error = _transport_error(exc, timeout, method, url)
     error.message = redact(error.message)  # the URL, and aiohttp's own text quoting one
     error.args = (error.message,)
     return error
 
 
-def _transport_error(exc: BaseException, timeout: Timeout, url: str) -> APIError:
+def _transport_error(exc: BaseException, timeout: Timeout, method: str, url: str) -> APIError:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return APITimeoutError(
             f"connecting to {url} took longer than the connect timeout ({timeout.connect}s)"
         )
     if isinstance(exc, aiohttp.SocketTimeoutError):
         return APITimeoutError(
-            f"the server sent nothing for {timeout.read}s (the read timeout) on POST {url}"
+            f"the server sent nothing for {timeout.read}s (the read timeout) on {method} {url}"
         )
     if isinstance(exc, asyncio.TimeoutError):
-        return APITimeoutError(f"POST {url} took longer than the total timeout ({timeout.total}s)")
+        return APITimeoutError(
+            f"{method} {url} took longer than the total timeout ({timeout.total}s)"
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         return APIConnectionError(f"could not connect to {url}: {exc.os_error}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return APIConnectionError(f"the server closed the connection before answering POST {url}")
+        return APIConnectionError(
+            f"the server closed the connection before answering {method} {url}"
+        )
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return IncompleteStreamError(f"the response to POST {url} was cut off: {exc}")
-    return APIConnectionError(f"POST {url} failed: {type(exc).__name__}: {exc}")
+        return IncompleteStreamError(f"the response to {method} {url} was cut off: {exc}")
+    return APIConnectionError(f"{method} {url} failed: {type(exc).__name__}: {exc}")
 
 
 class AiohttpResponse(Response):
@@ -118,7 +122,7 @@ class AiohttpResponse(Response):
         return self._content.readany, _ERRORS
 
     def map_error(self, error: BaseException) -> APIError:
-        return map_transport_error(error, self._timeout, self.url)
+        return map_transport_error(error, self._timeout, self._raw.method, self.url)
 
     async def finish(self) -> None:
         """Read to the end of the HTTP body, then pool the connection.
@@ -365,9 +369,11 @@ class AiohttpTransport:
                 if target.origin() != origin:
                     headers = {k: v for k, v in headers.items() if not _is_credential(k)}
         except _ERRORS as exc:
-            raise map_transport_error(exc, timeout, request.url) from exc
+            raise map_transport_error(exc, timeout, request.method, request.url) from exc
         raise APIError(  # not a connection failure: retrying would loop again
-            redact(f"POST {request.url} was redirected more than {_MAX_REDIRECTS} times")
+            redact(
+                f"{request.method} {request.url} was redirected more than {_MAX_REDIRECTS} times"
+            )
         )
 
     def close_abandoned(self) -> bool:

@@ -149,6 +149,21 @@ async def test_no_response_at_all_times_out() -> None:
         assert asyncio.get_running_loop().time() - started < 2
 
 
+async def test_a_failed_get_names_get() -> None:
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(10)
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pass  # the server closes the connection without a word
+
+    async with raw_server(hang) as url, client_for(url, timeout=0.3) as client:
+        with pytest.raises(asyncchat.APITimeoutError, match=r"on GET http://\S+/v1/models$"):
+            await client.models.list()
+    async with raw_server(hang_up) as url, client_for(url) as client:
+        with pytest.raises(asyncchat.APIConnectionError, match=r"before answering GET http"):
+            await client.models.list()
+
+
 async def test_headers_then_stall_times_out() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(SSE_HEADERS + frame(chunk_event("first")))
