@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test quick lint bench clean system-packages
 
-# The suite starts a real redis-server and counts instructions under valgrind. Where
-# either is missing, root on Debian or Ubuntu gets it from apt-get; anyone else is told
-# what to install.
-SYSTEM_PACKAGES := redis-server valgrind
+# The suite starts a real redis-server, counts instructions under valgrind, and files
+# CA certificates by hash with openssl. Where one is missing, root on Debian or Ubuntu
+# gets it from apt-get; anyone else is told what to install.
+SYSTEM_PACKAGES := redis-server valgrind openssl
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -26,6 +27,7 @@ from asyncchat.errors import (
     APITimeoutError,
     ClientClosedError,
     IncompleteStreamError,
+    TLSError,
 )
 
 __all__ = ["AiohttpTransport"]
@@ -86,6 +88,10 @@ def _transport_error(exc: BaseException, timeout: Timeout, method: str, url: str
         return APITimeoutError(
             f"{method} {url} took longer than the total timeout ({timeout.total}s)"
         )
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return TLSError(_certificate_failure(exc.certificate_error, url))
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return TLSError(_handshake_failure(exc.os_error, url))
     if isinstance(exc, aiohttp.ClientConnectorError):
         return APIConnectionError(f"could not connect to {url}: {exc.os_error}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -95,6 +101,35 @@ def _transport_error(exc: BaseException, timeout: Timeout, method: str, url: str
     if isinstance(exc, aiohttp.ClientPayloadError):
         return IncompleteStreamError(f"the response to {method} {url} was cut off: {exc}")
     return APIConnectionError(f"{method} {url} failed: {type(exc).__name__}: {exc}")
+
+
+# OpenSSL's verify codes for a certificate issued to another name.
+_NAME_MISMATCH = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
+_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
+
+
+def _certificate_failure(error: Exception, url: str) -> str:
+    """What went wrong with the server's certificate, and what the user can do."""
+    code = getattr(error, "verify_code", None)
+    reason = getattr(error, "verify_message", None) or str(error)
+    if code in _NAME_MISMATCH:
+        advice = "address the server by a name its certificate names"
+    elif code == _EXPIRED:
+        advice = "the server must renew it"
+    else:
+        advice = (
+            "if a private CA signed it, trust that CA: verify='/path/to/ca.pem' (--cacert) "
+            "or SSL_CERT_FILE; verify=False (--insecure) skips the check, for a "
+            "development server only"
+        )
+    return f"the certificate of {url} failed verification: {reason}; {advice}"
+
+
+def _handshake_failure(error: OSError, url: str) -> str:
+    reason = getattr(error, "reason", None) or str(error)
+    if reason == "WRONG_VERSION_NUMBER":  # the answer to the hello was not TLS
+        return f"{url} did not answer in TLS: if the server speaks plain HTTP, use http://"
+    return f"the TLS handshake with {url} failed: {reason}"
 
 
 class AiohttpResponse(Response):
@@ -279,11 +314,18 @@ class AiohttpTransport:
     is over (closed, or its async generators finalized), the next loop gets a new
     pool."""
 
-    def __init__(self, *, max_connections: int = 100, proxy: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 100,
+        proxy: str | None = None,
+        ssl: ssl.SSLContext | bool = True,
+    ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.max_connections = max_connections
         self.proxy = proxy
+        self.ssl = ssl  # True: aiohttp's default context; False: no verification
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closer: AsyncGenerator[None, None] | None = None
@@ -318,7 +360,9 @@ class AiohttpTransport:
                 )
         # First use, or the loop the pool served is over (asyncio.run returned): a new pool.
         self._drop_pool()
-        connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections, ttl_dns_cache=300, ssl=self.ssl
+        )
         self._session = aiohttp.ClientSession(connector=connector)
         self._loop = loop
         self._closer = _close_at_loop_shutdown(connector)

@@ -77,6 +77,22 @@ def _add_connection(command: argparse.ArgumentParser) -> None:
         "--api-key",
         help="default: ASYNCCHAT_API_KEY / OPENAI_API_KEY; not needed for a server on this machine",
     )
+    tls = command.add_argument_group("TLS (https:// servers)")
+    tls.add_argument(
+        "--cacert",
+        metavar="PATH",
+        help="trust the CAs in this PEM file or directory (default: the system's, "
+        "or SSL_CERT_FILE / SSL_CERT_DIR)",
+    )
+    tls.add_argument(
+        "--cert", metavar="PATH", help="a client certificate (PEM), with its key unless --key"
+    )
+    tls.add_argument("--key", metavar="PATH", help="the client certificate's key (PEM)")
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's certificate (a development server only)",
+    )
 
 
 def _add_chat(commands: Any) -> None:
@@ -449,7 +465,8 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
-    """`base_url` and `api_key` from the flags or the environment, checked."""
+    """`base_url` and `api_key` from the flags or the environment, checked, and the
+    TLS flags' settings."""
     base_url, _ = resolve_base_url(args.base_url)
     api_key = environment_api_key(args.api_key)
     if not api_key and not is_loopback(base_url):
@@ -458,7 +475,23 @@ def _connection(args: argparse.Namespace) -> dict[str, Any]:
             "(or OPENAI_API_KEY)"
         )
     url = args.base_url or os.environ.get("ASYNCCHAT_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-    return {"base_url": url, "api_key": api_key}
+    return {"base_url": url, "api_key": api_key, **_tls_options(args)}
+
+
+def _tls_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`verify` and `cert` from --cacert, --insecure, --cert and --key, when given."""
+    options: dict[str, Any] = {}
+    if args.insecure and args.cacert:
+        raise ConfigurationError("--insecure and --cacert contradict each other: pass one")
+    if args.insecure:
+        options["verify"] = False
+    elif args.cacert:
+        options["verify"] = args.cacert
+    if args.key and not args.cert:
+        raise ConfigurationError("--key needs --cert, the certificate it belongs to")
+    if args.cert:
+        options["cert"] = (args.cert, args.key) if args.key else args.cert
+    return options
 
 
 # --- chat ---------------------------------------------------------------------------

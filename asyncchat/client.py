@@ -53,6 +53,7 @@ from asyncchat._stream import (
     looks_like_sse,
 )
 from asyncchat._timing import StreamTiming
+from asyncchat._tls import CertTypes, VerifyTypes, tls_context
 from asyncchat._transport import AiohttpTransport
 from asyncchat._version import __version__
 from asyncchat.errors import (
@@ -63,6 +64,7 @@ from asyncchat.errors import (
     ConfigurationError,
     MalformedStreamError,
     ResponseTooLargeError,
+    TLSError,
     status_error,
     stream_error_status,
 )
@@ -169,6 +171,8 @@ class Client:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         observers: Iterable[RequestObserver] = (),
         telemetry: bool | None = None,
+        verify: VerifyTypes = True,
+        cert: CertTypes | None = None,
     ) -> None:
         configure_from_environment()
         self.base_url, self.default_query = resolve_base_url(base_url)
@@ -178,9 +182,16 @@ class Client:
         self.max_event_size = _at_least(1, "max_event_size", max_event_size)
         self.max_response_size = _at_least(1, "max_response_size", max_response_size)
         self.max_connections = max_connections
+        if transport is not None and (verify is not True or cert is not None):
+            raise ConfigurationError(
+                "verify= and cert= set up the default transport; give your transport= "
+                "its TLS settings instead"
+            )
         # HTTP(S)_PROXY and NO_PROXY are honoured, as corporate networks need.
         self._transport: Transport = transport or AiohttpTransport(
-            max_connections=max_connections, proxy=proxy_from_environment(self.base_url)
+            max_connections=max_connections,
+            proxy=proxy_from_environment(self.base_url),
+            ssl=tls_context(verify, cert),
         )
         self._owns_transport = True  # False for a `with_options` client
         self._headers: dict[str, str] = {
@@ -383,13 +394,18 @@ class Client:
                     retry_headers: Mapping[str, str] = response.headers
                 except APIConnectionError as exc:
                     error, status, retry_headers = exc, None, {}
-                delay = retry_delay(
-                    attempt=attempt,
-                    max_retries=retries,
-                    status=status,
-                    headers=retry_headers,
-                    now=time.time(),
-                    rng=self._rng,
+                # A certificate that failed fails again: no retry.
+                delay = (
+                    None
+                    if isinstance(error, TLSError)
+                    else retry_delay(
+                        attempt=attempt,
+                        max_retries=retries,
+                        status=status,
+                        headers=retry_headers,
+                        now=time.time(),
+                        rng=self._rng,
+                    )
                 )
                 if pacer is not None and status == 429:
                     pacer.refused()  # the limit is above what the server allows: slow down

@@ -11,7 +11,8 @@
     │   ├── LengthFinishReasonError         cut at the token limit
     │   └── ContentFilterFinishReasonError  stopped by the provider's content filter
     ├── APIConnectionError           could not connect, or the connection broke
-    │   └── APITimeoutError          a connect, read, idle or total timeout
+    │   ├── APITimeoutError          a connect, read, idle or total timeout
+    │   └── TLSError                 a certificate that failed, or no TLS (never retried)
     ├── APIStatusError               an HTTP error status (or an error event in a stream)
     │   ├── BadRequestError          400
     │   ├── AuthenticationError      401
@@ -65,6 +66,7 @@ __all__ = [
     "ResponseTooLargeError",
     "StreamError",
     "StructuredOutputError",
+    "TLSError",
     "ToolArgumentsError",
     "ToolCallError",
     "UnprocessableEntityError",
@@ -132,6 +134,12 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     """A connect, read or total timeout expired."""
+
+
+class TLSError(APIConnectionError):
+    """The TLS handshake failed: the server's certificate is not trusted, has
+    expired or names another host, or the server does not speak TLS there. Not
+    retried: another try meets the same certificate."""
 
 
 class APIStatusError(APIError):

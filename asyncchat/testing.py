@@ -42,6 +42,7 @@ import contextlib
 import hashlib
 import math
 import re
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -258,6 +259,8 @@ class MockServer:
     `batch`: how its Batch API behaves (`BatchSettings`: pace, expiry, failing
     ids, limits); `server.batch` holds its files and batches. The same server
     answers as GLM under `server.glm_base_url`.
+    `ssl_context`: serve HTTPS with this server-side context (its `base_url` is
+    then `https://`), to test a client's `verify=` and `cert=` settings.
     """
 
     def __init__(
@@ -275,8 +278,10 @@ class MockServer:
         requests_per_minute: float | None = None,
         batch: BatchSettings | None = None,
         resolved_models: Mapping[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.api_key = api_key
+        self.ssl_context = ssl_context
         self.resolved_models = dict(resolved_models or {})
         self.batch = MockBatches(
             batch or BatchSettings(),
@@ -304,12 +309,17 @@ class MockServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{self._origin}/v1"
 
     @property
     def glm_base_url(self) -> str:
         """The base URL under which it speaks GLM's dialect (`/api/paas/v4`)."""
-        return f"http://{self.host}:{self.port}{GLM_PREFIX}"
+        return f"{self._origin}{GLM_PREFIX}"
+
+    @property
+    def _origin(self) -> str:
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def connection_count(self) -> int:
@@ -351,7 +361,7 @@ class MockServer:
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         # The runner's public list of bound addresses: any event loop (uvloop too).
         self.port = self._runner.addresses[0][1]

@@ -29,6 +29,7 @@ CORE_MODULES = [
     "asyncchat._ratelimit",
     "asyncchat._multipart",
     "asyncchat._genai",
+    "asyncchat._tls",
 ]
 
 

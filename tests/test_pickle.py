@@ -166,6 +166,7 @@ ERRORS: dict[type[APIError], Callable[[], APIError]] = {
     errors.ResponseTooLargeError: lambda: errors.ResponseTooLargeError("too large"),
     errors.APIConnectionError: lambda: errors.APIConnectionError("refused"),
     errors.APITimeoutError: lambda: errors.APITimeoutError("timed out"),
+    errors.TLSError: lambda: errors.TLSError("certificate verify failed"),
     errors.APIStatusError: lambda: errors.APIStatusError("HTTP 418", status_code=418),
     **{
         cls: (lambda cls=cls: cls("HTTP error", request_id="req-2", **STATUS))  # type: ignore[misc]

@@ -51,6 +51,19 @@ def test_mock_transport_example_runs() -> None:
     assert [request.json()["model"] for request in transport.requests] == ["glm-4-air"]
 
 
+def test_tls_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The MockServer-over-HTTPS example: refused, then trusted with verify=."""
+    [block] = [b for b in python_blocks() if "ssl_context=server_side" in b]
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    refused, trusted = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(
+        r"refused: the certificate of https://127\.0\.0\.1:\d+/v1/models failed verification: "
+        r"unable to get local issuer certificate; if a private CA signed it, .*",
+        refused,
+    )
+    assert trusted == "trusted: ['mock-model']"
+
+
 def test_partial_json_example_runs() -> None:
     [block] = [b for b in python_blocks() if "PartialJSONParser()" in b]
     exec(compile(block, "README.md", "exec"), {})
