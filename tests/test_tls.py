@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import os
 import shutil
 import ssl
 import subprocess
@@ -217,13 +218,30 @@ async def test_a_client_certificate(
         assert await ask(client) == "You said: Say this is a test"
 
 
+# Python 3.10's TLS transport is not marked closed when the peer resets it (3.11
+# rewrote asyncio's sslproto): its socket is closed (the test counts them), yet
+# collecting the transport warns that it is unclosed.
+_PY310_RESET_TLS = pytest.mark.filterwarnings(
+    r"ignore:unclosed transport <asyncio\.sslproto\._SSLProtocolTransport:ResourceWarning"
+)
+
+
 async def test_no_client_certificate_where_one_is_required(
     mtls_server: MockServer, ca_file: Path
 ) -> None:
+    sockets = len(os.listdir("/proc/self/fd"))
     async with client_for(mtls_server, verify=ca_file, max_retries=0) as client:
-        with pytest.raises(asyncchat.APIConnectionError):
-            await ask(client)
+        for _ in range(10):
+            with pytest.raises(asyncchat.APIConnectionError):
+                await ask(client)
     assert mtls_server.requests == []
+    assert len(os.listdir("/proc/self/fd")) <= sockets  # each refused connection closed
+
+
+if sys.version_info < (3, 11):
+    test_no_client_certificate_where_one_is_required = _PY310_RESET_TLS(
+        test_no_client_certificate_where_one_is_required
+    )
 
 
 async def test_an_encrypted_client_key(
