@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from asyncchat.errors import APIConnectionError, APIStatusError, APITimeoutError
+from asyncchat.errors import APIConnectionError, APIStatusError, APITimeoutError, TLSError
 from asyncchat.types import ChatCompletion
 
 try:
@@ -43,6 +43,7 @@ except ImportError:  # Windows: no advisory locks; one run at a time is up to th
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "TLS_ERROR",
     "BatchFileError",
     "BatchInputError",
     "ResultsFile",
@@ -56,6 +57,8 @@ __all__ = [
 ]
 
 _CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
+# The error code of a request whose server's certificate failed (`TLSError`).
+TLS_ERROR = "tls_error"
 
 
 class BatchFileError(ValueError):
@@ -378,6 +381,8 @@ def batch_record(custom_id: str, result: ChatCompletion | Exception) -> dict[str
     else:
         if isinstance(result, APITimeoutError):
             code = "timeout"
+        elif isinstance(result, TLSError):
+            code = TLS_ERROR
         elif isinstance(result, APIConnectionError):
             code = "connection_error"
         else:

@@ -27,7 +27,7 @@ from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_
 from asyncchat._fanout import fan_out
 from asyncchat._ratelimit import RateLimit
 from asyncchat.client import Client, reported_tokens
-from asyncchat.errors import APIStatusError
+from asyncchat.errors import APIError, APIStatusError, TLSError
 from asyncchat.types import ChatCompletion
 
 __all__ = ["BatchStop", "BatchSummary", "RunTally", "fatal_hint", "run_batch_file"]
@@ -37,6 +37,8 @@ _Runner = Callable[[Mapping[str, Any]], Awaitable[ChatCompletion]]
 
 def fatal_hint(error: Exception) -> str | None:
     """What to fix when `error` would fail every request of the job alike; None otherwise."""
+    if isinstance(error, TLSError):
+        return "every request meets the same certificate: fix the TLS settings first"
     if not isinstance(error, APIStatusError):
         return None
     if error.status_code == 401:
@@ -61,7 +63,7 @@ class BatchSummary:
     seconds: float
     tokens: int  # reported by this run's answers
     stopped_by: str | None = None  # the signal that stopped the run early
-    fatal: APIStatusError | None = None  # the error that stopped the whole job
+    fatal: APIError | None = None  # the error that stopped the whole job
     notes: list[str] = field(default_factory=list)  # what else the user should know
 
     @property
@@ -218,7 +220,7 @@ class RunTally:
         self.succeeded = len(results.succeeded)
         self.failed = len(results.failed)
         self.status = _Progress(progress, len(ids), len(self.done_before), clock, counts_in_flight)
-        self.fatal: APIStatusError | None = None
+        self.fatal: APIError | None = None
         self.notes: list[str] = []
         self.started = time.monotonic()
 
@@ -299,7 +301,7 @@ class _Run(RunTally):
             return custom_id, None
         try:
             return custom_id, request.result()
-        except APIStatusError as exc:
+        except APIError as exc:
             if self.fatal is None and fatal_hint(exc) is not None:
                 self.fatal = exc  # set here, before this worker takes the next request
             return custom_id, exc
@@ -331,7 +333,7 @@ class _Run(RunTally):
     def record(self, custom_id: str, result: ChatCompletion | Exception | None) -> None:
         if result is None:
             return  # cancelled by a stop: a rerun sends it
-        if isinstance(result, APIStatusError) and fatal_hint(result) is not None:
+        if isinstance(result, APIError) and fatal_hint(result) is not None:
             return  # not written: a rerun with the fix sends it
         line, succeeded = encode_record(custom_id, result)
         self.results.write(line)

@@ -50,6 +50,7 @@ import ray.exceptions
 import ray.runtime_env
 
 from asyncchat._batchfile import (
+    TLS_ERROR,
     ResultsFile,
     batch_record,
     check_input,
@@ -59,7 +60,7 @@ from asyncchat._batchfile import (
 )
 from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, fatal_hint
 from asyncchat.client import Client
-from asyncchat.errors import APIStatusError, status_error
+from asyncchat.errors import APIError, TLSError, status_error
 from asyncchat.types import ChatCompletion
 
 __all__ = [
@@ -255,7 +256,7 @@ class _ActorRequests:
                 answer: ChatCompletion | Exception = await self.send(request)
             except Exception as exc:
                 answer = exc
-        if isinstance(answer, APIStatusError) and self.stopped_by is None:
+        if isinstance(answer, APIError) and self.stopped_by is None:
             hint = fatal_hint(answer)
             if hint is not None:
                 self.stopped_by = f"not sent: an earlier request failed with {answer}; {hint}"
@@ -674,8 +675,13 @@ class _RayJob(RunTally):
                 if fatal_hint(error) is not None:
                     self.fatal = self.fatal or error
                     continue
-            elif row["error"] is not None and orjson.loads(row["error"]).get("code") == NOT_SENT:
-                continue
+            elif row["error"] is not None:
+                failure = orjson.loads(row["error"])
+                if failure.get("code") == NOT_SENT:
+                    continue
+                if failure.get("code") == TLS_ERROR:  # as job-wide as a 401
+                    self.fatal = self.fatal or TLSError(failure.get("message", ""))
+                    continue
             yield result_line(row)
             usage = response["body"].get("usage") if response else None
             tokens = usage.get("total_tokens") if isinstance(usage, dict) else None

@@ -8,6 +8,7 @@ import gc
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import trustme
 
 import asyncchat
 from asyncchat.testing import MockServer
@@ -99,6 +101,13 @@ def served_in_a_thread(server: MockServer) -> Iterator[MockServer]:
     loop.call_soon_threadsafe(stop.set)
     thread.join(10)
     loop.close()
+
+
+def server_context(leaf: trustme.LeafCert) -> ssl.SSLContext:
+    """A server's TLS context presenting `leaf`, a certificate a test's own CA issued."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(context)
+    return context
 
 
 @pytest.fixture

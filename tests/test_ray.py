@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import pytest
 import ray
+import trustme
 
 from asyncchat import Client, RateLimitError
 from asyncchat._batchfile import BatchFileError
@@ -31,7 +32,7 @@ from asyncchat.ray import (
 from asyncchat.testing import MockServer
 from asyncchat.types import ChatCompletion
 
-from .conftest import API_KEY
+from .conftest import API_KEY, served_in_a_thread, server_context
 from .ray_logs import console_spans, ray_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,6 +216,42 @@ def test_a_job_wide_error_stops_each_actor_sending(
     assert "401" in message and "check the API key" in message
 
 
+@pytest.fixture(scope="module")
+def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MockServer, str]]:
+    """A MockServer over HTTPS whose certificate a private CA signed, and that CA's file."""
+    ca = trustme.CA()
+    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = MockServer(ssl_context=server_context(ca.issue_cert("127.0.0.1")))
+    with served_in_a_thread(server):
+        yield server, str(ca_file)
+
+
+def test_tls_settings_reach_the_actors_and_a_failing_certificate_stops_them(
+    cluster: str, https_server: tuple[MockServer, str], tmp_path: Path
+) -> None:
+    server, ca_file = https_server
+    source = write_input(tmp_path / "in.jsonl", 100)
+    before = len(server.requests)
+    rows = map_chat_completions(
+        read_batch_jsonl(source), actors=2, concurrency=2,
+        client_options=client_options(server),  # without the CA
+    ).take_all()  # fmt: skip
+    refused = [row for row in rows if row["error"] and "tls_error" in row["error"]]
+    held = [row for row in rows if row["error"] and "not_sent" in row["error"]]
+    assert len(refused) + len(held) == 100
+    assert 1 <= len(refused) <= 4  # what each actor had open when the first one failed
+    assert "failed verification" in orjson.loads(held[0]["error"])["message"]
+    assert len(server.requests) == before  # none got through
+
+    rows = map_chat_completions(
+        read_batch_jsonl(source), actors=2, concurrency=2,
+        client_options={**client_options(server), "verify": ca_file},
+    ).take_all()  # fmt: skip
+    assert sorted(row["status_code"] for row in rows) == [200] * 100
+    assert len(server.requests) == before + 100
+
+
 def test_per_minute_ceilings_need_redis() -> None:
     with pytest.raises(ValueError, match="redis_url"):
         ChatBatchUDF(requests_per_minute=60)
@@ -335,6 +372,28 @@ def test_a_wrong_key_stops_the_job_and_a_rerun_does_each_request_once(
     right = run(command)
     assert right.returncode == 0, right.stderr
     assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(300))
+
+
+@pytest.mark.slow
+def test_a_failing_certificate_stops_the_command_and_a_rerun_with_cacert_finishes(
+    cluster: str, https_server: tuple[MockServer, str], tmp_path: Path
+) -> None:
+    server, ca_file = https_server
+    source = write_input(tmp_path / "in.jsonl", 100)
+    output = tmp_path / "out.jsonl"
+    command = batch_command(source, output, server, "--ray-address", cluster)
+
+    refused = run(command)
+
+    assert refused.returncode == 1
+    message = refused.stderr.strip().splitlines()[-1]
+    assert message.startswith("asyncchat: error: batch stopped, every request would fail")
+    assert "failed verification" in message and "fix the TLS settings first" in message
+    assert output.read_bytes() == b""  # nothing written: the rerun sends them all
+
+    trusted = run([*command, "--cacert", ca_file])
+    assert trusted.returncode == 0, trusted.stderr
+    assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(100))
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import os
 import shutil
 import ssl
@@ -26,7 +27,7 @@ import asyncchat
 from asyncchat.cli import main
 from asyncchat.testing import MockServer, MockTransport
 
-from .conftest import API_KEY, served_in_a_thread
+from .conftest import API_KEY, served_in_a_thread, server_context
 
 USER = [{"role": "user", "content": "Say this is a test"}]
 
@@ -41,12 +42,6 @@ def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ca") / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return path
-
-
-def server_context(leaf: trustme.LeafCert) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    leaf.configure_cert(context)
-    return context
 
 
 @pytest.fixture
@@ -334,3 +329,32 @@ def test_the_command_line_s_tls_flags(
         for flags in (["--cert", str(certificate), "--key", str(key)], ["--cert", str(both)]):
             assert main([*chat, "--cacert", str(ca_file), *flags]) == 0
             assert capsys.readouterr().out == "You said: hi\n"
+
+
+def test_a_batch_job_stops_at_a_certificate_that_fails_and_a_rerun_completes_it(
+    ca: trustme.CA, ca_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(
+        "".join(
+            f'{{"custom_id": "r{i}", "method": "POST", "url": "/v1/chat/completions", '
+            f'"body": {{"model": "m", "messages": [{{"role": "user", "content": "hi {i}"}}]}}}}\n'
+            for i in range(50)
+        )
+    )
+    server = MockServer(ssl_context=server_context(ca.issue_cert("127.0.0.1")))
+    with served_in_a_thread(server) as s:
+        batch = ["batch", str(source), "-o", str(output), "--base-url", s.base_url]
+        batch += ["--api-key", API_KEY, "--concurrency", "4"]
+        assert main(batch) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert err.startswith("asyncchat: error: batch stopped, every request would fail: ")
+        assert "failed verification" in err and "fix the TLS settings first" in err
+        assert "0 of 50 results are in" in err and "50 still to run" in err
+        assert output.read_bytes() == b""  # no error records: the rerun sends them all
+        assert main([*batch, "--cacert", str(ca_file)]) == 0
+        assert len(s.requests) == 50  # the first run's reached no server
+        records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(record["custom_id"] for record in records) == sorted(f"r{i}" for i in range(50))
+    assert all(record["response"]["status_code"] == 200 for record in records)
