@@ -6,8 +6,9 @@ written as it finishes. Two things stop a run early, and both leave the output
 ready for a rerun of the same command, which then sends only what is missing:
 
 - an error that no request of the job can get past (a wrong key, a model that
-  does not exist, an account without quota): nothing more is sent, and such
-  errors are not written, so the rerun sends those requests again;
+  does not exist, an account without quota, a server that no request has
+  reached): nothing more is sent, and such errors are not written, so the rerun
+  sends those requests again;
 - a `BatchStop` (Ctrl-C, SIGTERM): nothing more is sent, requests in flight get
   a grace period to finish, then are cancelled and not written.
 """
@@ -27,7 +28,7 @@ from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_
 from asyncchat._fanout import fan_out
 from asyncchat._ratelimit import RateLimit
 from asyncchat.client import Client, reported_tokens
-from asyncchat.errors import APIError, APIStatusError, TLSError
+from asyncchat.errors import APIError, APIStatusError, ConnectError, TLSError
 from asyncchat.types import ChatCompletion
 
 __all__ = ["BatchStop", "BatchSummary", "RunTally", "fatal_hint", "run_batch_file"]
@@ -35,10 +36,19 @@ __all__ = ["BatchStop", "BatchSummary", "RunTally", "fatal_hint", "run_batch_fil
 _Runner = Callable[[Mapping[str, Any]], Awaitable[ChatCompletion]]
 
 
-def fatal_hint(error: Exception) -> str | None:
-    """What to fix when `error` would fail every request of the job alike; None otherwise."""
+def fatal_hint(error: Exception, *, server_reached: bool = False) -> str | None:
+    """What to fix when `error` would fail every request of the job alike; None otherwise.
+
+    A connection that cannot be opened is job-wide only while no request of the
+    job has reached the server (`server_reached`): a wrong address, a server not
+    started. Once one has, the server was there, and a refusal may pass.
+    """
     if isinstance(error, TLSError):
         return "every request meets the same certificate: fix the TLS settings first"
+    if isinstance(error, ConnectError):
+        if server_reached:
+            return None
+        return "no request has reached the server: check --base-url and that the server is up"
     if not isinstance(error, APIStatusError):
         return None
     if error.status_code == 401:
@@ -261,6 +271,7 @@ class _Run(RunTally):
     ) -> None:
         super().__init__(results, ids, stop, progress, clock=client._clock)
         self.in_flight: set[asyncio.Future[ChatCompletion]] = set()
+        self.server_reached = False  # has any request had an answer, even an error?
 
     def pending(
         self, requests: Iterator[tuple[str, dict[str, Any]]]
@@ -300,13 +311,19 @@ class _Run(RunTally):
         if request.cancelled():
             return custom_id, None
         try:
-            return custom_id, request.result()
+            answer = request.result()
         except APIError as exc:
-            if self.fatal is None and fatal_hint(exc) is not None:
-                self.fatal = exc  # set here, before this worker takes the next request
+            if fatal_hint(exc, server_reached=self.server_reached) is not None:
+                # Set here, before this worker takes the next request; not written,
+                # so a rerun with the fix sends it.
+                self.fatal = self.fatal or exc
+                return custom_id, None
+            self.server_reached = self.server_reached or not isinstance(exc, ConnectError)
             return custom_id, exc
         except Exception as exc:
             return custom_id, exc
+        self.server_reached = True
+        return custom_id, answer
 
     async def run(
         self,
@@ -332,9 +349,7 @@ class _Run(RunTally):
 
     def record(self, custom_id: str, result: ChatCompletion | Exception | None) -> None:
         if result is None:
-            return  # cancelled by a stop: a rerun sends it
-        if isinstance(result, APIError) and fatal_hint(result) is not None:
-            return  # not written: a rerun with the fix sends it
+            return  # cancelled by a stop, or a job-wide error: a rerun sends it
         line, succeeded = encode_record(custom_id, result)
         self.results.write(line)
         limits = getattr(result, "rate_limits", None)  # a completion's, or an error's

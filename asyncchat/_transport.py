@@ -26,6 +26,8 @@ from asyncchat.errors import (
     APIError,
     APITimeoutError,
     ClientClosedError,
+    ConnectError,
+    ConnectTimeoutError,
     IncompleteStreamError,
     TLSError,
 )
@@ -77,7 +79,7 @@ def map_transport_error(exc: BaseException, timeout: Timeout, method: str, url: 
 
 def _transport_error(exc: BaseException, timeout: Timeout, method: str, url: str) -> APIError:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return APITimeoutError(
+        return ConnectTimeoutError(
             f"connecting to {url} took longer than the connect timeout ({timeout.connect}s)"
         )
     if isinstance(exc, aiohttp.SocketTimeoutError):
@@ -93,7 +95,7 @@ def _transport_error(exc: BaseException, timeout: Timeout, method: str, url: str
     if isinstance(exc, aiohttp.ClientConnectorSSLError):
         return TLSError(_handshake_failure(exc.os_error, url))
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return APIConnectionError(f"could not connect to {url}: {exc.os_error}")
+        return ConnectError(f"could not connect to {url}: {exc.os_error}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return APIConnectionError(
             f"the server closed the connection before answering {method} {url}"

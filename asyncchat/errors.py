@@ -12,7 +12,9 @@
     │   └── ContentFilterFinishReasonError  stopped by the provider's content filter
     ├── APIConnectionError           could not connect, or the connection broke
     │   ├── APITimeoutError          a connect, read, idle or total timeout
-    │   └── TLSError                 a certificate that failed, or no TLS (never retried)
+    │   └── ConnectError             no connection opened: the request was never sent
+    │       ├── ConnectTimeoutError  (also an APITimeoutError) the connect timeout
+    │       └── TLSError             a certificate that failed, or no TLS (never retried)
     ├── APIStatusError               an HTTP error status (or an error event in a stream)
     │   ├── BadRequestError          400
     │   ├── AuthenticationError      401
@@ -53,6 +55,8 @@ __all__ = [
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
+    "ConnectError",
+    "ConnectTimeoutError",
     "ContentFilterFinishReasonError",
     "EventTooLargeError",
     "IncompleteStreamError",
@@ -136,7 +140,17 @@ class APITimeoutError(APIConnectionError):
     """A connect, read or total timeout expired."""
 
 
-class TLSError(APIConnectionError):
+class ConnectError(APIConnectionError):
+    """No connection to the server could be opened (refused, unknown host,
+    unreachable, the connect timeout, a failed TLS handshake): the request was
+    never sent, so nothing was done or charged."""
+
+
+class ConnectTimeoutError(ConnectError, APITimeoutError):
+    """The connect timeout expired before the server accepted the connection."""
+
+
+class TLSError(ConnectError):
     """The TLS handshake failed: the server's certificate is not trusted, has
     expired or names another host, or the server does not speak TLS there. Not
     retried: another try meets the same certificate."""

@@ -60,7 +60,7 @@ from asyncchat._batchfile import (
 )
 from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, fatal_hint
 from asyncchat.client import Client
-from asyncchat.errors import APIError, TLSError, status_error
+from asyncchat.errors import APIError, ConnectError, TLSError, status_error
 from asyncchat.types import ChatCompletion
 
 __all__ = [
@@ -90,6 +90,9 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide error
+# The error code of a connection that could not be opened before any request of
+# the actor reached the server: job-wide, unlike a later `connection_error`.
+UNREACHABLE = "unreachable"
 # A job stopped early (a stop, a job-wide error) has its actors torn down while
 # Ray still reports on them; shutting Ray down in that moment can make its core
 # worker end the process. Ray is given this long to settle first.
@@ -243,6 +246,7 @@ class _ActorRequests:
         self.open = asyncio.Semaphore(concurrency)
         self.model = model
         self.stopped_by: str | None = None  # a job-wide error: nothing more is sent
+        self.server_reached = False  # has any request had an answer, even an error?
 
     async def result(self, custom_id: Any, body: Any, problem: str | None) -> dict[str, Any]:
         custom_id = "" if custom_id is None else str(custom_id)
@@ -256,10 +260,18 @@ class _ActorRequests:
                 answer: ChatCompletion | Exception = await self.send(request)
             except Exception as exc:
                 answer = exc
-        if isinstance(answer, APIError) and self.stopped_by is None:
-            hint = fatal_hint(answer)
-            if hint is not None:
-                self.stopped_by = f"not sent: an earlier request failed with {answer}; {hint}"
+        if not isinstance(answer, APIError):
+            self.server_reached = True
+            return result_row(custom_id, answer)
+        hint = fatal_hint(answer, server_reached=self.server_reached)
+        if hint is None:
+            self.server_reached = self.server_reached or not isinstance(answer, ConnectError)
+            return result_row(custom_id, answer)
+        if self.stopped_by is None:
+            self.stopped_by = f"not sent: an earlier request failed with {answer}; {hint}"
+        if isinstance(answer, ConnectError) and not isinstance(answer, TLSError):
+            # Told apart from a `connection_error` row, which is only this request's.
+            return _error_row(custom_id, UNREACHABLE, str(answer))
         return result_row(custom_id, answer)
 
     async def close(self) -> None:
@@ -681,6 +693,9 @@ class _RayJob(RunTally):
                     continue
                 if failure.get("code") == TLS_ERROR:  # as job-wide as a 401
                     self.fatal = self.fatal or TLSError(failure.get("message", ""))
+                    continue
+                if failure.get("code") == UNREACHABLE:
+                    self.fatal = self.fatal or ConnectError(failure.get("message", ""))
                     continue
             yield result_line(row)
             usage = response["body"].get("usage") if response else None

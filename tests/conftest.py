@@ -157,6 +157,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def port_that_accepts_nothing() -> Iterator[int]:
+    """A loopback port that listens but accepts no connection: its one-place backlog
+    is taken, so a connect there waits until the connect timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        with socket.create_connection(("127.0.0.1", port)):
+            yield port
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server for the session (`make test` installs the Debian package)."""

@@ -6,6 +6,7 @@ signals, locks and pipes are involved.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -26,7 +27,13 @@ from asyncchat._batchrun import _Progress, run_batch_file
 from asyncchat.cli import main
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY, completion_json, free_port, served_in_a_thread
+from .conftest import (
+    API_KEY,
+    completion_json,
+    free_port,
+    port_that_accepts_nothing,
+    served_in_a_thread,
+)
 from .test_batchfile import read_output, run, write_requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,6 +270,78 @@ def test_other_job_wide_errors_stop_the_job(
     assert len(read_output(output)) == 1
     assert run(background_server, *args) == 0
     assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+
+
+def test_a_server_no_request_reaches_stops_the_job_and_a_rerun_completes_it(
+    background_server: MockServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 300)
+    batch = ["batch", str(requests), "-o", str(output), "--concurrency", "4"]
+    nobody = f"http://127.0.0.1:{free_port()}/v1"  # a wrong port, a server not started
+    assert main([*batch, "--base-url", nobody, "--api-key", API_KEY]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("asyncchat: error: batch stopped, every request would fail: ")
+    assert "could not connect to http://127.0.0.1:" in err and "check --base-url" in err
+    assert "0 of 300 results are in" in err and "300 still to run" in err
+    assert read_output(output) == []  # no connection_error records: the rerun sends them
+    assert run(background_server, str(requests), "-o", str(output), "--concurrency", "16") == 0
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+    assert len(background_server.requests) == 300
+
+
+async def test_a_connect_timeout_before_any_answer_stops_the_job(tmp_path: Path) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 20)
+    with port_that_accepts_nothing() as port:
+        client = asyncchat.Client(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0,
+            timeout=asyncchat.Timeout(connect=0.2, read=5),
+        )  # fmt: skip
+        async with client:
+            summary = await run_batch_file(
+                client, requests, output, concurrency=2, progress=io.StringIO()
+            )
+    assert isinstance(summary.fatal, asyncchat.ConnectTimeoutError)
+    assert (summary.succeeded, summary.failed, summary.not_run) == (0, 0, 20)
+    assert read_output(output) == []
+
+
+async def test_a_server_that_answered_then_refuses_gets_error_records(tmp_path: Path) -> None:
+    """Once a request has reached the server, a refusal may pass: it is that
+    request's failure (a `connection_error` record), and the job goes on."""
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 3)
+    body = json.dumps(completion_json("once")).encode()
+
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.close()  # no one connects after this one: refused
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}/v1"
+    async with asyncchat.Client(base_url=base_url, api_key=API_KEY, max_retries=0) as client:
+        summary = await run_batch_file(
+            client, requests, output, concurrency=1, progress=io.StringIO()
+        )
+    await server.wait_closed()
+    assert summary.fatal is None
+    assert (summary.succeeded, summary.failed, summary.not_run) == (1, 2, 0)
+    records = read_output(output)
+    assert Counter(r["custom_id"] for r in records) == Counter(ids)
+    errors = [r["error"] for r in records if r["error"] is not None]
+    assert [e["code"] for e in errors] == ["connection_error"] * 2
+    assert all("could not connect" in e["message"] for e in errors)
 
 
 # --- 5. progress: this run's rate, in flight never above the concurrency -----------

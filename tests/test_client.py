@@ -22,7 +22,13 @@ import asyncchat
 from asyncchat._config import proxy_from_environment
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY, completion_json, free_port, served_in_a_thread
+from .conftest import (
+    API_KEY,
+    completion_json,
+    free_port,
+    port_that_accepts_nothing,
+    served_in_a_thread,
+)
 
 USER = [{"role": "user", "content": "one two three four five"}]
 
@@ -349,8 +355,43 @@ async def test_refused_connection_raises_api_connection_error() -> None:
             await client.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "x"}]
             )
+    assert isinstance(info.value, asyncchat.ConnectError)  # never sent
     assert not isinstance(info.value, asyncchat.APITimeoutError)
     assert API_KEY not in str(info.value)
+
+
+async def test_a_connect_timeout_is_both_a_timeout_and_a_connect_error() -> None:
+    with port_that_accepts_nothing() as port:
+        async with asyncchat.Client(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0,
+            timeout=asyncchat.Timeout(connect=0.2, read=5),
+        ) as client:  # fmt: skip
+            with pytest.raises(asyncchat.ConnectTimeoutError, match="connect timeout"):
+                await client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "x"}]
+                )
+    assert issubclass(asyncchat.ConnectTimeoutError, asyncchat.APITimeoutError)
+    assert issubclass(asyncchat.TLSError, asyncchat.ConnectError)
+
+
+async def test_a_connection_dropped_after_sending_is_not_a_connect_error() -> None:
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the request reached the server
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with (
+        server,
+        asyncchat.Client(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0
+        ) as client,
+    ):
+        with pytest.raises(asyncchat.APIConnectionError) as info:
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "x"}]
+            )
+    assert not isinstance(info.value, asyncchat.ConnectError)
 
 
 async def test_pool_reused_across_100_sequential_requests(

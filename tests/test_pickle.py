@@ -166,6 +166,8 @@ ERRORS: dict[type[APIError], Callable[[], APIError]] = {
     errors.ResponseTooLargeError: lambda: errors.ResponseTooLargeError("too large"),
     errors.APIConnectionError: lambda: errors.APIConnectionError("refused"),
     errors.APITimeoutError: lambda: errors.APITimeoutError("timed out"),
+    errors.ConnectError: lambda: errors.ConnectError("could not connect"),
+    errors.ConnectTimeoutError: lambda: errors.ConnectTimeoutError("connect timeout"),
     errors.TLSError: lambda: errors.TLSError("certificate verify failed"),
     errors.APIStatusError: lambda: errors.APIStatusError("HTTP 418", status_code=418),
     **{

@@ -32,7 +32,7 @@ from asyncchat.ray import (
 from asyncchat.testing import MockServer
 from asyncchat.types import ChatCompletion
 
-from .conftest import API_KEY, served_in_a_thread, server_context
+from .conftest import API_KEY, free_port, served_in_a_thread, server_context
 from .ray_logs import console_spans, ray_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,6 +216,23 @@ def test_a_job_wide_error_stops_each_actor_sending(
     assert "401" in message and "check the API key" in message
 
 
+def test_a_server_no_request_reaches_stops_each_actor_sending(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 100)
+    nobody = {"base_url": f"http://127.0.0.1:{free_port()}/v1", "api_key": API_KEY}
+    rows = map_chat_completions(
+        read_batch_jsonl(source), actors=2, concurrency=2,
+        client_options={**client_options(background_server), **nobody},
+    ).take_all()  # fmt: skip
+    unreachable = [row for row in rows if row["error"] and "unreachable" in row["error"]]
+    held = [row for row in rows if row["error"] and "not_sent" in row["error"]]
+    assert len(unreachable) + len(held) == 100
+    assert 1 <= len(unreachable) <= 4  # what each actor had open when the first one failed
+    message = orjson.loads(held[0]["error"])["message"]
+    assert "could not connect" in message and "check --base-url" in message
+
+
 @pytest.fixture(scope="module")
 def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MockServer, str]]:
     """A MockServer over HTTPS whose certificate a private CA signed, and that CA's file."""
@@ -393,6 +410,27 @@ def test_a_failing_certificate_stops_the_command_and_a_rerun_with_cacert_finishe
 
     trusted = run([*command, "--cacert", ca_file])
     assert trusted.returncode == 0, trusted.stderr
+    assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(100))
+
+
+@pytest.mark.slow
+def test_a_server_no_request_reaches_stops_the_command_and_a_rerun_finishes(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    source = write_input(tmp_path / "in.jsonl", 100)
+    output = tmp_path / "out.jsonl"
+    command = batch_command(source, output, background_server, "--ray-address", cluster)
+
+    nobody = run([*command, "--base-url", f"http://127.0.0.1:{free_port()}/v1"])  # the last wins
+
+    assert nobody.returncode == 1
+    message = nobody.stderr.strip().splitlines()[-1]
+    assert message.startswith("asyncchat: error: batch stopped, every request would fail")
+    assert "could not connect" in message and "check --base-url" in message
+    assert output.read_bytes() == b""  # nothing written: the rerun sends them all
+
+    right = run(command)
+    assert right.returncode == 0, right.stderr
     assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(100))
 
 
