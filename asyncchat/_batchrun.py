@@ -6,9 +6,9 @@ written as it finishes. Two things stop a run early, and both leave the output
 ready for a rerun of the same command, which then sends only what is missing:
 
 - an error that no request of the job can get past (a wrong key, a model that
-  does not exist, an account without quota, a server that no request has
-  reached): nothing more is sent, and such errors are not written, so the rerun
-  sends those requests again;
+  does not exist, an account without quota, a server that takes no connection:
+  see `_serverwatch`): nothing more is sent, and such errors are not written,
+  so the rerun sends those requests again;
 - a `BatchStop` (Ctrl-C, SIGTERM): nothing more is sent, requests in flight get
   a grace period to finish, then are cancelled and not written.
 """
@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_requests
 from asyncchat._fanout import fan_out
 from asyncchat._ratelimit import RateLimit
+from asyncchat._serverwatch import DEFAULT_PATIENCE, ServerWatch, send_patiently
 from asyncchat.client import Client, reported_tokens
 from asyncchat.errors import APIError, APIStatusError, ConnectError, TLSError
 from asyncchat.types import ChatCompletion
@@ -36,19 +37,15 @@ __all__ = ["BatchStop", "BatchSummary", "RunTally", "fatal_hint", "run_batch_fil
 _Runner = Callable[[Mapping[str, Any]], Awaitable[ChatCompletion]]
 
 
-def fatal_hint(error: Exception, *, server_reached: bool = False) -> str | None:
+def fatal_hint(error: Exception) -> str | None:
     """What to fix when `error` would fail every request of the job alike; None otherwise.
 
-    A connection that cannot be opened is job-wide only while no request of the
-    job has reached the server (`server_reached`): a wrong address, a server not
-    started. Once one has, the server was there, and a refusal may pass.
+    A `ConnectError` comes this far only when `send_patiently` gave up on the server.
     """
     if isinstance(error, TLSError):
         return "every request meets the same certificate: fix the TLS settings first"
     if isinstance(error, ConnectError):
-        if server_reached:
-            return None
-        return "no request has reached the server: check --base-url and that the server is up"
+        return "check --base-url and that the server is up"
     if not isinstance(error, APIStatusError):
         return None
     if error.status_code == 401:
@@ -189,8 +186,12 @@ async def run_batch_file(
     rate_limit: RateLimit | None = None,
     progress: TextIO = sys.stderr,
     stop: BatchStop | None = None,
+    server_wait: float = DEFAULT_PATIENCE,
 ) -> BatchSummary:
     """Run every request of the input file (in this shard) not already in the output.
+
+    A server that answered and then takes no connection is waited for up to
+    `server_wait` seconds (it may be restarting) before the job stops.
 
     Raises `BatchFileError` (nothing sent, nothing written) for an input with bad
     lines, an output that is the input or not a results file, or one in use.
@@ -202,8 +203,9 @@ async def run_batch_file(
     try:
         run = _Run(client, results, ids, stop or BatchStop(), progress)
         pending = run.pending(input_requests(input_path, model))
-        runner = client.chat._request_runner(requests_per_minute, tokens_per_minute, rate_limit)
-        await run.run(runner, pending, concurrency)
+        send = client.chat._request_runner(requests_per_minute, tokens_per_minute, rate_limit)
+        watch = ServerWatch(server_wait, client._clock)
+        await run.run(lambda body: send_patiently(send, body, watch), pending, concurrency)
     finally:
         results.close()
     return run.summary()
@@ -271,7 +273,6 @@ class _Run(RunTally):
     ) -> None:
         super().__init__(results, ids, stop, progress, clock=client._clock)
         self.in_flight: set[asyncio.Future[ChatCompletion]] = set()
-        self.server_reached = False  # has any request had an answer, even an error?
 
     def pending(
         self, requests: Iterator[tuple[str, dict[str, Any]]]
@@ -311,19 +312,16 @@ class _Run(RunTally):
         if request.cancelled():
             return custom_id, None
         try:
-            answer = request.result()
+            return custom_id, request.result()
         except APIError as exc:
-            if fatal_hint(exc, server_reached=self.server_reached) is not None:
+            if fatal_hint(exc) is not None:
                 # Set here, before this worker takes the next request; not written,
                 # so a rerun with the fix sends it.
                 self.fatal = self.fatal or exc
                 return custom_id, None
-            self.server_reached = self.server_reached or not isinstance(exc, ConnectError)
             return custom_id, exc
         except Exception as exc:
             return custom_id, exc
-        self.server_reached = True
-        return custom_id, answer
 
     async def run(
         self,

@@ -21,6 +21,7 @@ import orjson
 from asyncchat._batchfile import BatchFileError
 from asyncchat._batchrun import BatchStop, BatchSummary, fatal_hint, run_batch_file
 from asyncchat._config import environment_api_key, is_loopback, resolve_base_url
+from asyncchat._serverwatch import DEFAULT_PATIENCE
 from asyncchat._version import __version__
 from asyncchat.batchapi import run_batch_api
 from asyncchat.client import Client
@@ -212,6 +213,14 @@ def _add_batch(commands: Any) -> None:
         " a second Ctrl-C cancels them at once",
     )
     batch.add_argument(
+        "--server-wait",
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="how long to wait for a server that answered and then takes no connection (a"
+        f" restart) before stopping the job (default: {DEFAULT_PATIENCE:g}; a server that"
+        " never answered stops it at once)",
+    )
+    batch.add_argument(
         "--via",
         choices=("requests", "batch-api"),
         default="requests",
@@ -368,13 +377,24 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text)
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -773,6 +793,10 @@ def _check_batch_flags(args: argparse.Namespace) -> None:
             raise ConfigurationError(
                 f"--via batch-api leaves the pace to the provider: drop {', '.join(clashing)}"
             )
+        if args.server_wait is not None:
+            raise ConfigurationError(
+                "--server-wait is for requests sent one by one: drop it with --via batch-api"
+            )
     else:
         batch_api_only = (
             ("--cancel", args.cancel),
@@ -836,6 +860,7 @@ def _job(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "shard": args.shard,
         "retry_failed": args.retry_failed,
+        "server_wait": DEFAULT_PATIENCE if args.server_wait is None else args.server_wait,
     }
 
 

@@ -59,6 +59,7 @@ from asyncchat._batchfile import (
     unstorable_record,
 )
 from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, fatal_hint
+from asyncchat._serverwatch import DEFAULT_PATIENCE, ServerWatch, send_patiently
 from asyncchat.client import Client
 from asyncchat.errors import APIError, ConnectError, TLSError, status_error
 from asyncchat.types import ChatCompletion
@@ -90,8 +91,8 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide error
-# The error code of a connection that could not be opened before any request of
-# the actor reached the server: job-wide, unlike a later `connection_error`.
+# The error code of a request whose connection could not be opened, when the
+# actor gave up on the server: job-wide, unlike a `connection_error`.
 UNREACHABLE = "unreachable"
 # A job stopped early (a stop, a job-wide error) has its actors torn down while
 # Ray still reports on them; shutting Ray down in that moment can make its core
@@ -152,6 +153,8 @@ class ChatBatchUDF:
     per-minute ceilings need `redis_url`: every actor (and process) using that
     Redis with the same base URL and key, or `limit_name`, shares them.
     `client_options` are more `Client` arguments (`timeout`, `max_retries`, ...).
+    A server that answered and then takes no connection is waited for up to
+    `server_wait` seconds before the actor stops sending (see `_serverwatch`).
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class ChatBatchUDF:
         redis_url: str | None = None,
         limit_name: str | None = None,
         client_options: Mapping[str, Any] | None = None,
+        server_wait: float = DEFAULT_PATIENCE,
     ) -> None:
         # Made on the first batch, in the event loop Ray runs async UDFs in: the
         # client's connections belong to that loop.
@@ -181,12 +185,13 @@ class ChatBatchUDF:
         self._client_options = {"base_url": base_url, "api_key": api_key, **(client_options or {})}
         self._concurrency = concurrency
         self._limit = (redis_url, requests_per_minute, tokens_per_minute, limit_name)
+        self._server_wait = server_wait
 
     async def __call__(self, batch: pa.Table | Mapping[str, Any]) -> AsyncIterator[pa.Table]:
         # An async generator, as Ray Data calls async UDFs since 2.31; it yields once.
         if self._requests is None:
             self._requests = _ActorRequests(
-                self._client_options, self._concurrency, self._limit, self.model
+                self._client_options, self._concurrency, self._limit, self.model, self._server_wait
             )
         rows = await asyncio.gather(*(self._requests.result(*row) for row in _request_rows(batch)))
         yield pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
@@ -226,6 +231,7 @@ class _ActorRequests:
         concurrency: int,
         limit: tuple[str | None, float | None, float | None, str | None],
         model: str | None,
+        server_wait: float,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.current_thread()
@@ -246,7 +252,7 @@ class _ActorRequests:
         self.open = asyncio.Semaphore(concurrency)
         self.model = model
         self.stopped_by: str | None = None  # a job-wide error: nothing more is sent
-        self.server_reached = False  # has any request had an answer, even an error?
+        self.server = ServerWatch(server_wait)
 
     async def result(self, custom_id: Any, body: Any, problem: str | None) -> dict[str, Any]:
         custom_id = "" if custom_id is None else str(custom_id)
@@ -257,15 +263,13 @@ class _ActorRequests:
             if self.stopped_by is not None:
                 return _error_row(custom_id, NOT_SENT, self.stopped_by)
             try:
-                answer: ChatCompletion | Exception = await self.send(request)
+                answer: ChatCompletion | Exception = await send_patiently(
+                    self.send, request, self.server
+                )
             except Exception as exc:
                 answer = exc
-        if not isinstance(answer, APIError):
-            self.server_reached = True
-            return result_row(custom_id, answer)
-        hint = fatal_hint(answer, server_reached=self.server_reached)
+        hint = fatal_hint(answer) if isinstance(answer, APIError) else None
         if hint is None:
-            self.server_reached = self.server_reached or not isinstance(answer, ConnectError)
             return result_row(custom_id, answer)
         if self.stopped_by is None:
             self.stopped_by = f"not sent: an earlier request failed with {answer}; {hint}"
@@ -437,6 +441,7 @@ def run_batch_file(
     handle_signals: bool = False,
     runtime_env: Mapping[str, Any] | None = None,
     start_timeout: float = WORKER_START_SECONDS,
+    server_wait: float = DEFAULT_PATIENCE,
 ) -> BatchSummary:
     """`asyncchat batch --engine ray`: the requests of the input (and shard) that the
     output does not hold yet, run on Ray, each result written as it comes back.
@@ -447,6 +452,8 @@ def run_batch_file(
     `address` is given. A `stop` ends the job at once: the results that came back
     are kept, and a rerun sends the requests that were still out. With
     `handle_signals`, SIGINT and SIGTERM request the stop, as in the command.
+    A server that answered and then takes no connection is waited for up to
+    `server_wait` seconds by each actor before the job stops.
 
     `runtime_env` is the Ray runtime environment of the job's workers (given to
     `ray.init`, so Ray must not be running in this process yet): a
@@ -476,6 +483,7 @@ def run_batch_file(
                 "tokens_per_minute": tokens_per_minute,
                 "redis_url": redis_url,
                 "limit_name": limit_name,
+                "server_wait": server_wait,
             }
             with (
                 _ray_cluster(address, runtime_env) as new_local,

@@ -24,6 +24,7 @@ import pytest
 
 import asyncchat
 from asyncchat._batchrun import _Progress, run_batch_file
+from asyncchat._serverwatch import ServerWatch
 from asyncchat.cli import main
 from asyncchat.testing import MockServer
 
@@ -310,16 +311,40 @@ async def test_a_connect_timeout_before_any_answer_stops_the_job(tmp_path: Path)
     assert read_output(output) == []
 
 
-async def test_a_server_that_answered_then_refuses_gets_error_records(tmp_path: Path) -> None:
-    """Once a request has reached the server, a refusal may pass: it is that
-    request's failure (a `connection_error` record), and the job goes on."""
-    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    ids = write_requests(requests, 3)
-    body = json.dumps(completion_json("once")).encode()
+class RestartingServer:
+    """A loopback server that answers its first request, then takes no connection
+    (refused) for `down_for` seconds, or for good; then answers every request."""
 
-    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        server.close()  # no one connects after this one: refused
-        await reader.readuntil(b"\r\n\r\n")
+    def __init__(self, down_for: float | None) -> None:
+        self.down_for = down_for
+        self.answered = 0
+        self.port = 0  # any, the first time; the same one after a restart
+        self.listening: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.listening = await asyncio.start_server(self.answer, "127.0.0.1", self.port)
+        self.port = self.listening.sockets[0].getsockname()[1]
+
+    async def __aenter__(self) -> str:
+        await self.start()
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.listening is not None:
+            self.listening.close()
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.answered += 1
+        if self.answered == 1 and self.listening is not None:
+            self.listening.close()  # down: the port refuses connections
+            self.listening = None
+            if self.down_for is not None:
+                restart = lambda: asyncio.ensure_future(self.start())  # noqa: E731
+                asyncio.get_running_loop().call_later(self.down_for, restart)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        body = json.dumps(completion_json(f"answer {self.answered}")).encode()
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
@@ -327,21 +352,84 @@ async def test_a_server_that_answered_then_refuses_gets_error_records(tmp_path: 
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    base_url = f"http://127.0.0.1:{port}/v1"
-    async with asyncchat.Client(base_url=base_url, api_key=API_KEY, max_retries=0) as client:
+
+def client_without_retries(base_url: str) -> asyncchat.Client:
+    return asyncchat.Client(base_url=base_url, api_key=API_KEY, max_retries=0)
+
+
+async def test_a_server_that_restarts_is_waited_for_and_nothing_is_lost(tmp_path: Path) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 4)
+    server = RestartingServer(down_for=0.5)
+    async with server as base_url, client_without_retries(base_url) as client:
         summary = await run_batch_file(
-            client, requests, output, concurrency=1, progress=io.StringIO()
+            client, requests, output, concurrency=1, progress=io.StringIO(), server_wait=30
         )
-    await server.wait_closed()
     assert summary.fatal is None
-    assert (summary.succeeded, summary.failed, summary.not_run) == (1, 2, 0)
-    records = read_output(output)
-    assert Counter(r["custom_id"] for r in records) == Counter(ids)
-    errors = [r["error"] for r in records if r["error"] is not None]
-    assert [e["code"] for e in errors] == ["connection_error"] * 2
-    assert all("could not connect" in e["message"] for e in errors)
+    assert (summary.succeeded, summary.failed, summary.not_run) == (4, 0, 0)
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+    assert server.answered == 4  # a refused request was never sent, so never sent twice
+
+
+async def test_a_server_that_does_not_come_back_stops_the_job_after_server_wait(
+    tmp_path: Path,
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 4)
+    server = RestartingServer(down_for=None)
+    async with server as base_url, client_without_retries(base_url) as client:
+        started = time.monotonic()
+        summary = await run_batch_file(
+            client, requests, output, concurrency=1, progress=io.StringIO(), server_wait=0.5
+        )
+        waited = time.monotonic() - started
+    assert isinstance(summary.fatal, asyncchat.ConnectError)
+    assert "could not connect" in str(summary.fatal)
+    assert "the server has taken no connection for 0.5s" in str(summary.fatal)
+    assert (summary.succeeded, summary.failed, summary.not_run) == (1, 0, 3)
+    assert len(read_output(output)) == 1  # the answer; no record for what was never sent
+    assert waited >= 0.5  # waited for the server before giving up on it
+
+
+def test_the_watch_waits_longer_each_time_up_to_its_patience() -> None:
+    now = [0.0]
+    watch = ServerWatch(patience=40, clock=lambda: now[0])
+    assert watch.wait_before_retry(0) is None  # never answered: a wrong address, stop now
+    watch.saw_answer()
+    waits: list[float] = []
+    while (wait := watch.wait_before_retry(len(waits))) is not None:
+        waits.append(wait)
+        now[0] += wait
+    assert waits == [1, 2, 4, 8, 15, 10]  # doubling, at most 15 s, ending at the patience
+    assert now[0] == 40
+    watch.saw_answer()  # back: the next refusal starts a new wait
+    assert watch.wait_before_retry(0) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--server-wait", "-1"], "--server-wait: must be 0 or more"),
+        (["--server-wait", "nan"], "--server-wait: must be 0 or more"),
+        (["--server-wait", "5", "--via", "batch-api"], "drop it with --via batch-api"),
+    ],
+)
+def test_server_wait_flags_that_cannot_work_are_refused(
+    background_server: MockServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    message: str,
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 2)
+    try:
+        status = run(background_server, str(requests), "-o", str(output), *flags)
+    except SystemExit as exc:  # argparse's own refusal
+        status = exc.code  # type: ignore[assignment]
+    assert status == 2
+    assert message in capsys.readouterr().err
+    assert not background_server.requests
 
 
 # --- 5. progress: this run's rate, in flight never above the concurrency -----------

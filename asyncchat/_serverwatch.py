@@ -1,0 +1,89 @@
+"""A batch job's view of its server: does it still take connections?
+
+A request whose connection could not be opened (`ConnectError`) was never sent,
+so it has no result to write. Before any request of the job has had an answer,
+that is a wrong address or a server not started, and the job stops at once.
+Once one has, the server was there and may be restarting (a vLLM reloading its
+model takes minutes): the request waits and tries again, and the job stops only
+when the server has taken no connection for `patience` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from asyncchat.errors import APIStatusError, ConnectError, StreamError, TLSError
+from asyncchat.types import ChatCompletion
+
+__all__ = ["DEFAULT_PATIENCE", "ServerWatch", "send_patiently"]
+
+DEFAULT_PATIENCE = 300.0  # seconds a server that answered before may take to come back
+_FIRST_WAIT = 1.0  # seconds before a request tries again, doubling up to
+_LONGEST_WAIT = 15.0
+
+
+class ServerWatch:
+    """Whether the job's server has answered, and since when it takes no connection."""
+
+    def __init__(
+        self, patience: float = DEFAULT_PATIENCE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.patience = patience
+        self.clock = clock
+        self.answered = False  # has any request had an HTTP answer, even an error?
+        self.down_since: float | None = None  # the first refusal since the last answer
+
+    def saw_answer(self) -> None:
+        self.answered = True
+        self.down_since = None
+
+    def wait_before_retry(self, retries: int) -> float | None:
+        """Seconds a refused request waits before its next try, after `retries`
+        tries already; None when the job should stop."""
+        if not self.answered:
+            return None
+        now = self.clock()
+        if self.down_since is None:
+            self.down_since = now
+        left = self.down_since + self.patience - now
+        if left <= 0:
+            return None
+        return min(_FIRST_WAIT * 2.0**retries, _LONGEST_WAIT, left)
+
+
+async def send_patiently(
+    send: Callable[[Mapping[str, Any]], Awaitable[ChatCompletion]],
+    body: Mapping[str, Any],
+    watch: ServerWatch,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> ChatCompletion:
+    """`send(body)`, tried again while the server restarts, as `watch` allows.
+
+    Raises the `ConnectError` that made the watch give up, its message saying
+    how long the server was waited for.
+    """
+    retries = 0
+    while True:
+        try:
+            answer = await send(body)
+        except TLSError:
+            raise  # the same certificate again: job-wide at once
+        except ConnectError as exc:
+            delay = watch.wait_before_retry(retries)
+            if delay is None:
+                if watch.answered:
+                    raise ConnectError(
+                        f"{exc}; the server has taken no connection for {watch.patience:g}s"
+                    ) from None
+                raise
+            await sleep(delay)
+            retries += 1
+            continue
+        except (APIStatusError, StreamError):
+            watch.saw_answer()  # the server is up, whatever it said
+            raise
+        watch.saw_answer()
+        return answer
