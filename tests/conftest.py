@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -167,6 +169,48 @@ def port_that_accepts_nothing() -> Iterator[int]:
         port = int(listener.getsockname()[1])
         with socket.create_connection(("127.0.0.1", port)):
             yield port
+
+
+class RestartingServer:
+    """A loopback server that answers its first request, then takes no connection
+    (refused) for `down_for` seconds, or for good; then answers every request."""
+
+    def __init__(self, down_for: float | None) -> None:
+        self.down_for = down_for
+        self.answered = 0
+        self.port = 0  # any, the first time; the same one after a restart
+        self.listening: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.listening = await asyncio.start_server(self.answer, "127.0.0.1", self.port)
+        self.port = self.listening.sockets[0].getsockname()[1]
+
+    async def __aenter__(self) -> str:
+        await self.start()
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.listening is not None:
+            self.listening.close()
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.answered += 1
+        if self.answered == 1 and self.listening is not None:
+            self.listening.close()  # down: the port refuses connections
+            self.listening = None
+            if self.down_for is not None:
+                restart = lambda: asyncio.ensure_future(self.start())  # noqa: E731
+                asyncio.get_running_loop().call_later(self.down_for, restart)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        body = json.dumps(completion_json(f"answer {self.answered}")).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
 
 
 @pytest.fixture(scope="session")

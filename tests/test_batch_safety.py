@@ -6,7 +6,6 @@ signals, locks and pipes are involved.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -30,6 +29,7 @@ from asyncchat.testing import MockServer
 
 from .conftest import (
     API_KEY,
+    RestartingServer,
     completion_json,
     free_port,
     port_that_accepts_nothing,
@@ -309,48 +309,6 @@ async def test_a_connect_timeout_before_any_answer_stops_the_job(tmp_path: Path)
     assert isinstance(summary.fatal, asyncchat.ConnectTimeoutError)
     assert (summary.succeeded, summary.failed, summary.not_run) == (0, 0, 20)
     assert read_output(output) == []
-
-
-class RestartingServer:
-    """A loopback server that answers its first request, then takes no connection
-    (refused) for `down_for` seconds, or for good; then answers every request."""
-
-    def __init__(self, down_for: float | None) -> None:
-        self.down_for = down_for
-        self.answered = 0
-        self.port = 0  # any, the first time; the same one after a restart
-        self.listening: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self.listening = await asyncio.start_server(self.answer, "127.0.0.1", self.port)
-        self.port = self.listening.sockets[0].getsockname()[1]
-
-    async def __aenter__(self) -> str:
-        await self.start()
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self.listening is not None:
-            self.listening.close()
-
-    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.answered += 1
-        if self.answered == 1 and self.listening is not None:
-            self.listening.close()  # down: the port refuses connections
-            self.listening = None
-            if self.down_for is not None:
-                restart = lambda: asyncio.ensure_future(self.start())  # noqa: E731
-                asyncio.get_running_loop().call_later(self.down_for, restart)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = re.search(rb"(?i)content-length: *(\d+)", head)
-        await reader.readexactly(int(length.group(1)) if length else 0)
-        body = json.dumps(completion_json(f"answer {self.answered}")).encode()
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        await writer.drain()
-        writer.close()
 
 
 def client_without_retries(base_url: str) -> asyncchat.Client:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pytest
 import ray
 import trustme
@@ -32,7 +33,7 @@ from asyncchat.ray import (
 from asyncchat.testing import MockServer
 from asyncchat.types import ChatCompletion
 
-from .conftest import API_KEY, free_port, served_in_a_thread, server_context
+from .conftest import API_KEY, RestartingServer, free_port, served_in_a_thread, server_context
 from .ray_logs import console_spans, ray_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,6 +232,28 @@ def test_a_server_no_request_reaches_stops_each_actor_sending(
     assert 1 <= len(unreachable) <= 4  # what each actor had open when the first one failed
     message = orjson.loads(held[0]["error"])["message"]
     assert "could not connect" in message and "check --base-url" in message
+
+
+async def test_an_actor_waits_for_a_server_that_restarts() -> None:
+    """The actor's own code, called as Ray calls it (no cluster needed)."""
+    lines = [request_line(f"r{i}", f"hi {i}") for i in range(3)]
+    requests = [
+        {"custom_id": line["custom_id"], "body": orjson.dumps(line["body"]).decode()}
+        for line in lines
+    ]
+    server = RestartingServer(down_for=0.5)
+    async with server as base_url:
+        udf = ChatBatchUDF(
+            base_url=base_url, api_key=API_KEY, concurrency=1,
+            client_options={"max_retries": 0}, server_wait=30,
+        )  # fmt: skip
+        tables = [table async for table in udf(pa.Table.from_pylist(requests))]
+        assert udf._requests is not None
+        await udf._requests.close()
+    rows = tables[0].to_pylist()
+    assert [row["custom_id"] for row in rows] == ["r0", "r1", "r2"]
+    assert [row["status_code"] for row in rows] == [200] * 3
+    assert server.answered == 3
 
 
 @pytest.fixture(scope="module")
