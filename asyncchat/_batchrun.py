@@ -148,6 +148,7 @@ class _Progress:
         self.done_before = done_before
         self.done = self.failed = self.in_flight = self.tokens = 0  # this run's
         self.quota = ""  # what the latest response said is left of the rate limits
+        self.server: ServerWatch | None = None  # shown while it waits for the server
         self.clock = clock
         self.counts_in_flight = counts_in_flight  # False where requests are open elsewhere
         self.started = clock()
@@ -167,9 +168,18 @@ class _Progress:
             + (f"{self.in_flight} in flight, " if self.counts_in_flight else "")
             + f"{rate:.1f} req/s, {self.tokens} tokens, ETA {eta}"
             + (f", {self.quota}" if self.quota else "")
+            + self._server_down(now)
             + "  "
         )
         self.stream.flush()
+
+    def _server_down(self, now: float) -> str:
+        if self.server is None or self.server.down_since is None:
+            return ""
+        return (
+            f", no connection for {now - self.server.down_since:.0f}s"
+            f" (waiting up to {self.server.patience:g}s)"
+        )
 
 
 async def run_batch_file(
@@ -204,7 +214,8 @@ async def run_batch_file(
         run = _Run(client, results, ids, stop or BatchStop(), progress)
         pending = run.pending(input_requests(input_path, model))
         send = client.chat._request_runner(requests_per_minute, tokens_per_minute, rate_limit)
-        watch = ServerWatch(server_wait, client._clock)
+        watch = ServerWatch(server_wait, client._clock, on_refusal=run.status.show)
+        run.status.server = watch
         await run.run(lambda body: send_patiently(send, body, watch), pending, concurrency)
     finally:
         results.close()

@@ -29,10 +29,14 @@ class ServerWatch:
     """Whether the job's server has answered, and since when it takes no connection."""
 
     def __init__(
-        self, patience: float = DEFAULT_PATIENCE, clock: Callable[[], float] = time.monotonic
+        self,
+        patience: float = DEFAULT_PATIENCE,
+        clock: Callable[[], float] = time.monotonic,
+        on_refusal: Callable[[], None] = lambda: None,  # to show the wait as it goes on
     ) -> None:
         self.patience = patience
         self.clock = clock
+        self.on_refusal = on_refusal
         self.answered = False  # has any request had an HTTP answer, even an error?
         self.down_since: float | None = None  # the first refusal since the last answer
 
@@ -48,6 +52,7 @@ class ServerWatch:
         now = self.clock()
         if self.down_since is None:
             self.down_since = now
+        self.on_refusal()
         left = self.down_since + self.patience - now
         if left <= 0:
             return None

@@ -410,6 +410,26 @@ def test_rate_and_eta_count_this_runs_results_only() -> None:
     assert "2.0 req/s" in line and "ETA 40s" in line
 
 
+def test_progress_shows_how_long_the_server_has_taken_no_connection() -> None:
+    now = [100.0]
+    terminal = Terminal()
+    progress = _Progress(terminal, total=10, done_before=0, clock=lambda: now[0])
+    watch = ServerWatch(patience=300, clock=lambda: now[0], on_refusal=progress.show)
+    progress.server = watch
+    watch.saw_answer()
+    watch.wait_before_retry(0)  # the first refusal
+    now[0] += 42
+    watch.wait_before_retry(1)
+    assert (
+        terminal.getvalue()
+        .rsplit("\r", 1)[-1]
+        .endswith(", no connection for 42s (waiting up to 300s)  ")
+    )
+    watch.saw_answer()  # back
+    progress.show(force=True)
+    assert "no connection" not in terminal.getvalue().rsplit("\r", 1)[-1]
+
+
 async def test_in_flight_is_never_above_the_concurrency(server: MockServer, tmp_path: Path) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_requests(requests, 40)
