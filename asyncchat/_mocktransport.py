@@ -96,7 +96,8 @@ class MockTransport:
     """A transport that answers with `handler(request)`, sync or async.
 
     `requests` records every request sent. A handler may raise an asyncchat
-    error (`APIConnectionError`, `APITimeoutError`) to play a network failure.
+    error to play a network failure: `ConnectError` (refused, never sent),
+    `APIConnectionError` (dropped after sending), `APITimeoutError`.
     """
 
     def __init__(self, handler: Handler) -> None:

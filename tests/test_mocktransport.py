@@ -73,14 +73,16 @@ async def test_errors_and_retries() -> None:
     assert len(transport.requests) == 3
 
 
-async def test_a_network_failure_is_played_by_raising() -> None:
+@pytest.mark.parametrize("error", [asyncchat.APIConnectionError, asyncchat.ConnectError])
+async def test_a_network_failure_is_played_by_raising(error: type[Exception]) -> None:
     def handler(request: asyncchat.testing.Request) -> MockResponse:
-        raise asyncchat.APIConnectionError("the network is down")
+        raise error("the network is down")
 
     transport = MockTransport(handler)
     async with client_for(transport, max_retries=1) as client:
-        with pytest.raises(asyncchat.APIConnectionError, match="network is down"):
+        with pytest.raises(error, match="network is down") as info:
             await client.chat.completions.create(model="m", messages=USER)
+    assert type(info.value) is error  # raised as itself, after its retries
     assert len(transport.requests) == 2  # retried once
 
 
