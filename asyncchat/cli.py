@@ -26,7 +26,7 @@ from asyncchat._version import __version__
 from asyncchat.batchapi import run_batch_api
 from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
-from asyncchat.errors import APIError, ConfigurationError, NotFoundError
+from asyncchat.errors import APIError, ConfigurationError, ConnectError, NotFoundError, TLSError
 from asyncchat.events import ContentDelta, ReasoningDelta, ToolCallDone, ToolFinished, ToolStarted
 from asyncchat.quirks import reasoning_text
 from asyncchat.testing import BatchSettings, MockServer, StreamStyle
@@ -446,6 +446,13 @@ def _warnings_as_lines() -> Iterator[None]:
         yield
 
 
+def _advice(error: APIError) -> str:
+    """What to check, for an error whose message does not say so already."""
+    if isinstance(error, ConnectError) and not isinstance(error, TLSError):
+        return f"; {fatal_hint(error)}"
+    return ""
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "chat":
@@ -467,7 +474,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"asyncchat: error: {exc}", file=sys.stderr)
         return 2
     except APIError as exc:
-        print(f"asyncchat: error: {exc}", file=sys.stderr)
+        print(f"asyncchat: error: {exc}{_advice(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:
         # `cat`'s form, `NAME: reason`, rather than Python's `[Errno 2] ...: 'NAME'`.

@@ -158,7 +158,9 @@ def test_exit_codes(
     err = capsys.readouterr().err
     assert "HTTP 401" in err and "wrong" not in err
     assert main(["chat", "hi", "--base-url", "http://127.0.0.1:1/v1", "--api-key", "k"]) == 1
-    assert "could not connect" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "could not connect" in err and "check --base-url and that the server is up" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
