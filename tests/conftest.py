@@ -180,6 +180,8 @@ class RestartingServer:
         self.answered = 0
         self.port = 0  # any, the first time; the same one after a restart
         self.listening: asyncio.Server | None = None
+        self.restart: asyncio.TimerHandle | None = None
+        self.restarted: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         self.listening = await asyncio.start_server(self.answer, "127.0.0.1", self.port)
@@ -190,8 +192,15 @@ class RestartingServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self.restart is not None:
+            self.restart.cancel()
+        if self.restarted is not None:
+            await self.restarted
         if self.listening is not None:
             self.listening.close()
+
+    def _restart(self) -> None:
+        self.restarted = asyncio.ensure_future(self.start())
 
     async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.answered += 1
@@ -199,8 +208,7 @@ class RestartingServer:
             self.listening.close()  # down: the port refuses connections
             self.listening = None
             if self.down_for is not None:
-                restart = lambda: asyncio.ensure_future(self.start())  # noqa: E731
-                asyncio.get_running_loop().call_later(self.down_for, restart)
+                self.restart = asyncio.get_running_loop().call_later(self.down_for, self._restart)
         head = await reader.readuntil(b"\r\n\r\n")
         length = re.search(rb"(?i)content-length: *(\d+)", head)
         await reader.readexactly(int(length.group(1)) if length else 0)
