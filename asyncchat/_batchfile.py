@@ -34,7 +34,13 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from asyncchat.errors import APIConnectionError, APIStatusError, APITimeoutError, TLSError
+from asyncchat.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ConnectError,
+    TLSError,
+)
 from asyncchat.types import ChatCompletion
 
 try:
@@ -59,6 +65,9 @@ __all__ = [
 _CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
 # The error code of a request whose server's certificate failed (`TLSError`).
 TLS_ERROR = "tls_error"
+# The error code of a request whose connection could not be opened (`ConnectError`,
+# the connect timeout too): a batch engine gets one only once it gave up on the server.
+UNREACHABLE = "unreachable"
 
 
 class BatchFileError(ValueError):
@@ -379,10 +388,12 @@ def batch_record(custom_id: str, result: ChatCompletion | Exception) -> dict[str
         }
         record["error"] = None
     else:
-        if isinstance(result, APITimeoutError):
-            code = "timeout"
-        elif isinstance(result, TLSError):
+        if isinstance(result, TLSError):
             code = TLS_ERROR
+        elif isinstance(result, ConnectError):  # before the timeouts: a connect timeout is one
+            code = UNREACHABLE
+        elif isinstance(result, APITimeoutError):
+            code = "timeout"
         elif isinstance(result, APIConnectionError):
             code = "connection_error"
         else:

@@ -51,6 +51,7 @@ import ray.runtime_env
 
 from asyncchat._batchfile import (
     TLS_ERROR,
+    UNREACHABLE,
     ResultsFile,
     batch_record,
     check_input,
@@ -91,9 +92,6 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide error
-# The error code of a request whose connection could not be opened, when the
-# actor gave up on the server: job-wide, unlike a `connection_error`.
-UNREACHABLE = "unreachable"
 # A job stopped early (a stop, a job-wide error) has its actors torn down while
 # Ray still reports on them; shutting Ray down in that moment can make its core
 # worker end the process. Ray is given this long to settle first.
@@ -268,14 +266,10 @@ class _ActorRequests:
                 )
             except Exception as exc:
                 answer = exc
-        hint = fatal_hint(answer) if isinstance(answer, APIError) else None
-        if hint is None:
-            return result_row(custom_id, answer)
-        if self.stopped_by is None:
-            self.stopped_by = f"not sent: an earlier request failed with {answer}; {hint}"
-        if isinstance(answer, ConnectError) and not isinstance(answer, TLSError):
-            # Told apart from a `connection_error` row, which is only this request's.
-            return _error_row(custom_id, UNREACHABLE, str(answer))
+        if isinstance(answer, APIError) and self.stopped_by is None:
+            hint = fatal_hint(answer)
+            if hint is not None:
+                self.stopped_by = f"not sent: an earlier request failed with {answer}; {hint}"
         return result_row(custom_id, answer)
 
     async def close(self) -> None:

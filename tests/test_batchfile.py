@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from asyncchat._batchfile import shard_of
+import asyncchat
+from asyncchat._batchfile import batch_record, shard_of
 from asyncchat.cli import main
 from asyncchat.testing import MockServer
 
@@ -272,3 +273,20 @@ def test_example_file_runs(background_server: MockServer, tmp_path: Path) -> Non
     output = tmp_path / "results.jsonl"
     assert run(background_server, str(ROOT / "examples" / "requests.jsonl"), "-o", str(output)) == 0
     assert len(read_output(output)) == 8
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (asyncchat.APIConnectionError("dropped after sending"), "connection_error"),
+        (asyncchat.APITimeoutError("read timeout"), "timeout"),
+        (asyncchat.ConnectError("refused"), "unreachable"),
+        (asyncchat.ConnectTimeoutError("connect timeout"), "unreachable"),  # not "timeout"
+        (asyncchat.TLSError("certificate verify failed"), "tls_error"),
+        (ValueError("odd"), "invalid_response"),
+    ],
+)
+def test_each_network_failure_has_its_error_code(error: Exception, code: str) -> None:
+    record = batch_record("r1", error)
+    assert record["response"] is None
+    assert record["error"] == {"code": code, "message": str(error)}
