@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_requests
 from asyncchat._fanout import fan_out
 from asyncchat._ratelimit import RateLimit
-from asyncchat._serverwatch import DEFAULT_PATIENCE, ServerWatch, send_patiently
+from asyncchat._serverwatch import DEFAULT_PATIENCE, ServerWatch, log_outages, send_patiently
 from asyncchat.client import Client, reported_tokens
 from asyncchat.errors import APIError, APIStatusError, ConnectError, TLSError
 from asyncchat.types import ChatCompletion
@@ -128,7 +128,9 @@ class BatchStop:
 
 
 class _Progress:
-    """A live status line on a terminal; silent otherwise.
+    """A live status line on a terminal. Elsewhere (a log) only what a reader of
+    the log must see: a line when the server stops taking connections, and one
+    when it is back.
 
     Rate and ETA count this run's results only: results an earlier run left in
     the output took no time now.
@@ -173,6 +175,14 @@ class _Progress:
         )
         self.stream.flush()
 
+    def watch_server(self, watch: ServerWatch) -> None:
+        """Show `watch`'s waits: on the live line, or as lines in a log."""
+        self.server = watch
+        if self.live:
+            watch.on_refusal = self.show
+        else:
+            log_outages(watch, self.stream)
+
     def _server_down(self, now: float) -> str:
         if self.server is None or self.server.down_since is None:
             return ""
@@ -194,7 +204,7 @@ async def run_batch_file(
     requests_per_minute: float | None = None,
     tokens_per_minute: float | None = None,
     rate_limit: RateLimit | None = None,
-    progress: TextIO = sys.stderr,
+    progress: TextIO | None = None,  # stderr as it is when called
     stop: BatchStop | None = None,
     server_wait: float = DEFAULT_PATIENCE,
 ) -> BatchSummary:
@@ -214,11 +224,12 @@ async def run_batch_file(
         run = _Run(client, results, ids, stop or BatchStop(), progress)
         pending = run.pending(input_requests(input_path, model))
         send = client.chat._request_runner(requests_per_minute, tokens_per_minute, rate_limit)
-        watch = ServerWatch(server_wait, client._clock, on_refusal=run.status.show)
-        run.status.server = watch
+        watch = ServerWatch(server_wait, client._clock)
+        run.status.watch_server(watch)
         await run.run(lambda body: send_patiently(send, body, watch), pending, concurrency)
     finally:
         results.close()
+    run.note_downtime(*watch.downtime())
     return run.summary()
 
 
@@ -231,7 +242,7 @@ class RunTally:
         results: ResultsFile,
         ids: set[str],
         stop: BatchStop,
-        progress: TextIO,
+        progress: TextIO | None,
         *,
         clock: Callable[[], float] = time.monotonic,
         counts_in_flight: bool = True,
@@ -242,7 +253,9 @@ class RunTally:
         self.done_before = results.succeeded | results.failed
         self.succeeded = len(results.succeeded)
         self.failed = len(results.failed)
-        self.status = _Progress(progress, len(ids), len(self.done_before), clock, counts_in_flight)
+        self.status = _Progress(
+            progress or sys.stderr, len(ids), len(self.done_before), clock, counts_in_flight
+        )
         self.fatal: APIError | None = None
         self.notes: list[str] = []
         self.started = time.monotonic()
@@ -256,6 +269,16 @@ class RunTally:
         else:
             self.failed += 1
             self.status.failed += 1
+
+    def note_downtime(self, outages: int, seconds: float) -> None:
+        """Say in the summary how long requests waited for a server that took no
+        connection: a job that went on tells the reader of its log nothing else."""
+        if outages:
+            times = "once" if outages == 1 else f"{outages} times"
+            self.notes.append(
+                f"the server took no connection {times}, for {seconds:.0f}s in all; "
+                "requests waited for it (a refused request was never sent)"
+            )
 
     def summary(self) -> BatchSummary:
         return BatchSummary(
@@ -280,7 +303,7 @@ class _Run(RunTally):
         results: ResultsFile,
         ids: set[str],
         stop: BatchStop,
-        progress: TextIO,
+        progress: TextIO | None,
     ) -> None:
         super().__init__(results, ids, stop, progress, clock=client._clock)
         self.in_flight: set[asyncio.Future[ChatCompletion]] = set()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 from asyncchat.errors import APIStatusError, ConnectError, StreamError, TLSError
 from asyncchat.types import ChatCompletion
 
-__all__ = ["DEFAULT_PATIENCE", "ServerWatch", "send_patiently"]
+__all__ = ["DEFAULT_PATIENCE", "ServerWatch", "log_outages", "send_patiently"]
 
 DEFAULT_PATIENCE = 300.0  # seconds a server that answered before may take to come back
 _FIRST_WAIT = 1.0  # seconds before a request tries again, doubling up to
@@ -33,16 +33,31 @@ class ServerWatch:
         patience: float = DEFAULT_PATIENCE,
         clock: Callable[[], float] = time.monotonic,
         on_refusal: Callable[[], None] = lambda: None,  # to show the wait as it goes on
+        on_return: Callable[[float], None] = lambda seconds: None,  # back after seconds
     ) -> None:
         self.patience = patience
         self.clock = clock
         self.on_refusal = on_refusal
+        self.on_return = on_return
         self.answered = False  # has any request had an HTTP answer, even an error?
         self.down_since: float | None = None  # the first refusal since the last answer
+        self.outages = 0  # times the server took no connection, then answered again
+        self.down_seconds = 0.0  # how long those lasted, in all
 
     def saw_answer(self) -> None:
         self.answered = True
-        self.down_since = None
+        if self.down_since is not None:
+            seconds = self.clock() - self.down_since
+            self.down_since = None
+            self.outages += 1
+            self.down_seconds += seconds
+            self.on_return(seconds)
+
+    def downtime(self) -> tuple[int, float]:
+        """Outages so far, one still going on included, and their seconds in all."""
+        if self.down_since is None:
+            return self.outages, self.down_seconds
+        return self.outages + 1, self.down_seconds + self.clock() - self.down_since
 
     def wait_before_retry(self, retries: int) -> float | None:
         """Seconds a refused request waits before its next try, after `retries`
@@ -57,6 +72,30 @@ class ServerWatch:
         if left <= 0:
             return None
         return min(_FIRST_WAIT * 2.0**retries, _LONGEST_WAIT, left)
+
+
+def log_outages(watch: ServerWatch, stream: TextIO) -> None:
+    """Make `watch` write a line to `stream` when its server stops taking connections
+    and one when it is back: a job that waits minutes must say so in its log."""
+    told = False
+
+    def refused() -> None:
+        nonlocal told
+        if not told:
+            told = True
+            stream.write(
+                "batch: the server takes no connection; requests wait for it "
+                f"up to {watch.patience:g}s\n"
+            )
+            stream.flush()
+
+    def back(seconds: float) -> None:
+        nonlocal told
+        told = False
+        stream.write(f"batch: the server is back after {seconds:.0f}s\n")
+        stream.flush()
+
+    watch.on_refusal, watch.on_return = refused, back
 
 
 async def send_patiently(

@@ -25,7 +25,6 @@ again by its input file id.
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -183,7 +182,7 @@ async def run_batch_api(
     max_requests_per_batch: int | None = None,
     max_bytes_per_batch: int | None = None,
     cancel: bool = False,
-    progress: TextIO = sys.stderr,
+    progress: TextIO | None = None,  # stderr as it is when called
     stop: BatchStop | None = None,
 ) -> BatchSummary:
     """Run the input file through the provider's Batch API into the output file.
@@ -250,7 +249,7 @@ class _Job(RunTally):
         ids: set[str],
         state: BatchState,
         stop: BatchStop,
-        progress: TextIO,
+        progress: TextIO | None,
     ) -> None:
         super().__init__(results, ids, stop, progress, counts_in_flight=False)
         self.client = client

@@ -60,7 +60,7 @@ from asyncchat._batchfile import (
     unstorable_record,
 )
 from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, fatal_hint
-from asyncchat._serverwatch import DEFAULT_PATIENCE, ServerWatch, send_patiently
+from asyncchat._serverwatch import DEFAULT_PATIENCE, ServerWatch, log_outages, send_patiently
 from asyncchat.client import Client
 from asyncchat.errors import APIError, ConnectError, TLSError, status_error
 from asyncchat.types import ChatCompletion
@@ -251,6 +251,7 @@ class _ActorRequests:
         self.model = model
         self.stopped_by: str | None = None  # a job-wide error: nothing more is sent
         self.server = ServerWatch(server_wait)
+        log_outages(self.server, sys.stderr)  # Ray shows an actor's stderr on the driver
 
     async def result(self, custom_id: Any, body: Any, problem: str | None) -> dict[str, Any]:
         custom_id = "" if custom_id is None else str(custom_id)
@@ -430,7 +431,7 @@ def run_batch_file(
     tokens_per_minute: float | None = None,
     redis_url: str | None = None,
     limit_name: str | None = None,
-    progress: TextIO = sys.stderr,
+    progress: TextIO | None = None,  # stderr as it is when called
     stop: BatchStop | None = None,
     handle_signals: bool = False,
     runtime_env: Mapping[str, Any] | None = None,

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the TLS tests' CA; CI's oldest-opentelemetry run goes witho
     import trustme
 
 API_KEY = "sk-test-secret-key-0123456789"
+Served = TypeVar("Served", bound=contextlib.AbstractAsyncContextManager[Any])
 
 
 if os.environ.get("ASYNCCHAT_TEST_LOOP") == "uvloop":
@@ -86,7 +87,7 @@ def background_server() -> Iterator[MockServer]:
 
 
 @contextlib.contextmanager
-def served_in_a_thread(server: MockServer) -> Iterator[MockServer]:
+def served_in_a_thread(server: Served) -> Iterator[Served]:
     """`server` running on its own event loop in a thread, for as long as the block lasts
     (the code under test runs its own loop, or is a subprocess)."""
     loop = asyncio.new_event_loop()

@@ -323,6 +323,27 @@ async def test_a_server_that_restarts_is_waited_for_and_nothing_is_lost(tmp_path
     assert (summary.succeeded, summary.failed, summary.not_run) == (4, 0, 0)
     assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
     assert server.answered == 4  # a refused request was never sent, so never sent twice
+    assert len(summary.notes) == 1 and summary.notes[0].startswith(
+        "the server took no connection once, for "
+    )
+
+
+def test_a_batch_log_says_when_the_server_went_away_and_came_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 4)
+    with served_in_a_thread(RestartingServer(down_for=2.0)) as server:
+        base_url = f"http://127.0.0.1:{server.port}/v1"
+        command = [str(requests), "-o", str(output), "--concurrency", "1", "--server-wait", "60"]
+        status = main(["batch", *command, "--base-url", base_url, "--api-key", API_KEY])
+    assert status == 0
+    log = capsys.readouterr().err.splitlines()  # not a terminal: no live line, a log
+    assert log[0] == "batch: the server takes no connection; requests wait for it up to 60s"
+    assert re.fullmatch(r"batch: the server is back after [0-9]+s", log[1])
+    assert re.fullmatch(r"note: the server took no connection once, for [0-9]+s in all; .*", log[2])
+    assert log[3].startswith("batch: 4 requests, 4 succeeded, 0 failed")
+    assert len(log) == 4
 
 
 async def test_a_server_that_does_not_come_back_stops_the_job_after_server_wait(
@@ -331,9 +352,10 @@ async def test_a_server_that_does_not_come_back_stops_the_job_after_server_wait(
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_requests(requests, 4)
     server = RestartingServer(down_for=None)
+    progress = io.StringIO()
     async with server as base_url, client_without_retries(base_url) as client:
         summary = await run_batch_file(
-            client, requests, output, concurrency=1, progress=io.StringIO(), server_wait=0.5
+            client, requests, output, concurrency=1, progress=progress, server_wait=0.5
         )
     assert isinstance(summary.fatal, asyncchat.ConnectError)
     assert "could not connect" in str(summary.fatal)
@@ -341,6 +363,9 @@ async def test_a_server_that_does_not_come_back_stops_the_job_after_server_wait(
     assert "the server has taken no connection for 0.5s" in str(summary.fatal)
     assert (summary.succeeded, summary.failed, summary.not_run) == (1, 0, 3)
     assert len(read_output(output)) == 1  # the answer; no record for what was never sent
+    assert progress.getvalue() == (
+        "batch: the server takes no connection; requests wait for it up to 0.5s\n"
+    )
 
 
 def test_the_watch_waits_longer_each_time_up_to_its_patience() -> None:
@@ -355,7 +380,13 @@ def test_the_watch_waits_longer_each_time_up_to_its_patience() -> None:
     assert waits == [1, 2, 4, 8, 15, 10]  # doubling, at most 15 s, ending at the patience
     assert now[0] == 40
     watch.saw_answer()  # back: the next refusal starts a new wait
+    assert watch.downtime() == (1, 40)
     assert watch.wait_before_retry(0) == 1
+    now[0] += 3
+    assert watch.downtime() == (2, 43)  # the outage going on counts as far as it has gone
+    watch.saw_answer()
+    now[0] += 100
+    assert watch.downtime() == (2, 43)
 
 
 @pytest.mark.parametrize(

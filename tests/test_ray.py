@@ -232,8 +232,11 @@ def test_a_server_no_request_reaches_stops_each_actor_sending(cluster: str, tmp_
     assert "could not connect" in message and "check --base-url" in message
 
 
-async def test_an_actor_waits_for_a_server_that_restarts() -> None:
-    """The actor's own code, called as Ray calls it (no cluster needed)."""
+async def test_an_actor_waits_for_a_server_that_restarts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The actor's own code, called as Ray calls it (no cluster needed); what it
+    writes to stderr, Ray shows on the driver."""
     lines = [request_line(f"r{i}", f"hi {i}") for i in range(3)]
     requests = [
         {"custom_id": line["custom_id"], "body": orjson.dumps(line["body"]).decode()}
@@ -252,6 +255,9 @@ async def test_an_actor_waits_for_a_server_that_restarts() -> None:
     assert [row["custom_id"] for row in rows] == ["r0", "r1", "r2"]
     assert [row["status_code"] for row in rows] == [200] * 3
     assert server.answered == 3
+    log = capsys.readouterr().err.splitlines()
+    assert log[0] == "batch: the server takes no connection; requests wait for it up to 30s"
+    assert re.fullmatch(r"batch: the server is back after [0-9]+s", log[1])
 
 
 @pytest.fixture(scope="module")
