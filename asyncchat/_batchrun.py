@@ -207,11 +207,13 @@ async def run_batch_file(
     progress: TextIO | None = None,  # stderr as it is when called
     stop: BatchStop | None = None,
     server_wait: float = DEFAULT_PATIENCE,
+    server_starting: bool = False,
 ) -> BatchSummary:
     """Run every request of the input file (in this shard) not already in the output.
 
     A server that answered and then takes no connection is waited for up to
-    `server_wait` seconds (it may be restarting) before the job stops.
+    `server_wait` seconds (it may be restarting) before the job stops; with
+    `server_starting`, so is one that has not answered yet.
 
     Raises `BatchFileError` (nothing sent, nothing written) for an input with bad
     lines, an output that is the input or not a results file, or one in use.
@@ -224,7 +226,7 @@ async def run_batch_file(
         run = _Run(client, results, ids, stop or BatchStop(), progress)
         pending = run.pending(input_requests(input_path, model))
         send = client.chat._request_runner(requests_per_minute, tokens_per_minute, rate_limit)
-        watch = ServerWatch(server_wait, client._clock)
+        watch = ServerWatch(server_wait, client._clock, starting=server_starting)
         run.status.watch_server(watch)
         await run.run(lambda body: send_patiently(send, body, watch), pending, concurrency)
     finally:

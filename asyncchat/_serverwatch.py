@@ -2,10 +2,12 @@
 
 A request whose connection could not be opened (`ConnectError`) was never sent,
 so it has no result to write. Before any request of the job has had an answer,
-that is a wrong address or a server not started, and the job stops at once.
-Once one has, the server was there and may be restarting (a vLLM reloading its
-model takes minutes): the request waits and tries again, and the job stops only
-when the server has taken no connection for `patience` seconds.
+that is a wrong address or a server not started, and the job stops at once;
+unless the caller says the server may still be `starting` (a script that starts
+vLLM and the job together). Once one has, the server was there and may be
+restarting (a vLLM reloading its model takes minutes). Either way the request
+waits and tries again, and the job stops only when the server has taken no
+connection for `patience` seconds.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ class ServerWatch:
         self,
         patience: float = DEFAULT_PATIENCE,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        starting: bool = False,  # the server may not be up yet: wait for its first answer
         on_refusal: Callable[[], None] = lambda: None,  # to show the wait as it goes on
         on_return: Callable[[float], None] = lambda seconds: None,  # back after seconds
     ) -> None:
         self.patience = patience
         self.clock = clock
+        self.starting = starting
         self.on_refusal = on_refusal
         self.on_return = on_return
         self.answered = False  # has any request had an HTTP answer, even an error?
@@ -62,7 +67,7 @@ class ServerWatch:
     def wait_before_retry(self, retries: int) -> float | None:
         """Seconds a refused request waits before its next try, after `retries`
         tries already; None when the job should stop."""
-        if not self.answered:
+        if not (self.answered or self.starting):
             return None
         now = self.clock()
         if self.down_since is None:
@@ -78,21 +83,23 @@ def log_outages(watch: ServerWatch, stream: TextIO) -> None:
     """Make `watch` write a line to `stream` when its server stops taking connections
     and one when it is back: a job that waits minutes must say so in its log."""
     told = False
+    at_start = False  # the wait is for a server's first answer, not for a restart
 
     def refused() -> None:
-        nonlocal told
+        nonlocal told, at_start
         if not told:
-            told = True
+            told, at_start = True, not watch.answered
+            waits = "wait for it to start" if at_start else "wait for it"
             stream.write(
-                "batch: the server takes no connection; requests wait for it "
-                f"up to {watch.patience:g}s\n"
+                f"batch: the server takes no connection; requests {waits}"
+                f" up to {watch.patience:g}s\n"
             )
             stream.flush()
 
     def back(seconds: float) -> None:
         nonlocal told
         told = False
-        stream.write(f"batch: the server is back after {seconds:.0f}s\n")
+        stream.write(f"batch: the server is {'up' if at_start else 'back'} after {seconds:.0f}s\n")
         stream.flush()
 
     watch.on_refusal, watch.on_return = refused, back
@@ -118,7 +125,7 @@ async def send_patiently(
         except ConnectError as exc:
             delay = watch.wait_before_retry(retries)
             if delay is None:
-                if watch.answered:
+                if watch.answered or watch.starting:
                     raise ConnectError(
                         f"{exc}; the server has taken no connection for {watch.patience:g}s"
                     ) from None

@@ -218,7 +218,13 @@ def _add_batch(commands: Any) -> None:
         metavar="SECONDS",
         help="how long to wait for a server that answered and then takes no connection (a"
         f" restart) before stopping the job (default: {DEFAULT_PATIENCE:g}; a server that"
-        " never answered stops it at once)",
+        " never answered stops it at once, unless --server-starting)",
+    )
+    batch.add_argument(
+        "--server-starting",
+        action="store_true",
+        help="the server may still be starting (a script that starts it too): wait up to"
+        " --server-wait seconds for its first answer instead of stopping the job at once",
     )
     batch.add_argument(
         "--via",
@@ -800,10 +806,14 @@ def _check_batch_flags(args: argparse.Namespace) -> None:
             raise ConfigurationError(
                 f"--via batch-api leaves the pace to the provider: drop {', '.join(clashing)}"
             )
-        if args.server_wait is not None:
-            raise ConfigurationError(
-                "--server-wait is for requests sent one by one: drop it with --via batch-api"
-            )
+        for flag, given in (
+            ("--server-wait", args.server_wait is not None),
+            ("--server-starting", args.server_starting),
+        ):
+            if given:
+                raise ConfigurationError(
+                    f"{flag} is for requests sent one by one: drop it with --via batch-api"
+                )
     else:
         batch_api_only = (
             ("--cancel", args.cancel),
@@ -868,6 +878,7 @@ def _job(args: argparse.Namespace) -> dict[str, Any]:
         "shard": args.shard,
         "retry_failed": args.retry_failed,
         "server_wait": DEFAULT_PATIENCE if args.server_wait is None else args.server_wait,
+        "server_starting": args.server_starting,
     }
 
 
@@ -933,9 +944,12 @@ def _report_batch(args: argparse.Namespace, summary: BatchSummary) -> int:
     """The summary on stderr; the exit status."""
     rerun = f"run the same command again to resume: {_command_line(args.argv)}"
     if summary.fatal is not None:
+        hint = fatal_hint(summary.fatal)
+        if _refused_from_the_start(args, summary):
+            hint = f"{hint} (--server-starting waits for a server still starting)"
         print(
             f"asyncchat: error: batch stopped, every request would fail: {summary.fatal}; "
-            f"{fatal_hint(summary.fatal)}. {summary.succeeded + summary.failed} of "
+            f"{hint}. {summary.succeeded + summary.failed} of "
             f"{summary.total} results are in {args.output}, {summary.not_run} still to run; "
             "fix this and run the same command again",
             file=sys.stderr,
@@ -959,6 +973,18 @@ def _report_batch(args: argparse.Namespace, summary: BatchSummary) -> int:
     if summary.failed:
         print("rerun with --retry-failed to try the failed requests again", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _refused_from_the_start(args: argparse.Namespace, summary: BatchSummary) -> bool:
+    """The job stopped as its server took no connection and had not answered: it may
+    have been started with the job, and not be up yet."""
+    fatal = summary.fatal
+    return (
+        isinstance(fatal, ConnectError)
+        and not isinstance(fatal, TLSError)
+        and summary.succeeded + summary.failed == summary.skipped  # nothing written this run
+        and not args.server_starting
+    )
 
 
 def _command_line(argv: Sequence[str]) -> str:

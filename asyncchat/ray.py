@@ -152,7 +152,8 @@ class ChatBatchUDF:
     Redis with the same base URL and key, or `limit_name`, shares them.
     `client_options` are more `Client` arguments (`timeout`, `max_retries`, ...).
     A server that answered and then takes no connection is waited for up to
-    `server_wait` seconds before the actor stops sending (see `_serverwatch`).
+    `server_wait` seconds before the actor stops sending (see `_serverwatch`);
+    with `server_starting`, so is one that has not answered yet.
     """
 
     def __init__(
@@ -168,6 +169,7 @@ class ChatBatchUDF:
         limit_name: str | None = None,
         client_options: Mapping[str, Any] | None = None,
         server_wait: float = DEFAULT_PATIENCE,
+        server_starting: bool = False,
     ) -> None:
         # Made on the first batch, in the event loop Ray runs async UDFs in: the
         # client's connections belong to that loop.
@@ -183,13 +185,13 @@ class ChatBatchUDF:
         self._client_options = {"base_url": base_url, "api_key": api_key, **(client_options or {})}
         self._concurrency = concurrency
         self._limit = (redis_url, requests_per_minute, tokens_per_minute, limit_name)
-        self._server_wait = server_wait
+        self._server = (server_wait, server_starting)
 
     async def __call__(self, batch: pa.Table | Mapping[str, Any]) -> AsyncIterator[pa.Table]:
         # An async generator, as Ray Data calls async UDFs since 2.31; it yields once.
         if self._requests is None:
             self._requests = _ActorRequests(
-                self._client_options, self._concurrency, self._limit, self.model, self._server_wait
+                self._client_options, self._concurrency, self._limit, self.model, self._server
             )
         rows = await asyncio.gather(*(self._requests.result(*row) for row in _request_rows(batch)))
         yield pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
@@ -229,7 +231,7 @@ class _ActorRequests:
         concurrency: int,
         limit: tuple[str | None, float | None, float | None, str | None],
         model: str | None,
-        server_wait: float,
+        server: tuple[float, bool],  # server_wait, server_starting
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.current_thread()
@@ -250,7 +252,7 @@ class _ActorRequests:
         self.open = asyncio.Semaphore(concurrency)
         self.model = model
         self.stopped_by: str | None = None  # a job-wide error: nothing more is sent
-        self.server = ServerWatch(server_wait)
+        self.server = ServerWatch(server[0], starting=server[1])
         log_outages(self.server, sys.stderr)  # Ray shows an actor's stderr on the driver
 
     async def result(self, custom_id: Any, body: Any, problem: str | None) -> dict[str, Any]:
@@ -437,6 +439,7 @@ def run_batch_file(
     runtime_env: Mapping[str, Any] | None = None,
     start_timeout: float = WORKER_START_SECONDS,
     server_wait: float = DEFAULT_PATIENCE,
+    server_starting: bool = False,
 ) -> BatchSummary:
     """`asyncchat batch --engine ray`: the requests of the input (and shard) that the
     output does not hold yet, run on Ray, each result written as it comes back.
@@ -448,7 +451,8 @@ def run_batch_file(
     are kept, and a rerun sends the requests that were still out. With
     `handle_signals`, SIGINT and SIGTERM request the stop, as in the command.
     A server that answered and then takes no connection is waited for up to
-    `server_wait` seconds by each actor before the job stops.
+    `server_wait` seconds by each actor before the job stops; with
+    `server_starting`, so is one that has not answered yet.
 
     `runtime_env` is the Ray runtime environment of the job's workers (given to
     `ray.init`, so Ray must not be running in this process yet): a
@@ -479,6 +483,7 @@ def run_batch_file(
                 "redis_url": redis_url,
                 "limit_name": limit_name,
                 "server_wait": server_wait,
+                "server_starting": server_starting,
             }
             with (
                 _ray_cluster(address, runtime_env) as new_local,

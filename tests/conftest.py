@@ -174,10 +174,13 @@ def port_that_accepts_nothing() -> Iterator[int]:
 
 class RestartingServer:
     """A loopback server that answers its first request, then takes no connection
-    (refused) for `down_for` seconds, or for good; then answers every request."""
+    (refused) for `down_for` seconds, or for good; then answers every request.
+    `starts_down`: it takes no connection for its first `down_for` seconds instead
+    (a server still starting), then answers every request."""
 
-    def __init__(self, down_for: float | None) -> None:
+    def __init__(self, down_for: float | None, starts_down: bool = False) -> None:
         self.down_for = down_for
+        self.starts_down = starts_down
         self.answered = 0
         self.port = 0  # any, the first time; the same one after a restart
         self.listening: asyncio.Server | None = None
@@ -189,7 +192,12 @@ class RestartingServer:
         self.port = self.listening.sockets[0].getsockname()[1]
 
     async def __aenter__(self) -> str:
-        await self.start()
+        if not self.starts_down:
+            await self.start()
+        else:
+            self.port = free_port()
+            if self.down_for is not None:
+                self.restart = asyncio.get_running_loop().call_later(self.down_for, self._restart)
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -205,7 +213,7 @@ class RestartingServer:
 
     async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.answered += 1
-        if self.answered == 1 and self.listening is not None:
+        if self.answered == 1 and not self.starts_down and self.listening is not None:
             self.listening.close()  # down: the port refuses connections
             self.listening = None
             if self.down_for is not None:

@@ -259,7 +259,11 @@ def test_other_job_wide_errors_stop_the_job(
     [
         (True, "wrong", ["HTTP 401", "--api-key"]),
         # a wrong port, a server not started
-        (False, API_KEY, ["could not connect to http://127.0.0.1:", "check --base-url"]),
+        (
+            False,
+            API_KEY,
+            ["could not connect to http://127.0.0.1:", "check --base-url", "--server-starting"],
+        ),
     ],
 )
 def test_a_job_wide_error_stops_the_job_and_a_rerun_completes_it(
@@ -280,6 +284,7 @@ def test_a_job_wide_error_stops_the_job_and_a_rerun_completes_it(
     assert len(err.splitlines()) == 1
     assert err.startswith("asyncchat: error: batch stopped, every request would fail: ")
     assert all(words in err for words in said), err
+    assert at_the_server != ("--server-starting" in err)  # a hint for a refusal alone
     assert "0 of 300 results are in" in err and "300 still to run" in err
     sent_before = len(background_server.requests)
     assert sent_before <= 8  # stopped after the first few
@@ -328,19 +333,31 @@ async def test_a_server_that_restarts_is_waited_for_and_nothing_is_lost(tmp_path
     )
 
 
+@pytest.mark.parametrize(
+    ("starts_down", "flags", "waits", "is_up"),
+    [
+        (False, [], "wait for it", "back"),
+        (True, ["--server-starting"], "wait for it to start", "up"),
+    ],
+)
 def test_a_batch_log_says_when_the_server_went_away_and_came_back(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    starts_down: bool,
+    flags: list[str],
+    waits: str,
+    is_up: str,
 ) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_requests(requests, 4)
-    with served_in_a_thread(RestartingServer(down_for=2.0)) as server:
+    with served_in_a_thread(RestartingServer(down_for=2.0, starts_down=starts_down)) as server:
         base_url = f"http://127.0.0.1:{server.port}/v1"
         command = [str(requests), "-o", str(output), "--concurrency", "1", "--server-wait", "60"]
-        status = main(["batch", *command, "--base-url", base_url, "--api-key", API_KEY])
+        status = main(["batch", *command, *flags, "--base-url", base_url, "--api-key", API_KEY])
     assert status == 0
     log = capsys.readouterr().err.splitlines()  # not a terminal: no live line, a log
-    assert log[0] == "batch: the server takes no connection; requests wait for it up to 60s"
-    assert re.fullmatch(r"batch: the server is back after [0-9]+s", log[1])
+    assert log[0] == f"batch: the server takes no connection; requests {waits} up to 60s"
+    assert re.fullmatch(rf"batch: the server is {is_up} after [0-9]+s", log[1])
     assert re.fullmatch(r"note: the server took no connection once, for [0-9]+s in all; .*", log[2])
     assert log[3].startswith("batch: 4 requests, 4 succeeded, 0 failed")
     assert len(log) == 4
@@ -368,6 +385,45 @@ async def test_a_server_that_does_not_come_back_stops_the_job_after_server_wait(
     )
 
 
+async def test_a_server_still_starting_is_waited_for_when_the_caller_says_so(
+    tmp_path: Path,
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 4)
+    progress = io.StringIO()
+    server = RestartingServer(down_for=1.0, starts_down=True)
+    async with server as base_url, client_without_retries(base_url) as client:
+        summary = await run_batch_file(
+            client, requests, output, concurrency=2, progress=progress,
+            server_wait=30, server_starting=True,
+        )  # fmt: skip
+    assert summary.fatal is None
+    assert (summary.succeeded, summary.failed, summary.not_run) == (4, 0, 0)
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+    assert server.answered == 4
+    log = progress.getvalue().splitlines()
+    assert (
+        log[0] == "batch: the server takes no connection; requests wait for it to start up to 30s"
+    )
+    assert re.fullmatch(r"batch: the server is up after [0-9]+s", log[1])
+    assert len(log) == 2
+
+
+async def test_a_server_that_never_starts_stops_the_job_after_server_wait(tmp_path: Path) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 4)
+    server = RestartingServer(down_for=None, starts_down=True)
+    async with server as base_url, client_without_retries(base_url) as client:
+        summary = await run_batch_file(
+            client, requests, output, concurrency=2, progress=io.StringIO(),
+            server_wait=0.5, server_starting=True,
+        )  # fmt: skip
+    assert isinstance(summary.fatal, asyncchat.ConnectError)
+    assert "the server has taken no connection for 0.5s" in str(summary.fatal)
+    assert (summary.succeeded, summary.failed, summary.not_run) == (0, 0, 4)
+    assert read_output(output) == []
+
+
 def test_the_watch_waits_longer_each_time_up_to_its_patience() -> None:
     now = [0.0]
     watch = ServerWatch(patience=40, clock=lambda: now[0])
@@ -387,6 +443,10 @@ def test_the_watch_waits_longer_each_time_up_to_its_patience() -> None:
     watch.saw_answer()
     now[0] += 100
     assert watch.downtime() == (2, 43)
+    starting = ServerWatch(patience=2, clock=lambda: now[0], starting=True)
+    assert starting.wait_before_retry(0) == 1  # no answer yet, but it may be starting
+    now[0] += 2
+    assert starting.wait_before_retry(1) is None
 
 
 @pytest.mark.parametrize(
@@ -395,6 +455,7 @@ def test_the_watch_waits_longer_each_time_up_to_its_patience() -> None:
         (["--server-wait", "-1"], "--server-wait: must be 0 or more"),
         (["--server-wait", "nan"], "--server-wait: must be 0 or more"),
         (["--server-wait", "5", "--via", "batch-api"], "drop it with --via batch-api"),
+        (["--server-starting", "--via", "batch-api"], "--server-starting is for requests"),
     ],
 )
 def test_server_wait_flags_that_cannot_work_are_refused(

@@ -232,8 +232,12 @@ def test_a_server_no_request_reaches_stops_each_actor_sending(cluster: str, tmp_
     assert "could not connect" in message and "check --base-url" in message
 
 
-async def test_an_actor_waits_for_a_server_that_restarts(
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize(
+    ("starts_down", "waits", "is_up"),
+    [(False, "wait for it", "back"), (True, "wait for it to start", "up")],
+)
+async def test_an_actor_waits_for_a_server_that_restarts_or_starts(
+    capsys: pytest.CaptureFixture[str], starts_down: bool, waits: str, is_up: str
 ) -> None:
     """The actor's own code, called as Ray calls it (no cluster needed); what it
     writes to stderr, Ray shows on the driver."""
@@ -242,11 +246,11 @@ async def test_an_actor_waits_for_a_server_that_restarts(
         {"custom_id": line["custom_id"], "body": orjson.dumps(line["body"]).decode()}
         for line in lines
     ]
-    server = RestartingServer(down_for=0.5)
+    server = RestartingServer(down_for=0.5, starts_down=starts_down)
     async with server as base_url:
         udf = ChatBatchUDF(
             base_url=base_url, api_key=API_KEY, concurrency=1,
-            client_options={"max_retries": 0}, server_wait=30,
+            client_options={"max_retries": 0}, server_wait=30, server_starting=starts_down,
         )  # fmt: skip
         tables = [table async for table in udf(pa.Table.from_pylist(requests))]
         assert udf._requests is not None
@@ -256,8 +260,8 @@ async def test_an_actor_waits_for_a_server_that_restarts(
     assert [row["status_code"] for row in rows] == [200] * 3
     assert server.answered == 3
     log = capsys.readouterr().err.splitlines()
-    assert log[0] == "batch: the server takes no connection; requests wait for it up to 30s"
-    assert re.fullmatch(r"batch: the server is back after [0-9]+s", log[1])
+    assert log[0] == f"batch: the server takes no connection; requests {waits} up to 30s"
+    assert re.fullmatch(rf"batch: the server is {is_up} after [0-9]+s", log[1])
 
 
 @pytest.fixture(scope="module")
