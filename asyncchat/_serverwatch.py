@@ -22,7 +22,7 @@ from asyncchat.types import ChatCompletion
 
 __all__ = ["DEFAULT_PATIENCE", "ServerWatch", "log_outages", "send_patiently"]
 
-DEFAULT_PATIENCE = 300.0  # seconds a server that answered before may take to come back
+DEFAULT_PATIENCE = 300.0  # seconds a server may take to come back (or to start)
 _FIRST_WAIT = 1.0  # seconds before a request tries again, doubling up to
 _LONGEST_WAIT = 15.0
 
