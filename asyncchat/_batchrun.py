@@ -272,16 +272,6 @@ class RunTally:
             self.failed += 1
             self.status.failed += 1
 
-    def note_downtime(self, outages: int, seconds: float) -> None:
-        """Say in the summary how long requests waited for a server that took no
-        connection: a job that went on tells the reader of its log nothing else."""
-        if outages:
-            times = "once" if outages == 1 else f"{outages} times"
-            self.notes.append(
-                f"the server took no connection {times}, for {seconds:.0f}s in all; "
-                "requests waited for it (a refused request was never sent)"
-            )
-
     def summary(self) -> BatchSummary:
         return BatchSummary(
             total=len(self.ids),
@@ -319,6 +309,16 @@ class _Run(RunTally):
                 return
             if custom_id in self.ids and custom_id not in self.done_before:
                 yield custom_id, body
+
+    def note_downtime(self, outages: int, seconds: float) -> None:
+        """Say in the summary how long requests waited for a server that took no
+        connection: a job that went on tells the reader of its log nothing else."""
+        if outages:
+            times = "once" if outages == 1 else f"{outages} times"
+            self.notes.append(
+                f"the server took no connection {times}, for {seconds:.0f}s in all; "
+                "requests waited for it (a refused request was never sent)"
+            )
 
     def abort(self) -> None:
         for request in list(self.in_flight):

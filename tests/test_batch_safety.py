@@ -316,14 +316,22 @@ def client_without_retries(base_url: str) -> asyncchat.Client:
     return asyncchat.Client(base_url=base_url, api_key=API_KEY, max_retries=0)
 
 
-async def test_a_server_that_restarts_is_waited_for_and_nothing_is_lost(tmp_path: Path) -> None:
+WAITS = {False: ("wait for it", "back"), True: ("wait for it to start", "up")}
+
+
+@pytest.mark.parametrize("starts_down", [False, True], ids=["restarts", "starts-late"])
+async def test_a_server_that_restarts_or_starts_late_is_waited_for_and_nothing_is_lost(
+    tmp_path: Path, starts_down: bool
+) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_requests(requests, 4)
-    server = RestartingServer(down_for=0.5)
+    progress = io.StringIO()
+    server = RestartingServer(down_for=0.5, starts_down=starts_down)
     async with server as base_url, client_without_retries(base_url) as client:
         summary = await run_batch_file(
-            client, requests, output, concurrency=1, progress=io.StringIO(), server_wait=30
-        )
+            client, requests, output, concurrency=1, progress=progress,
+            server_wait=30, server_starting=starts_down,
+        )  # fmt: skip
     assert summary.fatal is None
     assert (summary.succeeded, summary.failed, summary.not_run) == (4, 0, 0)
     assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
@@ -331,30 +339,26 @@ async def test_a_server_that_restarts_is_waited_for_and_nothing_is_lost(tmp_path
     assert len(summary.notes) == 1 and summary.notes[0].startswith(
         "the server took no connection once, for "
     )
+    waits, is_up = WAITS[starts_down]
+    log = progress.getvalue().splitlines()
+    assert log[0] == f"batch: the server takes no connection; requests {waits} up to 30s"
+    assert re.fullmatch(rf"batch: the server is {is_up} after [0-9]+s", log[1])
+    assert len(log) == 2
 
 
-@pytest.mark.parametrize(
-    ("starts_down", "flags", "waits", "is_up"),
-    [
-        (False, [], "wait for it", "back"),
-        (True, ["--server-starting"], "wait for it to start", "up"),
-    ],
-)
+@pytest.mark.parametrize("starts_down", [False, True], ids=["restarts", "starts-late"])
 def test_a_batch_log_says_when_the_server_went_away_and_came_back(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    starts_down: bool,
-    flags: list[str],
-    waits: str,
-    is_up: str,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], starts_down: bool
 ) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_requests(requests, 4)
+    flags = ["--server-starting"] if starts_down else []
     with served_in_a_thread(RestartingServer(down_for=2.0, starts_down=starts_down)) as server:
         base_url = f"http://127.0.0.1:{server.port}/v1"
         command = [str(requests), "-o", str(output), "--concurrency", "1", "--server-wait", "60"]
         status = main(["batch", *command, *flags, "--base-url", base_url, "--api-key", API_KEY])
     assert status == 0
+    waits, is_up = WAITS[starts_down]
     log = capsys.readouterr().err.splitlines()  # not a terminal: no live line, a log
     assert log[0] == f"batch: the server takes no connection; requests {waits} up to 60s"
     assert re.fullmatch(rf"batch: the server is {is_up} after [0-9]+s", log[1])
@@ -363,65 +367,31 @@ def test_a_batch_log_says_when_the_server_went_away_and_came_back(
     assert len(log) == 4
 
 
-async def test_a_server_that_does_not_come_back_stops_the_job_after_server_wait(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("starts_down", "answered"), [(False, 1), (True, 0)], ids=["goes-away", "never-starts"]
+)
+async def test_a_server_that_never_takes_a_connection_again_stops_the_job_after_server_wait(
+    tmp_path: Path, starts_down: bool, answered: int
 ) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_requests(requests, 4)
-    server = RestartingServer(down_for=None)
+    server = RestartingServer(down_for=None, starts_down=starts_down)
     progress = io.StringIO()
     async with server as base_url, client_without_retries(base_url) as client:
         summary = await run_batch_file(
-            client, requests, output, concurrency=1, progress=progress, server_wait=0.5
-        )
+            client, requests, output, concurrency=1, progress=progress,
+            server_wait=0.5, server_starting=starts_down,
+        )  # fmt: skip
     assert isinstance(summary.fatal, asyncchat.ConnectError)
     assert "could not connect" in str(summary.fatal)
-    # Said only once the watch has waited out its patience for a server that answered.
+    # Said only once the watch has waited out its patience.
     assert "the server has taken no connection for 0.5s" in str(summary.fatal)
-    assert (summary.succeeded, summary.failed, summary.not_run) == (1, 0, 3)
-    assert len(read_output(output)) == 1  # the answer; no record for what was never sent
+    assert (summary.succeeded, summary.failed, summary.not_run) == (answered, 0, 4 - answered)
+    assert len(read_output(output)) == answered  # no record for what was never sent
+    waits = WAITS[starts_down][0]
     assert progress.getvalue() == (
-        "batch: the server takes no connection; requests wait for it up to 0.5s\n"
+        f"batch: the server takes no connection; requests {waits} up to 0.5s\n"
     )
-
-
-async def test_a_server_still_starting_is_waited_for_when_the_caller_says_so(
-    tmp_path: Path,
-) -> None:
-    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    ids = write_requests(requests, 4)
-    progress = io.StringIO()
-    server = RestartingServer(down_for=1.0, starts_down=True)
-    async with server as base_url, client_without_retries(base_url) as client:
-        summary = await run_batch_file(
-            client, requests, output, concurrency=2, progress=progress,
-            server_wait=30, server_starting=True,
-        )  # fmt: skip
-    assert summary.fatal is None
-    assert (summary.succeeded, summary.failed, summary.not_run) == (4, 0, 0)
-    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
-    assert server.answered == 4
-    log = progress.getvalue().splitlines()
-    assert (
-        log[0] == "batch: the server takes no connection; requests wait for it to start up to 30s"
-    )
-    assert re.fullmatch(r"batch: the server is up after [0-9]+s", log[1])
-    assert len(log) == 2
-
-
-async def test_a_server_that_never_starts_stops_the_job_after_server_wait(tmp_path: Path) -> None:
-    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    write_requests(requests, 4)
-    server = RestartingServer(down_for=None, starts_down=True)
-    async with server as base_url, client_without_retries(base_url) as client:
-        summary = await run_batch_file(
-            client, requests, output, concurrency=2, progress=io.StringIO(),
-            server_wait=0.5, server_starting=True,
-        )  # fmt: skip
-    assert isinstance(summary.fatal, asyncchat.ConnectError)
-    assert "the server has taken no connection for 0.5s" in str(summary.fatal)
-    assert (summary.succeeded, summary.failed, summary.not_run) == (0, 0, 4)
-    assert read_output(output) == []
 
 
 def test_the_watch_waits_longer_each_time_up_to_its_patience() -> None:
