@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -27,9 +28,15 @@ from typing import Any, TextIO
 from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_requests
 from asyncchat._fanout import fan_out
 from asyncchat._ratelimit import RateLimit
-from asyncchat._serverwatch import DEFAULT_PATIENCE, ServerWatch, log_outages, send_patiently
+from asyncchat._serverwatch import (
+    DEFAULT_PATIENCE,
+    NOT_SERVING,
+    ServerWatch,
+    log_outages,
+    send_patiently,
+)
 from asyncchat.client import Client, reported_tokens
-from asyncchat.errors import APIError, APIStatusError, ConnectError, TLSError
+from asyncchat.errors import APIError, APIStatusError, ConnectError, ServerNotReadyError, TLSError
 from asyncchat.types import ChatCompletion
 
 __all__ = ["BatchStop", "BatchSummary", "RunTally", "fatal_hint", "run_batch_file"]
@@ -46,6 +53,8 @@ def fatal_hint(error: Exception) -> str | None:
         return "every request meets the same certificate: fix the TLS settings first"
     if isinstance(error, ConnectError):
         return "check --base-url and that the server is up"
+    if isinstance(error, ServerNotReadyError):
+        return "the server never finished starting: its own log says why"
     if not isinstance(error, APIStatusError):
         return None
     if error.status_code == 401:
@@ -184,11 +193,12 @@ class _Progress:
             log_outages(watch, self.stream)
 
     def _server_down(self, now: float) -> str:
-        if self.server is None or self.server.down_since is None:
+        server = self.server
+        if server is None or server.down_since is None:
             return ""
+        trouble = "no connection" if server.down_status is None else f"HTTP {server.down_status}"
         return (
-            f", no connection for {now - self.server.down_since:.0f}s"
-            f" (waiting up to {self.server.patience:g}s)"
+            f", {trouble} for {now - server.down_since:.0f}s (waiting up to {server.patience:g}s)"
         )
 
 
@@ -213,7 +223,8 @@ async def run_batch_file(
 
     A server that answered and then takes no connection is waited for up to
     `server_wait` seconds (it may be restarting) before the job stops; with
-    `server_starting`, so is one that has not answered yet.
+    `server_starting`, so is one that has not answered yet (or answers 502 or
+    503, as a server loading its model does).
 
     Raises `BatchFileError` (nothing sent, nothing written) for an input with bad
     lines, an output that is the input or not a results file, or one in use.
@@ -231,7 +242,9 @@ async def run_batch_file(
         await run.run(lambda body: send_patiently(send, body, watch), pending, concurrency)
     finally:
         results.close()
-    run.note_downtime(*watch.downtime())
+    run.note_downtime(watch)
+    if not server_starting:
+        run.note_never_served()
     return run.summary()
 
 
@@ -299,6 +312,7 @@ class _Run(RunTally):
     ) -> None:
         super().__init__(results, ids, stop, progress, clock=client._clock)
         self.in_flight: set[asyncio.Future[ChatCompletion]] = set()
+        self.not_served: Counter[int] = Counter()  # the 502s and 503s this run wrote
 
     def pending(
         self, requests: Iterator[tuple[str, dict[str, Any]]]
@@ -310,14 +324,37 @@ class _Run(RunTally):
             if custom_id in self.ids and custom_id not in self.done_before:
                 yield custom_id, body
 
-    def note_downtime(self, outages: int, seconds: float) -> None:
+    def note_downtime(self, watch: ServerWatch) -> None:
         """Say in the summary how long requests waited for a server that took no
-        connection: a job that went on tells the reader of its log nothing else."""
-        if outages:
-            times = "once" if outages == 1 else f"{outages} times"
+        connection (or was not serving): a job that went on tells the reader of its
+        log nothing else."""
+        outages, seconds = watch.downtime()
+        if not outages:
+            return
+        times = "once" if outages == 1 else f"{outages} times"
+        if watch.seen_down == {None}:
             self.notes.append(
                 f"the server took no connection {times}, for {seconds:.0f}s in all; "
                 "requests waited for it (a refused request was never sent)"
+            )
+            return
+        met = ", ".join(
+            "no connection" if status is None else f"HTTP {status}"
+            for status in sorted(watch.seen_down, key=lambda status: status or 0)
+        )
+        self.notes.append(
+            f"the server was not serving {times}, for {seconds:.0f}s in all ({met}); "
+            "requests waited for it and were sent again (none had been run)"
+        )
+
+    def note_never_served(self) -> None:
+        """Say so when every record of this run is a 502 or 503: more likely a server
+        still loading its model (llama.cpp answers 503 then) than one overloaded."""
+        if self.status.done and self.status.done == self.not_served.total():
+            statuses = " or ".join(str(status) for status in sorted(self.not_served))
+            self.notes.append(
+                f"every request was answered {statuses}, none served: a server still loading "
+                "its model answers so, and --server-starting waits for it"
             )
 
     def abort(self) -> None:
@@ -391,4 +428,6 @@ class _Run(RunTally):
             self.status.quota = limits.describe()
         tokens = reported_tokens(result) if isinstance(result, ChatCompletion) else None
         self.count(succeeded, tokens or 0)
+        if isinstance(result, APIStatusError) and result.status_code in NOT_SERVING:
+            self.not_served[result.status_code] += 1
         self.status.show()

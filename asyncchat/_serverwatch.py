@@ -8,6 +8,12 @@ vLLM and the job together). Once one has, the server was there and may be
 restarting (a vLLM reloading its model takes minutes). Either way the request
 waits and tries again, and the job stops only when the server has taken no
 connection for `patience` seconds.
+
+While the job waits for its server anyway, a 502 or 503 answer says the same:
+not serving yet (llama.cpp answers 503 "Loading model" while it loads; a proxy,
+502 or 503 while the server behind it restarts). Such a request was not run, so
+it waits and is sent again. Any other answer ends the wait, after which a 502 or
+503 is that one request's error, as an overloaded server means it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TextIO
 
-from asyncchat.errors import APIStatusError, ConnectError, StreamError, TLSError
+from asyncchat.errors import (
+    APIStatusError,
+    ConnectError,
+    ServerNotReadyError,
+    StreamError,
+    TLSError,
+)
 from asyncchat.types import ChatCompletion
 
 __all__ = ["DEFAULT_PATIENCE", "ServerWatch", "log_outages", "send_patiently"]
@@ -25,6 +37,7 @@ __all__ = ["DEFAULT_PATIENCE", "ServerWatch", "log_outages", "send_patiently"]
 DEFAULT_PATIENCE = 300.0  # seconds a server may take to come back (or to start)
 _FIRST_WAIT = 1.0  # seconds before a request tries again, doubling up to
 _LONGEST_WAIT = 15.0
+NOT_SERVING = frozenset({502, 503})  # what a server loading, or a proxy without it, answers
 
 
 class ServerWatch:
@@ -45,8 +58,10 @@ class ServerWatch:
         self.on_refusal = on_refusal
         self.on_return = on_return
         self.answered = False  # has any request had an HTTP answer, even an error?
-        self.down_since: float | None = None  # the first refusal since the last answer
-        self.outages = 0  # times the server took no connection, then answered again
+        self.down_since: float | None = None  # the first refusal (or 502/503) since an answer
+        self.down_status: int | None = None  # what it answers while down; None: no connection
+        self.seen_down: set[int | None] = set()  # every down_status met, for the summary
+        self.outages = 0  # times the server was down (no connection, 502/503), then answered
         self.down_seconds = 0.0  # how long those lasted, in all
 
     def saw_answer(self) -> None:
@@ -64,14 +79,24 @@ class ServerWatch:
             return self.outages, self.down_seconds
         return self.outages + 1, self.down_seconds + self.clock() - self.down_since
 
-    def wait_before_retry(self, retries: int) -> float | None:
-        """Seconds a refused request waits before its next try, after `retries`
-        tries already; None when the job should stop."""
+    def not_serving(self, status: int) -> bool:
+        """Whether an answer of `status` says the server is not serving yet: a 502
+        or 503 while the job waits for it anyway (it may be starting and has not
+        answered, or it took no connection since its last answer)."""
+        waiting = self.down_since is not None or (self.starting and not self.answered)
+        return waiting and status in NOT_SERVING
+
+    def wait_before_retry(self, retries: int, status: int | None = None) -> float | None:
+        """Seconds a refused request (or one answered `status`, not serving) waits
+        before its next try, after `retries` tries already; None when the job
+        should stop."""
         if not (self.answered or self.starting):
             return None
         now = self.clock()
         if self.down_since is None:
             self.down_since = now
+        self.down_status = status
+        self.seen_down.add(status)
         self.on_refusal()
         left = self.down_since + self.patience - now
         if left <= 0:
@@ -89,10 +114,11 @@ def log_outages(watch: ServerWatch, stream: TextIO) -> None:
         nonlocal told, at_start
         if not told:
             told, at_start = True, not watch.answered
+            does = "takes no connection" if watch.down_status is None else "is not serving"
+            status = "" if watch.down_status is None else f" (HTTP {watch.down_status})"
             waits = "wait for it to start" if at_start else "wait for it"
             stream.write(
-                f"batch: the server takes no connection; requests {waits}"
-                f" up to {watch.patience:g}s\n"
+                f"batch: the server {does}{status}; requests {waits} up to {watch.patience:g}s\n"
             )
             stream.flush()
 
@@ -113,8 +139,9 @@ async def send_patiently(
 ) -> ChatCompletion:
     """`send(body)`, tried again while the server restarts, as `watch` allows.
 
-    Raises the `ConnectError` that made the watch give up, its message saying
-    how long the server was waited for.
+    Raises the `ConnectError` (or, when the server answered 502 or 503 last, the
+    `ServerNotReadyError`) that made the watch give up, its message saying how
+    long the server was waited for.
     """
     retries = 0
     while True:
@@ -130,11 +157,18 @@ async def send_patiently(
                         f"{exc}; the server has taken no connection for {watch.patience:g}s"
                     ) from None
                 raise
-            await sleep(delay)
-            retries += 1
-            continue
-        except (APIStatusError, StreamError):
-            watch.saw_answer()  # the server is up, whatever it said
+        except APIStatusError as exc:
+            if not watch.not_serving(exc.status_code):
+                watch.saw_answer()  # the server is up, whatever it said
+                raise
+            delay = watch.wait_before_retry(retries, exc.status_code)
+            if delay is None:
+                raise ServerNotReadyError.after(exc, watch.patience) from None
+        except StreamError:
+            watch.saw_answer()
             raise
-        watch.saw_answer()
-        return answer
+        else:
+            watch.saw_answer()
+            return answer
+        await sleep(delay)
+        retries += 1

@@ -224,7 +224,8 @@ def _add_batch(commands: Any) -> None:
         "--server-starting",
         action="store_true",
         help="the server may still be starting (a script that starts it too): wait up to"
-        " --server-wait seconds for its first answer instead of stopping the job at once",
+        " --server-wait seconds for its first answer instead of stopping the job at once,"
+        " and take a 502 or 503 before it (llama.cpp loading its model) as not up yet",
     )
     batch.add_argument(
         "--via",

@@ -24,6 +24,7 @@
     │   ├── UnprocessableEntityError 422
     │   ├── RateLimitError           429
     │   └── InternalServerError      5xx
+    │       └── ServerNotReadyError  only 502/503 for a batch job's whole server_wait
     └── StreamError                  a stream that broke or is not a stream
         ├── IncompleteStreamError    ended before it finished
         ├── MalformedStreamError     carried something that is not a chunk
@@ -68,6 +69,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseTooLargeError",
+    "ServerNotReadyError",
     "StreamError",
     "StructuredOutputError",
     "TLSError",
@@ -226,6 +228,26 @@ class RateLimitError(APIStatusError):
 
 class InternalServerError(APIStatusError):
     """HTTP 5xx."""
+
+
+class ServerNotReadyError(InternalServerError):
+    """A batch job waited its whole `server_wait` for a server that answered 502
+    or 503 (still loading its model, or a proxy with no server behind it) and
+    served no request: every request of the job would meet the same."""
+
+    @classmethod
+    def after(cls, last: APIStatusError, waited: float) -> ServerNotReadyError:
+        """The error that ends the wait, `last` the server's latest answer."""
+        return cls(
+            f"{last.message}; the server has served no request for {waited:g}s",
+            status_code=last.status_code,
+            request_id=last.request_id,
+            body=last.body,
+            code=last.code,
+            type=last.type,
+            param=last.param,
+            headers=last.headers,
+        )
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {

@@ -62,7 +62,7 @@ from asyncchat._batchfile import (
 from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, fatal_hint
 from asyncchat._serverwatch import DEFAULT_PATIENCE, ServerWatch, log_outages, send_patiently
 from asyncchat.client import Client
-from asyncchat.errors import APIError, ConnectError, TLSError, status_error
+from asyncchat.errors import APIError, ConnectError, ServerNotReadyError, TLSError, status_error
 from asyncchat.types import ChatCompletion
 
 __all__ = [
@@ -92,6 +92,9 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide error
+# The error code of a request whose server was not serving (502, 503) for all of
+# `server_wait`: job-wide, where a row of its status would read as one request's.
+NOT_READY = "server_not_ready"
 # A job stopped early (a stop, a job-wide error) has its actors torn down while
 # Ray still reports on them; shutting Ray down in that moment can make its core
 # worker end the process. Ray is given this long to settle first.
@@ -153,7 +156,8 @@ class ChatBatchUDF:
     `client_options` are more `Client` arguments (`timeout`, `max_retries`, ...).
     A server that answered and then takes no connection is waited for up to
     `server_wait` seconds before the actor stops sending (see `_serverwatch`);
-    with `server_starting`, so is one that has not answered yet.
+    with `server_starting`, so is one that has not answered yet (or answers 502 or
+    503, as a server loading its model does).
     """
 
     def __init__(
@@ -273,6 +277,10 @@ class _ActorRequests:
             hint = fatal_hint(answer)
             if hint is not None:
                 self.stopped_by = f"not sent: an earlier request failed with {answer}; {hint}"
+        if isinstance(answer, ServerNotReadyError):
+            row = _error_row(custom_id, NOT_READY, str(answer))
+            row["status_code"] = answer.status_code
+            return row
         return result_row(custom_id, answer)
 
     async def close(self) -> None:
@@ -452,7 +460,8 @@ def run_batch_file(
     `handle_signals`, SIGINT and SIGTERM request the stop, as in the command.
     A server that answered and then takes no connection is waited for up to
     `server_wait` seconds by each actor before the job stops; with
-    `server_starting`, so is one that has not answered yet.
+    `server_starting`, so is one that has not answered yet (or answers 502 or
+    503, as a server loading its model does).
 
     `runtime_env` is the Ray runtime environment of the job's workers (given to
     `ray.init`, so Ray must not be running in this process yet): a
@@ -704,6 +713,11 @@ class _RayJob(RunTally):
                     continue
                 if failure.get("code") == UNREACHABLE:
                     self.fatal = self.fatal or ConnectError(failure.get("message", ""))
+                    continue
+                if failure.get("code") == NOT_READY:
+                    self.fatal = self.fatal or ServerNotReadyError(
+                        failure.get("message", ""), status_code=row["status_code"] or 503
+                    )
                     continue
             yield result_line(row)
             usage = response["body"].get("usage") if response else None

@@ -176,12 +176,19 @@ class RestartingServer:
     """A loopback server that answers its first request, then takes no connection
     (refused) for `down_for` seconds, or for good; then answers every request.
     `starts_down`: it takes no connection for its first `down_for` seconds instead
-    (a server still starting), then answers every request."""
+    (a server still starting), then answers every request. `loading`: once back
+    (or started), it answers 503 "Loading model" for that long first, as
+    llama.cpp's server does while it loads; None, for good."""
 
-    def __init__(self, down_for: float | None, starts_down: bool = False) -> None:
+    def __init__(
+        self, down_for: float | None, starts_down: bool = False, loading: float | None = 0.0
+    ) -> None:
         self.down_for = down_for
         self.starts_down = starts_down
+        self.loading = loading
+        self.loading_until = 0.0  # the loop's time; 503 until then
         self.answered = 0
+        self.unavailable = 0  # requests answered 503
         self.port = 0  # any, the first time; the same one after a restart
         self.listening: asyncio.Server | None = None
         self.restart: asyncio.TimerHandle | None = None
@@ -196,7 +203,11 @@ class RestartingServer:
             await self.start()
         else:
             self.port = free_port()
-            if self.down_for is not None:
+            if self.down_for == 0:  # up at once, though maybe loading
+                self._restart()
+                assert self.restarted is not None
+                await self.restarted
+            elif self.down_for is not None:
                 self.restart = asyncio.get_running_loop().call_later(self.down_for, self._restart)
         return f"http://127.0.0.1:{self.port}/v1"
 
@@ -209,22 +220,32 @@ class RestartingServer:
             self.listening.close()
 
     def _restart(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.loading_until = float("inf") if self.loading is None else loop.time() + self.loading
         self.restarted = asyncio.ensure_future(self.start())
 
     async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.answered += 1
-        if self.answered == 1 and not self.starts_down and self.listening is not None:
-            self.listening.close()  # down: the port refuses connections
-            self.listening = None
-            if self.down_for is not None:
-                self.restart = asyncio.get_running_loop().call_later(self.down_for, self._restart)
         head = await reader.readuntil(b"\r\n\r\n")
         length = re.search(rb"(?i)content-length: *(\d+)", head)
         await reader.readexactly(int(length.group(1)) if length else 0)
-        body = json.dumps(completion_json(f"answer {self.answered}")).encode()
+        if asyncio.get_running_loop().time() < self.loading_until:
+            self.unavailable += 1
+            status = b"503 Service Unavailable"
+            error = {"code": 503, "message": "Loading model", "type": "unavailable_error"}
+            body = json.dumps({"error": error}).encode()
+        else:
+            self.answered += 1
+            if self.answered == 1 and not self.starts_down and self.listening is not None:
+                self.listening.close()  # down: the port refuses connections
+                self.listening = None
+                if self.down_for is not None:
+                    loop = asyncio.get_running_loop()
+                    self.restart = loop.call_later(self.down_for, self._restart)
+            status = b"200 OK"
+            body = json.dumps(completion_json(f"answer {self.answered}")).encode()
         writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body)
         )
         await writer.drain()
         writer.close()

@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -316,82 +317,168 @@ def client_without_retries(base_url: str) -> asyncchat.Client:
     return asyncchat.Client(base_url=base_url, api_key=API_KEY, max_retries=0)
 
 
-WAITS = {False: ("wait for it", "back"), True: ("wait for it to start", "up")}
+@dataclass(frozen=True)
+class Outage:
+    """A way a server is down for a while, and what the batch log then says."""
+
+    server: dict[str, Any]  # RestartingServer's arguments, down_for and loading aside
+    loads: bool  # back (or up), it answers 503 for a while first
+    starting: bool  # server_starting, as the job must say for a server not up yet
+    does: str  # what the first log line says the server does
+    met: str  # what the summary note says the server did ("" for refusals alone)
+
+    @property
+    def waits(self) -> str:
+        return "wait for it to start" if self.starting else "wait for it"
+
+    @property
+    def is_up(self) -> str:
+        return "up" if self.starting else "back"
+
+    def note(self) -> str:
+        if not self.met:
+            return r"the server took no connection once, for [0-9]+s in all; .*"
+        return rf"the server was not serving once, for [0-9]+s in all \({self.met}\); .*"
 
 
-@pytest.mark.parametrize("starts_down", [False, True], ids=["restarts", "starts-late"])
+OUTAGES = {
+    "restarts": Outage({}, False, False, "takes no connection", ""),
+    "starts-late": Outage({"starts_down": True}, False, True, "takes no connection", ""),
+    # llama.cpp: refused while it restarts, then 503 "Loading model" while it loads.
+    "restarts-and-loads": Outage({}, True, False, "takes no connection", "no connection, HTTP 503"),
+    "starts-loading": Outage(
+        {"starts_down": True, "at_once": True},
+        True,
+        True,
+        "is not serving (HTTP 503)",
+        "HTTP 503",
+    ),
+}
+
+
+def restarting_server(
+    outage: Outage, down_for: float | None, loading: float | None
+) -> RestartingServer:
+    """The server of `outage`; `loading` is chosen so that the client's tries meet a
+    503 and are not all over before it ends (or None: it loads for good)."""
+    options = dict(outage.server)
+    if options.pop("at_once", False):
+        down_for = 0.0  # listening from the start, only loading
+    return RestartingServer(down_for, loading=loading if outage.loads else 0.0, **options)
+
+
+@pytest.mark.parametrize("outage", OUTAGES.values(), ids=OUTAGES)
 async def test_a_server_that_restarts_or_starts_late_is_waited_for_and_nothing_is_lost(
-    tmp_path: Path, starts_down: bool
+    tmp_path: Path, outage: Outage
 ) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_requests(requests, 4)
     progress = io.StringIO()
-    server = RestartingServer(down_for=0.5, starts_down=starts_down)
+    # No retries in the client: tries at 1 s (503 until 2 s), 3 s after the first refusal.
+    server = restarting_server(outage, down_for=0.5, loading=1.5)
     async with server as base_url, client_without_retries(base_url) as client:
         summary = await run_batch_file(
             client, requests, output, concurrency=1, progress=progress,
-            server_wait=30, server_starting=starts_down,
+            server_wait=30, server_starting=outage.starting,
         )  # fmt: skip
     assert summary.fatal is None
     assert (summary.succeeded, summary.failed, summary.not_run) == (4, 0, 0)
     assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
     assert server.answered == 4  # a refused request was never sent, so never sent twice
-    assert len(summary.notes) == 1 and summary.notes[0].startswith(
-        "the server took no connection once, for "
-    )
-    waits, is_up = WAITS[starts_down]
+    assert (server.unavailable > 0) == ("503" in outage.met)  # a 503 was sent again
+    assert len(summary.notes) == 1 and re.fullmatch(outage.note(), summary.notes[0])
     log = progress.getvalue().splitlines()
-    assert log[0] == f"batch: the server takes no connection; requests {waits} up to 30s"
-    assert re.fullmatch(rf"batch: the server is {is_up} after [0-9]+s", log[1])
+    assert log[0] == f"batch: the server {outage.does}; requests {outage.waits} up to 30s"
+    assert re.fullmatch(rf"batch: the server is {outage.is_up} after [0-9]+s", log[1])
     assert len(log) == 2
 
 
-@pytest.mark.parametrize("starts_down", [False, True], ids=["restarts", "starts-late"])
+@pytest.mark.parametrize("outage", OUTAGES.values(), ids=OUTAGES)
 def test_a_batch_log_says_when_the_server_went_away_and_came_back(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], starts_down: bool
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], outage: Outage
 ) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_requests(requests, 4)
-    flags = ["--server-starting"] if starts_down else []
-    with served_in_a_thread(RestartingServer(down_for=2.0, starts_down=starts_down)) as server:
+    flags = ["--server-starting"] if outage.starting else []
+    # The client tries three times in 1.5 s each round: 503 for all of one round.
+    with served_in_a_thread(restarting_server(outage, down_for=2.0, loading=2.5)) as server:
         base_url = f"http://127.0.0.1:{server.port}/v1"
         command = [str(requests), "-o", str(output), "--concurrency", "1", "--server-wait", "60"]
         status = main(["batch", *command, *flags, "--base-url", base_url, "--api-key", API_KEY])
     assert status == 0
-    waits, is_up = WAITS[starts_down]
     log = capsys.readouterr().err.splitlines()  # not a terminal: no live line, a log
-    assert log[0] == f"batch: the server takes no connection; requests {waits} up to 60s"
-    assert re.fullmatch(rf"batch: the server is {is_up} after [0-9]+s", log[1])
-    assert re.fullmatch(r"note: the server took no connection once, for [0-9]+s in all; .*", log[2])
+    assert log[0] == f"batch: the server {outage.does}; requests {outage.waits} up to 60s"
+    assert re.fullmatch(rf"batch: the server is {outage.is_up} after [0-9]+s", log[1])
+    assert re.fullmatch("note: " + outage.note(), log[2])
     assert log[3].startswith("batch: 4 requests, 4 succeeded, 0 failed")
     assert len(log) == 4
 
 
-@pytest.mark.parametrize(
-    ("starts_down", "answered"), [(False, 1), (True, 0)], ids=["goes-away", "never-starts"]
-)
-async def test_a_server_that_never_takes_a_connection_again_stops_the_job_after_server_wait(
-    tmp_path: Path, starts_down: bool, answered: int
+NEVER_UP = {
+    "goes-away": (OUTAGES["restarts"], 1, asyncchat.ConnectError, "has taken no connection"),
+    "never-starts": (OUTAGES["starts-late"], 0, asyncchat.ConnectError, "has taken no connection"),
+    "never-loads": (
+        Outage(
+            {"starts_down": True, "at_once": True},
+            True,
+            True,
+            "is not serving (HTTP 503)",
+            "",
+        ),
+        0,
+        asyncchat.ServerNotReadyError,
+        "Loading model",
+    ),
+}
+
+
+@pytest.mark.parametrize(("outage", "answered", "error", "says"), NEVER_UP.values(), ids=NEVER_UP)
+async def test_a_server_that_never_comes_back_or_up_stops_the_job_after_server_wait(
+    tmp_path: Path, outage: Outage, answered: int, error: type[Exception], says: str
 ) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_requests(requests, 4)
-    server = RestartingServer(down_for=None, starts_down=starts_down)
+    server = restarting_server(outage, down_for=None, loading=None)
     progress = io.StringIO()
     async with server as base_url, client_without_retries(base_url) as client:
         summary = await run_batch_file(
             client, requests, output, concurrency=1, progress=progress,
-            server_wait=0.5, server_starting=starts_down,
+            server_wait=0.5, server_starting=outage.starting,
         )  # fmt: skip
-    assert isinstance(summary.fatal, asyncchat.ConnectError)
-    assert "could not connect" in str(summary.fatal)
+    assert type(summary.fatal) is error
+    assert says in str(summary.fatal)
     # Said only once the watch has waited out its patience.
-    assert "the server has taken no connection for 0.5s" in str(summary.fatal)
+    waited = "taken no connection" if error is asyncchat.ConnectError else "served no request"
+    assert f"the server has {waited} for 0.5s" in str(summary.fatal)
     assert (summary.succeeded, summary.failed, summary.not_run) == (answered, 0, 4 - answered)
-    assert len(read_output(output)) == answered  # no record for what was never sent
-    waits = WAITS[starts_down][0]
+    assert len(read_output(output)) == answered  # no record for what was never served
     assert progress.getvalue() == (
-        f"batch: the server takes no connection; requests {waits} up to 0.5s\n"
+        f"batch: the server {outage.does}; requests {outage.waits} up to 0.5s\n"
     )
+
+
+async def test_a_503_is_one_requests_error_unless_the_job_waits_for_its_server(
+    tmp_path: Path,
+) -> None:
+    """Without `server_starting`, a 503 before any other answer may be a provider
+    overloaded: each request keeps its own error, as after the server has served."""
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 4)
+    progress = io.StringIO()
+    server = RestartingServer(0.0, starts_down=True, loading=None)
+    async with server as base_url, client_without_retries(base_url) as client:
+        summary = await run_batch_file(
+            client, requests, output, concurrency=1, progress=progress, server_wait=30
+        )
+    assert summary.fatal is None
+    assert (summary.succeeded, summary.failed, summary.not_run) == (0, 4, 0)
+    assert [r["response"]["status_code"] for r in read_output(output)] == [503] * 4
+    assert server.unavailable == 4  # each sent once: not waited for
+    assert progress.getvalue() == ""
+    assert summary.notes == [  # but what it looks like is said
+        "every request was answered 503, none served: a server still loading its model "
+        "answers so, and --server-starting waits for it"
+    ]
 
 
 def test_the_watch_waits_longer_each_time_up_to_its_patience() -> None:
@@ -417,6 +504,22 @@ def test_the_watch_waits_longer_each_time_up_to_its_patience() -> None:
     assert starting.wait_before_retry(0) == 1  # no answer yet, but it may be starting
     now[0] += 2
     assert starting.wait_before_retry(1) is None
+
+
+def test_a_502_or_503_says_not_serving_only_while_the_server_is_waited_for() -> None:
+    watch = ServerWatch(patience=300)
+    assert not watch.not_serving(503)  # an answer before anything: it counts
+    watch.saw_answer()
+    assert not watch.not_serving(503)  # served before: an overloaded server's 503
+    watch.wait_before_retry(0)  # a refusal: down, maybe restarting
+    assert watch.not_serving(503) and watch.not_serving(502)
+    assert not watch.not_serving(500) and not watch.not_serving(504)  # it may have run them
+    watch.saw_answer()
+    assert not watch.not_serving(503)
+    starting = ServerWatch(patience=300, starting=True)
+    assert starting.not_serving(503)  # may still be loading
+    starting.saw_answer()
+    assert not starting.not_serving(503)
 
 
 @pytest.mark.parametrize(
@@ -466,7 +569,7 @@ def test_rate_and_eta_count_this_runs_results_only() -> None:
     assert "2.0 req/s" in line and "ETA 40s" in line
 
 
-def test_progress_shows_how_long_the_server_has_taken_no_connection() -> None:
+def test_progress_shows_how_long_the_server_has_been_down() -> None:
     now = [100.0]
     terminal = Terminal()
     progress = _Progress(terminal, total=10, done_before=0, clock=lambda: now[0])
@@ -481,9 +584,16 @@ def test_progress_shows_how_long_the_server_has_taken_no_connection() -> None:
         .rsplit("\r", 1)[-1]
         .endswith(", no connection for 42s (waiting up to 300s)  ")
     )
+    now[0] += 3
+    watch.wait_before_retry(2, status=503)  # listening again, still loading
+    assert (
+        terminal.getvalue()
+        .rsplit("\r", 1)[-1]
+        .endswith(", HTTP 503 for 45s (waiting up to 300s)  ")
+    )
     watch.saw_answer()  # back
     progress.show(force=True)
-    assert "no connection" not in terminal.getvalue().rsplit("\r", 1)[-1]
+    assert "waiting up to" not in terminal.getvalue().rsplit("\r", 1)[-1]
 
 
 async def test_in_flight_is_never_above_the_concurrency(server: MockServer, tmp_path: Path) -> None:

@@ -183,6 +183,10 @@ ERRORS: dict[type[APIError], Callable[[], APIError]] = {
             errors.InternalServerError,
         )
     },
+    errors.ServerNotReadyError: lambda: errors.ServerNotReadyError.after(
+        errors.InternalServerError("HTTP 503: Loading model", status_code=503, request_id="r-3"),
+        300,
+    ),
     errors.StreamError: lambda: errors.StreamError("broken"),
     errors.IncompleteStreamError: lambda: errors.IncompleteStreamError("cut off"),
     errors.MalformedStreamError: lambda: errors.MalformedStreamError("not a chunk"),

@@ -35,6 +35,7 @@ from asyncchat.types import ChatCompletion
 
 from .conftest import API_KEY, RestartingServer, free_port, served_in_a_thread, server_context
 from .ray_logs import console_spans, ray_root
+from .test_batch_safety import OUTAGES, Outage, restarting_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -232,12 +233,9 @@ def test_a_server_no_request_reaches_stops_each_actor_sending(cluster: str, tmp_
     assert "could not connect" in message and "check --base-url" in message
 
 
-@pytest.mark.parametrize(
-    ("starts_down", "waits", "is_up"),
-    [(False, "wait for it", "back"), (True, "wait for it to start", "up")],
-)
+@pytest.mark.parametrize("outage", OUTAGES.values(), ids=OUTAGES)
 async def test_an_actor_waits_for_a_server_that_restarts_or_starts(
-    capsys: pytest.CaptureFixture[str], starts_down: bool, waits: str, is_up: str
+    capsys: pytest.CaptureFixture[str], outage: Outage
 ) -> None:
     """The actor's own code, called as Ray calls it (no cluster needed); what it
     writes to stderr, Ray shows on the driver."""
@@ -246,11 +244,11 @@ async def test_an_actor_waits_for_a_server_that_restarts_or_starts(
         {"custom_id": line["custom_id"], "body": orjson.dumps(line["body"]).decode()}
         for line in lines
     ]
-    server = RestartingServer(down_for=0.5, starts_down=starts_down)
+    server = restarting_server(outage, down_for=0.5, loading=1.5)
     async with server as base_url:
         udf = ChatBatchUDF(
             base_url=base_url, api_key=API_KEY, concurrency=1,
-            client_options={"max_retries": 0}, server_wait=30, server_starting=starts_down,
+            client_options={"max_retries": 0}, server_wait=30, server_starting=outage.starting,
         )  # fmt: skip
         tables = [table async for table in udf(pa.Table.from_pylist(requests))]
         assert udf._requests is not None
@@ -260,8 +258,32 @@ async def test_an_actor_waits_for_a_server_that_restarts_or_starts(
     assert [row["status_code"] for row in rows] == [200] * 3
     assert server.answered == 3
     log = capsys.readouterr().err.splitlines()
-    assert log[0] == f"batch: the server takes no connection; requests {waits} up to 30s"
-    assert re.fullmatch(rf"batch: the server is {is_up} after [0-9]+s", log[1])
+    assert log[0] == f"batch: the server {outage.does}; requests {outage.waits} up to 30s"
+    assert re.fullmatch(rf"batch: the server is {outage.is_up} after [0-9]+s", log[1])
+
+
+async def test_an_actor_stops_sending_when_its_server_never_loads() -> None:
+    """A server that answers only 503 for all of `server_wait` is job-wide: a row
+    with its own code (a 503 row reads as one request's error), then none sent."""
+    requests = [
+        {"custom_id": f"r{i}", "body": orjson.dumps(request_line(f"r{i}", "hi")["body"]).decode()}
+        for i in range(3)
+    ]
+    async with RestartingServer(0.0, starts_down=True, loading=None) as base_url:
+        udf = ChatBatchUDF(
+            base_url=base_url, api_key=API_KEY, concurrency=1,
+            client_options={"max_retries": 0}, server_wait=0.5, server_starting=True,
+        )  # fmt: skip
+        tables = [table async for table in udf(pa.Table.from_pylist(requests))]
+        assert udf._requests is not None
+        await udf._requests.close()
+    rows = tables[0].to_pylist()
+    errors = [orjson.loads(row["error"]) for row in rows]
+    assert [error["code"] for error in errors] == ["server_not_ready", "not_sent", "not_sent"]
+    assert rows[0]["status_code"] == 503
+    assert "Loading model" in errors[0]["message"]
+    assert "served no request for 0.5s" in errors[0]["message"]
+    assert "never finished starting" in errors[1]["message"]
 
 
 @pytest.fixture(scope="module")
@@ -445,19 +467,32 @@ def test_a_failing_certificate_stops_the_command_and_a_rerun_with_cacert_finishe
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("loads", [False, True], ids=["refuses", "never-loads"])
 def test_a_server_no_request_reaches_stops_the_command_and_a_rerun_finishes(
-    cluster: str, background_server: MockServer, tmp_path: Path
+    cluster: str, background_server: MockServer, tmp_path: Path, loads: bool
 ) -> None:
     source = write_input(tmp_path / "in.jsonl", 100)
     output = tmp_path / "out.jsonl"
     command = batch_command(source, output, background_server, "--ray-address", cluster)
 
-    nobody = run([*command, "--base-url", f"http://127.0.0.1:{free_port()}/v1"])  # the last wins
+    if loads:  # listening, but only ever 503 "Loading model"
+        with served_in_a_thread(RestartingServer(0.0, starts_down=True, loading=None)) as server:
+            wrong = [
+                f"http://127.0.0.1:{server.port}/v1",
+                "--server-starting",
+                "--server-wait",
+                "1",
+            ]
+            said = ["HTTP 503", "Loading model", "served no request for 1s", "never finished"]
+            nobody = run([*command, "--base-url", *wrong])  # the last --base-url wins
+    else:
+        said = ["could not connect", "check --base-url"]
+        nobody = run([*command, "--base-url", f"http://127.0.0.1:{free_port()}/v1"])
 
     assert nobody.returncode == 1
     message = nobody.stderr.strip().splitlines()[-1]
     assert message.startswith("asyncchat: error: batch stopped, every request would fail")
-    assert "could not connect" in message and "check --base-url" in message
+    assert all(words in message for words in said), message
     assert output.read_bytes() == b""  # nothing written: the rerun sends them all
 
     right = run(command)
