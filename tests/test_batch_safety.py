@@ -374,7 +374,8 @@ async def test_a_server_that_restarts_or_starts_late_is_waited_for_and_nothing_i
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_requests(requests, 4)
     progress = io.StringIO()
-    # No retries in the client: tries at 1 s (503 until 2 s), 3 s after the first refusal.
+    # The client retries nothing itself: after the first refusal (or 503) the request
+    # tries again at 1 s (back at 0.5 s, a 503 while it loads until 2 s), then at 3 s.
     server = restarting_server(outage, down_for=0.5, loading=1.5)
     async with server as base_url, client_without_retries(base_url) as client:
         summary = await run_batch_file(
@@ -417,18 +418,7 @@ def test_a_batch_log_says_when_the_server_went_away_and_came_back(
 NEVER_UP = {
     "goes-away": (OUTAGES["restarts"], 1, asyncchat.ConnectError, "has taken no connection"),
     "never-starts": (OUTAGES["starts-late"], 0, asyncchat.ConnectError, "has taken no connection"),
-    "never-loads": (
-        Outage(
-            {"starts_down": True, "at_once": True},
-            True,
-            True,
-            "is not serving (HTTP 503)",
-            "",
-        ),
-        0,
-        asyncchat.ServerNotReadyError,
-        "Loading model",
-    ),
+    "never-loads": (OUTAGES["starts-loading"], 0, asyncchat.ServerNotReadyError, "Loading model"),
 }
 
 
