@@ -319,6 +319,14 @@ def _add_mock_server(commands: Any) -> None:
     )
     mock.add_argument("--reply", help="answer with this text instead of the echo")
     mock.add_argument(
+        "--loading",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer 503 'Loading model' for this long after starting, as llama.cpp's"
+        " server does while it loads (try: asyncchat batch ... --server-starting)",
+    )
+    mock.add_argument(
         "--model",
         action="append",
         dest="models",
@@ -1026,6 +1034,7 @@ async def _mock_server(args: argparse.Namespace) -> int:
         models=args.models or ("mock-model",),
         resolved_models=dict(args.resolve_model),
         requests_per_minute=args.rpm,
+        loading=args.loading,
         batch=BatchSettings(pace=args.batch_pace, expire_after=args.batch_expire_after),
     )
     async with server:

@@ -261,6 +261,9 @@ class MockServer:
     answers as GLM under `server.glm_base_url`.
     `ssl_context`: serve HTTPS with this server-side context (its `base_url` is
     then `https://`), to test a client's `verify=` and `cert=` settings.
+    `loading`: for its first seconds after `start()`, chat completions and
+    embeddings get a 503 "Loading model", as llama.cpp's server answers while it
+    loads one (`GET /v1/models` answers, as there); counted in `unavailable`.
     """
 
     def __init__(
@@ -279,6 +282,7 @@ class MockServer:
         batch: BatchSettings | None = None,
         resolved_models: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        loading: float = 0.0,
     ) -> None:
         self.api_key = api_key
         self.ssl_context = ssl_context
@@ -290,6 +294,9 @@ class MockServer:
         )
         self.requests_per_minute = requests_per_minute
         self.rate_limited = 0  # the 429s the limit gave
+        self.loading = loading
+        self.unavailable = 0  # the 503s given while loading
+        self._loaded_at = 0.0  # time.monotonic() from which it serves
         self._bucket = (0.0, float("-inf"))  # requests left of a second's worth, as of when
         self.turns = None if turns is None else TurnScript(turns)
         self.response_formats = tuple(response_formats)
@@ -365,6 +372,7 @@ class MockServer:
         await site.start()
         # The runner's public list of bound addresses: any event loop (uvloop too).
         self.port = self._runner.addresses[0][1]
+        self._loaded_at = time.monotonic() + self.loading
 
     async def stop(self) -> None:
         """Stop serving. Handlers still running (a delayed answer, a slow stream) are
@@ -414,6 +422,13 @@ class MockServer:
             return None
         return _error(401, "Incorrect API key provided.", request_id, code="invalid_api_key")
 
+    def _still_loading(self, request_id: str) -> web.Response | None:
+        """llama.cpp's answer while it loads its model, until `loading` is over."""
+        if time.monotonic() >= self._loaded_at:
+            return None
+        self.unavailable += 1
+        return _error(503, "Loading model", request_id, type="unavailable_error", code=503)
+
     def _over_limit(self, request_id: str) -> web.Response | None:
         """A 429 once `requests_per_minute` is spent: a bucket that holds a second's
         worth of requests and refills evenly, as providers meter."""
@@ -456,7 +471,9 @@ class MockServer:
         raw = await request.read()
         body = orjson.loads(raw) if raw else None
         self._record(request, raw, body)
-        denied = self._unauthorized(request, "mock-embeddings")
+        denied = self._still_loading("mock-embeddings") or self._unauthorized(
+            request, "mock-embeddings"
+        )
         if denied is not None:
             return denied
         inputs = body.get("input") if isinstance(body, dict) else None
@@ -522,6 +539,9 @@ class MockServer:
             if scripted.status != 200 or scripted.has_body:
                 return self._scripted(scripted, request_id)
             extra_headers = scripted.headers
+        loading = self._still_loading(request_id)  # at once: the model is not there to wait for
+        if loading is not None:
+            return loading
         if self.delay:
             await asyncio.sleep(self.delay)
         denied = self._unauthorized(request, request_id) or self._over_limit(request_id)

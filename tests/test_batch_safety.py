@@ -681,6 +681,43 @@ def batch_command(requests: Path, output: str, base_url: str, *args: str) -> lis
     ]
 
 
+@pytest.mark.slow
+def test_a_server_still_loading_its_model_is_named_and_waited_for(tmp_path: Path) -> None:
+    """`asyncchat mock-server --loading` answers 503 "Loading model" as llama-server
+    does while it loads: the job without --server-starting says what it met, and the
+    rerun with it waits."""
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 20)
+    server = _mock_server_process("--loading", "6")  # each run's first round fits in it
+    base_url = next(server)
+    try:
+        first = subprocess.run(
+            batch_command(requests, str(output), base_url),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        second = subprocess.run(
+            batch_command(requests, str(output), base_url, "--retry-failed", "--server-starting"),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert first.returncode == 1, first.stderr
+    assert first.stderr.splitlines()[0] == (
+        "note: every request was answered 503, none served: a server still loading its model "
+        "answers so, and --server-starting waits for it"
+    )
+    assert second.returncode == 0, second.stderr
+    log = second.stderr.splitlines()
+    assert log[0] == (
+        "batch: the server is not serving (HTTP 503); requests wait for it to start up to 300s"
+    )
+    assert re.fullmatch(r"batch: the server is up after [0-9]+s", log[1])
+    assert re.fullmatch(r"note: the server was not serving once, .* \(HTTP 503\); .*", log[2])
+    assert log[3].startswith("batch: 20 requests, 20 succeeded, 0 failed")
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+    assert all(r["response"]["status_code"] == 200 for r in read_output(output))
+
+
 def wait_for_lines(path: Path, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -444,6 +444,27 @@ async def test_mock_server_keeps_a_providers_limit_with_retry_after() -> None:
     assert server.rate_limited == 1
 
 
+async def test_mock_server_loading_answers_503_as_llama_cpp_then_serves() -> None:
+    """`MockServer(loading=)`: chat and embeddings get llama.cpp's 503 until it has
+    loaded; the model list answers all along."""
+    async with (
+        MockServer(loading=0.5) as server,
+        asyncchat.Client(base_url=server.base_url, api_key="k", max_retries=0) as client,
+    ):
+        with pytest.raises(asyncchat.InternalServerError) as caught:
+            await client.chat.completions.create(model="m", messages=USER)
+        with pytest.raises(asyncchat.InternalServerError):
+            await client.embeddings.create(model="m", input="x")
+        assert [model.id for model in (await client.models.list()).data] == ["mock-model"]
+        await asyncio.sleep(0.5)
+        await client.chat.completions.create(model="m", messages=USER)
+        await client.embeddings.create(model="m", input="x")
+    assert caught.value.status_code == 503
+    assert caught.value.message.endswith(": Loading model")
+    assert caught.value.type == "unavailable_error"
+    assert server.unavailable == 2
+
+
 async def test_a_fan_out_against_a_providers_limit_finishes() -> None:
     """Its 429s pause the whole fan-out, retried after Retry-After: everything lands."""
     async with (
