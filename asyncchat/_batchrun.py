@@ -348,13 +348,13 @@ class _Run(RunTally):
         )
 
     def note_never_served(self) -> None:
-        """Say so when every record of this run is a 502 or 503: more likely a server
-        still loading its model (llama.cpp answers 503 then) than one overloaded."""
+        """Say so when every record of this run is a 502 or 503: a server not up yet
+        behind a proxy answers so, as well as one overloaded."""
         if self.status.done and self.status.done == self.not_served.total():
             statuses = " or ".join(str(status) for status in sorted(self.not_served))
             self.notes.append(
-                f"every request was answered {statuses}, none served: a server still loading "
-                "its model answers so, and --server-starting waits for it"
+                f"every request was answered {statuses} and none served: if the server is "
+                "still starting (behind a proxy, say), --server-starting waits for it"
             )
 
     def abort(self) -> None:

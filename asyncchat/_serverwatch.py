@@ -10,10 +10,12 @@ waits and tries again, and the job stops only when the server has taken no
 connection for `patience` seconds.
 
 While the job waits for its server anyway, a 502 or 503 answer says the same:
-not serving yet (llama.cpp answers 503 "Loading model" while it loads; a proxy,
-502 or 503 while the server behind it restarts). Such a request was not run, so
-it waits and is sent again. Any other answer ends the wait, after which a 502 or
-503 is that one request's error, as an overloaded server means it.
+not serving yet (a proxy answers so while the server behind it starts). A 503
+that says its model is loading (llama.cpp's "Loading model") says so at any
+time: the address is right and the server restarted, or is starting. Such a
+request was not run, so it waits and is sent again. Any other answer ends the
+wait, after which a 502 or 503 is that one request's error, as an overloaded
+server means it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from asyncchat.errors import (
     StreamError,
     TLSError,
 )
+from asyncchat.quirks import says_loading_model
 from asyncchat.types import ChatCompletion
 
 __all__ = ["DEFAULT_PATIENCE", "ServerWatch", "log_outages", "send_patiently"]
@@ -79,19 +82,22 @@ class ServerWatch:
             return self.outages, self.down_seconds
         return self.outages + 1, self.down_seconds + self.clock() - self.down_since
 
-    def not_serving(self, status: int) -> bool:
-        """Whether an answer of `status` says the server is not serving yet: a 502
-        or 503 while the job waits for it anyway (it may be starting and has not
-        answered, or it took no connection since its last answer)."""
+    def not_serving(self, error: APIStatusError) -> bool:
+        """Whether an error answer says the server is not serving yet: one that says
+        its model is loading, or a 502 or 503 while the job waits for it anyway (it
+        may be starting and has not answered, or it took no connection since its
+        last answer)."""
+        if error.status_code not in NOT_SERVING:
+            return False
         waiting = self.down_since is not None or (self.starting and not self.answered)
-        return waiting and status in NOT_SERVING
+        return waiting or says_loading_model(error.status_code, error.body)
 
     def wait_before_retry(self, retries: int, status: int | None = None) -> float | None:
         """Seconds a refused request (or one answered `status`, not serving) waits
         before its next try, after `retries` tries already; None when the job
         should stop."""
-        if not (self.answered or self.starting):
-            return None
+        if status is None and not (self.answered or self.starting):
+            return None  # refused, never answered: a wrong address
         now = self.clock()
         if self.down_since is None:
             self.down_since = now
@@ -158,7 +164,7 @@ async def send_patiently(
                     ) from None
                 raise
         except APIStatusError as exc:
-            if not watch.not_serving(exc.status_code):
+            if not watch.not_serving(exc):
                 watch.saw_answer()  # the server is up, whatever it said
                 raise
             delay = watch.wait_before_retry(retries, exc.status_code)

@@ -225,7 +225,8 @@ def _add_batch(commands: Any) -> None:
         action="store_true",
         help="the server may still be starting (a script that starts it too): wait up to"
         " --server-wait seconds for its first answer instead of stopping the job at once,"
-        " and take a 502 or 503 before it (llama.cpp loading its model) as not up yet",
+        " and take a 502 or 503 before it (a proxy with no server behind it yet) as not up"
+        " (llama.cpp's 503 'Loading model' is waited for without it)",
     )
     batch.add_argument(
         "--via",
@@ -324,7 +325,7 @@ def _add_mock_server(commands: Any) -> None:
         default=0.0,
         metavar="SECONDS",
         help="answer 503 'Loading model' for this long after starting, as llama.cpp's"
-        " server does while it loads (try: asyncchat batch ... --server-starting)",
+        " server does while it loads (a batch job waits for it)",
     )
     mock.add_argument(
         "--model",

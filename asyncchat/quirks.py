@@ -26,6 +26,8 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
                                                                        "json_object")
     only `tool_choice: "auto"` taken          GLM                      no "tool" strategy there
     SSE labelled `application/json`           hand-written servers     read as SSE
+    503 "Loading model" while it loads        llama.cpp                a batch job waits for
+                                                                       it (says_loading_model)
     a value of the wrong JSON type            any                      skipped as if absent
 
 The SSE rules (line ends, comments, a BOM) live in `sse.py`, the stream's labels in
@@ -41,6 +43,7 @@ __all__ = [
     "REASONING_KEYS",
     "is_error_body",
     "reasoning_text",
+    "says_loading_model",
     "unindexed_fragment_starts_a_call",
 ]
 
@@ -62,6 +65,15 @@ def is_error_body(data: dict[str, Any]) -> bool:
     """Whether a JSON object that came with a 2xx status (a body, or a stream event)
     is really an error report."""
     return bool(data.get("error")) or ("choices" not in data and data.get("object") == "error")
+
+
+def says_loading_model(status: int, body: Any) -> bool:
+    """Whether an error answer says the server is up but still loading its model
+    (llama.cpp's 503 "Loading model"): the request was not run, and the server
+    will serve once loaded."""
+    error = body.get("error") if status == 503 and isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return isinstance(message, str) and message.strip().lower() == "loading model"
 
 
 def unindexed_fragment_starts_a_call(

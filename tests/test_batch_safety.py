@@ -26,6 +26,7 @@ import asyncchat
 from asyncchat._batchrun import _Progress, run_batch_file
 from asyncchat._serverwatch import ServerWatch
 from asyncchat.cli import main
+from asyncchat.errors import APIStatusError, status_error
 from asyncchat.testing import MockServer
 
 from .conftest import (
@@ -329,11 +330,11 @@ class Outage:
 
     @property
     def waits(self) -> str:
-        return "wait for it to start" if self.starting else "wait for it"
+        return "wait for it to start" if self.server.get("starts_down") else "wait for it"
 
     @property
     def is_up(self) -> str:
-        return "up" if self.starting else "back"
+        return "up" if self.server.get("starts_down") else "back"
 
     def note(self) -> str:
         if not self.met:
@@ -350,6 +351,14 @@ OUTAGES = {
         {"starts_down": True, "at_once": True},
         True,
         True,
+        "is not serving (HTTP 503)",
+        "HTTP 503",
+    ),
+    # Its "Loading model" says the address is right: waited for without the flag.
+    "loads-at-start": Outage(
+        {"starts_down": True, "at_once": True},
+        True,
+        False,
         "is not serving (HTTP 503)",
         "HTTP 503",
     ),
@@ -394,6 +403,29 @@ async def test_a_server_that_restarts_or_starts_late_is_waited_for_and_nothing_i
     assert len(log) == 2
 
 
+async def test_a_restart_seen_only_as_loading_503s_is_waited_for(tmp_path: Path) -> None:
+    """llama-server is refused for a moment only: the client's own retries get past
+    the refusal and meet its "Loading model", which says the server is back."""
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 4)
+    progress = io.StringIO()
+    async with (
+        RestartingServer(down_for=0.1, loading=2.0) as base_url,
+        asyncchat.Client(base_url=base_url, api_key=API_KEY) as client,  # 2 retries
+    ):
+        summary = await run_batch_file(
+            client, requests, output, concurrency=1, progress=progress, server_wait=30
+        )
+    assert summary.fatal is None
+    assert (summary.succeeded, summary.failed, summary.not_run) == (4, 0, 0)
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+    log = progress.getvalue().splitlines()
+    assert log[0] == "batch: the server is not serving (HTTP 503); requests wait for it up to 30s"
+    assert re.fullmatch(r"batch: the server is back after [0-9]+s", log[1])
+    assert len(log) == 2
+    assert re.fullmatch(r"the server was not serving once, .* \(HTTP 503\); .*", summary.notes[0])
+
+
 @pytest.mark.parametrize("outage", OUTAGES.values(), ids=OUTAGES)
 def test_a_batch_log_says_when_the_server_went_away_and_came_back(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], outage: Outage
@@ -418,7 +450,7 @@ def test_a_batch_log_says_when_the_server_went_away_and_came_back(
 NEVER_UP = {
     "goes-away": (OUTAGES["restarts"], 1, asyncchat.ConnectError, "has taken no connection"),
     "never-starts": (OUTAGES["starts-late"], 0, asyncchat.ConnectError, "has taken no connection"),
-    "never-loads": (OUTAGES["starts-loading"], 0, asyncchat.ServerNotReadyError, "Loading model"),
+    "never-loads": (OUTAGES["loads-at-start"], 0, asyncchat.ServerNotReadyError, "Loading model"),
 }
 
 
@@ -448,26 +480,27 @@ async def test_a_server_that_never_comes_back_or_up_stops_the_job_after_server_w
 
 
 async def test_a_503_is_one_requests_error_unless_the_job_waits_for_its_server(
-    tmp_path: Path,
+    server: MockServer, tmp_path: Path
 ) -> None:
-    """Without `server_starting`, a 503 before any other answer may be a provider
-    overloaded: each request keeps its own error, as after the server has served."""
+    """Without `server_starting`, a 503 that does not say a model is loading may be a
+    provider overloaded: each request keeps its own error, as after the server served."""
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_requests(requests, 4)
+    for _ in range(4):
+        server.enqueue(503, "no healthy upstream")  # a proxy's text, its server not up
     progress = io.StringIO()
-    server = RestartingServer(0.0, starts_down=True, loading=None)
-    async with server as base_url, client_without_retries(base_url) as client:
+    async with client_without_retries(server.base_url) as client:
         summary = await run_batch_file(
             client, requests, output, concurrency=1, progress=progress, server_wait=30
         )
     assert summary.fatal is None
     assert (summary.succeeded, summary.failed, summary.not_run) == (0, 4, 0)
     assert [r["response"]["status_code"] for r in read_output(output)] == [503] * 4
-    assert server.unavailable == 4  # each sent once: not waited for
+    assert len(server.requests) == 4  # each sent once: not waited for
     assert progress.getvalue() == ""
     assert summary.notes == [  # but what it looks like is said
-        "every request was answered 503, none served: a server still loading its model "
-        "answers so, and --server-starting waits for it"
+        "every request was answered 503 and none served: if the server is still starting "
+        "(behind a proxy, say), --server-starting waits for it"
     ]
 
 
@@ -497,19 +530,25 @@ def test_the_watch_waits_longer_each_time_up_to_its_patience() -> None:
 
 
 def test_a_502_or_503_says_not_serving_only_while_the_server_is_waited_for() -> None:
+    def answer(status: int, message: str = "upstream connect error") -> APIStatusError:
+        return status_error(status, {"error": {"message": message}})
+
     watch = ServerWatch(patience=300)
-    assert not watch.not_serving(503)  # an answer before anything: it counts
+    assert not watch.not_serving(answer(503))  # an answer before anything: it counts
+    assert watch.not_serving(answer(503, "Loading model"))  # but this one says it is up
     watch.saw_answer()
-    assert not watch.not_serving(503)  # served before: an overloaded server's 503
+    assert not watch.not_serving(answer(503))  # served before: an overloaded server's 503
+    assert watch.not_serving(answer(503, "Loading model"))  # restarted, loading again
+    assert not watch.not_serving(answer(500, "Loading model"))
     watch.wait_before_retry(0)  # a refusal: down, maybe restarting
-    assert watch.not_serving(503) and watch.not_serving(502)
-    assert not watch.not_serving(500) and not watch.not_serving(504)  # it may have run them
+    assert watch.not_serving(answer(503)) and watch.not_serving(answer(502))
+    assert not watch.not_serving(answer(500)) and not watch.not_serving(answer(504))
     watch.saw_answer()
-    assert not watch.not_serving(503)
+    assert not watch.not_serving(answer(503))
     starting = ServerWatch(patience=300, starting=True)
-    assert starting.not_serving(503)  # may still be loading
+    assert starting.not_serving(answer(502))  # may still be starting behind its proxy
     starting.saw_answer()
-    assert not starting.not_serving(503)
+    assert not starting.not_serving(answer(502))
 
 
 @pytest.mark.parametrize(
@@ -682,32 +721,22 @@ def batch_command(requests: Path, output: str, base_url: str, *args: str) -> lis
 
 
 @pytest.mark.slow
-def test_a_server_still_loading_its_model_is_named_and_waited_for(tmp_path: Path) -> None:
+def test_a_job_started_with_its_server_waits_while_it_loads(tmp_path: Path) -> None:
     """`asyncchat mock-server --loading` answers 503 "Loading model" as llama-server
-    does while it loads: the job without --server-starting says what it met, and the
-    rerun with it waits."""
+    does while it loads: the job needs no flag to wait for it."""
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_requests(requests, 20)
-    server = _mock_server_process("--loading", "6")  # each run's first round fits in it
+    server = _mock_server_process("--loading", "4")  # the client's first round fits in it
     base_url = next(server)
     try:
-        first = subprocess.run(
+        job = subprocess.run(
             batch_command(requests, str(output), base_url),
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT, timeout=120,
-        )  # fmt: skip
-        second = subprocess.run(
-            batch_command(requests, str(output), base_url, "--retry-failed", "--server-starting"),
             stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT, timeout=120,
         )  # fmt: skip
     finally:
         server.close()
-    assert first.returncode == 1, first.stderr
-    assert first.stderr.splitlines()[0] == (
-        "note: every request was answered 503, none served: a server still loading its model "
-        "answers so, and --server-starting waits for it"
-    )
-    assert second.returncode == 0, second.stderr
-    log = second.stderr.splitlines()
+    assert job.returncode == 0, job.stderr
+    log = job.stderr.splitlines()
     assert log[0] == (
         "batch: the server is not serving (HTTP 503); requests wait for it to start up to 300s"
     )
