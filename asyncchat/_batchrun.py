@@ -223,8 +223,8 @@ async def run_batch_file(
 
     A server that answered and then takes no connection is waited for up to
     `server_wait` seconds (it may be restarting) before the job stops; with
-    `server_starting`, so is one that has not answered yet (or answers 502 or
-    503, as a server loading its model does).
+    `server_starting`, so is one that has not answered yet, or answers 502 or 503
+    (a proxy before its server is up). A 503 "Loading model" is waited for either way.
 
     Raises `BatchFileError` (nothing sent, nothing written) for an input with bad
     lines, an output that is the input or not a results file, or one in use.
@@ -332,19 +332,13 @@ class _Run(RunTally):
         if not outages:
             return
         times = "once" if outages == 1 else f"{outages} times"
-        if watch.seen_down == {None}:
-            self.notes.append(
-                f"the server took no connection {times}, for {seconds:.0f}s in all; "
-                "requests waited for it (a refused request was never sent)"
-            )
-            return
         met = ", ".join(
             "no connection" if status is None else f"HTTP {status}"
             for status in sorted(watch.seen_down, key=lambda status: status or 0)
         )
         self.notes.append(
             f"the server was not serving {times}, for {seconds:.0f}s in all ({met}); "
-            "requests waited for it and were sent again (none had been run)"
+            "requests waited for it and were tried again (none had been run)"
         )
 
     def note_never_served(self) -> None:

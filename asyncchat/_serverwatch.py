@@ -40,11 +40,12 @@ __all__ = ["DEFAULT_PATIENCE", "ServerWatch", "log_outages", "send_patiently"]
 DEFAULT_PATIENCE = 300.0  # seconds a server may take to come back (or to start)
 _FIRST_WAIT = 1.0  # seconds before a request tries again, doubling up to
 _LONGEST_WAIT = 15.0
-NOT_SERVING = frozenset({502, 503})  # what a server loading, or a proxy without it, answers
+NOT_SERVING = frozenset({502, 503})  # what a proxy without its server (or one loading) answers
 
 
 class ServerWatch:
-    """Whether the job's server has answered, and since when it takes no connection."""
+    """Whether the job's server has answered, and since when it takes no connection
+    (or is not serving)."""
 
     def __init__(
         self,

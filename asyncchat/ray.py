@@ -156,8 +156,9 @@ class ChatBatchUDF:
     `client_options` are more `Client` arguments (`timeout`, `max_retries`, ...).
     A server that answered and then takes no connection is waited for up to
     `server_wait` seconds before the actor stops sending (see `_serverwatch`);
-    with `server_starting`, so is one that has not answered yet (or answers 502 or
-    503, as a server loading its model does).
+    with `server_starting`, so is one that has not answered yet, or answers 502 or
+    503 (a proxy before its server is up). A 503 "Loading model" is waited for
+    either way.
     """
 
     def __init__(
@@ -460,8 +461,8 @@ def run_batch_file(
     `handle_signals`, SIGINT and SIGTERM request the stop, as in the command.
     A server that answered and then takes no connection is waited for up to
     `server_wait` seconds by each actor before the job stops; with
-    `server_starting`, so is one that has not answered yet (or answers 502 or
-    503, as a server loading its model does).
+    `server_starting`, so is one that has not answered yet, or answers 502 or 503
+    (a proxy before its server is up). A 503 "Loading model" is waited for either way.
 
     `runtime_env` is the Ray runtime environment of the job's workers (given to
     `ray.init`, so Ray must not be running in this process yet): a

@@ -326,7 +326,7 @@ class Outage:
     loads: bool  # back (or up), it answers 503 for a while first
     starting: bool  # server_starting, as the job must say for a server not up yet
     does: str  # what the first log line says the server does
-    met: str  # what the summary note says the server did ("" for refusals alone)
+    met: str  # what the summary note says the server did
 
     @property
     def waits(self) -> str:
@@ -337,14 +337,14 @@ class Outage:
         return "up" if self.server.get("starts_down") else "back"
 
     def note(self) -> str:
-        if not self.met:
-            return r"the server took no connection once, for [0-9]+s in all; .*"
         return rf"the server was not serving once, for [0-9]+s in all \({self.met}\); .*"
 
 
 OUTAGES = {
-    "restarts": Outage({}, False, False, "takes no connection", ""),
-    "starts-late": Outage({"starts_down": True}, False, True, "takes no connection", ""),
+    "restarts": Outage({}, False, False, "takes no connection", "no connection"),
+    "starts-late": Outage(
+        {"starts_down": True}, False, True, "takes no connection", "no connection"
+    ),
     # llama.cpp: refused while it restarts, then 503 "Loading model" while it loads.
     "restarts-and-loads": Outage({}, True, False, "takes no connection", "no connection, HTTP 503"),
     "starts-loading": Outage(
