@@ -471,9 +471,9 @@ class MockServer:
         raw = await request.read()
         body = orjson.loads(raw) if raw else None
         self._record(request, raw, body)
-        denied = self._still_loading("mock-embeddings") or self._unauthorized(
-            request, "mock-embeddings"
-        )
+        denied = self._still_loading("mock-embeddings")
+        if denied is None:
+            denied = self._unauthorized(request, "mock-embeddings")
         if denied is not None:
             return denied
         inputs = body.get("input") if isinstance(body, dict) else None
@@ -544,7 +544,9 @@ class MockServer:
             return loading
         if self.delay:
             await asyncio.sleep(self.delay)
-        denied = self._unauthorized(request, request_id) or self._over_limit(request_id)
+        denied = self._unauthorized(request, request_id)
+        if denied is None:
+            denied = self._over_limit(request_id)
         if denied is not None:
             return denied
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
