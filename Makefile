@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test quick lint bench clean system-packages
+.PHONY: demo test test-oldest quick lint bench clean system-packages
 
 # The suite starts a real redis-server, counts instructions under valgrind, and files
 # CA certificates by hash with openssl. Where one is missing, root on Debian or Ubuntu
@@ -43,6 +43,19 @@ system-packages:
 
 test: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m pytest -q
+
+# The suite on the oldest version of each dependency pyproject.toml admits, pinned in
+# .ci/oldest-versions.txt. Not the sdist's test (it needs the dev extra's build) or the
+# benchmarks' (minutes under valgrind, counting rather than checking): `make test` runs those.
+OLDEST := .venv-oldest
+$(OLDEST)/.installed: pyproject.toml .ci/oldest-versions.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST)/bin/python -m pip install --quiet -c .ci/oldest-versions.txt -e '.[test]'
+	touch $@
+
+test-oldest: $(OLDEST)/.installed system-packages
+	$(OLDEST)/bin/python -m pytest -q --ignore tests/test_packaging.py --ignore tests/test_benchmarks.py
 
 quick: $(VENV)/.installed-dev system-packages  # the suite without the few tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 import subprocess
 import sys
 import tarfile
@@ -51,3 +53,46 @@ def test_the_sdist_runs_its_own_tests(tmp_path: Path) -> None:
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert " passed" in tests.stdout
+
+
+# The extras a user installs; the others (test, dev, bench) are for working on asyncchat.
+USER_EXTRAS = {"structured", "otel", "redis", "ray"}
+
+
+def stated_floors() -> dict[str, tuple[str, set[str | None]]]:
+    """Each requirement's `>=` floor and the extras that ask for it (None: a run-time
+    dependency), from the installed package's metadata (made from pyproject.toml)."""
+    floors: dict[str, tuple[str, set[str | None]]] = {}
+    for requirement in importlib.metadata.requires("asyncchat") or []:
+        stated = re.match(r"([\w.-]+)(?:\[[\w,]+\])?>=([\w.]+)", requirement)
+        if stated is None:
+            continue
+        name, floor = stated[1], stated[2]
+        extra = re.search(r'extra == "(\w+)"', requirement)
+        floor_before, extras = floors.setdefault(name, (floor, set()))
+        assert floor == floor_before, f"{name}: >={floor} in one place, >={floor_before} in another"
+        extras.add(extra[1] if extra else None)
+    return floors
+
+
+def same_version(a: str, b: str) -> bool:
+    """Whether two versions are one: 2.0 and 2 are."""
+    return re.sub(r"(\.0)+$", "", a) == re.sub(r"(\.0)+$", "", b)
+
+
+def test_ci_tests_the_oldest_version_of_each_dependency_a_user_installs() -> None:
+    """`make test-oldest` runs the suite on .ci/oldest-versions.txt: a floor stated in
+    pyproject.toml and not pinned there would be a floor no test has seen."""
+    pinned = dict(
+        line.split("==")
+        for line in (ROOT / ".ci" / "oldest-versions.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    floors = stated_floors()
+    for name, (floor, extras) in floors.items():
+        if extras & (USER_EXTRAS | {None}):
+            assert name in pinned, f"{name}>={floor} is not pinned in .ci/oldest-versions.txt"
+    for name, version in pinned.items():
+        assert name in floors, f"{name} is pinned in .ci/oldest-versions.txt, not required"
+        floor = floors[name][0]
+        assert same_version(version, floor), f"{name}: {version} pinned, >={floor} required"

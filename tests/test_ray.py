@@ -34,7 +34,7 @@ from asyncchat.testing import MockServer
 from asyncchat.types import ChatCompletion
 
 from .conftest import API_KEY, RestartingServer, free_port, served_in_a_thread, server_context
-from .ray_logs import console_spans, ray_root
+from .ray_logs import console_spans, instrumentation_version, ray_root
 from .test_batch_safety import OUTAGES, Outage, restarting_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -592,7 +592,9 @@ def test_opentelemetry_instrument_reaches_the_actors_of_a_local_cluster(
     background_server: MockServer, tmp_path: Path
 ) -> None:
     """Under `opentelemetry-instrument`, a local cluster the command starts inherits its
-    settings: each actor traces its requests with no runtime env given."""
+    settings: each actor traces its requests with no runtime env given. Before
+    opentelemetry-instrumentation 0.63b0 the command kept its setup from child
+    processes, and the actors trace nothing, as the README says."""
     source = write_input(tmp_path / "in.jsonl", 6)
     output = tmp_path / "out.jsonl"
     instrument = Path(sys.executable).parent / "opentelemetry-instrument"
@@ -604,8 +606,9 @@ def test_opentelemetry_instrument_reaches_the_actors_of_a_local_cluster(
         assert done.returncode == 0, done.stderr
         spans = console_spans(root)
     chats = [span for span in spans if span["name"] == "chat m"]
-    assert len(chats) == 6
-    assert len({span["attributes"]["gen_ai.response.id"] for span in chats}) == 6
+    reaches_children = instrumentation_version() >= (0, 63)
+    assert len(chats) == (6 if reaches_children else 0)
+    assert len({span["attributes"]["gen_ai.response.id"] for span in chats}) == len(chats)
 
 
 def failed_job_line(
