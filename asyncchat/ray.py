@@ -383,7 +383,8 @@ def map_chat_completions(
 
 def _actor_pool(actors: int) -> dict[str, Any]:
     """`map_batches` arguments for `actors` actors taking `ACTOR_CALLS` calls at once:
-    a strategy option since Ray 2.5x, the actor's `max_concurrency` before."""
+    a strategy option from Ray 2.59, the actor's `max_concurrency` before (what
+    `make test-oldest` runs, on Ray 2.57)."""
     strategy = ray.data.ActorPoolStrategy
     if "max_concurrent_calls_per_actor" in inspect.signature(strategy).parameters:
         return {"compute": strategy(size=actors, max_concurrent_calls_per_actor=ACTOR_CALLS)}
