@@ -47,6 +47,7 @@ test: $(VENV)/.installed-dev system-packages
 # The suite on the oldest version of each dependency pyproject.toml admits, pinned in
 # .ci/oldest-versions.txt. Not the sdist's test (it needs the dev extra's build) or the
 # benchmarks' (minutes under valgrind, counting rather than checking): `make test` runs those.
+# CI runs it under the oldest Python: PYTHON=... OLDEST=.venv-oldest-<version>.
 OLDEST := .venv-oldest
 $(OLDEST)/.installed: pyproject.toml .ci/oldest-versions.txt
 	$(PYTHON) -m venv $(OLDEST)

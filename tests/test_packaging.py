@@ -96,3 +96,19 @@ def test_ci_tests_the_oldest_version_of_each_dependency_a_user_installs() -> Non
         assert name in floors, f"{name} is pinned in .ci/oldest-versions.txt, not required"
         floor = floors[name][0]
         assert same_version(version, floor), f"{name}: {version} pinned, >={floor} required"
+
+
+def test_ci_runs_the_oldest_and_newest_python_the_package_declares() -> None:
+    """.ci/run's oldest and newest Pythons are requires-python's floor and the newest
+    classifier, and the oldest dependencies run on the oldest Python: a supported
+    version CI never runs is a promise no test keeps."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    floor = re.search(r'^requires-python = ">=3\.(\d+)"', pyproject, re.M)
+    classified = [int(minor) for minor in re.findall(r'Python :: 3\.(\d+)"', pyproject)]
+    oldest = re.search(r"^oldest=3\.(\d+)\.\d+$", ci, re.M)
+    newest = re.search(r"^newest=3\.(\d+)\.\d+$", ci, re.M)
+    assert floor and oldest and newest and classified
+    assert int(oldest[1]) == int(floor[1]) == min(classified)
+    assert int(newest[1]) == max(classified)
+    assert 'python="$(pyenv_python $oldest)"\nmake test-oldest PYTHON="$python"' in ci
