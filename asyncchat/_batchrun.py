@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_requests
+from asyncchat._chat import reported_tokens
 from asyncchat._fanout import fan_out
 from asyncchat._ratelimit import RateLimit
 from asyncchat._serverwatch import (
@@ -35,7 +36,7 @@ from asyncchat._serverwatch import (
     log_outages,
     send_patiently,
 )
-from asyncchat.client import Client, reported_tokens
+from asyncchat.client import Client
 from asyncchat.errors import APIError, APIStatusError, ConnectError, ServerNotReadyError, TLSError
 from asyncchat.types import ChatCompletion
 

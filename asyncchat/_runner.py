@@ -38,8 +38,8 @@ from asyncchat.tools import Tool, tool_of
 from asyncchat.types import ChatCompletion, ChatCompletionMessage, ToolCall
 
 if TYPE_CHECKING:
+    from asyncchat._chat import Chat
     from asyncchat._runnertelemetry import RunSpan
-    from asyncchat.client import Chat
 
 __all__ = ["RunnerEvent", "ToolRunner"]
 

@@ -30,6 +30,7 @@ CORE_MODULES = [
     "asyncchat._multipart",
     "asyncchat._genai",
     "asyncchat._tls",
+    "asyncchat._decode",
 ]
 
 
