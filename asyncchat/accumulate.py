@@ -142,8 +142,39 @@ class _ChoiceBuffer:
             "index": self.index,
             "message": message,
             "finish_reason": self.finish_reason,
-            "logprobs": self.logprobs,
+            # Copied: the lists grow with later chunks, the completion must not.
+            "logprobs": None
+            if self.logprobs is None
+            else {key: list(value) for key, value in self.logprobs.items()},
         }
+
+
+# These two replace what they keep rather than change it: a completion taken
+# mid-stream holds the list or dict it was given, and later chunks must not
+# change it under its reader.
+
+
+def _add_annotations(message: dict[str, Any], annotations: list[Any]) -> None:
+    """Keep every annotation once: some servers send each citation in the chunk of
+    the text it cites, others the whole list in the last chunk, or again and again."""
+    kept = list(message.get("annotations", ()))
+    for annotation in annotations:
+        if type(annotation) is dict and annotation not in kept:
+            kept.append(annotation)
+    message["annotations"] = kept
+
+
+def _add_audio(message: dict[str, Any], piece: dict[str, Any]) -> None:
+    """A spoken answer comes in pieces: its audio and transcript are joined, the rest
+    (its id, when it expires) assigned."""
+    audio = dict(message.get("audio", {}))
+    for key, value in piece.items():
+        if key in ("data", "transcript"):
+            if type(value) is str:
+                audio[key] = audio.get(key, "") + value
+        elif value is not None:
+            audio[key] = value
+    message["audio"] = audio
 
 
 class ChatCompletionAccumulator:
@@ -298,6 +329,12 @@ class ChatCompletionAccumulator:
                     if buffer.function_call is None:
                         buffer.function_call = ToolCallBuffer(0)
                     self._add_function(buffer.function_call, value)
+            elif key == "annotations":
+                if type(value) is list:
+                    _add_annotations(buffer.extras, value)
+            elif key == "audio":
+                if type(value) is dict:
+                    _add_audio(buffer.extras, value)
             else:
                 buffer.extras[key] = value
 

@@ -28,6 +28,11 @@ the next answers (status, body, headers, delay) ahead of the default one, and
 `server.style` (a `StreamStyle`) makes streams look like other servers' or
 break in chosen ways.
 
+Log probabilities: with `logprobs: true`, each token of a text answer comes with
+a made-up log probability and the `top_logprobs` likeliest tokens in its place
+(itself first, then `<alt1>`, `<alt2>`, ...), as OpenAI sends them; a
+`top_logprobs` without `logprobs: true`, or outside 0 to 20, gets a 400.
+
 `MockServer(turns=[Turn(...), ...])` plays a scripted model instead, for testing
 an agent: each request gets the next turn (tool calls, or a final answer), and
 is checked against what the script expects (see `Turn`).
@@ -148,6 +153,36 @@ def mock_embedding(text: str, size: int = 8) -> list[float]:
 def _words(text: str) -> list[str]:
     """Split text into tokens that join back to it exactly (each keeps its leading space)."""
     return re.findall(r"\s*\S+", text) or [text]
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+
+
+def _top_logprobs_asked(body: dict[str, Any]) -> int | None:
+    """How many likeliest tokens each token's log probability comes with; None
+    when the request does not ask for log probabilities."""
+    if body.get("logprobs") is not True:
+        return None
+    top = body.get("top_logprobs")
+    return top if type(top) is int else 0
+
+
+def _token_logprob(token: str, position: int, top: int) -> dict[str, Any]:
+    """A token's made-up log probability, and `top` likeliest tokens in its place
+    (the token itself first), the same for the same answer every time."""
+    logprob = round(-0.05 * (1 + position % 7), 2)
+    alternatives = [(token, logprob)] + [
+        (f"<alt{k}>", round(logprob - k, 2)) for k in range(1, top)
+    ]
+    return {
+        "token": token,
+        "logprob": logprob,
+        "bytes": list(token.encode()),
+        "top_logprobs": [
+            {"token": text, "logprob": value, "bytes": list(text.encode())}
+            for text, value in alternatives[:top]
+        ],
+    }
 
 
 def _tool_functions(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -553,7 +588,7 @@ class MockServer:
             return _error(
                 400, "the body must be a JSON object with 'messages'", request_id, param="messages"
             )
-        refused = self._refused_format(body, request_id)
+        refused = self._refused_format(body, request_id) or self._refused_logprobs(body, request_id)
         if refused is not None:
             return refused
         if self.turns is None:
@@ -585,6 +620,20 @@ class MockServer:
             param=None,
             code="invalid_request_error",
         )
+
+    @staticmethod
+    def _refused_logprobs(body: dict[str, Any], request_id: str) -> web.Response | None:
+        """OpenAI's answer to `top_logprobs` it cannot give."""
+        top = body.get("top_logprobs")
+        if top is None:
+            return None
+        if type(top) is not int or not 0 <= top <= MAX_TOP_LOGPROBS:
+            message = f"top_logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}"
+        elif body.get("logprobs") is not True:
+            message = "top_logprobs needs logprobs set to true"
+        else:
+            return None
+        return _error(400, message, request_id, param="top_logprobs")
 
     def _scripted(self, scripted: MockResponse, request_id: str) -> web.Response:
         headers, pieces = scripted.render()
@@ -668,6 +717,11 @@ class MockServer:
             tokens = answer.tokens
             message = {"role": "assistant", "content": "".join(tokens)}
             finish_reason, completion_tokens = "stop", len(tokens)
+        top = _top_logprobs_asked(body)
+        logprobs = None
+        if top is not None and not tool_calls:
+            content = [_token_logprob(token, i, top) for i, token in enumerate(answer.tokens)]
+            logprobs = {"content": content, "refusal": None}
         n = body["n"] if isinstance(body.get("n"), int) else 1
         return {
             "id": f"chatcmpl-{request_id}",
@@ -675,7 +729,12 @@ class MockServer:
             "created": CREATED,
             "model": self._answering_model(body),
             "choices": [
-                {"index": i, "message": message, "finish_reason": finish_reason, "logprobs": None}
+                {
+                    "index": i,
+                    "message": message,
+                    "finish_reason": finish_reason,
+                    "logprobs": logprobs,
+                }
                 for i in range(n)
             ],
             "usage": self._usage(body, completion_tokens * n),
@@ -713,7 +772,12 @@ class MockServer:
             finish_reason, completion_tokens = "tool_calls", 10 * len(tool_calls)
         else:
             tokens = answer.tokens
-            chunks += [chunk({"content": token}) for token in tokens]
+            top = _top_logprobs_asked(body)
+            for position, token in enumerate(tokens):
+                chunks.append(chunk({"content": token}))
+                if top is not None:
+                    logprob = _token_logprob(token, position, top)
+                    chunks[-1]["choices"][0]["logprobs"] = {"content": [logprob], "refusal": None}
             finish_reason, completion_tokens = "stop", len(tokens)
         if style.send_finish_reason:
             chunks.append(chunk({}, finish_reason))

@@ -29,19 +29,25 @@ from asyncchat.ratelimits import RateLimits
 
 __all__ = [
     "APIObject",
+    "Annotation",
+    "AnnotationURLCitation",
     "Batch",
     "BatchError",
     "BatchErrors",
     "BatchList",
     "BatchRequestCounts",
     "ChatCompletion",
+    "ChatCompletionAudio",
     "ChatCompletionChunk",
     "ChatCompletionMessage",
+    "ChatCompletionTokenLogprob",
     "Choice",
     "ChoiceDelta",
     "ChoiceDeltaToolCall",
     "ChoiceDeltaToolCallFunction",
+    "ChoiceLogprobs",
     "ChunkChoice",
+    "CompletionTokensDetails",
     "CreateEmbeddingResponse",
     "Embedding",
     "EmbeddingUsage",
@@ -56,7 +62,9 @@ __all__ = [
     "ParsedChoice",
     "ParsedFunction",
     "ParsedToolCall",
+    "PromptTokensDetails",
     "ToolCall",
+    "TopLogprob",
     "Usage",
 ]
 
@@ -239,14 +247,85 @@ class _Reasoning:
 # --- usage -------------------------------------------------------------------
 
 
+class PromptTokensDetails(APIObject):
+    """What the prompt's tokens were: how many the provider's cache served, and so on."""
+
+    audio_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    image_tokens: int | None = None
+    text_tokens: int | None = None
+
+
+class CompletionTokensDetails(APIObject):
+    """What the answer's tokens were: how many went to reasoning, and so on."""
+
+    accepted_prediction_tokens: int | None = None
+    audio_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    rejected_prediction_tokens: int | None = None
+    text_tokens: int | None = None
+
+
 class Usage(APIObject):
     """Token counts for a request."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
-    prompt_tokens_details = _optional(APIObject)
-    completion_tokens_details = _optional(APIObject)
+    prompt_tokens_details = _optional(PromptTokensDetails)
+    completion_tokens_details = _optional(CompletionTokensDetails)
+
+
+# --- log probabilities, annotations, audio --------------------------------------
+
+
+class TopLogprob(APIObject):
+    """One of the likeliest tokens at a position, with its log probability."""
+
+    token: str | None = None
+    bytes: list[int] | None = None  # the token's UTF-8 bytes (a token may split a character)
+    logprob: float | None = None
+
+
+class ChatCompletionTokenLogprob(TopLogprob):
+    """A token of the answer, its log probability, and the likeliest tokens in its place."""
+
+    top_logprobs = _list(TopLogprob)
+
+
+class ChoiceLogprobs(APIObject):
+    """The log probabilities of a choice's tokens (`logprobs=True`): of its text, or of
+    its refusal. In a streamed chunk, those of the chunk's tokens."""
+
+    content = _optional_list(ChatCompletionTokenLogprob)
+    refusal = _optional_list(ChatCompletionTokenLogprob)
+
+
+class AnnotationURLCitation(APIObject):
+    """A web page the answer cites, and which characters of the text cite it."""
+
+    end_index: int | None = None
+    start_index: int | None = None
+    title: str | None = None
+    url: str | None = None
+
+
+class Annotation(APIObject):
+    """A note on the answer's text; `type` says which (`url_citation` from web search)."""
+
+    type: str | None = None
+    url_citation = _optional(AnnotationURLCitation)
+
+
+class ChatCompletionAudio(APIObject):
+    """A spoken answer (audio output): base64 audio, its transcript, the id to refer to
+    it in a later turn until it expires. In a chunk, a piece of it."""
+
+    id: str | None = None
+    data: str | None = None
+    expires_at: int | None = None
+    transcript: str | None = None
 
 
 # --- non-streamed completion ---------------------------------------------------
@@ -303,6 +382,8 @@ class ChatCompletionMessage(APIObject):
     reasoning_content = _Reasoning()
     tool_calls = _optional_list(ToolCall)
     function_call = _optional(Function)
+    annotations = _optional_list(Annotation)
+    audio = _optional(ChatCompletionAudio)
 
 
 class Choice(APIObject):
@@ -311,7 +392,7 @@ class Choice(APIObject):
     index: int | None = None
     finish_reason: str | None = None
     message = _object(ChatCompletionMessage)
-    logprobs = _optional(APIObject)
+    logprobs = _optional(ChoiceLogprobs)
 
 
 class _TopLevel(APIObject):
@@ -368,6 +449,7 @@ class ChatCompletion(_TopLevel):
     service_tier: str | None = None
     choices = _list(Choice)
     usage = _optional(Usage)
+    metadata: dict[str, str] | None = None
 
 
 # --- parsed completions (structured outputs) ------------------------------------
@@ -683,6 +765,9 @@ class ChoiceDelta(APIObject):
     content: str | None = None
     refusal: str | None = None
     reasoning_content = _Reasoning()
+    function_call = _optional(ChoiceDeltaToolCallFunction)  # the legacy single call's fragment
+    audio = _optional(ChatCompletionAudio)
+    annotations = _optional_list(Annotation)  # web search's citations, usually in the last chunk
     if TYPE_CHECKING:
 
         @property
@@ -693,6 +778,7 @@ class ChoiceDelta(APIObject):
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.__dict__ = data
+        self._wrapped = None
         calls = data.get("tool_calls")
         if calls is None:
             self._tool_calls = None
@@ -708,7 +794,7 @@ class ChunkChoice(APIObject):
     __slots__ = ("_delta",)
     index: int | None = None
     finish_reason: str | None = None
-    logprobs = _optional(APIObject)
+    logprobs = _optional(ChoiceLogprobs)
     if TYPE_CHECKING:
 
         @property
@@ -734,6 +820,7 @@ class ChatCompletionChunk(_TopLevel):
     model: str | None = None
     system_fingerprint: str | None = None
     service_tier: str | None = None
+    obfuscation: str | None = None  # OpenAI's padding against length side channels
     usage = _optional(Usage)
     if TYPE_CHECKING:
 

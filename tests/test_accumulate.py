@@ -420,6 +420,92 @@ def test_refusal_and_logprobs_accumulate() -> None:
     assert choice.to_dict()["logprobs"] == {"refusal": [{"token": "I"}, {"token": " help"}]}
 
 
+def test_logprobs_read_typed_and_a_completion_taken_mid_stream_keeps_its_own() -> None:
+    accumulator = ChatCompletionAccumulator()
+    for text, logprob in (("Hi", -0.1), (" there", -0.2)):
+        token = {
+            "token": text,
+            "logprob": logprob,
+            "bytes": list(text.encode()),
+            "top_logprobs": [],
+        }
+        accumulator.add(
+            chunk({"index": 0, "delta": {"content": text}, "logprobs": {"content": [token]}})
+        )
+        if text == "Hi":
+            early = accumulator.completion()
+    logprobs = accumulator.completion().choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None
+    assert [(token.token, token.logprob) for token in logprobs.content] == [
+        ("Hi", -0.1),
+        (" there", -0.2),
+    ]
+    assert logprobs.content[1].bytes == [32, 116, 104, 101, 114, 101]
+    assert logprobs.refusal is None
+    early_logprobs = early.choices[0].logprobs
+    assert early_logprobs is not None and early_logprobs.content is not None
+    assert [token.token for token in early_logprobs.content] == ["Hi"]
+
+
+CITATIONS = [
+    {
+        "type": "url_citation",
+        "url_citation": {"start_index": 0, "end_index": 5, "url": "https://a"},
+    },
+    {
+        "type": "url_citation",
+        "url_citation": {"start_index": 6, "end_index": 9, "url": "https://b"},
+    },
+]
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [[], [CITATIONS[0]], [CITATIONS[1]]],  # each with the text it cites
+        [[], [], CITATIONS],  # all in the last chunk, as OpenAI's search models send them
+        [[CITATIONS[0]], CITATIONS, CITATIONS],  # the list so far, again and again
+    ],
+    ids=["each-with-its-text", "all-at-the-end", "repeated"],
+)
+def test_annotations_are_kept_once_each_however_they_come(pieces: list[list[Any]]) -> None:
+    accumulator = ChatCompletionAccumulator()
+    snapshots = []
+    for text, piece in zip(("Hello", " you", ""), pieces, strict=True):
+        fields: dict[str, Any] = {"content": text}
+        if piece:
+            fields["annotations"] = piece
+        accumulator.add(chunk(delta(**fields)))
+        snapshots.append(accumulator.completion())
+    message = accumulator.completion().choices[0].message
+    assert message.content == "Hello you"
+    assert [annotation.to_dict() for annotation in message.annotations or ()] == CITATIONS
+    assert message.annotations is not None and message.annotations[1].url_citation is not None
+    assert message.annotations[1].url_citation.url == "https://b"
+    # A completion taken mid-stream keeps what it had.
+    first = snapshots[0].choices[0].message.annotations
+    assert [a.to_dict() for a in first or ()] == pieces[0]
+
+
+def test_a_spoken_answer_is_joined_from_its_pieces() -> None:
+    completion = accumulate(
+        [
+            chunk(delta(role="assistant", audio={"id": "audio_1", "transcript": "Hel"})),
+            chunk(delta(audio={"transcript": "lo", "data": "UklG"})),
+            chunk(delta(audio={"data": "Rg==", "transcript": None})),
+            chunk(delta(audio={"id": "audio_1", "expires_at": 1730000000}, finish_reason="stop")),
+        ]
+    )
+    audio = completion.choices[0].message.audio
+    assert audio is not None
+    assert (audio.id, audio.transcript, audio.data, audio.expires_at) == (
+        "audio_1",
+        "Hello",
+        "UklGRg==",
+        1730000000,
+    )
+
+
 def test_legacy_function_call() -> None:
     completion = accumulate(
         [

@@ -102,6 +102,58 @@ async def test_seed_tool_call(client: asyncchat.Client, server: MockServer) -> N
     assert call.function.parsed_arguments() == {"location": "Boston", "unit": "celsius"}
 
 
+async def test_log_probabilities_as_typed_values_streamed_or_not(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """`logprobs=True, top_logprobs=2` over loopback: each token's log probability
+    and its alternatives read as objects, per chunk and on the assembled completion."""
+    messages = [{"role": "user", "content": "is it blue"}]
+    completion = await client.chat.completions.create(
+        model="m", messages=messages, logprobs=True, top_logprobs=2
+    )
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None and logprobs.refusal is None
+    assert "".join(token.token or "" for token in logprobs.content) == "You said: is it blue"
+    first = logprobs.content[0]
+    assert (first.token, first.logprob, first.bytes) == ("You", -0.05, list(b"You"))
+    assert [(top.token, top.logprob) for top in first.top_logprobs] == [
+        ("You", -0.05),
+        ("<alt1>", -1.05),
+    ]
+
+    stream = await client.chat.completions.create(
+        model="m", messages=messages, logprobs=True, stream=True
+    )
+    streamed = []
+    async with stream:
+        async for chunk in stream:
+            chunk_logprobs = chunk.choices[0].logprobs if chunk.choices else None
+            if chunk_logprobs is not None and chunk_logprobs.content:
+                [token] = chunk_logprobs.content
+                assert token.token == chunk.choices[0].delta.content and token.top_logprobs == []
+                streamed.append((token.token, token.logprob))
+    assert streamed == [(token.token, token.logprob) for token in logprobs.content]
+    assembled = stream.completion.choices[0].logprobs
+    assert assembled is not None and assembled.content is not None
+    assert [(token.token, token.logprob) for token in assembled.content] == streamed
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        ({"top_logprobs": 2}, "top_logprobs needs logprobs set to true"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs must be an integer from 0 to 20"),
+    ],
+)
+async def test_mock_server_refuses_top_logprobs_as_openai_does(
+    client: asyncchat.Client, options: dict[str, Any], why: str
+) -> None:
+    with pytest.raises(asyncchat.BadRequestError, match=why):
+        await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], **options
+        )
+
+
 async def test_params_extra_body_headers_query(
     client: asyncchat.Client, server: MockServer
 ) -> None:

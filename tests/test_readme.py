@@ -79,6 +79,17 @@ def test_structured_outputs_example_runs(capsys: pytest.CaptureFixture[str]) -> 
     assert printed[-1] == "{'name': 'Boston', 'population': 1, 'landmarks': ['Boston']}"
 
 
+def test_log_probabilities_example_prints_what_the_readme_shows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The logprobs example over a real MockServer, its output the block after it."""
+    [block] = [b for b in python_blocks() if "top_logprobs=2" in b]
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    shown = README.read_text().split(block, 1)[1]
+    [expected] = re.findall(r"\Aprints\n\n```\n(.*?)```", shown.lstrip("`\n"), flags=re.DOTALL)
+    assert capsys.readouterr().out == expected
+
+
 def test_agent_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """The run_tools example: two async tools and a sync one, a tool error fed back and
     recovered, over a scripted MockServer."""

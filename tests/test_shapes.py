@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 import asyncchat
 from asyncchat.accumulate import ChatCompletionAccumulator
 from asyncchat.testing import MockServer
-from asyncchat.types import ChatCompletion, ChatCompletionChunk
+from asyncchat.types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChoiceDelta,
+    ChoiceLogprobs,
+)
 
 from .conftest import API_KEY
 
@@ -30,7 +36,40 @@ CHUNKS: list[dict[str, Any]] = [
     {**BASE, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
     {**BASE, "choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]},
     {**BASE, "choices": [{"index": 0, "delta": {"content": "Hel"}}]},
-    {**BASE, "choices": [{"index": 0, "delta": {"content": "lo"}, "logprobs": {"content": []}}]},
+    {
+        **BASE,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"content": "lo"},
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": "lo",
+                            "logprob": -0.5,
+                            "bytes": [108, 111],
+                            "top_logprobs": [{"token": "lo", "logprob": -0.5, "bytes": [108, 111]}],
+                        }
+                    ]
+                },
+            }
+        ],
+    },
+    {
+        **BASE,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "annotations": [
+                        {"type": "url_citation", "url_citation": {"url": "u", "start_index": 0}}
+                    ],
+                    "audio": {"id": "a", "transcript": "Hello", "data": "UklG"},
+                    "function_call": {"name": "g", "arguments": "{}"},
+                },
+            }
+        ],
+    },
     {
         **BASE,
         "choices": [
@@ -140,10 +179,17 @@ def touch_completion(completion: ChatCompletion) -> list[Any]:
     if completion.usage is not None:
         usage = completion.usage
         seen += [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens]
+        if usage.prompt_tokens_details is not None:
+            seen.append(usage.prompt_tokens_details.cached_tokens)
+        if usage.completion_tokens_details is not None:
+            seen.append(usage.completion_tokens_details.reasoning_tokens)
     for choice in completion.choices:
         message = choice.message
-        seen += [choice.index, choice.finish_reason, choice.logprobs, message.role]
+        seen += [choice.index, choice.finish_reason, message.role]
         seen += [message.content, message.reasoning_content, message.refusal]
+        seen += touch_logprobs(choice.logprobs) + touch_annotations_and_audio(message)
+        if message.function_call is not None:
+            seen += [message.function_call.name, message.function_call.arguments]
         for call in message.tool_calls or ():
             seen += [call.id, call.type, call.function.name, call.function.arguments]
             with contextlib.suppress(asyncchat.ToolArgumentsError):
@@ -152,12 +198,38 @@ def touch_completion(completion: ChatCompletion) -> list[Any]:
     return seen
 
 
+def touch_logprobs(logprobs: ChoiceLogprobs | None) -> list[Any]:
+    if logprobs is None:
+        return [logprobs]
+    seen: list[Any] = [repr(logprobs)]
+    for token in [*(logprobs.content or ()), *(logprobs.refusal or ())]:
+        seen += [token.token, token.logprob, token.bytes]
+        seen += [(top.token, top.logprob, top.bytes) for top in token.top_logprobs]
+    return seen
+
+
+def touch_annotations_and_audio(message: ChatCompletionMessage | ChoiceDelta) -> list[Any]:
+    seen: list[Any] = []
+    for annotation in message.annotations or ():
+        seen.append(annotation.type)
+        citation = annotation.url_citation
+        if citation is not None:
+            seen += [citation.url, citation.title, citation.start_index, citation.end_index]
+    if message.audio is not None:
+        audio = message.audio
+        seen += [audio.id, audio.data, audio.transcript, audio.expires_at]
+    return seen
+
+
 def touch_chunk(chunk: ChatCompletionChunk) -> list[Any]:
     seen: list[Any] = [repr(chunk), chunk.to_dict(), chunk.id, chunk.request_id, chunk.usage]
     for choice in chunk.choices:
         delta = choice.delta
-        seen += [choice.index, choice.finish_reason, choice.logprobs]
+        seen += [choice.index, choice.finish_reason, *touch_logprobs(choice.logprobs)]
         seen += [delta.role, delta.content, delta.reasoning_content, delta.refusal]
+        seen += touch_annotations_and_audio(delta)
+        if delta.function_call is not None:
+            seen += [delta.function_call.name, delta.function_call.arguments]
         for call in delta.tool_calls or ():
             seen += [call.index, call.id, call.type, call.function.name, call.function.arguments]
     return seen
@@ -181,6 +253,11 @@ def accumulate(chunks: list[dict[str, Any]]) -> None:
             assert text is None or isinstance(text, str)
         for call in message.tool_calls or ():
             assert isinstance(call.function.arguments, str)
+        for annotation in message.annotations or ():
+            assert isinstance(annotation.to_dict(), dict)
+        if message.audio is not None:
+            for text in (message.audio.transcript, message.audio.data):
+                assert text is None or isinstance(text, str)
     assert completion.usage is None or isinstance(completion.usage.to_dict(), dict)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,188 @@ def test_nested_fields_are_read_only_and_scalar_writes_reach_to_dict() -> None:
     chunk.id = "changed"  # a scalar field is the JSON's own value
     assert chunk.to_dict()["id"] == "changed"
     assert chunk.to_dict()["choices"] == data["choices"]
+
+
+# A completion and a chunk with every field the official SDK declares on them (as
+# of openai 3.63; all but `moderation` and custom tool calls), as OpenAI sends them.
+TOKEN = {
+    "token": "Hi",
+    "bytes": [72, 105],
+    "logprob": -0.01,
+    "top_logprobs": [{"token": "Hi", "bytes": [72, 105], "logprob": -0.01}],
+}
+AUDIO = {"id": "audio_1", "data": "UklGRg==", "expires_at": 1730000000, "transcript": "Hi"}
+CITATION = {"end_index": 2, "start_index": 0, "title": "Greetings", "url": "https://example.com"}
+USAGE = {
+    "prompt_tokens": 9,
+    "completion_tokens": 1,
+    "total_tokens": 10,
+    "prompt_tokens_details": {
+        "audio_tokens": 0,
+        "cached_tokens": 8,
+        "cache_write_tokens": 0,
+        "image_tokens": 0,
+        "text_tokens": 9,
+    },
+    "completion_tokens_details": {
+        "accepted_prediction_tokens": 0,
+        "audio_tokens": 0,
+        "reasoning_tokens": 0,
+        "rejected_prediction_tokens": 0,
+        "text_tokens": 1,
+    },
+}
+FULL_COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o",
+    "metadata": {"user": "a"},
+    "service_tier": "default",
+    "system_fingerprint": "fp_1",
+    "usage": USAGE,
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "logprobs": {"content": [TOKEN], "refusal": [TOKEN]},
+            "message": {
+                "role": "assistant",
+                "content": "Hi",
+                "refusal": "no",
+                "annotations": [{"type": "url_citation", "url_citation": CITATION}],
+                "audio": AUDIO,
+                "function_call": {"name": "f", "arguments": "{}"},
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                    }
+                ],
+            },
+        }
+    ],
+}
+FULL_CHUNK = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion.chunk",
+    "created": 1,
+    "model": "gpt-4o",
+    "obfuscation": "xyz",
+    "service_tier": "default",
+    "system_fingerprint": "fp_1",
+    "usage": USAGE,
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "logprobs": {"content": [TOKEN], "refusal": [TOKEN]},
+            "delta": {
+                "role": "assistant",
+                "content": "Hi",
+                "refusal": "no",
+                "audio": AUDIO,
+                "function_call": {"name": "f", "arguments": "{}"},
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                    }
+                ],
+            },
+        }
+    ],
+}
+
+
+def _paths(value: Any, path: str) -> list[str]:
+    """Every field path below a JSON object, a list's first item as `[0]`."""
+    found = []
+    for key, item in value.items():
+        here = f"{path}.{key}" if path else key
+        found.append(here)
+        if isinstance(item, list) and item and isinstance(item[0], dict):
+            found += _paths(item[0], f"{here}[0]")
+        elif isinstance(item, dict) and key != "metadata":
+            found += _paths(item, here)
+    return found
+
+
+def _read(obj: Any, path: str) -> Any:
+    for name in path.split("."):
+        obj = getattr(obj, name.removesuffix("[0]"))
+        if name.endswith("[0]"):
+            obj = obj[0]
+    return obj
+
+
+def _json_at(data: Any, path: str) -> Any:
+    for name in path.split("."):
+        data = data[name.removesuffix("[0]")]
+        if name.endswith("[0]"):
+            data = data[0]
+    return data
+
+
+def _without(data: dict[str, Any], path: str) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    *parents, last = path.split(".")
+    owner = _json_at(data, ".".join(parents)) if parents else data
+    del owner[last]
+    return data
+
+
+# What a typed field holds, where it is an object or a list of them, by the
+# end of its path (`[0]` left out).
+TYPED = {
+    "usage": "Usage",
+    "usage.prompt_tokens_details": "PromptTokensDetails",
+    "usage.completion_tokens_details": "CompletionTokensDetails",
+    "logprobs": "ChoiceLogprobs",
+    "logprobs.content": "ChatCompletionTokenLogprob",
+    "logprobs.refusal": "ChatCompletionTokenLogprob",
+    "top_logprobs": "TopLogprob",
+    "annotations": "Annotation",
+    "url_citation": "AnnotationURLCitation",
+    "audio": "ChatCompletionAudio",
+}
+# What a field reads as when the JSON leaves it out: None but for these.
+ABSENT = {"choices": [], "top_logprobs": []}
+ABSENT_OBJECTS = {"message", "delta", "function"}  # an empty object
+
+
+@pytest.mark.parametrize(
+    ("cls", "data", "path"),
+    [(ChatCompletion, FULL_COMPLETION, path) for path in _paths(FULL_COMPLETION, "")]
+    + [(ChatCompletionChunk, FULL_CHUNK, path) for path in _paths(FULL_CHUNK, "")],
+)
+def test_every_field_the_official_sdk_has_reads_typed_and_defaults_when_absent(
+    cls: type[Any], data: dict[str, Any], path: str
+) -> None:
+    """Code written against the official SDK reads the same fields, of the same
+    shapes: a nested object as an object, a field the server left out as None."""
+    import asyncchat.types
+
+    value = _read(cls(copy.deepcopy(data)), path)
+    raw = _json_at(data, path)
+    last = path.rsplit(".", 1)[-1]
+    fields = f".{path.replace('[0]', '')}"
+    typed = next((name for end, name in TYPED.items() if fields.endswith(f".{end}")), None)
+    item, raw_item = (value[0], raw[0]) if isinstance(raw, list) else (value, raw)
+    if typed is not None:
+        assert type(item) is getattr(asyncchat.types, typed)
+        assert item.to_dict() == raw_item
+    elif isinstance(raw_item, dict) and last != "metadata":  # choices, message, tool calls, ...
+        assert isinstance(item, asyncchat.types.APIObject) and item.to_dict() == raw_item
+    else:
+        assert value == raw
+    if last.endswith("[0]"):
+        return  # an item of a list: its absence is the list's
+    absent = _read(cls(_without(data, path)), path)
+    if last in ABSENT_OBJECTS:
+        assert absent.to_dict() == {}
+    else:
+        assert absent == ABSENT.get(last)
