@@ -56,7 +56,7 @@ from asyncchat.events import (
 )
 from asyncchat.ratelimits import RateLimits
 from asyncchat.structured import PydanticFunctionTool, pydantic_function_tool
-from asyncchat.tools import Tool, tool
+from asyncchat.tools import CustomTool, Tool, custom_tool, tool
 from asyncchat.types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -101,6 +101,7 @@ __all__ = [
     "ConnectTimeoutError",
     "ContentDelta",
     "ContentFilterFinishReasonError",
+    "CustomTool",
     "EventTooLargeError",
     "Function",
     "IncompleteStreamError",
@@ -145,6 +146,7 @@ __all__ = [
     "Usage",
     "UsageReported",
     "__version__",
+    "custom_tool",
     "image_part",
     "pydantic_function_tool",
     "text_part",

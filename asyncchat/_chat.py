@@ -438,7 +438,8 @@ class Chat:
         results back, until the model answers without calling one.
 
         `tools` holds functions (sync or async; the schema comes from their type
-        hints and docstring), `@asyncchat.tool` functions, and tool dicts (a call
+        hints and docstring), `@asyncchat.tool` functions, `@asyncchat.custom_tool`
+        functions (called with the model's free-form text), and tool dicts (a call
         to one, having no function, ends the run for you to handle). Calls of one
         turn run concurrently, at most `max_concurrency` at once, each within
         `tool_timeout` seconds (or its own `@tool(timeout=)`). An error in a call

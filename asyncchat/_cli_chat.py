@@ -225,25 +225,34 @@ class _Printer:
         self.out.flush()
         self.wrote = True
 
-    def tool_call(self, name: str | None, arguments: Any) -> None:
-        """`[tool call] NAME {"json": "arguments"}`; invalid arguments shown as sent, warned of."""
+    def tool_call(self, name: str | None, arguments: Any, *, custom: bool = False) -> None:
+        """`[tool call] NAME {"json": "arguments"}`; invalid arguments shown as sent, warned
+        of. A custom tool's input is free-form text: shown as a JSON string."""
         self._end_reasoning()
         if self.wrote:
             self.out.write("\n")
+        if custom:
+            shown = json.dumps(arguments or "", ensure_ascii=False)
+        else:
+            shown = self._arguments(name, arguments)
+        self.out.write(f"[tool call] {name} {shown}")
+        self.wrote = True
+
+    def _arguments(self, name: str | None, arguments: Any) -> str:
+        """A function's arguments as one line of JSON, or as sent (warned of) when
+        they are not a JSON object."""
         if not isinstance(arguments, str):  # a server that sent an object, not JSON text
-            arguments = json.dumps(arguments, ensure_ascii=False)
+            return json.dumps(arguments, ensure_ascii=False)
         try:
             parsed = orjson.loads(arguments)
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict):
-            arguments = json.dumps(parsed, ensure_ascii=False)
-        else:
-            self.err.write(
-                f"asyncchat: warning: the arguments of tool call {name} are not a JSON object\n"
-            )
-        self.out.write(f"[tool call] {name} {arguments}")
-        self.wrote = True
+            return json.dumps(parsed, ensure_ascii=False)
+        self.err.write(
+            f"asyncchat: warning: the arguments of tool call {name} are not a JSON object\n"
+        )
+        return arguments
 
     def finish(self) -> None:
         self._end_reasoning()
@@ -303,7 +312,7 @@ async def _converse(
             elif isinstance(event, ReasoningDelta):
                 printer.reasoning(event.text)
             elif isinstance(event, ToolCallDone):
-                printer.tool_call(event.name, event.arguments)
+                printer.tool_call(event.name, event.arguments, custom=event.type == "custom")
         final = await events.final_completion()
     printer.finish()
     if args.usage:
@@ -320,7 +329,10 @@ def _print_message(completion: ChatCompletion, printer: _Printer) -> None:
     if message.content:
         printer.content(message.content)
     for call in message.tool_calls or ():
-        printer.tool_call(call.function.name, call.function.arguments or "")
+        if call.type == "custom" and call.custom is not None:
+            printer.tool_call(call.custom.name, call.custom.input, custom=True)
+        else:
+            printer.tool_call(call.function.name, call.function.arguments or "")
     printer.finish()
 
 

@@ -15,21 +15,22 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Turn", "TurnScript"]
+__all__ = ["Turn", "TurnScript", "tool_spec"]
 
 
 @dataclass
 class Turn:
     """One answer of the scripted model, and what the request for it must carry.
 
-    `tool_calls`: the calls to make, as `(name, arguments)` pairs; without them,
+    `tool_calls`: the calls to make, as `(name, arguments)` pairs (a text for
+    `arguments` makes it a custom tool's call, with that input); without them,
     `content` is the answer's text. `expect_results`: for each call of the turn
     before, a text its `tool` message must contain. `expect`: a function of the
     request body that raises `AssertionError` when the request is wrong.
     """
 
     content: str | None = None
-    tool_calls: Sequence[tuple[str, dict[str, Any]]] = ()
+    tool_calls: Sequence[tuple[str, dict[str, Any] | str]] = ()
     expect_results: Sequence[str] | None = None
     expect: Callable[[dict[str, Any]], None] | None = None
 
@@ -66,12 +67,8 @@ class TurnScript:
         if problem is not None:
             return self._fail(f"scripted turn {number}: {problem}")
         calls = [
-            {
-                "id": f"call_{number}_{index}",
-                "type": "function",
-                "function": {"name": name, "arguments": orjson.dumps(arguments).decode()},
-            }
-            for index, (name, arguments) in enumerate(turn.tool_calls)
+            _call(f"call_{number}_{index}", name, sent)
+            for index, (name, sent) in enumerate(turn.tool_calls)
         ]
         self.played += 1
         self._previous_calls = calls
@@ -82,15 +79,15 @@ class TurnScript:
         return message
 
     def _check(self, turn: Turn, body: dict[str, Any]) -> str | None:
-        offered = {
-            tool["function"].get("name")
-            for tool in body.get("tools") or ()
-            if isinstance(tool, dict) and isinstance(tool.get("function"), dict)
-        }
-        for name, _ in turn.tool_calls:
-            if name not in offered:
-                names = ", ".join(sorted(str(n) for n in offered)) or "none"
-                return f"it calls {name!r}, which the request does not offer (tools: {names})"
+        offered = _offered(body.get("tools"))
+        for name, sent in turn.tool_calls:
+            kind = "custom" if isinstance(sent, str) else "function"
+            if (kind, name) not in offered:
+                names = ", ".join(sorted(f"{n} ({k})" for k, n in offered)) or "none"
+                return (
+                    f"it calls the {kind} tool {name!r}, which the request does not offer "
+                    f"(tools: {names})"
+                )
         messages = body.get("messages")
         if not isinstance(messages, list):
             return "the request has no messages"
@@ -130,3 +127,27 @@ class TurnScript:
             if not isinstance(content, str) or text not in content:
                 return f"the result of {ids[index]} should contain {text!r}, got {content!r}"
         return None
+
+
+def _call(call_id: str, name: str, sent: dict[str, Any] | str) -> dict[str, Any]:
+    """A tool call in the API's shape: a custom tool's for a text, else a function's."""
+    if isinstance(sent, str):
+        return {"id": call_id, "type": "custom", "custom": {"name": name, "input": sent}}
+    arguments = orjson.dumps(sent).decode()
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def tool_spec(tool: Any) -> tuple[str, dict[str, Any]] | None:
+    """A tool dict's kind ("function" or "custom") and its part of that name; None
+    for anything else."""
+    if not isinstance(tool, dict):
+        return None
+    kind = "custom" if tool.get("type") == "custom" else "function"
+    spec = tool.get(kind)
+    return (kind, spec) if isinstance(spec, dict) else None
+
+
+def _offered(tools: Any) -> set[tuple[str, Any]]:
+    """The tools a request offers, as (kind, name) pairs."""
+    specs = map(tool_spec, tools if isinstance(tools, list) else ())
+    return {(kind, spec.get("name")) for kind, spec in filter(None, specs)}

@@ -3,7 +3,8 @@
 Each turn streams the model's answer (its events are handed out as they come);
 when it asks for tools, the calls run concurrently (a sync function in a worker
 thread), and their results go back in call order, as `tool` messages, for the
-next turn. The loop ends when the model answers without calling a tool.
+next turn. The loop ends when the model answers without calling a tool. A custom
+tool's call (free-form input, not JSON) runs its function with that text.
 
 Whatever goes wrong in a call (arguments that are not JSON or do not fit the
 function, an unknown tool, an exception, a timeout, a veto) becomes the text of
@@ -82,9 +83,7 @@ class ToolRunner:
         self._params = params
         self._functions, self._wire = _read_tools(tools)
         # Tools given as dicts, with no function to run: a call to one ends the run.
-        self._wire_only = {t.get("function", {}).get("name") for t in self._wire} - set(
-            self._functions
-        )
+        self._wire_only = {_tool_name(t) for t in self._wire} - set(self._functions)
         self._max_turns = max_turns
         self._limit = asyncio.Semaphore(max_concurrency)
         self._tool_timeout = tool_timeout
@@ -152,7 +151,7 @@ class ToolRunner:
                 self.messages.append(_assistant_message(message, calls))
                 if not calls or self._stopped:
                     return
-                if any(call.function.name in self._wire_only for call in calls):
+                if any(_called(call)[0] in self._wire_only for call in calls):
                     return  # a tool without a function: its call is yours to handle
                 async for event in self._run_calls(calls, turn):
                     yield event
@@ -217,8 +216,7 @@ class ToolRunner:
         self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent | _Done]
     ) -> str:
         """Run one call; the text of its `tool` message."""
-        name = call.function.name or ""
-        raw = call.function.arguments
+        name, raw = _called(call)
         call_id = call.id or ""
         arguments: dict[str, Any] | None = None
         value: Any = None
@@ -356,6 +354,26 @@ def _read_tools(tools: Sequence[Any]) -> tuple[dict[str, Tool], list[dict[str, A
     return functions, wire
 
 
+def _tool_name(tool: dict[str, Any]) -> Any:
+    """The name of a tool dict: a function's, or a custom tool's."""
+    spec = tool.get("custom" if tool.get("type") == "custom" else "function")
+    return spec.get("name") if isinstance(spec, dict) else None
+
+
+def _is_custom(call: ToolCall) -> bool:
+    """Whether a call is a custom tool's: its type says so, or it has only `custom`."""
+    return call.type == "custom" or (call.custom is not None and not call.function.name)
+
+
+def _called(call: ToolCall) -> tuple[str, str | None]:
+    """The name of the tool a call calls, and what it sends: a function's arguments
+    (JSON text), or a custom tool's input."""
+    if _is_custom(call):
+        custom = call.custom
+        return (custom.name or "", custom.input) if custom is not None else ("", None)
+    return call.function.name or "", call.function.arguments
+
+
 def _with_ids(calls: Sequence[ToolCall], turn: int) -> list[ToolCall]:
     """The calls, each with an id (a server that sends none gets one made up, so that
     its results can name their call)."""
@@ -370,18 +388,20 @@ def _assistant_message(message: ChatCompletionMessage, calls: list[ToolCall]) ->
     refuses it in input messages)."""
     sent: dict[str, Any] = {"role": "assistant", "content": message.content}
     if calls:
-        sent["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": call.type or "function",
-                "function": {
-                    "name": call.function.name,
-                    "arguments": call.function.arguments or "{}",
-                },
-            }
-            for call in calls
-        ]
+        sent["tool_calls"] = [_call_message(call) for call in calls]
     return sent
+
+
+def _call_message(call: ToolCall) -> dict[str, Any]:
+    """A tool call as the assistant message sends it back."""
+    name, sent = _called(call)
+    if _is_custom(call):
+        return {"id": call.id, "type": "custom", "custom": {"name": name, "input": sent or ""}}
+    return {
+        "id": call.id,
+        "type": call.type or "function",
+        "function": {"name": name, "arguments": sent or "{}"},
+    }
 
 
 def tool_result_text(value: Any) -> str:

@@ -33,7 +33,8 @@ _NOT_COPIED = frozenset({"choices", "usage", "object"})
 
 
 class ToolCallBuffer:
-    """One tool call being assembled from fragments."""
+    """One tool call being assembled from fragments: a function's (`type` "function"),
+    or a custom tool's (`type` "custom"), whose free-form input `arguments` holds."""
 
     __slots__ = ("_arguments", "id", "index", "name", "type")
 
@@ -57,6 +58,12 @@ class ToolCallBuffer:
         return parts[0] if parts else ""
 
     def to_dict(self) -> dict[str, Any]:
+        if self.type == "custom":
+            return {
+                "id": self.id,
+                "type": "custom",
+                "custom": {"name": self.name, "input": self.arguments},
+            }
         return {
             "id": self.id,
             "type": self.type or "function",
@@ -99,9 +106,10 @@ class _ChoiceBuffer:
         self.extras: dict[str, Any] = {}
 
     def route(
-        self, index: Any, call_id: str | None, function: dict[str, Any] | None
+        self, index: Any, call_id: str | None, named: dict[str, Any] | None
     ) -> ToolCallBuffer:
-        """The call a tool-call fragment belongs to, created if new."""
+        """The call a tool-call fragment belongs to, created if new. `named` is the
+        fragment's `function` (or `custom`) part, whose name may tell."""
         calls = self.tool_calls
         if type(index) is int:
             call = calls.get(index)
@@ -110,7 +118,7 @@ class _ChoiceBuffer:
         elif call_id is not None and call_id in self.by_id:
             call = self.by_id[call_id]
         else:
-            name = function.get("name") if function is not None else None
+            name = named.get("name") if named is not None else None
             latest = calls[max(calls)] if calls else None
             if latest is None or unindexed_fragment_starts_a_call(call_id, name, latest.name):
                 position = max(calls) + 1 if calls else 0
@@ -344,7 +352,8 @@ class ChatCompletionAccumulator:
         tool_calls: list[Any],
         fragments: list[ToolCallFragment],
     ) -> None:
-        """Route each fragment to its call: assign id, type and name, append the arguments."""
+        """Route each fragment to its call: assign id, type and name, append the arguments
+        (or a custom tool's input)."""
         for fragment in tool_calls:
             if type(fragment) is not dict:
                 continue
@@ -352,9 +361,15 @@ class ChatCompletionAccumulator:
             if not call_id or type(call_id) is not str:
                 call_id = None
             function = fragment.get("function")
+            custom = None
             if type(function) is not dict:
                 function = None
-            call = buffer.route(fragment.get("index"), call_id, function)
+                # A custom tool's call. Read only without `function`: some gateways
+                # echo an empty `custom: {}` beside every function fragment.
+                custom = fragment.get("custom")
+                if type(custom) is not dict:
+                    custom = None
+            call = buffer.route(fragment.get("index"), call_id, function or custom)
             if call_id is not None:
                 call.id = call_id
             if "type" in fragment:
@@ -370,6 +385,8 @@ class ChatCompletionAccumulator:
                     piece = arguments
                 else:
                     piece = self._add_function(call, function)
+            elif custom is not None:
+                piece = self._add_custom(call, custom)
             fragments.append((buffer.index, call, piece))
 
     @staticmethod
@@ -391,6 +408,23 @@ class ChatCompletionAccumulator:
         if arguments:
             call._arguments.append(arguments)
         return arguments
+
+    @staticmethod
+    def _add_custom(call: ToolCallBuffer, custom: dict[str, Any]) -> str:
+        """Assign the name, append the input; returns the input piece. A fragment that
+        carries either makes the call a custom one, if no `type` said so."""
+        name = custom.get("name")
+        named = bool(name) and type(name) is str
+        if named:
+            call.name = name
+        piece = custom.get("input")
+        if type(piece) is not str:
+            piece = ""
+        if piece:
+            call._arguments.append(piece)
+        if call.type is None and (piece or named):
+            call.type = "custom"
+        return piece
 
     @staticmethod
     def _add_logprobs(buffer: _ChoiceBuffer, logprobs: Any) -> None:

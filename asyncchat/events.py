@@ -138,7 +138,8 @@ class RefusalDelta:
 @dataclass(frozen=True, slots=True)
 class ToolCallArgumentsDelta:
     """A fragment of a tool call: `delta` is new, `arguments` is everything so far,
-    `parsed` the arguments' JSON value so far."""
+    `parsed` the arguments' JSON value so far. A custom tool's call (`type`
+    "custom") streams its free-form input the same way."""
 
     index: int
     id: str | None
@@ -146,12 +147,16 @@ class ToolCallArgumentsDelta:
     delta: str
     arguments: str
     choice_index: int = 0
+    type: str = "function"
     _partial: _PartialJSON = field(default_factory=_PartialJSON, repr=False, compare=False)
 
     @property
     def parsed(self) -> Any:
         """The arguments so far as JSON: `{}`, then `{"city": "Bos"}`, ... (None
-        before they start); raises `PartialJSONError` once they are not JSON."""
+        before they start, and for a custom tool's input, which is not JSON);
+        raises `PartialJSONError` once they are not JSON."""
+        if self.type == "custom":
+            return None
         return self._partial.of_text(self.arguments)
 
 
@@ -160,7 +165,9 @@ class ToolCallDone:
     """A tool call is complete.
 
     `parsed_arguments` is the decoded JSON object, or None when the arguments are
-    not valid JSON; `arguments_error` then says why and holds the raw text.
+    not valid JSON; `arguments_error` then says why and holds the raw text. A
+    custom tool's call (`type` "custom") has its free-form input in `arguments`,
+    and neither.
     """
 
     index: int
@@ -170,6 +177,7 @@ class ToolCallDone:
     parsed_arguments: dict[str, Any] | None
     arguments_error: ToolArgumentsError | None = None
     choice_index: int = 0
+    type: str = "function"
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,12 +238,17 @@ StreamEvent = (
 
 def _tool_call_done(choice_index: int, call: ToolCallBuffer) -> ToolCallDone:
     arguments = call.arguments
-    try:
-        parsed: dict[str, Any] | None = parse_tool_arguments(arguments, call.name)
-        error = None
-    except ToolArgumentsError as exc:
-        parsed, error = None, exc
-    return ToolCallDone(call.index, call.id, call.name, arguments, parsed, error, choice_index)
+    kind = call.type or "function"
+    parsed: dict[str, Any] | None = None
+    error = None
+    if kind != "custom":
+        try:
+            parsed = parse_tool_arguments(arguments, call.name)
+        except ToolArgumentsError as exc:
+            error = exc
+    return ToolCallDone(
+        call.index, call.id, call.name, arguments, parsed, error, choice_index, kind
+    )
 
 
 class StreamEventBuilder:
@@ -292,7 +305,14 @@ class StreamEventBuilder:
                         partial = partials[call] = _PartialJSON()
                     events.append(
                         ToolCallArgumentsDelta(
-                            call.index, call.id, call.name, piece, call.arguments, index, partial
+                            call.index,
+                            call.id,
+                            call.name,
+                            piece,
+                            call.arguments,
+                            index,
+                            call.type or "function",
+                            partial,
                         )
                     )
             finish_reason = choice.get("finish_reason")

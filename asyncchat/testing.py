@@ -13,7 +13,8 @@ last message is the user's, the reply is a tool call to the tool `tool_choice`
 names, else to each tool whose name appears in the user's text (the first tool
 when none is named). The arguments follow the tool's schema: each string is the
 last word of the user's text, an enum its first value, a number 1, an array one
-item.
+item. A custom tool (`"type": "custom"`) is called with the user's text as its
+input, streamed in pieces as arguments are.
 
 Structured outputs: with a `json_schema` response format the reply is a JSON
 object made the same way from its schema; with `json_object`, from a JSON schema
@@ -60,7 +61,7 @@ from aiohttp import web
 
 from asyncchat._http import Request
 from asyncchat._mockbatch import GLM_PREFIX, BatchSettings, MockBatches
-from asyncchat._mockscript import Turn, TurnScript
+from asyncchat._mockscript import Turn, TurnScript, tool_spec
 from asyncchat._mocktransport import MockResponse, MockTransport
 
 __all__ = [
@@ -185,7 +186,8 @@ def _token_logprob(token: str, position: int, top: int) -> dict[str, Any]:
     }
 
 
-def _tool_functions(body: dict[str, Any]) -> list[dict[str, Any]]:
+def _tools_to_call(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The tools the answer calls, each as its kind and its spec."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if not isinstance(tools, list) or choice == "none":
@@ -196,17 +198,14 @@ def _tool_functions(body: dict[str, Any]) -> list[dict[str, Any]]:
     last = messages[-1]
     if not isinstance(last, dict) or last.get("role") != "user":
         return []
-    functions = [
-        tool["function"]
-        for tool in tools
-        if isinstance(tool, dict) and isinstance(tool.get("function"), dict)
-    ]
-    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        forced = choice["function"].get("name")
-        return [function for function in functions if function.get("name") == forced]
+    specs = [spec for spec in map(tool_spec, tools) if spec is not None]
+    forced = tool_spec(choice)
+    if forced is not None:
+        kind, name = forced[0], forced[1].get("name")
+        return [(k, spec) for k, spec in specs if k == kind and spec.get("name") == name]
     text = _last_user_text(messages)
-    named = [function for function in functions if function.get("name", "") in text]
-    return named or functions[:1]
+    named = [(kind, spec) for kind, spec in specs if str(spec.get("name", "")) in text]
+    return named or specs[:1]
 
 
 def _example_arguments(function: dict[str, Any], text: str) -> dict[str, Any]:
@@ -678,17 +677,16 @@ class MockServer:
 
     def _tool_calls(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         text = _last_user_text(body.get("messages"))
-        return [
-            {
-                "id": f"call_mock_{self._counter}_{index}",
-                "type": "function",
-                "function": {
-                    "name": function.get("name"),
-                    "arguments": orjson.dumps(_example_arguments(function, text)).decode(),
-                },
-            }
-            for index, function in enumerate(_tool_functions(body))
-        ]
+        calls: list[dict[str, Any]] = []
+        for index, (kind, spec) in enumerate(_tools_to_call(body)):
+            call: dict[str, Any] = {"id": f"call_mock_{self._counter}_{index}", "type": kind}
+            if kind == "custom":
+                call["custom"] = {"name": spec.get("name"), "input": text}
+            else:
+                arguments = orjson.dumps(_example_arguments(spec, text)).decode()
+                call["function"] = {"name": spec.get("name"), "arguments": arguments}
+            calls.append(call)
+        return calls
 
     @staticmethod
     def _usage(body: dict[str, Any], completion_tokens: int) -> dict[str, int]:
@@ -787,45 +785,34 @@ class MockServer:
         return chunks
 
     def _fragments(self, tool_calls: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-        """Tool calls cut into `tool_calls` deltas in the style's manner."""
+        """Tool calls cut into `tool_calls` deltas in the style's manner. A custom
+        tool's call streams its input as a function's call streams its arguments
+        (`object_arguments` sends it whole: it is not JSON)."""
         style = self.style.tool_calls
         if style == "whole":
             return [[{"index": i, **call}] for i, call in enumerate(tool_calls)]
-        if style == "object_arguments":
-            return [
-                [
-                    {
-                        "index": i,
-                        **call,
-                        "function": {
-                            "name": call["function"]["name"],
-                            "arguments": orjson.loads(call["function"]["arguments"]),
-                        },
-                    }
-                ]
-                for i, call in enumerate(tool_calls)
-            ]
         size = max(1, self.style.argument_fragment_size)
         fragments: list[list[dict[str, Any]]] = []
         for i, call in enumerate(tool_calls):
-            name = call["function"]["name"]
-            arguments = call["function"]["arguments"]
-            pieces = [arguments[start : start + size] for start in range(0, len(arguments), size)]
-            head: dict[str, Any] = {
-                "id": call["id"],
-                "type": "function",
-                "function": {"name": name, "arguments": ""},
-            }
+            kind = call["type"]
+            key = "input" if kind == "custom" else "arguments"
+            name, text = call[kind]["name"], call[kind][key]
+            if style == "object_arguments":
+                if kind == "function":  # the arguments as a JSON object, not as text
+                    call = {**call, "function": {"name": name, "arguments": orjson.loads(text)}}
+                fragments.append([{"index": i, **call}])
+                continue
+            head: dict[str, Any] = {"id": call["id"], "type": kind, kind: {"name": name, key: ""}}
             if style != "no_index":
                 head["index"] = i
             fragments.append([head])
-            for piece in pieces:
-                fragment: dict[str, Any] = {"function": {"arguments": piece}}
+            for start in range(0, len(text), size):
+                fragment: dict[str, Any] = {kind: {key: text[start : start + size]}}
                 if style != "no_index":
                     fragment["index"] = i
                 if style == "repeat_name":
-                    fragment.update(id=call["id"], type="function")
-                    fragment["function"]["name"] = name
+                    fragment.update(id=call["id"], type=kind)
+                    fragment[kind]["name"] = name
                 fragments.append([fragment])
         return fragments
 

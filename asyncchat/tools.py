@@ -16,6 +16,9 @@ runner (`client.chat.run_tools`) calls the functions.
     get_weather.to_dict()    # the tool as the API takes it
     await get_weather("Oslo")  # still the function
 
+`@asyncchat.custom_tool` makes a function of one `str` parameter a custom tool:
+the model calls it with free-form text (optionally held to a grammar), not JSON.
+
 Types: str, int, float, bool, None, list/tuple/set[...], dict[str, ...],
 Literal, Enum, Optional and unions, Annotated[T, "description"], TypedDict,
 dataclasses, and pydantic models (imported only if you use them). Docstrings:
@@ -40,7 +43,7 @@ import orjson
 from asyncchat.errors import ToolArgumentsError, one_line
 from asyncchat.structured import is_pydantic_model, to_strict_json_schema
 
-__all__ = ["Tool", "tool"]
+__all__ = ["CustomTool", "Tool", "custom_tool", "tool"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,6 +164,107 @@ def tool(
 
     def make(function: F) -> Tool:
         return Tool(function, name=name, description=description, strict=strict, timeout=timeout)
+
+    return make(function) if function is not None else make
+
+
+class CustomTool(Tool):
+    """A Python function that takes the model's free-form text: a custom tool.
+
+    The model writes the input as text, not JSON arguments (code, a query, a
+    patch), optionally held to a grammar: `grammar=` is its definition, in Lark
+    (`syntax="lark"`) or as a regular expression (`syntax="regex"`). The function
+    has one parameter, which gets the text.
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        grammar: str | None = None,
+        syntax: Literal["lark", "regex"] = "lark",
+        timeout: float | None = None,
+    ) -> None:
+        if syntax not in ("lark", "regex"):
+            raise ValueError(f"a grammar's syntax is 'lark' or 'regex', not {syntax!r}")
+        if grammar is not None and (not isinstance(grammar, str) or not grammar.strip()):
+            raise ValueError(f"a custom tool's grammar is a non-empty text, not {grammar!r}")
+        if callable(function):  # else Tool's own error
+            parameters = _parameters_of(function)
+            if len(parameters) != 1 or not _takes_text(next(iter(parameters.values())).annotation):
+                shown = getattr(function, "__name__", "the function")
+                signature = inspect.signature(function, eval_str=True)
+                raise TypeError(
+                    "a custom tool takes one str parameter, the model's text, "
+                    f"not {shown}{signature}"
+                )
+        super().__init__(function, name=name, description=description, timeout=timeout)
+        self.input_name = next(iter(self._parameters))
+        self.grammar = grammar
+        self.syntax = syntax
+
+    def __repr__(self) -> str:
+        return f"CustomTool({self.name!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The tool as `tools=[...]` sends it."""
+        custom: dict[str, Any] = {"name": self.name}
+        if self.description:
+            custom["description"] = self.description
+        if self.grammar is not None:
+            custom["format"] = {
+                "type": "grammar",
+                "grammar": {"definition": self.grammar, "syntax": self.syntax},
+            }
+        return {"type": "custom", "custom": custom}
+
+    def arguments(self, text: str | None) -> dict[str, Any]:
+        """The model's text as the keyword argument for the function."""
+        return {self.input_name: text or ""}
+
+
+def _takes_text(annotation: Any) -> bool:
+    if get_origin(annotation) is typing.Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation in (str, Any, inspect.Parameter.empty)
+
+
+@overload
+def custom_tool(function: F, /) -> CustomTool: ...
+@overload
+def custom_tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    grammar: str | None = None,
+    syntax: Literal["lark", "regex"] = "lark",
+    timeout: float | None = None,
+) -> Callable[[F], CustomTool]: ...
+def custom_tool(
+    function: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    grammar: str | None = None,
+    syntax: Literal["lark", "regex"] = "lark",
+    timeout: float | None = None,
+) -> CustomTool | Callable[[F], CustomTool]:
+    """Make a function of one `str` parameter a custom tool, which the model calls
+    with free-form text: `@asyncchat.custom_tool`, or `@asyncchat.custom_tool(
+    grammar=..., syntax="lark" or "regex", name=..., description=..., timeout=30)`."""
+
+    def make(function: F) -> CustomTool:
+        return CustomTool(
+            function,
+            name=name,
+            description=description,
+            grammar=grammar,
+            syntax=syntax,
+            timeout=timeout,
+        )
 
     return make(function) if function is not None else make
 

@@ -44,11 +44,13 @@ __all__ = [
     "Choice",
     "ChoiceDelta",
     "ChoiceDeltaToolCall",
+    "ChoiceDeltaToolCallCustom",
     "ChoiceDeltaToolCallFunction",
     "ChoiceLogprobs",
     "ChunkChoice",
     "CompletionTokensDetails",
     "CreateEmbeddingResponse",
+    "Custom",
     "Embedding",
     "EmbeddingUsage",
     "FileDeleted",
@@ -365,12 +367,21 @@ def parse_tool_arguments(text: str | None, name: str | None) -> dict[str, Any]:
     return value
 
 
+class Custom(APIObject):
+    """The custom tool a tool call invokes, with the model's free-form text as its input."""
+
+    name: str | None = None
+    input: str | None = None
+
+
 class ToolCall(APIObject):
-    """A tool call in an assistant message."""
+    """A tool call in an assistant message: `type` "function" (`function`), or "custom"
+    (`custom`, a free-form tool's call, when `function` is empty)."""
 
     id: str | None = None
     type: str | None = None
     function = _object(Function)
+    custom = _optional(Custom)
 
 
 class ChatCompletionMessage(APIObject):
@@ -730,16 +741,26 @@ class ChoiceDeltaToolCallFunction(APIObject):
         )
 
 
+class ChoiceDeltaToolCallCustom(APIObject):
+    """A fragment of a custom tool's call: the name (usually once), a piece of the input."""
+
+    name: str | None = None
+    input: str | None = None
+
+
 class ChoiceDeltaToolCall(APIObject):
-    """A fragment of a tool call, routed by `index` (absent on some servers)."""
+    """A fragment of a tool call, routed by `index` (absent on some servers); a custom
+    tool's call (`type` "custom") carries `custom` instead of `function`."""
 
     __slots__ = ("_function",)
     index: int | None = None
     id: str | None = None
     type: str | None = None
+    custom = _optional(ChoiceDeltaToolCallCustom)
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.__dict__ = data
+        self._wrapped = None
         self._function: ChoiceDeltaToolCallFunction | None = None
 
     @property

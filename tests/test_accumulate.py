@@ -215,6 +215,119 @@ def test_arguments_sent_as_json_object_are_serialized() -> None:
     assert call.type == "function"
 
 
+def custom_fragment(**fields: Any) -> dict[str, Any]:
+    """A streamed custom tool call's fragment: `custom` holds a name or a piece of input."""
+    return {
+        "custom": {key: fields.pop(key) for key in ("name", "input") if key in fields},
+        **fields,
+    }
+
+
+def test_a_custom_tool_call_streams_its_input_and_keeps_its_type() -> None:
+    completion = accumulate(
+        [
+            chunk(delta(role="assistant", content=None)),
+            chunk(
+                delta(
+                    tool_calls=[
+                        custom_fragment(index=0, id="call_1", type="custom", name="sql", input="")
+                    ]
+                )
+            ),
+            *[
+                chunk(delta(tool_calls=[custom_fragment(index=0, input=piece)]))
+                for piece in ["SELECT", " 1", "\nFROM t"]
+            ],
+            chunk(delta(finish_reason="tool_calls")),
+        ]
+    )
+    message = completion.choices[0].message
+    assert message.to_dict()["tool_calls"] == [
+        {"id": "call_1", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1\nFROM t"}}
+    ]
+    call = (message.tool_calls or [])[0]
+    assert call.type == "custom"
+    assert call.custom is not None and (call.custom.name, call.custom.input) == (
+        "sql",
+        "SELECT 1\nFROM t",
+    )
+    assert call.function.name is None  # as the official SDK has no function on it
+
+
+def test_custom_and_function_calls_in_one_answer_each_keep_their_shape() -> None:
+    completion = accumulate(
+        [
+            chunk(
+                delta(
+                    tool_calls=[
+                        custom_fragment(index=0, id="a", type="custom", name="run", input="x ="),
+                        {"index": 1, "id": "b", "type": "function", "function": {"name": "f"}},
+                    ]
+                )
+            ),
+            chunk(delta(tool_calls=[{"index": 1, "function": {"arguments": '{"k": 1}'}}])),
+            chunk(delta(tool_calls=[custom_fragment(index=0, input=" 1")])),
+        ]
+    )
+    assert completion.choices[0].message.to_dict()["tool_calls"] == [
+        {"id": "a", "type": "custom", "custom": {"name": "run", "input": "x = 1"}},
+        {"id": "b", "type": "function", "function": {"name": "f", "arguments": '{"k": 1}'}},
+    ]
+
+
+def test_a_custom_call_without_type_or_index_is_known_by_its_custom_part() -> None:
+    completion = accumulate(
+        [
+            chunk(delta(tool_calls=[custom_fragment(id="a", name="run", input="print(")])),
+            chunk(delta(tool_calls=[custom_fragment(input="1)")])),
+            chunk(delta(tool_calls=[custom_fragment(id="b", name="run", input="2")])),
+        ]
+    )
+    calls = completion.choices[0].message.tool_calls or []
+    assert [(c.id, c.type, c.custom and c.custom.input) for c in calls] == [
+        ("a", "custom", "print(1)"),
+        ("b", "custom", "2"),
+    ]
+
+
+def test_an_empty_custom_part_echoed_beside_a_function_fragment_is_ignored() -> None:
+    """Some gateways send `custom: {}` on every function fragment; the arguments win."""
+    completion = accumulate(
+        [
+            chunk(
+                delta(
+                    tool_calls=[
+                        {"index": 0, "id": "c", "function": {"name": "f", "arguments": "{"}},
+                    ]
+                )
+            ),
+            chunk(delta(tool_calls=[{"index": 0, "custom": {}, "function": {"arguments": "}"}}])),
+            chunk(delta(tool_calls=[{"index": 0, "custom": {}}])),
+        ]
+    )
+    call = (completion.choices[0].message.tool_calls or [])[0]
+    assert call.to_dict() == {
+        "id": "c",
+        "type": "function",
+        "function": {"name": "f", "arguments": "{}"},
+    }
+
+
+def test_a_custom_part_of_the_wrong_type_is_skipped() -> None:
+    completion = accumulate(
+        [
+            chunk(
+                delta(tool_calls=[custom_fragment(index=0, type="custom", name="run", input="a")])
+            ),
+            chunk(delta(tool_calls=[{"index": 0, "custom": "b"}])),
+            chunk(delta(tool_calls=[{"index": 0, "custom": {"input": 5, "name": ["x"]}}])),
+            chunk(delta(tool_calls=[custom_fragment(index=0, input="c")])),
+        ]
+    )
+    call = (completion.choices[0].message.tool_calls or [])[0]
+    assert call.custom is not None and (call.custom.name, call.custom.input) == ("run", "ac")
+
+
 def test_no_index_routes_by_id_then_name_then_latest() -> None:
     completion = accumulate(
         [

@@ -93,6 +93,19 @@ def test_chat_no_stream_and_json(
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "You said: hi"
 
 
+def test_chat_shows_a_custom_tool_call_s_input_as_text(
+    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"type": "custom", "custom": {"name": "run_sql"}}]))
+    prompt = 'run_sql SELECT "a"'
+    for mode in ([], ["--no-stream"]):
+        assert main(run_chat(background_server, prompt, "--tools", str(tools), *mode)) == 0
+        out, err = capsys.readouterr()
+        assert out == '[tool call] run_sql "run_sql SELECT \\"a\\""\n', mode
+        assert err == ""  # free text is not "arguments that are not a JSON object"
+
+
 def test_chat_image_and_tools(
     background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

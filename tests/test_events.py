@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncchat
 from asyncchat.testing import MockServer, StreamStyle
 
@@ -64,6 +66,60 @@ async def test_stream_events_for_tool_calls(client: asyncchat.Client, server: Mo
     # The calls are done before their choice finishes.
     assert isinstance(events[-1], asyncchat.ChoiceFinished)
     assert events[-1].finish_reason == "tool_calls"
+
+
+SQL_TOOL = {
+    "type": "custom",
+    "custom": {"name": "run_sql", "description": "Runs one SQL query on the shop's database."},
+}
+SQL_ASK = [{"role": "user", "content": "run_sql: SELECT name FROM users WHERE id = 7"}]
+
+
+@pytest.mark.parametrize(
+    "style", ["openai", "whole", "no_index", "repeat_name", "object_arguments"]
+)
+async def test_stream_events_for_a_custom_tool_call(
+    client: asyncchat.Client, server: MockServer, style: str
+) -> None:
+    server.style = StreamStyle(tool_calls=style, argument_fragment_size=5)  # type: ignore[arg-type]
+    async with client.chat.stream(
+        model="m", messages=SQL_ASK, tools=[SQL_TOOL, WEATHER_TOOL]
+    ) as stream:
+        events = [event async for event in stream]
+        final = await stream.final_completion()
+    text = SQL_ASK[0]["content"]
+    deltas = [e for e in events if isinstance(e, asyncchat.ToolCallArgumentsDelta)]
+    assert "".join(d.delta for d in deltas) == text
+    assert all(d.type == "custom" and d.parsed is None for d in deltas)
+    assert deltas[-1].arguments == text
+    if style in ("openai", "repeat_name", "no_index"):
+        assert len(deltas) > 3  # in pieces, each with the input so far
+    [done] = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
+    assert (done.type, done.name, done.arguments) == ("custom", "run_sql", text)
+    assert done.parsed_arguments is None and done.arguments_error is None  # free text is no error
+    [call] = final.choices[0].message.tool_calls or []
+    assert call.type == "custom" and call.custom is not None
+    assert (call.id, call.custom.name, call.custom.input) == ("call_mock_1_0", "run_sql", text)
+    sent = server.requests[-1].body["tools"]
+    assert sent[0] == SQL_TOOL
+
+
+async def test_a_custom_tool_call_not_streamed_and_forced(client: asyncchat.Client) -> None:
+    completion = await client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "weather in Oslo"}],
+        tools=[WEATHER_TOOL, SQL_TOOL],
+        tool_choice={"type": "custom", "custom": {"name": "run_sql"}},
+    )
+    [call] = completion.choices[0].message.tool_calls or []
+    assert call.type == "custom"
+    assert call.custom is not None and (call.custom.name, call.custom.input) == (
+        "run_sql",
+        "weather in Oslo",
+    )
+    assert completion.choices[0].message.to_dict()["tool_calls"][0]["custom"]["input"] == (
+        "weather in Oslo"
+    )
 
 
 async def test_tool_calls_done_even_without_finish_reason(

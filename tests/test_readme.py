@@ -85,21 +85,35 @@ def test_log_probabilities_example_prints_what_the_readme_shows(
     """The logprobs example over a real MockServer, its output the block after it."""
     [block] = [b for b in python_blocks() if "top_logprobs=2" in b]
     exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out == shown_after(block)
+
+
+def shown_after(block: str) -> str:
+    """The output the README shows under a block ("prints", then a plain block)."""
     shown = README.read_text().split(block, 1)[1]
     [expected] = re.findall(r"\Aprints\n\n```\n(.*?)```", shown.lstrip("`\n"), flags=re.DOTALL)
-    assert capsys.readouterr().out == expected
+    return expected
 
 
 def test_agent_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """The run_tools example: two async tools and a sync one, a tool error fed back and
     recovered, over a scripted MockServer."""
-    [block] = [b for b in python_blocks() if "run_tools(" in b and "asyncio.run" in b]
+    [block] = [b for b in python_blocks() if "run_tools(" in b and "get_time" in b]
     exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
     printed = capsys.readouterr().out
     assert "-> get_time({'zone': 'Mars/Paris'})" in printed
     assert "<- get_time: Error: ValueError: unknown time zone 'Mars/Paris'" in printed
     assert "<- to_fahrenheit: 69.8" in printed
     assert printed.rstrip().endswith("In Paris it is 21 °C (69.8 °F) at 14:00.")
+
+
+def test_custom_tool_example_prints_what_the_readme_shows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The custom tool example, over a scripted MockServer, its output the block after it."""
+    [block] = [b for b in python_blocks() if "@asyncchat.custom_tool(" in b]
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out == shown_after(block)
 
 
 def test_opentelemetry_example_prints_a_span() -> None:

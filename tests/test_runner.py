@@ -336,6 +336,96 @@ async def test_a_tool_given_as_a_dict_ends_the_run_for_you(
     assert [t["function"]["name"] for t in sent] == ["get_weather", "final_answer"]
 
 
+@asyncchat.custom_tool
+def run_python(code: str) -> str:
+    """Runs Python code and returns what it prints."""
+    if "import" in code:
+        raise PermissionError("imports are not allowed here")
+    return f"ran {len(code.splitlines())} line(s)"
+
+
+async def test_a_custom_tool_gets_the_model_s_text_and_its_call_goes_back_as_custom() -> None:
+    code = 'x = {"a": 1}\nprint(x)'  # free text: JSON-looking parts stay as they are
+    server = scripted(
+        Turn(tool_calls=[("run_python", code), ("get_weather", {"city": "Oslo"})]),
+        Turn(tool_calls=[("run_python", "import os")], expect_results=["ran 2 line(s)", "Oslo"]),
+        Turn(content="Done.", expect_results=["Error: PermissionError: imports are not allowed"]),
+    )
+    async with server, connect(server) as client:
+        runner = client.chat.run_tools(
+            model="m", messages=USER, tools=[run_python, get_weather], max_concurrency=1
+        )
+        events = [event async for event in runner]
+        final = await runner.final_completion()
+    assert server.turns is not None and server.turns.errors == [] and server.turns.done
+    assert final.choices[0].message.content == "Done."
+    sent = server.requests[0].body["tools"]
+    assert sent[0] == {
+        "type": "custom",
+        "custom": {
+            "name": "run_python",
+            "description": "Runs Python code and returns what it prints.",
+        },
+    }
+    assert runner.messages[1]["tool_calls"] == [
+        {"id": "call_1_0", "type": "custom", "custom": {"name": "run_python", "input": code}},
+        {
+            "id": "call_1_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+        },
+    ]
+    started = [e for e in events if isinstance(e, asyncchat.ToolStarted)]
+    assert [(e.name, e.arguments) for e in started] == [
+        ("run_python", {"code": code}),
+        ("get_weather", {"city": "Oslo"}),
+        ("run_python", {"code": "import os"}),
+    ]
+    [failed] = [e for e in events if isinstance(e, asyncchat.ToolFinished) and e.error]
+    assert isinstance(failed.error, PermissionError) and failed.arguments == {"code": "import os"}
+    deltas = [e for e in events if isinstance(e, asyncchat.ToolCallArgumentsDelta)]
+    assert "".join(d.delta for d in deltas if d.type == "custom" and d.id == "call_1_0") == code
+
+
+async def test_the_default_mock_calls_a_custom_tool_with_the_user_s_text(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    ask = [{"role": "user", "content": "run_python: print(6 * 7)"}]
+    runner = client.chat.run_tools(model="m", messages=ask, tools=[get_weather, run_python])
+    final = await runner.final_completion()
+    assert [m["role"] for m in runner.messages] == ["user", "assistant", "tool", "assistant"]
+    call = runner.messages[1]["tool_calls"][0]
+    assert call["custom"] == {"name": "run_python", "input": "run_python: print(6 * 7)"}
+    assert runner.messages[2]["content"] == "ran 1 line(s)"
+    assert final.choices[0].finish_reason == "stop"
+    # The request that carried the result sent the call back as it came.
+    assert server.requests[-1].body["messages"][1]["tool_calls"][0] == call
+
+
+async def test_a_custom_tool_given_as_a_dict_ends_the_run_for_you(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    patch = {"type": "custom", "custom": {"name": "apply_patch"}}
+    ask = [{"role": "user", "content": "apply_patch the fix"}]
+    runner = client.chat.run_tools(model="m", messages=ask, tools=[get_weather, patch])
+    final = await runner.final_completion()
+    [call] = final.choices[0].message.tool_calls or []
+    assert call.custom is not None and call.custom.input == "apply_patch the fix"
+    assert [m["role"] for m in runner.messages] == ["user", "assistant"]
+
+
+async def test_the_script_tells_a_custom_call_from_a_function_call() -> None:
+    server = scripted(Turn(tool_calls=[("run_python", "print(1)")]))
+    async with server, connect(server) as client:
+        as_function = _offered("run_python")
+        with pytest.raises(
+            asyncchat.BadRequestError,
+            match=r"calls the custom tool 'run_python', which the request does not offer "
+            r"\(tools: run_python \(function\)\)",
+        ):
+            await client.chat.completions.create(model="m", messages=USER, tools=[as_function])
+
+
 async def test_cancelling_the_runner_cancels_tools_and_releases_the_stream(
     client: asyncchat.Client, server: MockServer
 ) -> None:

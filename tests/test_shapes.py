@@ -94,6 +94,30 @@ CHUNKS: list[dict[str, Any]] = [
             {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}}
         ],
     },
+    {
+        **BASE,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [
+                        {
+                            "index": 1,
+                            "id": "call_2",
+                            "type": "custom",
+                            "custom": {"name": "run", "input": "print("},
+                        }
+                    ]
+                },
+            }
+        ],
+    },
+    {
+        **BASE,
+        "choices": [
+            {"index": 0, "delta": {"tool_calls": [{"index": 1, "custom": {"input": "1)"}}]}}
+        ],
+    },
     {**BASE, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
     {
         **BASE,
@@ -133,6 +157,9 @@ NAMED = [
     (["choices", 0, "delta", "role"], 7),
     (["choices", 0, "delta", "tool_calls", 0, "function"], "f"),
     (["choices", 0, "delta", "tool_calls", 0, "function", "name"], ["f"]),
+    (["choices", 0, "delta", "tool_calls", 0, "custom"], "print(1)"),
+    (["choices", 0, "delta", "tool_calls", 0, "custom", "input"], {"a": 1}),
+    (["choices", 0, "delta", "tool_calls", 0, "custom", "name"], ["run"]),
     (["choices", 0, "delta", "reasoning_content"], {"a": 1}),
     (["choices", 0, "logprobs"], "x"),
     (["choices", 0], None),
@@ -192,6 +219,8 @@ def touch_completion(completion: ChatCompletion) -> list[Any]:
             seen += [message.function_call.name, message.function_call.arguments]
         for call in message.tool_calls or ():
             seen += [call.id, call.type, call.function.name, call.function.arguments]
+            if call.custom is not None:
+                seen += [call.custom.name, call.custom.input]
             with contextlib.suppress(asyncchat.ToolArgumentsError):
                 seen.append(call.function.parsed_arguments())
     assert completion.request_id is None or isinstance(completion.request_id, str)
@@ -232,6 +261,8 @@ def touch_chunk(chunk: ChatCompletionChunk) -> list[Any]:
             seen += [delta.function_call.name, delta.function_call.arguments]
         for call in delta.tool_calls or ():
             seen += [call.index, call.id, call.type, call.function.name, call.function.arguments]
+            if call.custom is not None:
+                seen += [call.custom.name, call.custom.input]
     return seen
 
 
@@ -252,7 +283,10 @@ def accumulate(chunks: list[dict[str, Any]]) -> None:
         for text in (message.content, message.reasoning_content, message.refusal):
             assert text is None or isinstance(text, str)
         for call in message.tool_calls or ():
-            assert isinstance(call.function.arguments, str)
+            if call.type == "custom":
+                assert call.custom is not None and isinstance(call.custom.input, str)
+            else:
+                assert isinstance(call.function.arguments, str)
         for annotation in message.annotations or ():
             assert isinstance(annotation.to_dict(), dict)
         if message.audio is not None:

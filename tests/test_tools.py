@@ -348,3 +348,63 @@ def test_empty_arguments_mean_none_given() -> None:
     assert Tool(ping).arguments("  ") == {}
     assert Tool(ping).arguments(None) == {}
     assert Tool(ping).parameters == {"type": "object", "properties": {}, "required": []}
+
+
+def test_a_custom_tool_is_sent_as_one_and_gets_the_text() -> None:
+    @asyncchat.custom_tool
+    def run_sql(query: str) -> str:
+        """Runs one SQL query on the shop's database.
+
+        Args:
+            query: The query, in SQLite's dialect.
+        """
+        return query
+
+    assert isinstance(run_sql, asyncchat.CustomTool) and isinstance(run_sql, Tool)
+    assert run_sql.to_dict() == {
+        "type": "custom",
+        "custom": {"name": "run_sql", "description": "Runs one SQL query on the shop's database."},
+    }
+    text = 'SELECT * FROM t WHERE a = "{"'  # not JSON, and need not be
+    assert run_sql.arguments(text) == {"query": text}
+    assert run_sql.arguments(None) == {"query": ""}
+    assert run_sql("x") == "x" and repr(run_sql) == "CustomTool('run_sql')"
+
+
+def test_a_custom_tool_with_a_grammar_and_options() -> None:
+    @asyncchat.custom_tool(
+        name="calc", description="Adds numbers.", grammar=r"\d+(\+\d+)*", syntax="regex", timeout=3
+    )
+    async def add(expression: Annotated[str, "like 1+2"]) -> int:
+        return sum(map(int, expression.split("+")))
+
+    assert add.to_dict() == {
+        "type": "custom",
+        "custom": {
+            "name": "calc",
+            "description": "Adds numbers.",
+            "format": {
+                "type": "grammar",
+                "grammar": {"definition": r"\d+(\+\d+)*", "syntax": "regex"},
+            },
+        },
+    }
+    assert add.is_async and add.timeout == 3 and add.input_name == "expression"
+    assert add.arguments("1+2") == {"expression": "1+2"}
+
+
+def test_a_custom_tool_refuses_what_cannot_take_one_text() -> None:
+    def two(a: str, b: str) -> None: ...
+    def number(a: int) -> None: ...
+    def nothing() -> None: ...
+
+    for function, signature in [(two, "(a: str, b: str)"), (number, "(a: int)"), (nothing, "()")]:
+        with pytest.raises(TypeError, match="one str parameter") as caught:
+            asyncchat.custom_tool(function)
+        assert f"{function.__name__}{signature} -> None" in str(caught.value)
+    with pytest.raises(ValueError, match="'lark' or 'regex', not 'ebnf'"):
+        asyncchat.custom_tool(grammar="start: x", syntax="ebnf")(lambda text: text)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-empty text"):
+        asyncchat.custom_tool(grammar="  ")(lambda text: text)
+    with pytest.raises(ValueError, match="1 to 64 letters"):
+        asyncchat.custom_tool(name="no spaces")(lambda text: text)

@@ -351,3 +351,33 @@ def test_every_field_the_official_sdk_has_reads_typed_and_defaults_when_absent(
         assert absent.to_dict() == {}
     else:
         assert absent == ABSENT.get(last)
+
+
+def test_a_custom_tool_call_reads_typed_in_a_message_and_in_a_chunk() -> None:
+    from asyncchat.types import ChoiceDeltaToolCallCustom, Custom
+
+    call = {"id": "call_2", "type": "custom", "custom": {"name": "run", "input": "print(1)"}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    completion = ChatCompletion({"choices": [{"index": 0, "message": message}]})
+    [read] = completion.choices[0].message.tool_calls or []
+    assert type(read.custom) is Custom
+    assert (read.type, read.custom.name, read.custom.input) == ("custom", "run", "print(1)")
+    assert read.function.to_dict() == {}  # as for any field left out: an empty function
+    fragment = {"index": 0, "custom": {"input": "(2)"}}
+    chunk = ChatCompletionChunk({"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}}]})
+    [piece] = chunk.choices[0].delta.tool_calls or []
+    assert type(piece.custom) is ChoiceDeltaToolCallCustom
+    assert (piece.custom.name, piece.custom.input, piece.type) == (None, "(2)", None)
+    # A function's call has no custom part, and a custom part of the wrong type reads as None.
+    function_call = dict(FULL_COMPLETION["choices"][0]["message"]["tool_calls"][0])  # type: ignore[index]
+    assert (
+        ChatCompletion({"choices": [{"message": {"tool_calls": [function_call]}}]})
+        .choices[0]
+        .message.tool_calls[0]
+        .custom
+        is None
+    )  # type: ignore[index]
+    odd = ChatCompletionChunk(
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "custom": "text"}]}}]}
+    )
+    assert odd.choices[0].delta.tool_calls[0].custom is None  # type: ignore[index]
