@@ -14,7 +14,9 @@ fragments without `index` (routed by `id`, then by name, then to the latest
 call), `id`/`name` repeated in every fragment (assigned, never concatenated),
 arguments sent as a JSON object, usage repeated or sent on a chunk with no
 choices (the last non-null value wins), reasoning as `reasoning_content` or
-`reasoning`, and choices that first appear in any order.
+`reasoning`, and choices that first appear in any order. A chunk's `moderation`
+is merged into what came before (the input's and the answer's may come in
+different chunks).
 """
 
 from __future__ import annotations
@@ -294,6 +296,8 @@ class ChatCompletionAccumulator:
                 continue
             if key in _FIRST_VALUE_WINS and top.get(key):
                 continue
+            if key == "moderation" and type(value) is dict and type(top.get(key)) is dict:
+                value = {**top[key], **value}  # the input's and the answer's may come apart
             top[key] = value
         self._top_settled = bool(top.get("id") and top.get("model") and top.get("created"))
 

@@ -34,6 +34,11 @@ a made-up log probability and the `top_logprobs` likeliest tokens in its place
 (itself first, then `<alt1>`, `<alt2>`, ...), as OpenAI sends them; a
 `top_logprobs` without `logprobs: true`, or outside 0 to 20, gets a 400.
 
+Moderated completions: with `moderation: {"model": ...}`, the answer reports a
+made-up moderation of the user's text (`input`) and of the answer (`output`),
+flagged under each of `MODERATION_CATEGORIES` that the text names; streamed, in a
+chunk of its own with no choices, after the last choice's `finish_reason`.
+
 `MockServer(turns=[Turn(...), ...])` plays a scripted model instead, for testing
 an agent: each request gets the next turn (tool calls, or a final answer), and
 is checked against what the script expects (see `Turn`).
@@ -184,6 +189,24 @@ def _token_logprob(token: str, position: int, top: int) -> dict[str, Any]:
             for text, value in alternatives[:top]
         ],
     }
+
+
+MODERATION_CATEGORIES = ("harassment", "hate", "self-harm", "sexual", "violence")
+
+
+def _moderation_side(model: str, text: str) -> dict[str, Any]:
+    """A made-up moderation of a text: flagged under each category the text names."""
+    lowered = text.lower()
+    flags = {category: category in lowered for category in MODERATION_CATEGORIES}
+    result = {
+        "type": "moderation_result",
+        "model": model,
+        "flagged": any(flags.values()),
+        "categories": flags,
+        "category_scores": {name: 0.9 if flag else 0.01 for name, flag in flags.items()},
+        "category_applied_input_types": {name: ["text"] for name in flags},
+    }
+    return {"type": "moderation_results", "model": model, "results": [result]}
 
 
 def _tools_to_call(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -587,7 +610,11 @@ class MockServer:
             return _error(
                 400, "the body must be a JSON object with 'messages'", request_id, param="messages"
             )
-        refused = self._refused_format(body, request_id) or self._refused_logprobs(body, request_id)
+        refused = (
+            self._refused_format(body, request_id)
+            or self._refused_logprobs(body, request_id)
+            or self._refused_moderation(body, request_id)
+        )
         if refused is not None:
             return refused
         if self.turns is None:
@@ -633,6 +660,29 @@ class MockServer:
         else:
             return None
         return _error(400, message, request_id, param="top_logprobs")
+
+    @staticmethod
+    def _refused_moderation(body: dict[str, Any], request_id: str) -> web.Response | None:
+        """OpenAI's answer to a `moderation` with no moderation model."""
+        moderation = body.get("moderation")
+        if moderation is None:
+            return None
+        if isinstance(moderation, dict) and isinstance(moderation.get("model"), str):
+            return None
+        return _error(400, "moderation.model must be a string", request_id, param="moderation")
+
+    @staticmethod
+    def _moderation(body: dict[str, Any], answer: _Answer) -> dict[str, Any] | None:
+        """What moderated completions report, when the request asks for them."""
+        moderation = body.get("moderation")
+        if not isinstance(moderation, dict):
+            return None
+        model = moderation["model"]
+        said = _last_user_text(body.get("messages"))
+        return {
+            "input": _moderation_side(model, said),
+            "output": _moderation_side(model, "".join(answer.tokens)),
+        }
 
     def _scripted(self, scripted: MockResponse, request_id: str) -> web.Response:
         headers, pieces = scripted.render()
@@ -721,7 +771,7 @@ class MockServer:
             content = [_token_logprob(token, i, top) for i, token in enumerate(answer.tokens)]
             logprobs = {"content": content, "refusal": None}
         n = body["n"] if isinstance(body.get("n"), int) else 1
-        return {
+        completion = {
             "id": f"chatcmpl-{request_id}",
             "object": "chat.completion",
             "created": CREATED,
@@ -737,6 +787,10 @@ class MockServer:
             ],
             "usage": self._usage(body, completion_tokens * n),
         }
+        moderation = self._moderation(body, answer)
+        if moderation is not None:
+            completion["moderation"] = moderation
+        return completion
 
     # --- streaming -----------------------------------------------------------------
 
@@ -779,6 +833,9 @@ class MockServer:
             finish_reason, completion_tokens = "stop", len(tokens)
         if style.send_finish_reason:
             chunks.append(chunk({}, finish_reason))
+        moderation = self._moderation(body, answer)
+        if moderation is not None:
+            chunks.append({**base, "choices": [], "moderation": moderation})
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             chunks.append({**base, "choices": [], "usage": self._usage(body, completion_tokens)})

@@ -59,6 +59,9 @@ __all__ = [
     "Function",
     "Model",
     "ModelList",
+    "Moderation",
+    "ModerationResult",
+    "ModerationResults",
     "ParsedChatCompletion",
     "ParsedChatCompletionMessage",
     "ParsedChoice",
@@ -406,6 +409,41 @@ class Choice(APIObject):
     logprobs = _optional(ChoiceLogprobs)
 
 
+# --- moderation ---------------------------------------------------------------
+
+
+class ModerationResult(APIObject):
+    """One moderation model's verdict on the input or on the answer: whether it is
+    flagged, and by category (`categories["violence"]`), with scores."""
+
+    categories: dict[str, bool] | None = None
+    category_applied_input_types: dict[str, list[str]] | None = None  # "text", "image"
+    category_scores: dict[str, float] | None = None
+    flagged: bool | None = None
+    model: str | None = None
+    type: str | None = None  # "moderation_result"
+
+
+class ModerationResults(APIObject):
+    """Moderation of one side, the input or the answer: `type` "moderation_results"
+    with its `results`, or "error" with the `code` and `message` saying why there are
+    none."""
+
+    type: str | None = None
+    model: str | None = None
+    results = _list(ModerationResult)
+    code: str | None = None
+    message: str | None = None
+
+
+class Moderation(APIObject):
+    """What moderated completions (`moderation={"model": ...}`) found in the request's
+    input and in the answer."""
+
+    input = _optional(ModerationResults)
+    output = _optional(ModerationResults)
+
+
 class _TopLevel(APIObject):
     """A whole response body; knows the request id from the headers as a fallback."""
 
@@ -461,6 +499,7 @@ class ChatCompletion(_TopLevel):
     choices = _list(Choice)
     usage = _optional(Usage)
     metadata: dict[str, str] | None = None
+    moderation = _optional(Moderation)
 
 
 # --- parsed completions (structured outputs) ------------------------------------
@@ -843,6 +882,7 @@ class ChatCompletionChunk(_TopLevel):
     service_tier: str | None = None
     obfuscation: str | None = None  # OpenAI's padding against length side channels
     usage = _optional(Usage)
+    moderation = _optional(Moderation)  # on the chunk that carries it
     if TYPE_CHECKING:
 
         @property

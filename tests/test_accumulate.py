@@ -509,6 +509,33 @@ def test_response_fields_agree_with_the_whole_completion(chunks: list[dict[str, 
     }
 
 
+def test_moderation_is_kept_from_its_own_chunk_and_merged_when_it_comes_in_parts() -> None:
+    verdict = {"type": "moderation_results", "model": "omni", "results": [{"flagged": False}]}
+    failed = {"type": "error", "code": "unavailable", "message": "try again"}
+    whole = accumulate(
+        [
+            chunk(delta(content="Hi")),
+            chunk(delta(finish_reason="stop")),
+            chunk(moderation={"input": verdict, "output": verdict}),
+            chunk(usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}),
+        ]
+    )
+    assert whole.moderation is not None and whole.moderation.to_dict() == {
+        "input": verdict,
+        "output": verdict,
+    }
+    parts = accumulate(
+        [
+            chunk(delta(content="Hi"), moderation={"input": verdict}),
+            chunk(delta(content="!")),
+            chunk(delta(finish_reason="stop"), moderation={"output": failed}),
+        ]
+    )
+    assert parts.moderation is not None
+    assert parts.moderation.to_dict() == {"input": verdict, "output": failed}
+    assert parts.moderation.output is not None and parts.moderation.output.code == "unavailable"
+
+
 def test_refusal_and_logprobs_accumulate() -> None:
     completion = accumulate(
         [

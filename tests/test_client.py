@@ -154,6 +154,46 @@ async def test_mock_server_refuses_top_logprobs_as_openai_does(
         )
 
 
+async def test_moderation_reads_typed_streamed_or_not(client: asyncchat.Client) -> None:
+    """Moderated completions over loopback: the verdicts on the input and the answer,
+    as objects, on a completion and on a stream's own moderation chunk."""
+    messages = [{"role": "user", "content": "a story about violence"}]
+    moderated = {"moderation": {"model": "omni-moderation-latest"}}
+    completion = await client.chat.completions.create(model="m", messages=messages, **moderated)
+    moderation = completion.moderation
+    assert moderation is not None and moderation.input is not None
+    assert moderation.input.type == "moderation_results" and moderation.input.code is None
+    [verdict] = moderation.input.results
+    assert (verdict.flagged, verdict.model) == (True, "omni-moderation-latest")
+    assert verdict.categories is not None and verdict.categories["violence"] is True
+    assert verdict.category_scores is not None and verdict.category_scores["hate"] == 0.01
+    # The answer ("You said: a story about violence") names it too.
+    assert moderation.output is not None and moderation.output.results[0].flagged is True
+
+    stream = await client.chat.completions.create(
+        model="m",
+        messages=messages,
+        stream=True,
+        stream_options={"include_usage": True},
+        **moderated,
+    )
+    async with stream:
+        carried = [chunk.moderation async for chunk in stream if chunk.moderation is not None]
+    assert [m.to_dict() for m in carried] == [moderation.to_dict()]
+    assembled = stream.completion.moderation
+    assert assembled is not None and assembled.to_dict() == moderation.to_dict()
+    assert stream.completion.usage is not None  # the usage chunk came after it
+    plain = await client.chat.completions.create(model="m", messages=messages)
+    assert plain.moderation is None
+
+
+async def test_mock_server_refuses_moderation_without_a_model(client: asyncchat.Client) -> None:
+    with pytest.raises(asyncchat.BadRequestError, match=r"moderation\.model must be a string"):
+        await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], moderation={"policy": {}}
+        )
+
+
 async def test_params_extra_body_headers_query(
     client: asyncchat.Client, server: MockServer
 ) -> None:

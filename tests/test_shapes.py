@@ -27,6 +27,7 @@ from asyncchat.types import (
     ChatCompletionMessage,
     ChoiceDelta,
     ChoiceLogprobs,
+    Moderation,
 )
 
 from .conftest import API_KEY
@@ -122,6 +123,18 @@ CHUNKS: list[dict[str, Any]] = [
     {
         **BASE,
         "choices": [],
+        "moderation": {
+            "input": {
+                "type": "moderation_results",
+                "model": "omni",
+                "results": [{"flagged": False, "categories": {"hate": False}}],
+            },
+            "output": {"type": "error", "code": "unavailable", "message": "later"},
+        },
+    },
+    {
+        **BASE,
+        "choices": [],
         "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
     },
 ]
@@ -203,6 +216,7 @@ def touch_completion(completion: ChatCompletion) -> list[Any]:
     """Read everything a user reads from a completion; returns what was read."""
     seen: list[Any] = [repr(completion), completion.to_dict(), completion.request_id]
     seen += [completion.id, completion.model, completion.usage]
+    seen += touch_moderation(completion.moderation)
     if completion.usage is not None:
         usage = completion.usage
         seen += [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens]
@@ -224,6 +238,18 @@ def touch_completion(completion: ChatCompletion) -> list[Any]:
             with contextlib.suppress(asyncchat.ToolArgumentsError):
                 seen.append(call.function.parsed_arguments())
     assert completion.request_id is None or isinstance(completion.request_id, str)
+    return seen
+
+
+def touch_moderation(moderation: Moderation | None) -> list[Any]:
+    if moderation is None:
+        return [moderation]
+    seen: list[Any] = [repr(moderation)]
+    for side in (moderation.input, moderation.output):
+        if side is not None:
+            seen += [side.type, side.model, side.code, side.message]
+            for result in side.results:
+                seen += [result.flagged, result.categories, result.category_scores]
     return seen
 
 
@@ -252,6 +278,7 @@ def touch_annotations_and_audio(message: ChatCompletionMessage | ChoiceDelta) ->
 
 def touch_chunk(chunk: ChatCompletionChunk) -> list[Any]:
     seen: list[Any] = [repr(chunk), chunk.to_dict(), chunk.id, chunk.request_id, chunk.usage]
+    seen += touch_moderation(chunk.moderation)
     for choice in chunk.choices:
         delta = choice.delta
         seen += [choice.index, choice.finish_reason, *touch_logprobs(choice.logprobs)]

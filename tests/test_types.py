@@ -197,12 +197,29 @@ USAGE = {
         "text_tokens": 1,
     },
 }
+MODERATION_RESULT = {
+    "type": "moderation_result",
+    "model": "omni-moderation-latest",
+    "flagged": True,
+    "categories": {"violence": True, "hate": False},
+    "category_scores": {"violence": 0.91, "hate": 0.01},
+    "category_applied_input_types": {"violence": ["text", "image"], "hate": ["text"]},
+}
+MODERATION = {
+    "input": {
+        "type": "moderation_results",
+        "model": "omni-moderation-latest",
+        "results": [MODERATION_RESULT],
+    },
+    "output": {"type": "error", "code": "moderation_unavailable", "message": "try again"},
+}
 FULL_COMPLETION = {
     "id": "chatcmpl-1",
     "object": "chat.completion",
     "created": 1,
     "model": "gpt-4o",
     "metadata": {"user": "a"},
+    "moderation": MODERATION,
     "service_tier": "default",
     "system_fingerprint": "fp_1",
     "usage": USAGE,
@@ -235,6 +252,7 @@ FULL_CHUNK = {
     "created": 1,
     "model": "gpt-4o",
     "obfuscation": "xyz",
+    "moderation": MODERATION,
     "service_tier": "default",
     "system_fingerprint": "fp_1",
     "usage": USAGE,
@@ -263,6 +281,10 @@ FULL_CHUNK = {
 }
 
 
+# Fields whose value is a plain JSON object (a map), not an object with fields.
+MAPS = {"metadata", "categories", "category_scores", "category_applied_input_types"}
+
+
 def _paths(value: Any, path: str) -> list[str]:
     """Every field path below a JSON object, a list's first item as `[0]`."""
     found = []
@@ -271,7 +293,7 @@ def _paths(value: Any, path: str) -> list[str]:
         found.append(here)
         if isinstance(item, list) and item and isinstance(item[0], dict):
             found += _paths(item[0], f"{here}[0]")
-        elif isinstance(item, dict) and key != "metadata":
+        elif isinstance(item, dict) and key not in MAPS:
             found += _paths(item, here)
     return found
 
@@ -313,10 +335,14 @@ TYPED = {
     "annotations": "Annotation",
     "url_citation": "AnnotationURLCitation",
     "audio": "ChatCompletionAudio",
+    "moderation": "Moderation",
+    "moderation.input": "ModerationResults",
+    "moderation.output": "ModerationResults",
+    "results": "ModerationResult",
 }
 # What a field reads as when the JSON leaves it out: None but for these.
-ABSENT = {"choices": [], "top_logprobs": []}
-ABSENT_OBJECTS = {"message", "delta", "function"}  # an empty object
+ABSENT = {"choices": [], "top_logprobs": [], "results": []}
+ABSENT_OBJECTS = {"choices.message", "choices.delta", "function"}  # an empty object
 
 
 @pytest.mark.parametrize(
@@ -340,14 +366,14 @@ def test_every_field_the_official_sdk_has_reads_typed_and_defaults_when_absent(
     if typed is not None:
         assert type(item) is getattr(asyncchat.types, typed)
         assert item.to_dict() == raw_item
-    elif isinstance(raw_item, dict) and last != "metadata":  # choices, message, tool calls, ...
+    elif isinstance(raw_item, dict) and last not in MAPS:  # choices, message, tool calls, ...
         assert isinstance(item, asyncchat.types.APIObject) and item.to_dict() == raw_item
     else:
         assert value == raw
     if last.endswith("[0]"):
         return  # an item of a list: its absence is the list's
     absent = _read(cls(_without(data, path)), path)
-    if last in ABSENT_OBJECTS:
+    if any(fields.endswith(f".{end}") for end in ABSENT_OBJECTS):
         assert absent.to_dict() == {}
     else:
         assert absent == ABSENT.get(last)
