@@ -39,6 +39,7 @@ from asyncchat.structured import (
     is_pydantic_model,
     json_schema_refused,
 )
+from asyncchat.tools import wire_tools
 from asyncchat.types import ChatCompletion, ParsedChatCompletion
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ def build_body(
             "pydantic model, call parse() (or chat.stream()) with it"
         )
     body: dict[str, Any] = {"model": model, "messages": messages, **params}
+    if "tools" in body:
+        body["tools"] = wire_tools(body["tools"])  # functions and `Tool`s as their dicts
     if stream:
         body["stream"] = True
     if extra_body:
@@ -146,9 +149,11 @@ class Completions:
 
         Takes the official SDK's argument names (`tools`, `tool_choice`,
         `temperature`, `max_tokens`, `response_format`, `stream_options`, ...);
-        any keyword not named here goes into the JSON body as is. `extra_body`
-        is merged into the body last, `extra_headers` and `extra_query` into the
-        request, `timeout` overrides the client's for this call.
+        any keyword not named here goes into the JSON body as is. `tools` may
+        hold Python functions and `@asyncchat.tool` functions too, sent as their
+        tool dicts. `extra_body` is merged into the body last, `extra_headers`
+        and `extra_query` into the request, `timeout` overrides the client's for
+        this call.
         """
         body = build_body(model, messages, stream, params, extra_body)
         return await self._send(body, stream, timeout, extra_headers, extra_query)

@@ -35,7 +35,7 @@ from asyncchat.errors import (
 )
 from asyncchat.events import StreamEvent, ToolFinished, ToolStarted
 from asyncchat.structured import is_pydantic_model
-from asyncchat.tools import Tool, tool_of
+from asyncchat.tools import Tool, as_tool
 from asyncchat.types import ChatCompletion, ChatCompletionMessage, ToolCall
 
 if TYPE_CHECKING:
@@ -339,14 +339,11 @@ def _read_tools(tools: Sequence[Any]) -> tuple[dict[str, Tool], list[dict[str, A
         raise TypeError("tools must be a list of functions, tools or tool dicts")
     functions: dict[str, Tool] = {}
     wire: list[dict[str, Any]] = []
-    for item in tools:
+    for given in tools:
+        item = as_tool(given)
         if isinstance(item, dict):
             wire.append(item)
             continue
-        if not isinstance(item, Tool):
-            if not callable(item):
-                raise TypeError(f"a tool must be a function or a tool dict, not {item!r}")
-            item = tool_of(item)
         if item.name in functions:
             raise ValueError(f"two tools are named {item.name!r}")
         functions[item.name] = item

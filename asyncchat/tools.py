@@ -275,6 +275,31 @@ def tool_of(function: Callable[..., Any]) -> Tool:
     return Tool(function)
 
 
+def as_tool(item: Any) -> Tool | dict[str, Any]:
+    """An item of `tools=[...]`: a tool dict as it is, a `Tool` (a plain function made
+    one, once)."""
+    if isinstance(item, (dict, Tool)):
+        return item
+    if not callable(item):
+        raise TypeError(f"a tool must be a function or a tool dict, not {item!r}")
+    return tool_of(item)
+
+
+def wire_tools(tools: Any) -> Any:
+    """`tools=[...]` as the request sends it: each function or `Tool` as its dict.
+    One tool not in a list is refused; anything else but a list or tuple (None) is
+    sent as it is."""
+    if not isinstance(tools, (list, tuple)):
+        if callable(tools) or isinstance(tools, dict):
+            raise TypeError("tools must be a list of functions, tools or tool dicts")
+        return tools
+    return [_tool_dict(as_tool(item)) for item in tools]
+
+
+def _tool_dict(item: Tool | dict[str, Any]) -> dict[str, Any]:
+    return item if isinstance(item, dict) else item.to_dict()
+
+
 # --- parameters and their schema -----------------------------------------------------------
 
 

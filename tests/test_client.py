@@ -194,6 +194,40 @@ async def test_mock_server_refuses_moderation_without_a_model(client: asyncchat.
         )
 
 
+async def test_functions_and_tool_objects_go_in_tools_as_their_dicts(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    def get_time(zone: str) -> str:
+        """The local time in a time zone."""
+        return "14:00"
+
+    @asyncchat.tool(strict=True)
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    @asyncchat.custom_tool
+    def run_sql(query: str) -> str:
+        """Runs a query."""
+        return "1"
+
+    given = [get_time, get_weather, run_sql, {"type": "function", "function": {"name": "raw"}}]
+    sent = [asyncchat.Tool(get_time).to_dict(), get_weather.to_dict(), run_sql.to_dict(), given[3]]
+    ask = [{"role": "user", "content": "get_weather in Oslo"}]
+    completion = await client.chat.completions.create(model="m", messages=ask, tools=given)
+    assert server.requests[-1].body["tools"] == sent
+    [call] = completion.choices[0].message.tool_calls or []
+    assert call.function.parsed_arguments() == {"city": "Oslo"}
+    async with client.chat.stream(model="m", messages=ask, tools=given) as stream:
+        await stream.final_completion()
+    assert server.requests[-1].body["tools"] == sent
+    assert given[:3] == [get_time, get_weather, run_sql]  # the caller's list is not changed
+    with pytest.raises(TypeError, match="tools must be a list"):
+        await client.chat.completions.create(model="m", messages=ask, tools=get_weather)
+    with pytest.raises(TypeError, match="a tool must be a function or a tool dict, not 5"):
+        await client.chat.completions.create(model="m", messages=ask, tools=[5])
+
+
 async def test_params_extra_body_headers_query(
     client: asyncchat.Client, server: MockServer
 ) -> None:
