@@ -525,7 +525,9 @@ class Chat:
             assert isinstance(stream, ChatCompletionStream)
             return stream
 
-        return ChatStreamManager(open_stream, structured)
+        extra_body = params.get("extra_body") or {}
+        logprobs = bool(params.get("logprobs") or extra_body.get("logprobs"))
+        return ChatStreamManager(open_stream, structured, logprobs=logprobs)
 
 
 def _hint_other_strategy(error: BadRequestError, structured: StructuredRequest) -> None:

@@ -24,13 +24,17 @@ class ChatStream(Generic[T]):
     """Typed events of one streamed completion; iterate with `async for`."""
 
     def __init__(
-        self, stream: ChatCompletionStream, structured: StructuredRequest | None = None
+        self,
+        stream: ChatCompletionStream,
+        structured: StructuredRequest | None = None,
+        *,
+        logprobs: bool = True,
     ) -> None:
         self._stream = stream
         self._structured = structured or StructuredRequest(None)
         self._chunks = stream.json_chunks()
         self._builder = StreamEventBuilder(
-            stream.accumulator, json_content=self._structured.json_content
+            stream.accumulator, json_content=self._structured.json_content, logprobs=logprobs
         )
         self._pending: list[StreamEvent] = []
         self._ended = False
@@ -87,13 +91,18 @@ class ChatStreamManager(Generic[T]):
         self,
         open_stream: Callable[[], Awaitable[ChatCompletionStream]],
         structured: StructuredRequest | None = None,
+        *,
+        logprobs: bool = True,
     ) -> None:
+        """`logprobs`: whether the request asked for log probabilities (their events)."""
         self._open_stream = open_stream
         self._structured = structured
+        self._logprobs = logprobs
         self._stream: ChatStream[T] | None = None
 
     async def __aenter__(self) -> ChatStream[T]:
-        self._stream = ChatStream(await self._open_stream(), self._structured)
+        stream = await self._open_stream()
+        self._stream = ChatStream(stream, self._structured, logprobs=self._logprobs)
         return self._stream
 
     async def __aexit__(

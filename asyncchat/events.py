@@ -1,9 +1,10 @@
 """Typed stream events, built from chunks without IO.
 
 Each chunk becomes the events it carries, in order: text and reasoning
-deltas, tool-call argument deltas (with the arguments so far), the completed
-tool calls with their parsed arguments just before their choice finishes,
-the finish itself, and usage. `StreamEventBuilder` does it on any chunks:
+deltas, the tokens' log probabilities (when asked for), tool-call argument
+deltas (with the arguments so far), the completed tool calls with their parsed
+arguments just before their choice finishes, the finish itself, and usage.
+`StreamEventBuilder` does it on any chunks:
 
     builder = StreamEventBuilder()
     for chunk in chunks:                 # dicts (decoded JSON) or ChatCompletionChunks
@@ -25,18 +26,27 @@ snapshot); read it in event order, as `async for` does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer, ToolCallFragment
 from asyncchat.errors import ToolArgumentsError
 from asyncchat.partial_json import PartialJSONError, PartialJSONParser
 from asyncchat.quirks import reasoning_text
-from asyncchat.types import APIObject, Usage, parse_tool_arguments
+from asyncchat.types import (
+    APIObject,
+    ChatCompletionTokenLogprob,
+    ChoiceLogprobs,
+    Usage,
+    parse_tool_arguments,
+)
 
 __all__ = [
     "ChoiceFinished",
     "ContentDelta",
+    "CustomToolCallDone",
+    "CustomToolInputDelta",
     "JSONContentDelta",
+    "LogprobsDelta",
     "ReasoningDelta",
     "RefusalDelta",
     "StreamEvent",
@@ -136,28 +146,51 @@ class RefusalDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class LogprobsDelta:
+    """The log probabilities of a chunk's tokens (asked for with `logprobs=True`): of
+    the answer's text in `content`, of a refusal in `refusal` (empty when the chunk
+    has none). The whole answer's are on the completion's `choices[i].logprobs`."""
+
+    content: list[ChatCompletionTokenLogprob]
+    refusal: list[ChatCompletionTokenLogprob]
+    choice_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallArgumentsDelta:
     """A fragment of a tool call: `delta` is new, `arguments` is everything so far,
-    `parsed` the arguments' JSON value so far. A custom tool's call (`type`
-    "custom") streams its free-form input the same way."""
+    `parsed` the arguments' JSON value so far. A custom tool's call streams as its
+    subclass `CustomToolInputDelta`."""
 
+    # A class attribute, not a field: each field costs every fragment's event a
+    # frozen dataclass's `object.__setattr__`.
+    type: ClassVar[str] = "function"
     index: int
     id: str | None
     name: str | None
     delta: str
     arguments: str
     choice_index: int = 0
-    type: str = "function"
     _partial: _PartialJSON = field(default_factory=_PartialJSON, repr=False, compare=False)
 
     @property
     def parsed(self) -> Any:
         """The arguments so far as JSON: `{}`, then `{"city": "Bos"}`, ... (None
-        before they start, and for a custom tool's input, which is not JSON);
-        raises `PartialJSONError` once they are not JSON."""
-        if self.type == "custom":
-            return None
+        before they start); raises `PartialJSONError` once they are not JSON."""
         return self._partial.of_text(self.arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomToolInputDelta(ToolCallArgumentsDelta):
+    """A fragment of a custom tool's call: `delta` is a new piece of its free-form
+    input, `arguments` the input so far. `type` is "custom"."""
+
+    type: ClassVar[str] = "custom"
+
+    @property
+    def parsed(self) -> Any:
+        """None: a custom tool's input is text, not JSON."""
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +199,10 @@ class ToolCallDone:
 
     `parsed_arguments` is the decoded JSON object, or None when the arguments are
     not valid JSON; `arguments_error` then says why and holds the raw text. A
-    custom tool's call (`type` "custom") has its free-form input in `arguments`,
-    and neither.
+    custom tool's call ends as its subclass `CustomToolCallDone`.
     """
 
+    type: ClassVar[str] = "function"
     index: int
     id: str | None
     name: str | None
@@ -177,7 +210,15 @@ class ToolCallDone:
     parsed_arguments: dict[str, Any] | None
     arguments_error: ToolArgumentsError | None = None
     choice_index: int = 0
-    type: str = "function"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomToolCallDone(ToolCallDone):
+    """A custom tool's call is complete: `arguments` is its free-form input, and
+    there is no `parsed_arguments` or `arguments_error` (it is not JSON). `type` is
+    "custom"."""
+
+    type: ClassVar[str] = "custom"
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +270,7 @@ StreamEvent = (
     ContentDelta
     | ReasoningDelta
     | RefusalDelta
+    | LogprobsDelta
     | ToolCallArgumentsDelta
     | ToolCallDone
     | ChoiceFinished
@@ -238,29 +280,41 @@ StreamEvent = (
 
 def _tool_call_done(choice_index: int, call: ToolCallBuffer) -> ToolCallDone:
     arguments = call.arguments
-    kind = call.type or "function"
-    parsed: dict[str, Any] | None = None
-    error = None
-    if kind != "custom":
-        try:
-            parsed = parse_tool_arguments(arguments, call.name)
-        except ToolArgumentsError as exc:
-            error = exc
-    return ToolCallDone(
-        call.index, call.id, call.name, arguments, parsed, error, choice_index, kind
-    )
+    if call.type == "custom":
+        return CustomToolCallDone(
+            call.index, call.id, call.name, arguments, None, None, choice_index
+        )
+    try:
+        parsed: dict[str, Any] | None = parse_tool_arguments(arguments, call.name)
+        error = None
+    except ToolArgumentsError as exc:
+        parsed, error = None, exc
+    return ToolCallDone(call.index, call.id, call.name, arguments, parsed, error, choice_index)
+
+
+def _add_logprobs_delta(logprobs: ChoiceLogprobs, index: int, events: list[StreamEvent]) -> None:
+    content, refusal = logprobs.content or [], logprobs.refusal or []
+    if content or refusal:
+        events.append(LogprobsDelta(content, refusal, index))
 
 
 class StreamEventBuilder:
     """Chunks in, typed events out; the accumulator assembles the completion alongside."""
 
     def __init__(
-        self, accumulator: ChatCompletionAccumulator | None = None, *, json_content: bool = False
+        self,
+        accumulator: ChatCompletionAccumulator | None = None,
+        *,
+        json_content: bool = False,
+        logprobs: bool = True,
     ) -> None:
         """`json_content`: the answer's text is JSON, so its deltas are
-        `JSONContentDelta`s that carry `parsed`."""
+        `JSONContentDelta`s that carry `parsed`. `logprobs`: look for log
+        probabilities in each chunk (`LogprobsDelta`); a stream whose request
+        asked for none turns it off, and pays nothing for it."""
         self.accumulator = accumulator if accumulator is not None else ChatCompletionAccumulator()
         self.json_content = json_content
+        self.logprobs = logprobs
         self._done_calls: set[tuple[int, int]] = set()
         self._partials: dict[Any, _PartialJSON] = {}  # by tool call, or by choice index
 
@@ -276,6 +330,7 @@ class StreamEventBuilder:
         # Values of the wrong JSON type are skipped, as the accumulator skips them.
         events: list[StreamEvent] = []
         partials = self._partials
+        wants_logprobs = self.logprobs
         choices = data.get("choices")
         for choice in choices if type(choices) is list else ():
             if type(choice) is not dict:
@@ -298,22 +353,18 @@ class StreamEventBuilder:
             refusal = delta.get("refusal")
             if refusal and type(refusal) is str:
                 events.append(RefusalDelta(refusal, index))
+            if wants_logprobs:
+                logprobs = choice.get("logprobs")
+                if logprobs and type(logprobs) is dict:
+                    _add_logprobs_delta(ChoiceLogprobs(logprobs), index, events)
             for choice_index, call, piece in fragments:
                 if choice_index == index:
                     partial = partials.get(call)
                     if partial is None:
                         partial = partials[call] = _PartialJSON()
+                    kind = CustomToolInputDelta if call.type == "custom" else ToolCallArgumentsDelta
                     events.append(
-                        ToolCallArgumentsDelta(
-                            call.index,
-                            call.id,
-                            call.name,
-                            piece,
-                            call.arguments,
-                            index,
-                            call.type or "function",
-                            partial,
-                        )
+                        kind(call.index, call.id, call.name, piece, call.arguments, index, partial)
                     )
             finish_reason = choice.get("finish_reason")
             if finish_reason and type(finish_reason) is str:

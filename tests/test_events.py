@@ -56,6 +56,7 @@ async def test_stream_events_for_tool_calls(client: asyncchat.Client, server: Mo
     assert reasoning == "Let me think."
     deltas = [e for e in events if isinstance(e, asyncchat.ToolCallArgumentsDelta)]
     assert {d.index for d in deltas} == {0, 1}
+    assert all(type(d) is asyncchat.ToolCallArgumentsDelta and d.type == "function" for d in deltas)
     last_of_first = [d for d in deltas if d.index == 0][-1]
     assert last_of_first.name == "get_current_weather"
     assert last_of_first.id == "call_mock_1_0"
@@ -90,11 +91,13 @@ async def test_stream_events_for_a_custom_tool_call(
     text = SQL_ASK[0]["content"]
     deltas = [e for e in events if isinstance(e, asyncchat.ToolCallArgumentsDelta)]
     assert "".join(d.delta for d in deltas) == text
+    assert all(type(d) is asyncchat.CustomToolInputDelta for d in deltas)
     assert all(d.type == "custom" and d.parsed is None for d in deltas)
     assert deltas[-1].arguments == text
     if style in ("openai", "repeat_name", "no_index"):
         assert len(deltas) > 3  # in pieces, each with the input so far
     [done] = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
+    assert type(done) is asyncchat.CustomToolCallDone
     assert (done.type, done.name, done.arguments) == ("custom", "run_sql", text)
     assert done.parsed_arguments is None and done.arguments_error is None  # free text is no error
     [call] = final.choices[0].message.tool_calls or []
@@ -149,6 +152,52 @@ async def test_invalid_arguments_reported_not_raised(
     assert done.parsed_arguments is None
     assert done.arguments_error is not None
     assert done.arguments_error.arguments == "{oops"
+
+
+async def test_log_probabilities_come_as_an_event_after_their_text(
+    client: asyncchat.Client,
+) -> None:
+    async with client.chat.stream(
+        model="m", messages=USER, logprobs=True, top_logprobs=2
+    ) as stream:
+        events = [event async for event in stream]
+        final = await stream.final_completion()
+    texts = [e for e in events if isinstance(e, asyncchat.ContentDelta)]
+    logprobs = [e for e in events if isinstance(e, asyncchat.LogprobsDelta)]
+    assert len(logprobs) == len(texts) == 7
+    for text, delta in zip(texts, logprobs, strict=True):
+        assert events.index(delta) == events.index(text) + 1  # its text's event, then it
+        [token] = delta.content
+        assert token.token == text.text and token.top_logprobs[0].token == text.text
+        assert delta.refusal == [] and delta.choice_index == 0
+    whole = final.choices[0].logprobs
+    assert whole is not None and whole.content is not None
+    assert [t.to_dict() for t in whole.content] == [d.content[0].to_dict() for d in logprobs]
+    # Asked for in extra_body, they come too; not asked for, they are not looked for.
+    async with client.chat.stream(model="m", messages=USER, extra_body={"logprobs": True}) as extra:
+        assert len([e async for e in extra if isinstance(e, asyncchat.LogprobsDelta)]) == 7
+    async with client.chat.stream(model="m", messages=USER) as plain:
+        assert not [e async for e in plain if isinstance(e, asyncchat.LogprobsDelta)]
+    chunk = {"choices": [{"index": 0, "delta": {}, "logprobs": {"content": [{"token": "a"}]}}]}
+    assert asyncchat.StreamEventBuilder(logprobs=False).add(chunk) == []
+    [found] = asyncchat.StreamEventBuilder().add(chunk)
+    assert isinstance(found, asyncchat.LogprobsDelta) and found.content[0].token == "a"
+
+
+def test_a_refusal_s_log_probabilities_and_odd_shapes() -> None:
+    token = {"token": "No", "logprob": -0.1, "bytes": [78, 111], "top_logprobs": []}
+
+    def chunk(logprobs: object) -> dict[str, object]:
+        return {"choices": [{"index": 1, "delta": {"refusal": "No"}, "logprobs": logprobs}]}
+
+    builder = asyncchat.StreamEventBuilder()
+    [refused, delta] = builder.add(chunk({"content": None, "refusal": [token]}))
+    assert isinstance(refused, asyncchat.RefusalDelta)
+    assert isinstance(delta, asyncchat.LogprobsDelta)
+    assert delta.content == [] and delta.choice_index == 1
+    assert [(t.token, t.logprob) for t in delta.refusal] == [("No", -0.1)]
+    for odd in ({"content": []}, {"content": "x"}, [token], "x", None):
+        assert [type(e).__name__ for e in builder.add(chunk(odd))] == ["RefusalDelta"]
 
 
 async def test_final_completion_reads_the_rest(client: asyncchat.Client) -> None:
