@@ -79,11 +79,18 @@ def test_structured_outputs_example_runs(capsys: pytest.CaptureFixture[str]) -> 
     assert printed[-1] == "{'name': 'Boston', 'population': 1, 'landmarks': ['Boston']}"
 
 
-def test_log_probabilities_example_prints_what_the_readme_shows(
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize(
+    "marker",
+    [
+        "top_logprobs=2",  # log probabilities and moderation
+        "@asyncchat.custom_tool(",  # a custom tool, over a scripted model
+    ],
+)
+def test_example_prints_what_the_readme_shows(
+    marker: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The logprobs example over a real MockServer, its output the block after it."""
-    [block] = [b for b in python_blocks() if "top_logprobs=2" in b]
+    """An example over a real MockServer: its output is the block after it."""
+    [block] = [b for b in python_blocks() if marker in b]
     exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out == shown_after(block)
 
@@ -105,15 +112,6 @@ def test_agent_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "<- get_time: Error: ValueError: unknown time zone 'Mars/Paris'" in printed
     assert "<- to_fahrenheit: 69.8" in printed
     assert printed.rstrip().endswith("In Paris it is 21 °C (69.8 °F) at 14:00.")
-
-
-def test_custom_tool_example_prints_what_the_readme_shows(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """The custom tool example, over a scripted MockServer, its output the block after it."""
-    [block] = [b for b in python_blocks() if "@asyncchat.custom_tool(" in b]
-    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
-    assert capsys.readouterr().out == shown_after(block)
 
 
 def test_opentelemetry_example_prints_a_span() -> None:
