@@ -437,6 +437,7 @@ class Chat:
         on_error: Literal["tell", "raise"] = "tell",
         approve: Approve | None = None,
         on_result: OnResult | None = None,
+        reset_tool_choice: bool = True,
         **params: Any,
     ) -> ToolRunner:
         """Run the tool-calling loop: stream an answer, run the tools it calls, send the
@@ -453,8 +454,11 @@ class Chat:
         call: True runs it, False or a text vetoes it (the text is sent back);
         `on_result(finished)` may return a replacement for the result.
         `runner.stop()` ends the run after the current turn. More than
-        `max_turns` requests raise `MaxTurnsError`. Other keywords go to each
-        request, as in `chat.stream()`.
+        `max_turns` requests raise `MaxTurnsError`. A `tool_choice` that makes the
+        model call a tool holds for the first turn only, unless
+        `reset_tool_choice=False`: then "auto" (or allowed tools in "auto" mode),
+        so the model can answer. Other keywords go to each request, as in
+        `chat.stream()`.
 
             runner = client.chat.run_tools(model=..., messages=..., tools=[get_weather])
             final = await runner.final_completion()      # or: async for event in runner
@@ -472,6 +476,7 @@ class Chat:
             on_error=on_error,
             approve=approve,
             on_result=on_result,
+            reset_tool_choice=reset_tool_choice,
         )
 
     @overload

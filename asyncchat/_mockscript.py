@@ -79,7 +79,7 @@ class TurnScript:
         return message
 
     def _check(self, turn: Turn, body: dict[str, Any]) -> str | None:
-        offered = _offered(body.get("tools"))
+        offered = offered_tools(body.get("tools"))
         for name, sent in turn.tool_calls:
             kind = "custom" if isinstance(sent, str) else "function"
             if (kind, name) not in offered:
@@ -147,7 +147,7 @@ def tool_spec(tool: Any) -> tuple[str, dict[str, Any]] | None:
     return (kind, spec) if isinstance(spec, dict) else None
 
 
-def _offered(tools: Any) -> set[tuple[str, Any]]:
+def offered_tools(tools: Any) -> set[tuple[str, Any]]:
     """The tools a request offers, as (kind, name) pairs."""
     specs = map(tool_spec, tools if isinstance(tools, list) else ())
     return {(kind, spec.get("name")) for kind, spec in filter(None, specs)}

@@ -3,8 +3,10 @@
 Each turn streams the model's answer (its events are handed out as they come);
 when it asks for tools, the calls run concurrently (a sync function in a worker
 thread), and their results go back in call order, as `tool` messages, for the
-next turn. The loop ends when the model answers without calling a tool. A custom
-tool's call (free-form input, not JSON) runs its function with that text.
+next turn. The loop ends when the model answers without calling a tool, so a
+`tool_choice` that forces a call is relaxed after the first turn that calls
+tools. A custom tool's call (free-form input, not JSON) runs its function with
+that text.
 
 Whatever goes wrong in a call (arguments that are not JSON or do not fit the
 function, an unknown tool, an exception, a timeout, a veto) becomes the text of
@@ -68,6 +70,7 @@ class ToolRunner:
         on_error: Literal["tell", "raise"],
         approve: Approve | None,
         on_result: OnResult | None,
+        reset_tool_choice: bool = True,
     ) -> None:
         if max_turns < 1 or max_concurrency < 1:
             raise ValueError("max_turns and max_concurrency must be at least 1")
@@ -90,6 +93,7 @@ class ToolRunner:
         self._on_error = on_error
         self._approve = approve
         self._on_result = on_result
+        self._reset_tool_choice = reset_tool_choice
         self._stopped = False
         self._trace: RunSpan | _Untraced = _UNTRACED  # the run's span, once it starts
         self._events = self._run()
@@ -157,6 +161,10 @@ class ToolRunner:
                     yield event
                 if self._stopped:
                     return
+                if self._reset_tool_choice and "tool_choice" in self._params:
+                    # A forced call each turn would never let the model answer.
+                    choice = _unforced(self._params["tool_choice"])
+                    self._params = {**self._params, "tool_choice": choice}
             raise MaxTurnsError(
                 f"the model still called tools after max_turns={self._max_turns} turns; "
                 "runner.messages (and this error's .messages) hold the conversation to go on "
@@ -369,6 +377,18 @@ def _called(call: ToolCall) -> tuple[str, str | None]:
         custom = call.custom
         return (custom.name or "", custom.input) if custom is not None else ("", None)
     return call.function.name or "", call.function.arguments
+
+
+def _unforced(choice: Any) -> Any:
+    """A `tool_choice` that lets the model answer instead of calling a tool: "auto"
+    for "required" or a named tool, "auto" mode for allowed tools."""
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if choice == "required" or kind in ("function", "custom"):
+        return "auto"
+    allowed = choice.get("allowed_tools") if kind == "allowed_tools" else None
+    if isinstance(allowed, dict):
+        return {**choice, "allowed_tools": {**allowed, "mode": "auto"}}
+    return choice  # "auto", "none", or a shape only its server knows
 
 
 def _with_ids(calls: Sequence[ToolCall], turn: int) -> list[ToolCall]:

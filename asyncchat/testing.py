@@ -9,9 +9,12 @@ word (then a chunk with `finish_reason`, a usage chunk when
 `stream_options.include_usage` is set, then `[DONE]`).
 
 Tool calls: when the request has `tools`, `tool_choice` is not "none" and the
-last message is the user's, the reply is a tool call to the tool `tool_choice`
-names, else to each tool whose name appears in the user's text (the first tool
-when none is named). The arguments follow the tool's schema: each string is the
+last message is the user's (or, whatever the last message, when `tool_choice`
+requires a call: "required", a named tool, `allowed_tools` in "required" mode),
+the reply is a tool call to the tool `tool_choice` names, else to each tool
+(of the allowed ones) whose name appears in the user's text (the first tool
+when none is named). A `tool_choice` without `tools`, or naming a tool not in
+them, gets a 400. The arguments follow the tool's schema: each string is the
 last word of the user's text, an enum its first value, a number 1, an array one
 item. A custom tool (`"type": "custom"`) is called with the user's text as its
 input, streamed in pieces as arguments are.
@@ -66,7 +69,7 @@ from aiohttp import web
 
 from asyncchat._http import Request
 from asyncchat._mockbatch import GLM_PREFIX, BatchSettings, MockBatches
-from asyncchat._mockscript import Turn, TurnScript, tool_spec
+from asyncchat._mockscript import Turn, TurnScript, offered_tools, tool_spec
 from asyncchat._mocktransport import MockResponse, MockTransport
 
 __all__ = [
@@ -210,25 +213,65 @@ def _moderation_side(model: str, text: str) -> dict[str, Any]:
 
 
 def _tools_to_call(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The tools the answer calls, each as its kind and its spec."""
+    """The tools the answer calls, each as its kind and its spec. A model left to
+    choose calls tools only in answer to the user; one made to call a tool
+    (`tool_choice` "required", a named tool, or allowed tools in "required" mode)
+    calls one whatever the conversation's last message, as a real model does."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if not isinstance(tools, list) or choice == "none":
         return []
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return []
-    last = messages[-1]
-    if not isinstance(last, dict) or last.get("role") != "user":
-        return []
     specs = [spec for spec in map(tool_spec, tools) if spec is not None]
-    forced = tool_spec(choice)
-    if forced is not None:
-        kind, name = forced[0], forced[1].get("name")
-        return [(k, spec) for k, spec in specs if k == kind and spec.get("name") == name]
+    required = choice == "required"
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = offered_tools(choice["allowed_tools"]["tools"])
+        specs = [(kind, spec) for kind, spec in specs if (kind, spec.get("name")) in allowed]
+        required = choice["allowed_tools"]["mode"] == "required"
+    else:
+        forced = tool_spec(choice)
+        if forced is not None:
+            kind, name = forced[0], forced[1].get("name")
+            return [(k, spec) for k, spec in specs if k == kind and spec.get("name") == name]
+    messages = body.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    if not required and not (isinstance(last, dict) and last.get("role") == "user"):
+        return []
     text = _last_user_text(messages)
     named = [(kind, spec) for kind, spec in specs if str(spec.get("name", "")) in text]
     return named or specs[:1]
+
+
+def _tool_choice_problem(choice: Any, tools: Any) -> str | None:
+    """Why OpenAI would refuse this `tool_choice` with a 400; None when it is fine."""
+    if choice is None or choice == "none":
+        return None
+    if not isinstance(tools, list) or not tools:
+        return "tool_choice is only allowed when tools are given"
+    if choice in ("auto", "required"):
+        return None
+    offered = offered_tools(tools)
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools")
+        if (
+            not isinstance(allowed, dict)
+            or allowed.get("mode") not in ("auto", "required")
+            or not isinstance(allowed.get("tools"), list)
+        ):
+            return "tool_choice.allowed_tools needs a mode ('auto' or 'required') and tools"
+        named = allowed["tools"]
+    else:
+        named = [choice]
+    for item in named:
+        spec = tool_spec(item)
+        if spec is None or not isinstance(spec[1].get("name"), str):
+            return (
+                "tool_choice must be 'none', 'auto', 'required', a tool to call, "
+                f"or allowed_tools, not {orjson.dumps(item).decode()[:80]}"
+            )
+        kind, name = spec[0], spec[1]["name"]
+        if (kind, name) not in offered:
+            return f"tool_choice names the {kind} tool {name!r}, which is not in tools"
+    return None
 
 
 def _example_arguments(function: dict[str, Any], text: str) -> dict[str, Any]:
@@ -614,6 +657,7 @@ class MockServer:
             self._refused_format(body, request_id)
             or self._refused_logprobs(body, request_id)
             or self._refused_moderation(body, request_id)
+            or self._refused_tool_choice(body, request_id)
         )
         if refused is not None:
             return refused
@@ -670,6 +714,14 @@ class MockServer:
         if isinstance(moderation, dict) and isinstance(moderation.get("model"), str):
             return None
         return _error(400, "moderation.model must be a string", request_id, param="moderation")
+
+    @staticmethod
+    def _refused_tool_choice(body: dict[str, Any], request_id: str) -> web.Response | None:
+        """OpenAI's answer to a `tool_choice` the request's tools cannot meet."""
+        problem = _tool_choice_problem(body.get("tool_choice"), body.get("tools"))
+        if problem is None:
+            return None
+        return _error(400, problem, request_id, param="tool_choice")
 
     @staticmethod
     def _moderation(body: dict[str, Any], answer: _Answer) -> dict[str, Any] | None:

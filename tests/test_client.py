@@ -194,6 +194,82 @@ async def test_mock_server_refuses_moderation_without_a_model(client: asyncchat.
         )
 
 
+WEATHER_AND_TIME = [
+    {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+    for name in ("get_weather", "get_time")
+]
+
+
+def _allowed(mode: str, *names: str) -> dict[str, Any]:
+    tools = [{"type": "function", "function": {"name": name}} for name in names]
+    return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": tools}}
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "after_a_tool", "called"),
+    [
+        ("auto", False, ["get_weather"]),  # the tool the user names
+        ("auto", True, []),  # a model left to choose answers the results
+        ("required", True, ["get_weather"]),
+        ({"type": "function", "function": {"name": "get_time"}}, True, ["get_time"]),
+        (_allowed("auto", "get_time"), False, ["get_time"]),  # named, but not allowed
+        (_allowed("auto", "get_time"), True, []),
+        (_allowed("required", "get_time"), True, ["get_time"]),
+        ("none", False, []),
+    ],
+)
+async def test_mock_server_follows_tool_choice(
+    client: asyncchat.Client, tool_choice: Any, after_a_tool: bool, called: list[str]
+) -> None:
+    """A model made to call a tool calls one whatever the last message; one left to
+    choose calls tools only in answer to the user, and only the allowed ones."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "get_weather in Paris"}]
+    if after_a_tool:
+        call = {"id": "c1", "type": "function", "function": {"name": "x", "arguments": "{}"}}
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        messages.append({"role": "tool", "tool_call_id": "c1", "content": "done"})
+    completion = await client.chat.completions.create(
+        model="m", messages=messages, tools=WEATHER_AND_TIME, tool_choice=tool_choice
+    )
+    calls = completion.choices[0].message.tool_calls or []
+    assert [call.function.name for call in calls] == called
+    assert completion.choices[0].finish_reason == ("tool_calls" if called else "stop")
+
+
+@pytest.mark.parametrize(
+    ("tools", "tool_choice", "why"),
+    [
+        (None, "required", "tool_choice is only allowed when tools are given"),
+        (
+            WEATHER_AND_TIME,
+            {"type": "function", "function": {"name": "get_news"}},
+            "names the function tool 'get_news', which is not in tools",
+        ),
+        (
+            WEATHER_AND_TIME,
+            {"type": "custom", "custom": {"name": "get_time"}},
+            "names the custom tool 'get_time', which is not in tools",
+        ),
+        (
+            WEATHER_AND_TIME,
+            _allowed("auto", "get_time", "get_news"),
+            "names the function tool 'get_news', which is not in tools",
+        ),
+        (WEATHER_AND_TIME, _allowed("always", "get_time"), r"needs a mode \('auto' or"),
+        (WEATHER_AND_TIME, "get_time", "must be 'none', 'auto', 'required', a tool to call"),
+    ],
+)
+async def test_mock_server_refuses_a_tool_choice_it_cannot_follow(
+    client: asyncchat.Client, tools: Any, tool_choice: Any, why: str
+) -> None:
+    options = {"tool_choice": tool_choice} | ({"tools": tools} if tools else {})
+    with pytest.raises(asyncchat.BadRequestError, match=why) as caught:
+        await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], **options
+        )
+    assert caught.value.param == "tool_choice"
+
+
 async def test_functions_and_tool_objects_go_in_tools_as_their_dicts(
     client: asyncchat.Client, server: MockServer
 ) -> None:

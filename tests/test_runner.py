@@ -319,6 +319,61 @@ async def test_max_turns_raises_with_messages_to_go_on_from() -> None:
     assert server.turns is not None and server.turns.errors == []
 
 
+@pytest.mark.parametrize(
+    ("forced", "relaxed"),
+    [
+        ("required", "auto"),
+        ({"type": "function", "function": {"name": "get_weather"}}, "auto"),
+        (
+            {
+                "type": "allowed_tools",
+                "allowed_tools": {
+                    "mode": "required",
+                    "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+                },
+            },
+            {
+                "type": "allowed_tools",
+                "allowed_tools": {
+                    "mode": "auto",
+                    "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+                },
+            },
+        ),
+    ],
+)
+async def test_a_forcing_tool_choice_holds_for_the_first_turn_only(
+    client: asyncchat.Client, server: MockServer, forced: Any, relaxed: Any
+) -> None:
+    """The mock, like a real model, calls a tool whenever tool_choice forces one: kept
+    for every turn, the run could never end with an answer."""
+    given = copy.deepcopy(forced)
+    runner = client.chat.run_tools(
+        model="m", messages=USER, tools=[get_weather, get_time], tool_choice=given
+    )
+    final = await runner.final_completion()
+    assert final.choices[0].message.content == "You said: What is the weather in Paris?"
+    assert [request.body["tool_choice"] for request in server.requests] == [forced, relaxed]
+    assert given == forced  # the caller's value is not modified
+
+
+async def test_reset_tool_choice_false_forces_a_call_every_turn(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    runner = client.chat.run_tools(
+        model="m",
+        messages=USER,
+        tools=[get_weather],
+        tool_choice="required",
+        reset_tool_choice=False,
+        max_turns=3,
+    )
+    with pytest.raises(asyncchat.MaxTurnsError, match="max_turns=3"):
+        await runner.final_completion()
+    assert [request.body["tool_choice"] for request in server.requests] == ["required"] * 3
+    assert "reset_tool_choice" not in server.requests[0].body  # the runner's, not sent
+
+
 async def test_a_tool_given_as_a_dict_ends_the_run_for_you(
     client: asyncchat.Client, server: MockServer
 ) -> None:
