@@ -9,9 +9,9 @@ tools. A custom tool's call (free-form input, not JSON) runs its function with
 that text.
 
 Whatever goes wrong in a call (arguments that are not JSON or do not fit the
-function, an unknown tool, an exception, a timeout, a veto) becomes the text of
-that call's `tool` message, so the model can correct itself; `on_error="raise"`
-ends the run instead.
+function, a call cut off at the token limit, an unknown tool, an exception, a
+timeout, a veto) becomes the text of that call's `tool` message, so the model
+can correct itself; `on_error="raise"` ends the run instead.
 
 With telemetry on, the run is an `invoke_agent` span and each call an
 `execute_tool` span (`_runnertelemetry`); off, a run costs one check.
@@ -50,6 +50,10 @@ RunnerEvent = StreamEvent | ToolStarted | ToolFinished
 Approve = Callable[[ToolStarted], "bool | str | Awaitable[bool | str]"]
 OnResult = Callable[[ToolFinished], Any]
 _M = TypeVar("_M")
+CUT_CALL = (
+    "the call was cut off at the token limit (finish_reason 'length') before it was "
+    "complete, so it was not run: make it again, shorter, or as smaller calls"
+)
 
 
 class ToolRunner:
@@ -157,7 +161,9 @@ class ToolRunner:
                     return
                 if any(_called(call)[0] in self._wire_only for call in calls):
                     return  # a tool without a function: its call is yours to handle
-                async for event in self._run_calls(calls, turn):
+                # At the token limit, the call being written when it came is incomplete.
+                cut = calls[-1] if completion.choices[0].finish_reason == "length" else None
+                async for event in self._run_calls(calls, turn, cut):
                     yield event
                 if self._stopped:
                     return
@@ -179,13 +185,16 @@ class ToolRunner:
             run.ended(error)
 
     async def _run_calls(
-        self, calls: list[ToolCall], turn: int
+        self, calls: list[ToolCall], turn: int, cut: ToolCall | None
     ) -> AsyncGenerator[RunnerEvent, None]:
         """Run a turn's calls concurrently, handing out their events as they happen;
-        then append their results, in call order."""
+        then append their results, in call order. The `cut` call is not run."""
         events: asyncio.Queue[RunnerEvent | _Done] = asyncio.Queue()
         with self._trace.current():  # each task copies the context: the calls are the run's
-            tasks = [asyncio.ensure_future(self._reported(call, turn, events)) for call in calls]
+            tasks = [
+                asyncio.ensure_future(self._reported(call, turn, events, call is cut))
+                for call in calls
+            ]
         try:
             remaining = len(tasks)
             while remaining:
@@ -206,11 +215,11 @@ class ToolRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _reported(
-        self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent | _Done]
+        self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent | _Done], cut: bool
     ) -> str:
         """`_call`, then a `_Done` in the queue, however it ended."""
         try:
-            result = await self._call(call, turn, events)
+            result = await self._call(call, turn, events, cut)
         except asyncio.CancelledError:
             events.put_nowait(_Done(None))
             raise
@@ -221,9 +230,10 @@ class ToolRunner:
         return result
 
     async def _call(
-        self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent | _Done]
+        self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent | _Done], cut: bool
     ) -> str:
-        """Run one call; the text of its `tool` message."""
+        """Run one call; the text of its `tool` message. A `cut` call (its answer hit
+        the token limit while it was written) is refused: half a command is not run."""
         name, raw = _called(call)
         call_id = call.id or ""
         arguments: dict[str, Any] | None = None
@@ -236,6 +246,8 @@ class ToolRunner:
                 if tool is None:
                     known = ", ".join(sorted(self._functions)) or "none"
                     raise LookupError(f"there is no tool named {name!r}; the tools are: {known}")
+                if cut:
+                    raise ToolArgumentsError(CUT_CALL, arguments=raw or "")
                 arguments = tool.arguments(raw)
                 started = ToolStarted(call_id, name, arguments, turn)
                 verdict = await _maybe_await(self._approve(started)) if self._approve else True

@@ -127,6 +127,51 @@ class _Answer:
 
     tool_calls: list[dict[str, Any]]
     tokens: list[str]
+    cut_at: int | None = None  # the request's token limit, when the answer stopped at it
+
+    @property
+    def completion_tokens(self) -> int:
+        """What it costs: a token a word, `TOOL_CALL_TOKENS` a tool call."""
+        if self.cut_at is not None:
+            return self.cut_at
+        return len(self.tokens) + TOOL_CALL_TOKENS * len(self.tool_calls)
+
+    @property
+    def finish_reason(self) -> str:
+        if self.cut_at is not None:
+            return "length"
+        return "tool_calls" if self.tool_calls else "stop"
+
+    def within(self, limit: int | None) -> _Answer:
+        """The answer of a model stopped after `limit` completion tokens: the words
+        that fit, or the calls that fit and the next one cut short, as it was being
+        written (its arguments or input in proportion)."""
+        if limit is None or self.completion_tokens <= limit:
+            return self
+        if not self.tool_calls:
+            return _Answer([], self.tokens[:limit], cut_at=limit)
+        whole, part = divmod(limit, TOOL_CALL_TOKENS)
+        calls = self.tool_calls[:whole]
+        calls.append(_cut_call(self.tool_calls[whole], part / TOOL_CALL_TOKENS))
+        return _Answer(calls, [], cut_at=limit)
+
+
+def _cut_call(call: dict[str, Any], share: float) -> dict[str, Any]:
+    """A tool call whose arguments (or custom input) stop `share` of the way through."""
+    kind = call["type"]
+    key = "input" if kind == "custom" else "arguments"
+    text = call[kind][key]
+    return {**call, kind: {**call[kind], key: text[: int(len(text) * share)]}}
+
+
+def _token_limit(body: dict[str, Any]) -> int | None:
+    """The completion tokens a request allows: `max_completion_tokens`, else the older
+    `max_tokens`; None for no limit (or one that is not a positive integer, which a
+    request to the server is refused for)."""
+    limit = body.get("max_completion_tokens")
+    if limit is None:
+        limit = body.get("max_tokens")
+    return limit if type(limit) is int and limit >= 1 else None
 
 
 def _last_user_text(messages: Any) -> str:
@@ -165,6 +210,7 @@ def _words(text: str) -> list[str]:
 
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+TOOL_CALL_TOKENS = 10  # what the mock counts a tool call as, in usage and against max_tokens
 
 
 def _top_logprobs_asked(body: dict[str, Any]) -> int | None:
@@ -658,6 +704,7 @@ class MockServer:
             or self._refused_logprobs(body, request_id)
             or self._refused_moderation(body, request_id)
             or self._refused_tool_choice(body, request_id)
+            or self._refused_token_limit(body, request_id)
         )
         if refused is not None:
             return refused
@@ -667,7 +714,8 @@ class MockServer:
             played = self.turns.play(body)
             if isinstance(played, str):
                 return _error(400, played, request_id, code="script")  # why, for the test
-            answer = _Answer(played.tool_calls, _words(played.content) if played.content else [])
+            words = _words(played.content) if played.content else []
+            answer = _Answer(played.tool_calls, words).within(_token_limit(body))
         if body.get("stream") or self.style.stream_always:
             return await self._stream(request, body, request_id, answer, extra_headers)
         return web.Response(
@@ -722,6 +770,17 @@ class MockServer:
         if problem is None:
             return None
         return _error(400, problem, request_id, param="tool_choice")
+
+    @staticmethod
+    def _refused_token_limit(body: dict[str, Any], request_id: str) -> web.Response | None:
+        """OpenAI's answer to a token limit that is not a positive integer."""
+        for name in ("max_completion_tokens", "max_tokens"):
+            limit = body.get(name)
+            if limit is not None and (type(limit) is not int or limit < 1):
+                return _error(
+                    400, f"{name} must be an integer of at least 1", request_id, param=name
+                )
+        return None
 
     @staticmethod
     def _moderation(body: dict[str, Any], answer: _Answer) -> dict[str, Any] | None:
@@ -800,9 +859,11 @@ class MockServer:
         }
 
     def _plan(self, body: dict[str, Any]) -> _Answer:
-        """What to answer `body` with: tool calls, or else the text's tokens."""
+        """What to answer `body` with: tool calls, or else the text's tokens, within
+        the request's token limit."""
         tool_calls = self._tool_calls(body)
-        return _Answer(tool_calls, [] if tool_calls else self._tokens(body))
+        answer = _Answer(tool_calls, [] if tool_calls else self._tokens(body))
+        return answer.within(_token_limit(body))
 
     def _completion(self, body: dict[str, Any], request_id: str, answer: _Answer) -> dict[str, Any]:
         tool_calls = answer.tool_calls
@@ -812,11 +873,8 @@ class MockServer:
                 "content": None,
                 "tool_calls": tool_calls,
             }
-            finish_reason, completion_tokens = "tool_calls", 10 * len(tool_calls)
         else:
-            tokens = answer.tokens
-            message = {"role": "assistant", "content": "".join(tokens)}
-            finish_reason, completion_tokens = "stop", len(tokens)
+            message = {"role": "assistant", "content": "".join(answer.tokens)}
         top = _top_logprobs_asked(body)
         logprobs = None
         if top is not None and not tool_calls:
@@ -832,12 +890,12 @@ class MockServer:
                 {
                     "index": i,
                     "message": message,
-                    "finish_reason": finish_reason,
+                    "finish_reason": answer.finish_reason,
                     "logprobs": logprobs,
                 }
                 for i in range(n)
             ],
-            "usage": self._usage(body, completion_tokens * n),
+            "usage": self._usage(body, answer.completion_tokens * n),
         }
         moderation = self._moderation(body, answer)
         if moderation is not None:
@@ -873,7 +931,6 @@ class MockServer:
         if tool_calls:
             chunks[0]["choices"][0]["delta"]["content"] = None
             chunks += [chunk({"tool_calls": fragment}) for fragment in self._fragments(tool_calls)]
-            finish_reason, completion_tokens = "tool_calls", 10 * len(tool_calls)
         else:
             tokens = answer.tokens
             top = _top_logprobs_asked(body)
@@ -882,15 +939,15 @@ class MockServer:
                 if top is not None:
                     logprob = _token_logprob(token, position, top)
                     chunks[-1]["choices"][0]["logprobs"] = {"content": [logprob], "refusal": None}
-            finish_reason, completion_tokens = "stop", len(tokens)
         if style.send_finish_reason:
-            chunks.append(chunk({}, finish_reason))
+            chunks.append(chunk({}, answer.finish_reason))
         moderation = self._moderation(body, answer)
         if moderation is not None:
             chunks.append({**base, "choices": [], "moderation": moderation})
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
-            chunks.append({**base, "choices": [], "usage": self._usage(body, completion_tokens)})
+            usage = self._usage(body, answer.completion_tokens)
+            chunks.append({**base, "choices": [], "usage": usage})
         return chunks
 
     def _fragments(self, tool_calls: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -20,7 +20,7 @@ from aioresponses import aioresponses
 
 import asyncchat
 from asyncchat._config import proxy_from_environment
-from asyncchat.testing import MockServer
+from asyncchat.testing import MockServer, StreamStyle
 
 from .conftest import (
     API_KEY,
@@ -268,6 +268,85 @@ async def test_mock_server_refuses_a_tool_choice_it_cannot_follow(
             model="m", messages=[{"role": "user", "content": "hi"}], **options
         )
     assert caught.value.param == "tool_choice"
+
+
+async def test_mock_server_stops_at_the_token_limit_streamed_or_not(
+    client: asyncchat.Client,
+) -> None:
+    """A word a token: the answer stops at max_tokens with finish_reason "length", and
+    max_completion_tokens, the newer name, wins over it."""
+    messages = [{"role": "user", "content": "one two three four"}]
+    for limit in ({"max_tokens": 3}, {"max_completion_tokens": 3, "max_tokens": 50}):
+        completion = await client.chat.completions.create(model="m", messages=messages, **limit)
+        assert completion.choices[0].message.content == "You said: one"
+        assert completion.choices[0].finish_reason == "length"
+        assert completion.usage is not None and completion.usage.completion_tokens == 3
+        stream = await client.chat.completions.create(
+            model="m",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            **limit,
+        )
+        async with stream:
+            async for _ in stream:
+                pass
+        assert stream.completion.to_dict() | {"id": None} == completion.to_dict() | {"id": None}
+    whole = await client.chat.completions.create(model="m", messages=messages, max_tokens=6)
+    assert whole.choices[0].finish_reason == "stop"
+
+
+async def test_mock_server_cuts_the_tool_call_it_was_writing_at_the_token_limit(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Ten tokens a call: with room for one and a half, the second call comes with
+    half its arguments, streamed in pieces or not."""
+    messages = [{"role": "user", "content": "get_weather and get_time in Paris"}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": name,
+                "parameters": {"type": "object", "properties": {"place": {"type": "string"}}},
+            },
+        }
+        for name in ("get_weather", "get_time")
+    ]
+    full = await client.chat.completions.create(model="m", messages=messages, tools=tools)
+    assert [call.function.arguments for call in full.choices[0].message.tool_calls or []] == [
+        '{"place":"Paris"}',
+        '{"place":"Paris"}',
+    ]
+    cut = await client.chat.completions.create(
+        model="m", messages=messages, tools=tools, max_tokens=15
+    )
+    calls = cut.choices[0].message.tool_calls or []
+    assert [call.function.arguments for call in calls] == ['{"place":"Paris"}', '{"place"']
+    assert cut.choices[0].finish_reason == "length"
+    assert cut.usage is not None and cut.usage.completion_tokens == 15
+    server.style = StreamStyle(argument_fragment_size=3)
+    stream = await client.chat.completions.create(
+        model="m", messages=messages, tools=tools, max_tokens=15, stream=True
+    )
+    async with stream:
+        async for _ in stream:
+            pass
+    streamed = stream.completion.choices[0]
+    assert [call.function.to_dict() for call in streamed.message.tool_calls or []] == [
+        call.function.to_dict() for call in calls
+    ]
+    assert streamed.finish_reason == "length"
+
+
+@pytest.mark.parametrize("limit", [{"max_tokens": 0}, {"max_completion_tokens": "9"}])
+async def test_mock_server_refuses_a_token_limit_that_is_not_a_positive_integer(
+    client: asyncchat.Client, limit: dict[str, Any]
+) -> None:
+    [name] = limit
+    with pytest.raises(asyncchat.BadRequestError, match=f"{name} must be an integer of at least 1"):
+        await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], **limit
+        )
 
 
 async def test_functions_and_tool_objects_go_in_tools_as_their_dicts(

@@ -481,6 +481,47 @@ async def test_the_script_tells_a_custom_call_from_a_function_call() -> None:
             await client.chat.completions.create(model="m", messages=USER, tools=[as_function])
 
 
+async def test_a_call_cut_off_at_the_token_limit_is_never_run() -> None:
+    """With finish_reason "length", the call being written when the limit came is
+    incomplete: half a program is not run; the model hears why, and the calls before
+    it, which were complete, run as usual."""
+    ran: list[str] = []
+
+    @asyncchat.custom_tool
+    def run_shell(command: str) -> str:
+        """Runs a shell command."""
+        ran.append(command)
+        return "ok"
+
+    server = scripted(
+        Turn(tool_calls=[("get_weather", {"city": "Oslo"}), ("run_shell", "rm -rf build/tmp")]),
+        Turn(content="Done.", expect_results=["Oslo", "cut off at the token limit"]),
+    )
+    async with server, connect(server) as client:
+        runner = client.chat.run_tools(
+            model="m", messages=USER, tools=[get_weather, run_shell], max_tokens=15
+        )
+        events = [event async for event in runner]
+    assert server.turns is not None and server.turns.errors == [] and server.turns.done
+    assert ran == []
+    sent = runner.messages[1]["tool_calls"][1]["custom"]
+    assert sent == {"name": "run_shell", "input": "rm -rf b"}  # as it came: half the command
+    [refused] = [e for e in events if isinstance(e, asyncchat.ToolFinished) and e.error]
+    assert isinstance(refused.error, asyncchat.ToolArgumentsError)
+    assert (refused.name, refused.arguments) == ("run_shell", None)
+    assert refused.result.startswith("Error: the call was cut off at the token limit")
+    assert not any(isinstance(e, asyncchat.ToolStarted) and e.name == "run_shell" for e in events)
+
+    server = scripted(Turn(tool_calls=[("run_shell", "make clean")]))
+    async with server, connect(server) as client:
+        runner = client.chat.run_tools(
+            model="m", messages=USER, tools=[run_shell], max_tokens=5, on_error="raise"
+        )
+        with pytest.raises(asyncchat.ToolCallError, match="'run_shell' failed: the call was cut"):
+            await runner.final_completion()
+    assert ran == []
+
+
 async def test_cancelling_the_runner_cancels_tools_and_releases_the_stream(
     client: asyncchat.Client, server: MockServer
 ) -> None:
