@@ -16,7 +16,7 @@ from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
 from asyncchat.errors import ConfigurationError, NotFoundError
 from asyncchat.events import ContentDelta, ReasoningDelta, ToolCallDone
-from asyncchat.quirks import reasoning_text
+from asyncchat.quirks import CONTENT_FILTER_REASONS, reasoning_text
 from asyncchat.types import ChatCompletion, Usage
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -294,6 +294,7 @@ async def _converse(
             out.write(completion.to_json() + "\n")
         else:
             _print_message(completion, printer)
+            _warn_if_cut_short(completion, sys.stderr)
         if args.usage:
             _print_usage(completion.usage, sys.stderr)
         return 0
@@ -315,9 +316,23 @@ async def _converse(
                 printer.tool_call(event.name, event.arguments, custom=event.type == "custom")
         final = await events.final_completion()
     printer.finish()
+    _warn_if_cut_short(final, sys.stderr)
     if args.usage:
         _print_usage(final.usage, sys.stderr)
     return 0
+
+
+def _warn_if_cut_short(completion: ChatCompletion, err: TextIO) -> None:
+    """Say on stderr when the answer printed is not the whole answer: the token limit
+    or the provider's content filter stopped it."""
+    reason = completion.choices[0].finish_reason if completion.choices else None
+    if reason == "length":
+        why = "the answer was cut at the token limit (finish_reason 'length'): raise --max-tokens"
+    elif reason in CONTENT_FILTER_REASONS:
+        why = f"the provider's content filter stopped the answer (finish_reason {reason!r})"
+    else:
+        return
+    err.write(f"asyncchat: warning: {why}\n")
 
 
 def _print_message(completion: ChatCompletion, printer: _Printer) -> None:

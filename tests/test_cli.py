@@ -413,6 +413,34 @@ def test_reasoning_is_printed_apart_from_the_answer(
     assert capsys.readouterr() == ("the answer\n", "thinking...\n")
 
 
+@pytest.mark.parametrize("mode", [[], ["--no-stream"]])
+def test_chat_warns_of_an_answer_cut_short(
+    background_server: MockServer, capsys: pytest.CaptureFixture[str], mode: list[str]
+) -> None:
+    assert main(run_chat(background_server, "one two three", "--max-tokens", "2", *mode)) == 0
+    assert capsys.readouterr() == (
+        "You said:\n",
+        "asyncchat: warning: the answer was cut at the token limit (finish_reason 'length'): "
+        "raise --max-tokens\n",
+    )
+    assert main(run_chat(background_server, "one two three", "--max-tokens", "5", *mode)) == 0
+    assert capsys.readouterr() == ("You said: one two three\n", "")  # whole: no warning
+
+
+def test_chat_warns_of_an_answer_the_content_filter_stopped(
+    background_server: MockServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    filtered = completion_json("I cannot")
+    filtered["choices"][0]["finish_reason"] = "sensitive"  # GLM's content filter
+    background_server.enqueue(200, filtered, headers={"content-type": "application/json"})
+    assert main(run_chat(background_server, "hi", "--no-stream")) == 0
+    assert capsys.readouterr() == (
+        "I cannot\n",
+        "asyncchat: warning: the provider's content filter stopped the answer "
+        "(finish_reason 'sensitive')\n",
+    )
+
+
 def _tool_answer(arguments: str) -> dict[str, Any]:
     answer = completion_json("")
     answer["choices"][0]["message"] = {
