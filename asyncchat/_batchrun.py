@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_requests
-from asyncchat._chat import reported_tokens
+from asyncchat._chat import tokens_reported_in
 from asyncchat._fanout import fan_out
 from asyncchat._ratelimit import RateLimit
 from asyncchat._serverwatch import (
@@ -38,6 +38,7 @@ from asyncchat._serverwatch import (
 )
 from asyncchat.client import Client
 from asyncchat.errors import APIError, APIStatusError, ConnectError, ServerNotReadyError, TLSError
+from asyncchat.quirks import CONTENT_FILTER_REASONS
 from asyncchat.types import ChatCompletion
 
 __all__ = ["BatchStop", "BatchSummary", "RunTally", "fatal_hint", "run_batch_file"]
@@ -274,19 +275,27 @@ class RunTally:
         )
         self.fatal: APIError | None = None
         self.notes: list[str] = []
+        self.cut_short: Counter[str] = Counter()  # this run's answers not whole, by why
         self.started = time.monotonic()
 
-    def count(self, succeeded: bool, tokens: int) -> None:
-        """One record written."""
+    def count(self, succeeded: bool, answer: Mapping[str, Any] | None = None) -> None:
+        """One record written; `answer` is a success's completion, as JSON: its tokens
+        are counted, and whether it came whole."""
         self.status.done += 1
-        if succeeded:
-            self.succeeded += 1
-            self.status.tokens += tokens
-        else:
+        if not succeeded:
             self.failed += 1
             self.status.failed += 1
+            return
+        self.succeeded += 1
+        if answer is None:
+            return
+        self.status.tokens += tokens_reported_in(answer) or 0
+        reason = _cut_short(answer)
+        if reason is not None:
+            self.cut_short[reason] += 1
 
     def summary(self) -> BatchSummary:
+        notes = self.notes + [_cut_short_note(why, n) for why, n in sorted(self.cut_short.items())]
         return BatchSummary(
             total=len(self.ids),
             skipped=len(self.done_before),
@@ -296,8 +305,29 @@ class RunTally:
             tokens=self.status.tokens,
             stopped_by=self.stop.reason,
             fatal=self.fatal,
-            notes=self.notes,
+            notes=notes,
         )
+
+
+def _cut_short(answer: Mapping[str, Any]) -> str | None:
+    """The `finish_reason` that says an answer is not whole (the token limit, or a
+    content filter), in any of its choices; None for a whole answer."""
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+        if reason == "length" or reason in CONTENT_FILTER_REASONS:
+            return str(reason)
+    return None
+
+
+def _cut_short_note(reason: str, count: int) -> str:
+    answers = "1 answer" if count == 1 else f"{count} answers"
+    if reason == "length":
+        return (
+            f"{answers} of this run stopped at the token limit (finish_reason 'length'): "
+            "their records hold what came; a larger max_tokens gets them whole"
+        )
+    return f"{answers} of this run were stopped by a content filter (finish_reason {reason!r})"
 
 
 class _Run(RunTally):
@@ -421,8 +451,7 @@ class _Run(RunTally):
         limits = getattr(result, "rate_limits", None)  # a completion's, or an error's
         if limits is not None:
             self.status.quota = limits.describe()
-        tokens = reported_tokens(result) if isinstance(result, ChatCompletion) else None
-        self.count(succeeded, tokens or 0)
+        self.count(succeeded, result._data if isinstance(result, ChatCompletion) else None)
         if isinstance(result, APIStatusError) and result.status_code in NOT_SERVING:
             self.not_served[result.status_code] += 1
         self.status.show()

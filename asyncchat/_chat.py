@@ -45,7 +45,7 @@ from asyncchat.types import ChatCompletion, ParsedChatCompletion
 if TYPE_CHECKING:
     from asyncchat.client import Client
 
-__all__ = ["Chat", "Completions", "build_body", "reported_tokens"]
+__all__ = ["Chat", "Completions", "build_body", "reported_tokens", "tokens_reported_in"]
 
 M = TypeVar("M")
 
@@ -584,7 +584,12 @@ async def _open_stream(
 def reported_tokens(completion: ChatCompletion) -> int | None:
     """`usage.total_tokens` when the server sent a usable count; None for a missing
     or odd one (a string, a negative number), which is then ignored."""
-    usage = completion._data.get("usage")
+    return tokens_reported_in(completion._data)
+
+
+def tokens_reported_in(answer: Mapping[str, Any]) -> int | None:
+    """`reported_tokens` of a completion's JSON, as a batch result file holds it."""
+    usage = answer.get("usage")
     total = usage.get("total_tokens") if isinstance(usage, dict) else None
     if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
         return total

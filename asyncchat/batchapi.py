@@ -620,12 +620,8 @@ class _Job(RunTally):
         self.recorded.add(record["custom_id"])
         if record["custom_id"] not in self.ids:
             return  # submitted for another input (or shard) into this output: not counted
-        tokens = 0
-        if succeeded:
-            usage = (response.get("body") or {}).get("usage")
-            total = usage.get("total_tokens") if isinstance(usage, dict) else None
-            tokens = total if isinstance(total, int) else 0
-        self.count(succeeded, tokens)
+        answer = response.get("body") if succeeded else None
+        self.count(succeeded, answer if isinstance(answer, dict) else None)
 
 
 def _counts(batch: Batch) -> tuple[int, int, int]:

@@ -722,6 +722,5 @@ class _RayJob(RunTally):
                     )
                     continue
             yield result_line(row)
-            usage = response["body"].get("usage") if response else None
-            tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
-            self.count(row["status_code"] == 200, tokens if isinstance(tokens, int) else 0)
+            answer = response.get("body") if response else None
+            self.count(row["status_code"] == 200, answer if isinstance(answer, dict) else None)

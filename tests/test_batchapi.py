@@ -181,6 +181,32 @@ async def test_a_job_is_split_uploaded_polled_and_merged(
     assert batch_server.batch.uploads == 3
 
 
+async def test_the_summary_says_how_many_answers_the_token_limit_cut(
+    batch_server: MockServer, tmp_path: Path
+) -> None:
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {**body("m", "one two three"), "max_tokens": 2 if i % 2 else 9},
+        }
+        for i in range(6)
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    summary = await run(
+        batch_server, input_path=tmp_path / "in.jsonl", output_path=tmp_path / "out.jsonl"
+    )
+    assert (summary.succeeded, summary.failed) == (6, 0)
+    assert summary.notes == [
+        "3 answers of this run stopped at the token limit (finish_reason 'length'): their "
+        "records hold what came; a larger max_tokens gets them whole"
+    ]
+    results = by_id(tmp_path / "out.jsonl")
+    reasons = {i: r["response"]["body"]["choices"][0]["finish_reason"] for i, r in results.items()}
+    assert reasons == {f"r{i}": "length" if i % 2 else "stop" for i in range(6)}
+
+
 async def test_an_expired_batch_keeps_its_finished_lines_and_retry_failed_resubmits(
     tmp_path: Path,
 ) -> None:

@@ -76,6 +76,29 @@ def test_output_matches_the_openai_batch_format(
     assert "5 requests, 5 succeeded, 0 failed" in err
 
 
+def test_the_summary_says_how_many_answers_the_token_limit_cut(
+    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 5, max_tokens=2)
+    assert run(background_server, str(requests), "-o", str(output)) == 0  # still answers
+    answers = [r["response"]["body"]["choices"][0] for r in read_output(output)]
+    assert {(a["message"]["content"], a["finish_reason"]) for a in answers} == {
+        ("You said:", "length")
+    }
+    err = capsys.readouterr().err
+    assert (
+        "note: 5 answers of this run stopped at the token limit (finish_reason 'length'): "
+        "their records hold what came; a larger max_tokens gets them whole\n"
+    ) in err
+    assert "5 requests, 5 succeeded, 0 failed" in err
+    assert run(background_server, str(requests), "-o", str(output)) == 0
+    assert "note:" not in capsys.readouterr().err  # a rerun got no answer: nothing to say
+    write_requests(requests, 5, max_tokens=3)
+    assert run(background_server, str(requests), "-o", str(tmp_path / "whole.jsonl")) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_bad_lines_are_all_reported_and_nothing_runs(
     background_server: MockServer,
     tmp_path: Path,

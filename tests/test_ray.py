@@ -401,7 +401,12 @@ def output_ids(output: Path) -> list[str]:
 def test_the_command_runs_on_a_local_cluster_and_resumes(
     background_server: MockServer, tmp_path: Path
 ) -> None:
-    source = write_input(tmp_path / "in.jsonl", 40)
+    source = tmp_path / "in.jsonl"
+    lines = (
+        request_line(f"r{i}", f"hi {i}", **({"max_tokens": 1} if i % 4 == 1 else {}))
+        for i in range(40)
+    )
+    source.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     output = tmp_path / "out.jsonl"
     done = orjson.dumps(
         {"id": "batch_req_x", "custom_id": "r0", "error": None,
@@ -413,12 +418,13 @@ def test_the_command_runs_on_a_local_cluster_and_resumes(
 
     assert first.returncode == 0, first.stderr
     assert "40 requests, 40 succeeded, 0 failed, 1 already done" in first.stderr
+    assert "note: 10 answers of this run stopped at the token limit" in first.stderr
     assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(40))
     assert len(background_server.requests) == 39
 
     again = run(batch_command(source, output, background_server))
     assert again.returncode == 0, again.stderr
-    assert "40 already done" in again.stderr
+    assert "40 already done" in again.stderr and "note:" not in again.stderr
     assert len(background_server.requests) == 39  # nothing sent, no cluster started
 
 
