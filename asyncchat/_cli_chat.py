@@ -7,11 +7,13 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 from typing import Any, TextIO
 
 import orjson
 
 from asyncchat._cli_args import add_connection, client_from, positive_int
+from asyncchat._config import resolve_base_url
 from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
 from asyncchat.errors import ConfigurationError, NotFoundError
@@ -63,7 +65,12 @@ def add_chat(commands: Any) -> None:
         "-o stop '[\"\\n\"]' -o user alice); repeatable",
     )
     chat.add_argument("--temperature", type=float)
-    chat.add_argument("--max-tokens", type=positive_int)
+    chat.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        help="the answer's token limit (max_completion_tokens for OpenAI and Azure, "
+        "max_tokens elsewhere)",
+    )
     chat.add_argument("--no-stream", action="store_true", help="wait for the whole answer")
     chat.add_argument(
         "--json", action="store_true", help="print the raw chunks (or answer) as JSON"
@@ -162,6 +169,16 @@ def _load_tools(path: str) -> list[Any]:
     return tools
 
 
+def _token_limit_name(base_url: str | None) -> str:
+    """The field --max-tokens sets. OpenAI's reasoning models (on Azure too) refuse
+    `max_tokens` for `max_completion_tokens`, which all its chat models take; other
+    servers know `max_tokens`, and some of them nothing else."""
+    host = urllib.parse.urlsplit(resolve_base_url(base_url)[0]).hostname or ""
+    if host == "api.openai.com" or host.endswith(".openai.azure.com"):
+        return "max_completion_tokens"
+    return "max_tokens"
+
+
 def _option_value(text: str) -> Any:
     """A -o value: JSON when it parses (numbers, true, lists, objects), else the text."""
     try:
@@ -177,7 +194,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     if args.temperature is not None:
         params["temperature"] = args.temperature
     if args.max_tokens is not None:
-        params["max_tokens"] = args.max_tokens
+        params[_token_limit_name(args.base_url)] = args.max_tokens
     for key, value in args.option:
         if key in _RESERVED_OPTIONS:
             raise ConfigurationError(f"-o {key}: set it with {_RESERVED_OPTIONS[key]}")

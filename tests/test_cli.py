@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 import asyncchat
-from asyncchat.cli import main
+from asyncchat._cli_chat import _params
+from asyncchat.cli import _parser, main
 from asyncchat.testing import MockServer, StreamStyle
 
 from .conftest import API_KEY, completion_json, free_port, served_in_a_thread
@@ -80,6 +81,33 @@ def test_chat_streams(background_server: MockServer, capsys: pytest.CaptureFixtu
     assert body["messages"][0] == {"role": "system", "content": "Be brief"}
     assert body["temperature"] == 0.5
     assert body["max_tokens"] == 20
+
+
+@pytest.mark.parametrize(
+    ("base_url", "sent_as"),
+    [
+        ("https://api.openai.com/v1", "max_completion_tokens"),
+        ("https://my-east.openai.azure.com/openai/v1", "max_completion_tokens"),
+        ("https://open.bigmodel.cn/api/paas/v4", "max_tokens"),
+        ("http://127.0.0.1:8000/v1", "max_tokens"),
+        (None, "max_completion_tokens"),  # OpenAI's, when nothing names another
+    ],
+)
+def test_max_tokens_is_sent_under_the_name_the_server_takes(
+    base_url: str | None, sent_as: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenAI's reasoning models refuse max_tokens ("Use 'max_completion_tokens'
+    instead"); GLM, DeepSeek and local servers know only max_tokens."""
+    for name in ("ASYNCCHAT_BASE_URL", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    where = ["--base-url", base_url] if base_url else []
+    args = _parser().parse_args(["chat", "hi", "--max-tokens", "9", *where])
+    params = _params(args)
+    [other] = {"max_tokens", "max_completion_tokens"} - {sent_as}
+    assert params[sent_as] == 9 and other not in params
+    if base_url is None:  # from the environment, as the client takes it
+        monkeypatch.setenv("OPENAI_BASE_URL", "https://api.deepseek.com/v1")
+        assert "max_tokens" in _params(_parser().parse_args(["chat", "hi", "--max-tokens", "9"]))
 
 
 def test_chat_no_stream_and_json(
