@@ -13,11 +13,16 @@ last message is the user's (or, whatever the last message, when `tool_choice`
 requires a call: "required", a named tool, `allowed_tools` in "required" mode),
 the reply is a tool call to the tool `tool_choice` names, else to each tool
 (of the allowed ones) whose name appears in the user's text (the first tool
-when none is named). A `tool_choice` without `tools`, or naming a tool not in
-them, gets a 400. The arguments follow the tool's schema: each string is the
-last word of the user's text, an enum its first value, a number 1, an array one
-item. A custom tool (`"type": "custom"`) is called with the user's text as its
-input, streamed in pieces as arguments are.
+when none is named; only the first with `parallel_tool_calls: false`). The
+arguments follow the tool's schema: each string is the last word of the user's
+text, an enum its first value, a number 1, an array one item. A custom tool
+(`"type": "custom"`) is called with the user's text as its input, streamed in
+pieces as arguments are. A `tool_choice` without `tools`, or naming a tool not
+in them, gets a 400.
+
+Token limit: with `max_completion_tokens` (or `max_tokens`) the answer stops
+there, with `finish_reason` "length", counting a word a token and a tool call
+`TOOL_CALL_TOKENS`: the call being written then comes with part of its arguments.
 
 Structured outputs: with a `json_schema` response format the reply is a JSON
 object made the same way from its schema; with `json_object`, from a JSON schema
@@ -284,7 +289,8 @@ def _tools_to_call(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         return []
     text = _last_user_text(messages)
     named = [(kind, spec) for kind, spec in specs if str(spec.get("name", "")) in text]
-    return named or specs[:1]
+    calls = named or specs[:1]
+    return calls[:1] if body.get("parallel_tool_calls") is False else calls
 
 
 def _tool_choice_problem(choice: Any, tools: Any) -> str | None:

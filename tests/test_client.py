@@ -236,6 +236,21 @@ async def test_mock_server_follows_tool_choice(
     assert completion.choices[0].finish_reason == ("tool_calls" if called else "stop")
 
 
+@pytest.mark.parametrize(("parallel", "called"), [(None, 2), (True, 2), (False, 1)])
+async def test_mock_server_calls_one_tool_a_turn_without_parallel_tool_calls(
+    client: asyncchat.Client, parallel: bool | None, called: int
+) -> None:
+    options = {} if parallel is None else {"parallel_tool_calls": parallel}
+    completion = await client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "get_weather and get_time in Paris"}],
+        tools=WEATHER_AND_TIME,
+        **options,
+    )
+    calls = completion.choices[0].message.tool_calls or []
+    assert [call.function.name for call in calls] == ["get_weather", "get_time"][:called]
+
+
 @pytest.mark.parametrize(
     ("tools", "tool_choice", "why"),
     [
