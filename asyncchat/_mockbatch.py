@@ -362,16 +362,14 @@ class MockBatches:
         line: dict[str, Any] = {"id": self._new_id("batch_req"), "custom_id": custom_id}
         if custom_id in self.settings.fail_ids:
             error = {"message": "mock failure for this request", "type": "invalid_request_error"}
-            line["response"] = {
-                "status_code": 400,
-                "request_id": request_id,
-                "body": {"error": error},
-            }
-            line["error"] = None
-            batch.errors.append(orjson.dumps(line))
-            counts["failed"] += 1
+            self._failed(batch, line, 400, request_id, error)
             return
-        body = self._answer(record["body"], request_id)
+        try:
+            body = self._answer(record["body"], request_id)
+        except Exception as exc:  # a bug of the mock's: this line fails, the batch goes on
+            error = {"message": f"the mock server failed: {exc!r}", "type": "server_error"}
+            self._failed(batch, line, 500, request_id, error)
+            return
         line["response"] = {"status_code": 200, "request_id": request_id, "body": body}
         if batch.glm:
             del line["response"]["request_id"]  # GLM's lines carry neither of these
@@ -379,6 +377,20 @@ class MockBatches:
             line["error"] = None
         batch.output.append(orjson.dumps(line))
         counts["completed"] += 1
+
+    @staticmethod
+    def _failed(
+        batch: _Batch, line: dict[str, Any], status: int, request_id: str, error: dict[str, Any]
+    ) -> None:
+        """A line answered with an error status, into the error file."""
+        line["response"] = {
+            "status_code": status,
+            "request_id": request_id,
+            "body": {"error": error},
+        }
+        line["error"] = None
+        batch.errors.append(orjson.dumps(line))
+        batch.data["request_counts"]["failed"] += 1
 
     def _finish(self, batch: _Batch, expired_from: int | None) -> None:
         """Write the output and error files; lines from `expired_from` on never ran."""

@@ -272,6 +272,8 @@ def _tools_to_call(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     choice = body.get("tool_choice")
     if not isinstance(tools, list) or choice == "none":
         return []
+    if _tool_choice_problem(choice, tools) is not None:
+        return []  # refused with a 400 before this, but not in a batch file's line
     specs = [spec for spec in map(tool_spec, tools) if spec is not None]
     required = choice == "required"
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":

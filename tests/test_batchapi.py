@@ -207,6 +207,32 @@ async def test_the_summary_says_how_many_answers_the_token_limit_cut(
     assert reasons == {f"r{i}": "length" if i % 2 else "stop" for i in range(6)}
 
 
+async def test_a_line_whose_tool_choice_the_mock_cannot_follow_is_still_answered(
+    batch_server: MockServer, tmp_path: Path
+) -> None:
+    """The mock's Batch API does not check bodies as its chat endpoint does (it answers
+    400 there): such a line gets a text answer, and the others theirs."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    choices = [{"type": "allowed_tools"}, "required", {"type": "function", "function": {}}]
+    lines = [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {**body("m", "call f"), "tools": tools, "tool_choice": choice},
+        }
+        for i, choice in enumerate(choices)
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    summary = await run(
+        batch_server, input_path=tmp_path / "in.jsonl", output_path=tmp_path / "out.jsonl"
+    )
+    assert (summary.succeeded, summary.failed) == (3, 0)
+    results = by_id(tmp_path / "out.jsonl")
+    reasons = {i: r["response"]["body"]["choices"][0]["finish_reason"] for i, r in results.items()}
+    assert reasons == {"r0": "stop", "r1": "tool_calls", "r2": "stop"}
+
+
 async def test_an_expired_batch_keeps_its_finished_lines_and_retry_failed_resubmits(
     tmp_path: Path,
 ) -> None:
