@@ -385,8 +385,11 @@ def error_fields(body: Any) -> tuple[str | None, str | None, str | None, str | N
     """(message, code, type, param) from an error body in any of the shapes servers use.
 
     `{"error": {...}}` (OpenAI, GLM), `{"error": "text"}`, `{"object": "error", ...}`
-    (vLLM), `{"message": ...}` and `{"detail": ...}` (FastAPI-based servers).
+    (vLLM), `{"message": ...}` and `{"detail": ...}` (FastAPI-based servers), and
+    any of these as the one item of a list (Gemini's OpenAI-compatible endpoint).
     """
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
     if not isinstance(body, dict):
         return None, None, None, None
     error = body.get("error")

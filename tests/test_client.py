@@ -493,7 +493,9 @@ async def test_status_codes_map_to_error_classes(
     assert error.body["error"]["code"] == "E1"
 
 
-async def test_glm_and_vllm_error_shapes(client: asyncchat.Client, server: MockServer) -> None:
+async def test_glm_vllm_and_gemini_error_shapes(
+    client: asyncchat.Client, server: MockServer
+) -> None:
     client.max_retries = 0
     server.enqueue(400, {"error": {"code": "1261", "message": "Prompt 超长"}})
     with pytest.raises(asyncchat.BadRequestError, match="Prompt 超长") as info:
@@ -514,6 +516,13 @@ async def test_glm_and_vllm_error_shapes(client: asyncchat.Client, server: MockS
     server.enqueue(422, {"detail": [{"loc": ["body", "model"], "msg": "field required"}]})
     with pytest.raises(asyncchat.UnprocessableEntityError, match="field required"):
         await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    # Gemini's OpenAI-compatible endpoint wraps its error in a list.
+    gemini = "Function call is missing a thought_signature in functionCall parts."
+    server.enqueue(400, [{"error": {"code": 400, "message": gemini, "status": "INVALID_ARGUMENT"}}])
+    with pytest.raises(asyncchat.BadRequestError) as info:
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert info.value.message.endswith(f": {gemini}")
+    assert info.value.code == "400"
 
 
 async def test_html_error_page_gives_a_readable_error(
