@@ -14,7 +14,8 @@ fragments without `index` (routed by `id`, then by name, then to the latest
 call), `id`/`name` repeated in every fragment (assigned, never concatenated),
 arguments sent as a JSON object, usage repeated or sent on a chunk with no
 choices (the last non-null value wins), reasoning as `reasoning_content` or
-`reasoning`, and choices that first appear in any order. A chunk's `moderation`
+`reasoning` (or the same text under both: kept once, under the first name), and
+choices that first appear in any order. A chunk's `moderation`
 is merged into what came before (the input's and the answer's may come in
 different chunks).
 """
@@ -89,6 +90,7 @@ class _ChoiceBuffer:
         "index",
         "logprobs",
         "reasoning",
+        "reasoning_key",
         "refusal",
         "role",
         "tool_calls",
@@ -99,6 +101,7 @@ class _ChoiceBuffer:
         self.role: str | None = None
         self.content: list[str] | None = None  # None until the server sends any content
         self.reasoning: list[str] | None = None
+        self.reasoning_key = "reasoning_content"  # the name the server sends it under
         self.refusal: list[str] | None = None
         self.finish_reason: str | None = None
         self.logprobs: dict[str, list[Any]] | None = None
@@ -137,7 +140,7 @@ class _ChoiceBuffer:
             "content": "".join(self.content) if self.content is not None else None,
         }
         if self.reasoning is not None:
-            message["reasoning_content"] = "".join(self.reasoning)
+            message[self.reasoning_key] = "".join(self.reasoning)
         if self.refusal is not None:
             message["refusal"] = "".join(self.refusal)
         if self.tool_calls:
@@ -322,10 +325,13 @@ class ChatCompletionAccumulator:
                 if type(value) is list:
                     self._add_tool_fragments(buffer, value, fragments)
             elif key in REASONING_KEYS:
+                # The first name the server uses is its name; text under the other
+                # is the same text again (StepFun sends each piece under both).
                 if type(value) is str:
                     if buffer.reasoning is None:
                         buffer.reasoning = [value]
-                    else:
+                        buffer.reasoning_key = key
+                    elif key == buffer.reasoning_key:
                         buffer.reasoning.append(value)
             elif key == "role":
                 if type(value) is str:

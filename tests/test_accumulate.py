@@ -375,17 +375,33 @@ def test_several_choices_first_chunk_names_only_choice_one() -> None:
     ]
 
 
-def test_reasoning_from_either_field() -> None:
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_reasoning_kept_under_the_name_the_server_sent(key: str) -> None:
+    """DeepSeek and GLM send `reasoning_content`, vLLM and OpenRouter `reasoning`:
+    the completion names it as a non-streamed answer would, and reads it by either."""
     completion = accumulate(
         [
-            chunk(delta(reasoning_content="think ")),
-            chunk(delta(reasoning="more")),
+            chunk(delta(role="assistant", **{key: "think "})),
+            chunk(delta(**{key: "more"})),
             chunk(delta(content="answer", finish_reason="stop")),
         ]
     )
     message = completion.choices[0].message
     assert message.reasoning_content == "think more"
     assert message.content == "answer"
+    assert message.to_dict() == {"role": "assistant", "content": "answer", key: "think more"}
+
+
+def test_reasoning_mirrored_under_both_names_is_kept_once() -> None:
+    """StepFun sends every reasoning piece as both `reasoning` and `reasoning_content`;
+    joining both would double the text (and the tokens, when it is sent back)."""
+    pieces = ["The", " user", " greets"]
+    completion = accumulate(
+        [chunk(delta(reasoning=piece, reasoning_content=piece)) for piece in pieces]
+        + [chunk(delta(content="Hi", finish_reason="stop"))]
+    )
+    message = completion.choices[0].message.to_dict()
+    assert message == {"role": "assistant", "content": "Hi", "reasoning": "The user greets"}
 
 
 def test_usage_last_non_null_wins_never_summed() -> None:
