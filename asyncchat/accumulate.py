@@ -33,13 +33,17 @@ __all__ = ["ChatCompletionAccumulator", "ToolCallBuffer", "ToolCallFragment"]
 # Top-level chunk keys with a fixed place in the completion; others are provider extras.
 _FIRST_VALUE_WINS = frozenset({"id", "created"})
 _NOT_COPIED = frozenset({"choices", "usage", "object"})
+# A tool-call fragment's keys with a fixed place in the call; others are provider extras.
+_FRAGMENT_KEYS = frozenset({"index", "id", "type", "function", "custom"})
 
 
 class ToolCallBuffer:
     """One tool call being assembled from fragments: a function's (`type` "function"),
-    or a custom tool's (`type` "custom"), whose free-form input `arguments` holds."""
+    or a custom tool's (`type` "custom"), whose free-form input `arguments` holds.
+    `extras` keeps a provider's own fields of the call (Gemini's thought signature in
+    `extra_content`), which must go back with it."""
 
-    __slots__ = ("_arguments", "id", "index", "name", "type")
+    __slots__ = ("_arguments", "extras", "id", "index", "name", "type")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -47,6 +51,7 @@ class ToolCallBuffer:
         self.type: str | None = None
         self.name: str | None = None
         self._arguments: list[str] = []
+        self.extras: dict[str, Any] | None = None
 
     @property
     def arguments(self) -> str:
@@ -61,17 +66,22 @@ class ToolCallBuffer:
         return parts[0] if parts else ""
 
     def to_dict(self) -> dict[str, Any]:
+        call: dict[str, Any]
         if self.type == "custom":
-            return {
+            call = {
                 "id": self.id,
                 "type": "custom",
                 "custom": {"name": self.name, "input": self.arguments},
             }
-        return {
-            "id": self.id,
-            "type": self.type or "function",
-            "function": {"name": self.name, "arguments": self.arguments},
-        }
+        else:
+            call = {
+                "id": self.id,
+                "type": self.type or "function",
+                "function": {"name": self.name, "arguments": self.arguments},
+            }
+        if self.extras:
+            call.update(self.extras)
+        return call
 
 
 # A tool-call fragment routed to its call: (choice index, the call, the arguments piece).
@@ -397,6 +407,14 @@ class ChatCompletionAccumulator:
                     piece = self._add_function(call, function)
             elif custom is not None:
                 piece = self._add_custom(call, custom)
+            # The usual fragment is `index` and `function` alone: only a longer one
+            # is looked through for a provider's fields (a per-fragment set is not free).
+            if len(fragment) > 2:
+                for key in fragment.keys() - _FRAGMENT_KEYS:
+                    if fragment[key] is not None:
+                        if call.extras is None:
+                            call.extras = {}
+                        call.extras[key] = fragment[key]
             fragments.append((buffer.index, call, piece))
 
     @staticmethod

@@ -15,6 +15,8 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     id / type / name in every fragment        some vLLM builds         assigned, never appended
     the whole tool call in one chunk          GLM, Ollama, vLLM        one fragment like others
     tool arguments as a JSON object           Ollama, proxies          serialized to JSON text
+    a call's own fields (`extra_content`:     Gemini                   kept with the call, and
+      its thought signature)                                             sent back with it
     usage in a last `choices: []` chunk,      OpenAI, vLLM             the last non-null usage
       in every chunk, or in the choice        Moonshot                   wins, never summed
     a first chunk with `choices: []`          Azure (filter results)   skipped

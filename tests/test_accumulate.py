@@ -119,6 +119,38 @@ def test_tool_calls_openai_style_interleaved_and_out_of_order() -> None:
     assert completion.choices[0].finish_reason == "tool_calls"
 
 
+def test_a_tool_calls_provider_fields_are_kept_with_it() -> None:
+    """Gemini signs a call (`extra_content`), whole and without `index`; the signature
+    must go back with the call, so the streamed call keeps it as the answer would."""
+    signature = {"google": {"thought_signature": "CrICAdHt"}}
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        "extra_content": signature,
+    }
+    second = {
+        "index": 1,
+        "id": "c2",
+        "type": "function",
+        "function": {"name": "get_time", "arguments": ""},
+        "extra_content": None,
+    }
+    completion = accumulate(
+        [
+            chunk(delta(role="assistant", tool_calls=[call])),
+            chunk(delta(tool_calls=[second])),
+            chunk(delta(tool_calls=[{"index": 1, "function": {"arguments": "{}"}}])),
+            chunk(delta(finish_reason="tool_calls")),
+        ]
+    )
+    calls = completion.to_dict()["choices"][0]["message"]["tool_calls"]
+    assert calls == [
+        call,
+        {"id": "c2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+    ]
+
+
 def test_name_and_id_repeated_in_every_fragment_are_assigned_not_appended() -> None:
     fragments = ['{"path"', ': "a.txt"', "}"]
     completion = accumulate(
