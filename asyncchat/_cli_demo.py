@@ -77,6 +77,12 @@ def add_mock_server(commands: Any) -> None:
         choices=("reasoning_content", "reasoning"),
         help="stream reasoning text first, under this field",
     )
+    mock.add_argument(
+        "--thinking",
+        choices=("deepseek", "gemini"),
+        help="a thinking model that refuses a conversation without its thought: "
+        "DeepSeek's reasoning, or Gemini's thought signatures on tool calls",
+    )
     mock.add_argument("--error-after", type=int, metavar="N", help="an error event after N chunks")
     mock.add_argument("--drop-after", type=int, metavar="N", help="cut the connection after N")
     mock.add_argument(
@@ -119,6 +125,7 @@ async def mock_server(args: argparse.Namespace) -> int:
         resolved_models=dict(args.resolve_model),
         requests_per_minute=args.rpm,
         loading=args.loading,
+        thinking=args.thinking,
         batch=BatchSettings(pace=args.batch_pace, expire_after=args.batch_expire_after),
     )
     async with server:

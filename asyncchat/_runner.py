@@ -6,7 +6,8 @@ thread), and their results go back in call order, as `tool` messages, for the
 next turn. The loop ends when the model answers without calling a tool, so a
 `tool_choice` that forces a call is relaxed after the first turn that calls
 tools. A custom tool's call (free-form input, not JSON) runs its function with
-that text.
+that text. The model's turn goes back with its reasoning and its calls' provider
+fields: thinking models refuse the next request without them.
 
 Whatever goes wrong in a call (arguments that are not JSON or do not fit the
 function, a call cut off at the token limit, an unknown tool, an exception, a
@@ -36,6 +37,7 @@ from asyncchat.errors import (
     one_line,
 )
 from asyncchat.events import StreamEvent, ToolFinished, ToolStarted
+from asyncchat.quirks import REASONING_KEYS
 from asyncchat.structured import is_pydantic_model
 from asyncchat.tools import Tool, as_tool
 from asyncchat.types import ChatCompletion, ChatCompletionMessage, ToolCall
@@ -413,24 +415,34 @@ def _with_ids(calls: Sequence[ToolCall], turn: int) -> list[ToolCall]:
 
 
 def _assistant_message(message: ChatCompletionMessage, calls: list[ToolCall]) -> dict[str, Any]:
-    """The model's turn as a message to send back. Reasoning is left out (DeepSeek
-    refuses it in input messages)."""
+    """The model's turn as a message to send back, its reasoning with it, under the
+    name the server sent it by: DeepSeek's thinking mode refuses the next request
+    without the reasoning of a turn that called tools, and Groq refuses a name it
+    does not use, so none is added where the server sent none."""
     sent: dict[str, Any] = {"role": "assistant", "content": message.content}
+    for key, value in message.to_dict().items():
+        if key in REASONING_KEYS and isinstance(value, str):
+            sent[key] = value
+            break  # the same text again under the other name (StepFun) goes once
     if calls:
         sent["tool_calls"] = [_call_message(call) for call in calls]
     return sent
 
 
+_CALL_FIELDS = frozenset({"index", "id", "type", "function", "custom"})
+
+
 def _call_message(call: ToolCall) -> dict[str, Any]:
-    """A tool call as the assistant message sends it back."""
+    """A tool call as the assistant message sends it back, with the provider's own
+    fields of the call as they came (Gemini refuses a call without its thought
+    signature, in `extra_content`)."""
     name, sent = _called(call)
+    own = {key: value for key, value in call.to_dict().items() if key not in _CALL_FIELDS}
     if _is_custom(call):
-        return {"id": call.id, "type": "custom", "custom": {"name": name, "input": sent or ""}}
-    return {
-        "id": call.id,
-        "type": call.type or "function",
-        "function": {"name": name, "arguments": sent or "{}"},
-    }
+        custom = {"name": name, "input": sent or ""}
+        return {"id": call.id, "type": "custom", "custom": custom, **own}
+    function = {"name": name, "arguments": sent or "{}"}
+    return {"id": call.id, "type": call.type or "function", "function": function, **own}
 
 
 def tool_result_text(value: Any) -> str:

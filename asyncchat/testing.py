@@ -75,6 +75,7 @@ from aiohttp import web
 from asyncchat._http import Request
 from asyncchat._mockbatch import GLM_PREFIX, BatchSettings, MockBatches
 from asyncchat._mockscript import Turn, TurnScript, offered_tools, tool_spec
+from asyncchat._mockthinking import REASONING, Thinking, refusal, signed
 from asyncchat._mocktransport import MockResponse, MockTransport
 
 __all__ = [
@@ -418,6 +419,9 @@ class MockServer:
     `loading`: for its first seconds after `start()`, chat completions and
     embeddings get a 503 "Loading model", as llama.cpp's server answers while it
     loads one (`GET /v1/models` answers, as there); counted in `unavailable`.
+    `thinking`: a thinking model whose thought must come back with its tool calls
+    ("deepseek": its reasoning; "gemini": its calls' thought signatures), or the
+    next request gets that provider's 400 (see `_mockthinking`).
     """
 
     def __init__(
@@ -437,8 +441,10 @@ class MockServer:
         resolved_models: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         loading: float = 0.0,
+        thinking: Thinking | None = None,
     ) -> None:
         self.api_key = api_key
+        self.thinking = thinking
         self.ssl_context = ssl_context
         self.resolved_models = dict(resolved_models or {})
         self.batch = MockBatches(
@@ -713,6 +719,7 @@ class MockServer:
             or self._refused_moderation(body, request_id)
             or self._refused_tool_choice(body, request_id)
             or self._refused_token_limit(body, request_id)
+            or self._refused_thinking(body, request_id)
         )
         if refused is not None:
             return refused
@@ -723,7 +730,7 @@ class MockServer:
             if isinstance(played, str):
                 return _error(400, played, request_id, code="script")  # why, for the test
             words = _words(played.content) if played.content else []
-            answer = _Answer(played.tool_calls, words).within(_token_limit(body))
+            answer = self._signed(_Answer(played.tool_calls, words)).within(_token_limit(body))
         if body.get("stream") or self.style.stream_always:
             return await self._stream(request, body, request_id, answer, extra_headers)
         return web.Response(
@@ -789,6 +796,22 @@ class MockServer:
                     400, f"{name} must be an integer of at least 1", request_id, param=name
                 )
         return None
+
+    def _refused_thinking(self, body: dict[str, Any], request_id: str) -> web.Response | None:
+        """A thinking model's answer to a conversation that dropped its thought."""
+        if self.thinking is None:
+            return None
+        error = refusal(self.thinking, body["messages"])
+        if error is None:
+            return None
+        headers = {"x-request-id": request_id}
+        return web.json_response(error, status=400, headers=headers)
+
+    def _signed(self, answer: _Answer) -> _Answer:
+        """The answer with its first call signed, when the model signs its calls."""
+        if self.thinking != "gemini" or not answer.tool_calls:
+            return answer
+        return _Answer(signed(answer.tool_calls), answer.tokens, answer.cut_at)
 
     @staticmethod
     def _moderation(body: dict[str, Any], answer: _Answer) -> dict[str, Any] | None:
@@ -871,7 +894,7 @@ class MockServer:
         the request's token limit."""
         tool_calls = self._tool_calls(body)
         answer = _Answer(tool_calls, [] if tool_calls else self._tokens(body))
-        return answer.within(_token_limit(body))
+        return self._signed(answer).within(_token_limit(body))
 
     def _completion(self, body: dict[str, Any], request_id: str, answer: _Answer) -> dict[str, Any]:
         tool_calls = answer.tool_calls
@@ -883,6 +906,8 @@ class MockServer:
             }
         else:
             message = {"role": "assistant", "content": "".join(answer.tokens)}
+        if self.thinking == "deepseek":
+            message["reasoning_content"] = REASONING
         top = _top_logprobs_asked(body)
         logprobs = None
         if top is not None and not tool_calls:
@@ -933,8 +958,11 @@ class MockServer:
             }
 
         chunks = [chunk({"role": "assistant", "content": ""})]
-        if style.reasoning:
-            chunks += [chunk({style.reasoning: word}) for word in _words("Let me think.")]
+        reasoning = style.reasoning
+        if reasoning is None and self.thinking == "deepseek":
+            reasoning = "reasoning_content"
+        if reasoning:
+            chunks += [chunk({reasoning: word}) for word in _words(REASONING)]
         tool_calls = answer.tool_calls
         if tool_calls:
             chunks[0]["choices"][0]["delta"]["content"] = None
@@ -977,6 +1005,7 @@ class MockServer:
                 fragments.append([{"index": i, **call}])
                 continue
             head: dict[str, Any] = {"id": call["id"], "type": kind, kind: {"name": name, key: ""}}
+            head.update((field, call[field]) for field in call.keys() - head.keys())
             if style != "no_index":
                 head["index"] = i
             fragments.append([head])

@@ -657,6 +657,33 @@ def test_mock_server_command_options() -> None:
         process.communicate(timeout=30)
 
 
+def test_mock_server_command_thinks_as_asked() -> None:
+    process, base_url = _start_mock_server("--thinking", "deepseek")
+    try:
+        result = _chat_subprocess(base_url, "--no-stream")
+        assert result.returncode == 0, result.stderr
+        assert (result.stdout, result.stderr) == ("You said: ping\n", "Let me think.\n")
+        call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        dropped = [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "done"},
+        ]
+        request = urllib.request.Request(
+            base_url + "/chat/completions",
+            data=json.dumps({"model": "m", "messages": dropped}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=10)
+        with info.value as refused:
+            assert refused.code == 400
+            assert "Missing `reasoning_content` field" in refused.read().decode()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
 def test_mock_server_command_faults() -> None:
     process, base_url = _start_mock_server("--error-after", "2", "--chunk-delay", "0.01")
     try:

@@ -364,6 +364,103 @@ async def test_mock_server_refuses_a_token_limit_that_is_not_a_positive_integer(
         )
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_mock_deepseek_thinks_and_wants_the_reasoning_of_a_call_back(
+    stream: bool,
+) -> None:
+    asked = [{"role": "user", "content": "Weather in Paris?"}]
+    async with (
+        MockServer(thinking="deepseek") as server,
+        asyncchat.Client(base_url=server.base_url, api_key="k", max_retries=0) as client,
+    ):
+        if stream:
+            async with await client.chat.completions.create(
+                model="m", messages=asked, tools=[WEATHER_TOOL], stream=True
+            ) as chunks:
+                reasoning = [c.choices[0].delta.reasoning_content async for c in chunks]
+            assert "".join(filter(None, reasoning)) == "Let me think."
+            answer = chunks.completion
+        else:
+            answer = await client.chat.completions.create(
+                model="m", messages=asked, tools=[WEATHER_TOOL]
+            )
+        message = answer.choices[0].message.to_dict()
+        assert message["reasoning_content"] == "Let me think."
+        result = {"role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": "21"}
+        await client.chat.completions.create(
+            model="m", messages=[*asked, message, result], tools=[WEATHER_TOOL]
+        )
+        del message["reasoning_content"]
+        with pytest.raises(asyncchat.BadRequestError) as info:
+            await client.chat.completions.create(
+                model="m", messages=[*asked, message, result], tools=[WEATHER_TOOL]
+            )
+    assert info.value.message.endswith(
+        ": Missing `reasoning_content` field in the assistant message at message index 1. "
+        "For more information, please refer to "
+        "https://api-docs.deepseek.com/guides/thinking_mode#tool-calls"
+    )
+
+
+@pytest.mark.parametrize("style", ["openai", "whole", "no_index", "repeat_name"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_mock_gemini_signs_a_turn_s_first_call_and_wants_the_signature_back(
+    stream: bool, style: Any
+) -> None:
+    asked = [{"role": "user", "content": "get_weather and get_time in Paris?"}]
+    tools = [WEATHER_TOOL, {**WEATHER_TOOL, "function": {"name": "get_time"}}]
+    async with (
+        MockServer(thinking="gemini", style=StreamStyle(tool_calls=style)) as server,
+        asyncchat.Client(base_url=server.base_url, api_key="k", max_retries=0) as client,
+    ):
+        answer = await client.chat.completions.create(
+            model="m", messages=asked, tools=tools, stream=stream
+        )
+        if stream:
+            async with answer as chunks:
+                async for _ in chunks:
+                    pass
+            answer = chunks.completion
+        message = answer.choices[0].message.to_dict()
+        first, second = message["tool_calls"]
+        signature = first["extra_content"]["google"]["thought_signature"]
+        assert isinstance(signature, str) and signature
+        assert "extra_content" not in second  # parallel calls: the first is signed
+        results = [
+            {"role": "tool", "tool_call_id": call["id"], "content": "ok"}
+            for call in (first, second)
+        ]
+        await client.chat.completions.create(
+            model="m", messages=[*asked, message, *results], tools=tools
+        )
+        # A turn before the last user message is not checked, as Gemini checks it.
+        later = [*asked, {**message, "tool_calls": [second]}, *results[1:], *asked]
+        await client.chat.completions.create(model="m", messages=later, tools=tools)
+        refused = []
+        for changed in ("x" + signature, None):
+            call = {**first, "extra_content": {"google": {"thought_signature": changed}}}
+            if changed is None:
+                del call["extra_content"]
+            sent = [*asked, {**message, "tool_calls": [call, second]}, *results]
+            with pytest.raises(asyncchat.BadRequestError) as info:
+                await client.chat.completions.create(model="m", messages=sent, tools=tools)
+            refused.append(info.value.message.split(": ", 1)[1])
+    assert refused[0] == "Corrupted thought signature."
+    assert refused[1].startswith(
+        "Function call is missing a thought_signature in functionCall parts."
+    )
+    assert "`default_api:get_weather` , position 2." in refused[1]
+
+
 async def test_functions_and_tool_objects_go_in_tools_as_their_dicts(
     client: asyncchat.Client, server: MockServer
 ) -> None:

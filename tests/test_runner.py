@@ -374,6 +374,53 @@ async def test_reset_tool_choice_false_forces_a_call_every_turn(
     assert "reset_tool_choice" not in server.requests[0].body  # the runner's, not sent
 
 
+@pytest.mark.parametrize(
+    ("thinking", "style"),
+    [("deepseek", "openai"), ("gemini", "openai"), ("gemini", "whole"), ("gemini", "no_index")],
+)
+async def test_a_thinking_model_gets_its_thought_back_with_its_calls(
+    thinking: Any, style: Any
+) -> None:
+    """DeepSeek's thinking mode refuses the next request without the reasoning of a
+    turn that called tools, Gemini 3 without its calls' thought signatures."""
+    asked = [{"role": "user", "content": "get_weather and get_time in Paris"}]
+    server = MockServer(api_key=API_KEY, thinking=thinking, style=StreamStyle(tool_calls=style))
+    async with server, connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=asked, tools=[get_weather, get_time])
+        final = await runner.final_completion()
+    assert final.choices[0].message.content == "You said: get_weather and get_time in Paris"
+    assert [m["role"] for m in runner.messages] == [
+        "user", "assistant", "tool", "tool", "assistant"
+    ]  # fmt: skip
+    sent = server.requests[1].body["messages"][1]
+    assert sent == runner.messages[1]
+    first, second = sent["tool_calls"]
+    if thinking == "deepseek":
+        assert sent["reasoning_content"] == "Let me think."
+        assert runner.messages[-1]["reasoning_content"] == "Let me think."
+        assert "extra_content" not in first
+    else:
+        signed = runner.completions[0].choices[0].message.tool_calls[0].to_dict()
+        assert first["extra_content"] == signed["extra_content"]
+        assert "reasoning_content" not in sent
+    assert "extra_content" not in second
+
+
+async def test_reasoning_goes_back_under_the_name_it_came_by(server: MockServer) -> None:
+    """Groq refuses `reasoning_content` on a message: a runner sends back only the
+    reasoning the server sent, under its name, and adds none where it sent none."""
+    server.style = StreamStyle(reasoning="reasoning")
+    async with connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather])
+        await runner.final_completion()
+        server.style = StreamStyle()
+        runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather])
+        await runner.final_completion()
+    thought, plain = server.requests[1].body["messages"][1], server.requests[3].body["messages"][1]
+    assert thought["reasoning"] == "Let me think." and "reasoning_content" not in thought
+    assert plain.keys() == {"role", "content", "tool_calls"}
+
+
 async def test_a_tool_given_as_a_dict_ends_the_run_for_you(
     client: asyncchat.Client, server: MockServer
 ) -> None:
