@@ -418,12 +418,16 @@ def _assistant_message(message: ChatCompletionMessage, calls: list[ToolCall]) ->
     """The model's turn as a message to send back, its reasoning with it, under the
     name the server sent it by: DeepSeek's thinking mode refuses the next request
     without the reasoning of a turn that called tools, and Groq refuses a name it
-    does not use, so none is added where the server sent none."""
+    does not use, so none is added where the server sent none. OpenRouter's
+    `reasoning_details` (signed thoughts) go back as they came."""
     sent: dict[str, Any] = {"role": "assistant", "content": message.content}
-    for key, value in message.to_dict().items():
+    answer = message.to_dict()
+    for key, value in answer.items():
         if key in REASONING_KEYS and isinstance(value, str):
             sent[key] = value
             break  # the same text again under the other name (StepFun) goes once
+    if isinstance(answer.get("reasoning_details"), list):
+        sent["reasoning_details"] = answer["reasoning_details"]
     if calls:
         sent["tool_calls"] = [_call_message(call) for call in calls]
     return sent

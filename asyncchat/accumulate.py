@@ -14,8 +14,9 @@ fragments without `index` (routed by `id`, then by name, then to the latest
 call), `id`/`name` repeated in every fragment (assigned, never concatenated),
 arguments sent as a JSON object, usage repeated or sent on a chunk with no
 choices (the last non-null value wins), reasoning as `reasoning_content` or
-`reasoning` (or the same text under both: kept once, under the first name), and
-choices that first appear in any order. A chunk's `moderation`
+`reasoning` (or the same text under both: kept once, under the first name),
+OpenRouter's `reasoning_details` in pieces (joined by their `index`), and choices
+that first appear in any order. A chunk's `moderation`
 is merged into what came before (the input's and the answer's may come in
 different chunks).
 """
@@ -87,6 +88,38 @@ class ToolCallBuffer:
 # A tool-call fragment routed to its call: (choice index, the call, the arguments piece).
 ToolCallFragment = tuple[int, ToolCallBuffer, str]
 
+_JOINED_DETAIL_FIELDS = frozenset({"text", "summary", "data"})
+
+
+class _ReasoningDetail:
+    """One entry of OpenRouter's `reasoning_details` (a thought's text, summary or
+    encrypted data, and its signature), assembled from the pieces that share its
+    `index`: the text joined, other fields assigned. It goes back to the server
+    unmodified, or the next request is refused."""
+
+    __slots__ = ("fields", "texts")
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = {}
+        self.texts: dict[str, list[str]] = {}
+
+    def add(self, piece: dict[str, Any]) -> None:
+        fields = self.fields
+        for key, value in piece.items():
+            if key in _JOINED_DETAIL_FIELDS and type(value) is str:
+                self.texts.setdefault(key, []).append(value)
+                fields.setdefault(key, None)  # its place among the fields
+            elif value is not None or key not in fields:
+                fields[key] = value
+
+    def to_dict(self) -> dict[str, Any]:
+        detail = dict(self.fields)
+        for key, parts in self.texts.items():
+            if len(parts) > 1:
+                parts[:] = ["".join(parts)]
+            detail[key] = parts[0]
+        return detail
+
 
 class _ChoiceBuffer:
     """One choice being assembled."""
@@ -94,6 +127,8 @@ class _ChoiceBuffer:
     __slots__ = (
         "by_id",
         "content",
+        "details",
+        "details_by_index",
         "extras",
         "finish_reason",
         "function_call",
@@ -118,6 +153,8 @@ class _ChoiceBuffer:
         self.tool_calls: dict[int, ToolCallBuffer] = {}
         self.by_id: dict[str, ToolCallBuffer] = {}
         self.function_call: ToolCallBuffer | None = None  # the legacy single function call
+        self.details: list[_ReasoningDetail] | None = None  # OpenRouter's reasoning_details
+        self.details_by_index: dict[Any, _ReasoningDetail] = {}
         self.extras: dict[str, Any] = {}
 
     def route(
@@ -144,6 +181,23 @@ class _ChoiceBuffer:
             self.by_id[call_id] = call
         return call
 
+    def add_reasoning_details(self, pieces: list[Any]) -> None:
+        """Route each piece to the entry of its `index` (one without an index is an
+        entry of its own)."""
+        if self.details is None:
+            self.details = []
+        for piece in pieces:
+            if type(piece) is not dict:
+                continue
+            index = piece.get("index")
+            detail = self.details_by_index.get(index) if type(index) is int else None
+            if detail is None:
+                detail = _ReasoningDetail()
+                self.details.append(detail)
+                if type(index) is int:
+                    self.details_by_index[index] = detail
+            detail.add(piece)
+
     def to_dict(self) -> dict[str, Any]:
         message: dict[str, Any] = {
             "role": self.role or "assistant",
@@ -151,6 +205,8 @@ class _ChoiceBuffer:
         }
         if self.reasoning is not None:
             message[self.reasoning_key] = "".join(self.reasoning)
+        if self.details is not None:
+            message["reasoning_details"] = [detail.to_dict() for detail in self.details]
         if self.refusal is not None:
             message["refusal"] = "".join(self.refusal)
         if self.tool_calls:
@@ -363,6 +419,9 @@ class ChatCompletionAccumulator:
             elif key == "audio":
                 if type(value) is dict:
                     _add_audio(buffer.extras, value)
+            elif key == "reasoning_details":
+                if type(value) is list:
+                    buffer.add_reasoning_details(value)
             else:
                 buffer.extras[key] = value
 

@@ -6,6 +6,8 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     reasoning as `reasoning_content`          DeepSeek, GLM, Qwen      accumulated like content
     reasoning as `reasoning`                  vLLM, OpenRouter, Ollama   (REASONING_KEYS), kept
     reasoning under both names at once        StepFun                    under the first name
+    `reasoning_details` in pieces             OpenRouter               joined by `index`, sent
+                                                                       back as they came
     an error body as a list of one error      Gemini                   read as that one error
     `{"error": {...}}` in a 2xx body/event    OpenRouter, GLM, proxies an APIStatusError
     `{"object": "error", "message": ...}`     vLLM, SGLang               (is_error_body)

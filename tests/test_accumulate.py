@@ -436,6 +436,52 @@ def test_reasoning_mirrored_under_both_names_is_kept_once() -> None:
     assert message == {"role": "assistant", "content": "Hi", "reasoning": "The user greets"}
 
 
+def test_openrouter_reasoning_details_are_joined_by_index() -> None:
+    """OpenRouter streams each thought as pieces of `reasoning_details` sharing an
+    `index`, its signature in the last; it must go back whole and unmodified."""
+
+    def piece(index: int, **fields: Any) -> dict[str, Any]:
+        return {"type": "reasoning.text", "format": "anthropic-claude-v1", "index": index, **fields}
+
+    chunks = [
+        chunk(
+            delta(reasoning="Check ", reasoning_details=[piece(0, text="Check ", signature=None)])
+        ),
+        chunk(delta(reasoning="the city.", reasoning_details=[piece(0, text="the city.")])),
+        chunk(delta(reasoning_details=[piece(0, signature="sig-1")])),
+        chunk(
+            delta(
+                reasoning_details=[
+                    {"type": "reasoning.encrypted", "data": "ZW5j", "index": 1, "format": "x"}
+                ]
+            )
+        ),
+        chunk(delta(content="Paris.", finish_reason="stop")),
+    ]
+    acc = ChatCompletionAccumulator()
+    for item in chunks[:2]:
+        acc.add(item)
+    early = acc.completion()
+    for item in chunks[2:]:
+        acc.add(item)
+    message = acc.completion().choices[0].message.to_dict()
+    assert message["reasoning"] == "Check the city."
+    assert message["reasoning_details"] == [
+        {
+            "type": "reasoning.text",
+            "format": "anthropic-claude-v1",
+            "index": 0,
+            "text": "Check the city.",
+            "signature": "sig-1",
+        },
+        {"type": "reasoning.encrypted", "data": "ZW5j", "index": 1, "format": "x"},
+    ]
+    # A completion taken mid-stream keeps what it saw.
+    assert early.choices[0].message.to_dict()["reasoning_details"] == [
+        piece(0, text="Check the city.", signature=None)
+    ]
+
+
 def test_usage_last_non_null_wins_never_summed() -> None:
     completion = accumulate(
         [

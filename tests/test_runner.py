@@ -421,6 +421,42 @@ async def test_reasoning_goes_back_under_the_name_it_came_by(server: MockServer)
     assert plain.keys() == {"role", "content", "tool_calls"}
 
 
+async def test_openrouter_reasoning_details_go_back_whole(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """OpenRouter (Claude, Gemini, GPT-5 behind it) wants a tool turn's signed
+    `reasoning_details` back unmodified; they stream in pieces joined by `index`."""
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def thought(**delta: Any) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta}]}
+
+    def piece(**fields: Any) -> list[dict[str, Any]]:
+        return [{"type": "reasoning.text", "index": 0, "format": "anthropic-claude-v1", **fields}]
+
+    server.enqueue(
+        sse=[
+            thought(reasoning="I need ", reasoning_details=piece(text="I need ")),
+            thought(reasoning="the weather.", reasoning_details=piece(text="the weather.")),
+            thought(reasoning_details=piece(signature="c2ln")),
+            *calls_stream(("get_weather", '{"city": "Paris"}')),
+        ]
+    )
+    runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather])
+    await runner.final_completion()
+    sent = server.requests[1].body["messages"][1]
+    assert sent["reasoning"] == "I need the weather."
+    assert sent["reasoning_details"] == [
+        {
+            "type": "reasoning.text",
+            "index": 0,
+            "format": "anthropic-claude-v1",
+            "text": "I need the weather.",
+            "signature": "c2ln",
+        }
+    ]
+
+
 async def test_a_tool_given_as_a_dict_ends_the_run_for_you(
     client: asyncchat.Client, server: MockServer
 ) -> None:
