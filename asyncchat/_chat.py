@@ -33,6 +33,7 @@ from asyncchat._stream import (
 )
 from asyncchat._timing import StreamTiming
 from asyncchat.errors import BadRequestError, MalformedStreamError
+from asyncchat.quirks import content_text
 from asyncchat.structured import (
     Strategy,
     StructuredRequest,
@@ -316,6 +317,8 @@ class Chat:
                     if type(choice) is dict and choice.get("index", 0) == 0:
                         delta = choice.get("delta")
                         text = delta.get("content") if type(delta) is dict else None
+                        if type(text) is list:  # parts (Mistral): their text
+                            text = content_text(text)
                         if text and type(text) is str:
                             yield text
 

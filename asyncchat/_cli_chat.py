@@ -18,7 +18,7 @@ from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
 from asyncchat.errors import ConfigurationError, NotFoundError
 from asyncchat.events import ContentDelta, ReasoningDelta, ToolCallDone
-from asyncchat.quirks import CONTENT_FILTER_REASONS, reasoning_text
+from asyncchat.quirks import CONTENT_FILTER_REASONS, content_text, message_reasoning
 from asyncchat.types import ChatCompletion, Usage
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -355,11 +355,12 @@ def _warn_if_cut_short(completion: ChatCompletion, err: TextIO) -> None:
 def _print_message(completion: ChatCompletion, printer: _Printer) -> None:
     message = completion.choices[0].message
     data = message.to_dict()
-    reasoning = reasoning_text(data)
+    reasoning = message_reasoning(data)
     if reasoning:
         printer.reasoning(reasoning)
-    if message.content:
-        printer.content(message.content)
+    text = content_text(data.get("content"))
+    if text:
+        printer.content(text)
     for call in message.tool_calls or ():
         if call.type == "custom" and call.custom is not None:
             printer.tool_call(call.custom.name, call.custom.input, custom=True)

@@ -74,8 +74,9 @@ def add_mock_server(commands: Any) -> None:
     )
     mock.add_argument(
         "--reasoning",
-        choices=("reasoning_content", "reasoning"),
-        help="stream reasoning text first, under this field",
+        choices=("reasoning_content", "reasoning", "thinking"),
+        help="stream reasoning text first, under this field (thinking: as content parts, "
+        "as Mistral does)",
     )
     mock.add_argument(
         "--thinking",

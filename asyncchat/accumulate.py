@@ -15,8 +15,9 @@ call), `id`/`name` repeated in every fragment (assigned, never concatenated),
 arguments sent as a JSON object, usage repeated or sent on a chunk with no
 choices (the last non-null value wins), reasoning as `reasoning_content` or
 `reasoning` (or the same text under both: kept once, under the first name),
-OpenRouter's `reasoning_details` in pieces (joined by their `index`), and choices
-that first appear in any order. A chunk's `moderation`
+OpenRouter's `reasoning_details` in pieces (joined by their `index`), Mistral's
+content as a list of `text` and `thinking` parts (joined into one part of each,
+as its answer holds them), and choices that first appear in any order. A chunk's `moderation`
 is merged into what came before (the input's and the answer's may come in
 different chunks).
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from asyncchat.quirks import REASONING_KEYS, unindexed_fragment_starts_a_call
+from asyncchat.quirks import REASONING_KEYS, content_parts, unindexed_fragment_starts_a_call
 from asyncchat.types import APIObject, ChatCompletion, arguments_text
 
 __all__ = ["ChatCompletionAccumulator", "ToolCallBuffer", "ToolCallFragment"]
@@ -138,6 +139,7 @@ class _ChoiceBuffer:
         "reasoning_key",
         "refusal",
         "role",
+        "thinking",
         "tool_calls",
     )
 
@@ -147,6 +149,7 @@ class _ChoiceBuffer:
         self.content: list[str] | None = None  # None until the server sends any content
         self.reasoning: list[str] | None = None
         self.reasoning_key = "reasoning_content"  # the name the server sends it under
+        self.thinking: list[str] | None = None  # thinking parts of the content (Mistral)
         self.refusal: list[str] | None = None
         self.finish_reason: str | None = None
         self.logprobs: dict[str, list[Any]] | None = None
@@ -199,10 +202,15 @@ class _ChoiceBuffer:
             detail.add(piece)
 
     def to_dict(self) -> dict[str, Any]:
-        message: dict[str, Any] = {
-            "role": self.role or "assistant",
-            "content": "".join(self.content) if self.content is not None else None,
-        }
+        content: str | list[dict[str, Any]] | None = None
+        if self.content is not None:
+            content = "".join(self.content)
+        if self.thinking is not None:  # parts, as the answer itself would hold them
+            thought = {"type": "text", "text": "".join(self.thinking)}
+            content = [{"type": "thinking", "thinking": [thought]}] + (
+                [{"type": "text", "text": content}] if content else []
+            )
+        message: dict[str, Any] = {"role": self.role or "assistant", "content": content}
         if self.reasoning is not None:
             message[self.reasoning_key] = "".join(self.reasoning)
         if self.details is not None:
@@ -387,6 +395,18 @@ class ChatCompletionAccumulator:
                         buffer.content = [value]
                     else:
                         buffer.content.append(value)
+                elif type(value) is list:
+                    text, thinking = content_parts(value)
+                    if text:
+                        if buffer.content is None:
+                            buffer.content = text
+                        else:
+                            buffer.content += text
+                    if thinking:
+                        if buffer.thinking is None:
+                            buffer.thinking = thinking
+                        else:
+                            buffer.thinking += thinking
             elif key == "tool_calls":
                 if type(value) is list:
                     self._add_tool_fragments(buffer, value, fragments)

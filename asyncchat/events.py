@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer, ToolCallFragment
 from asyncchat.errors import ToolArgumentsError
 from asyncchat.partial_json import PartialJSONError, PartialJSONParser
-from asyncchat.quirks import reasoning_text
+from asyncchat.quirks import content_parts, reasoning_text
 from asyncchat.types import (
     APIObject,
     ChatCompletionTokenLogprob,
@@ -346,6 +346,11 @@ class StreamEventBuilder:
             if reasoning:
                 events.append(ReasoningDelta(reasoning, index))
             content = delta.get("content")
+            if type(content) is list:  # parts: text, and thinking (Mistral)
+                text, thinking = content_parts(content)
+                if thinking:
+                    events.append(ReasoningDelta("".join(thinking), index))
+                content = "".join(text)
             if content and type(content) is str:
                 if self.json_content:
                     events.append(self._json_content_delta(content, index))

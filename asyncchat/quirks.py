@@ -6,6 +6,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     reasoning as `reasoning_content`          DeepSeek, GLM, Qwen      accumulated like content
     reasoning as `reasoning`                  vLLM, OpenRouter, Ollama   (REASONING_KEYS), kept
     reasoning under both names at once        StepFun                    under the first name
+    content as a list of `text` and           Mistral                  text parts are content,
+      `thinking` parts                                                   thinking is reasoning
+                                                                         (content_parts)
     `reasoning_details` in pieces             OpenRouter               joined by `index`, sent
                                                                        back as they came
     an error body as a list of one error      Gemini                   read as that one error
@@ -47,7 +50,10 @@ from typing import Any
 __all__ = [
     "CONTENT_FILTER_REASONS",
     "REASONING_KEYS",
+    "content_parts",
+    "content_text",
     "is_error_body",
+    "message_reasoning",
     "reasoning_text",
     "says_loading_model",
     "unindexed_fragment_starts_a_call",
@@ -65,6 +71,49 @@ def reasoning_text(message: dict[str, Any]) -> str | None:
         if value and type(value) is str:
             return value
     return None
+
+
+def content_parts(parts: list[Any]) -> tuple[list[str], list[str]]:
+    """The answer's text and the model's thinking in a content sent as a list of parts,
+    as Mistral sends it: `{"type": "text", "text": ...}` parts are the answer,
+    `{"type": "thinking", "thinking": [{"type": "text", "text": ...}]}` parts the
+    thinking (its reasoning models'). Other parts hold neither."""
+    text: list[str] = []
+    thinking: list[str] = []
+    for part in parts:
+        if type(part) is not dict:
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            value = part.get("text")
+            if type(value) is str:
+                text.append(value)
+        elif kind == "thinking":
+            inner = part.get("thinking")
+            if type(inner) is str:
+                thinking.append(inner)
+            elif type(inner) is list:
+                thinking += content_parts(inner)[0]
+    return text, thinking
+
+
+def content_text(content: Any) -> str | None:
+    """The answer's text of a message's content, a string or a list of parts."""
+    if type(content) is list:
+        text = content_parts(content)[0]
+        return "".join(text) if text else None
+    return content if type(content) is str else None
+
+
+def message_reasoning(message: dict[str, Any]) -> str | None:
+    """The reasoning of a message or delta: under a reasoning key, or as the thinking
+    parts of its content (Mistral)."""
+    text = reasoning_text(message)
+    content = message.get("content")
+    if text is None and type(content) is list:
+        thinking = content_parts(content)[1]
+        text = "".join(thinking) if thinking else None
+    return text
 
 
 def is_error_body(data: dict[str, Any]) -> bool:

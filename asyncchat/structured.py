@@ -36,7 +36,7 @@ from asyncchat.errors import (
     ToolArgumentsError,
     one_line,
 )
-from asyncchat.quirks import CONTENT_FILTER_REASONS
+from asyncchat.quirks import CONTENT_FILTER_REASONS, content_text
 from asyncchat.types import ChatCompletion, ParsedChatCompletion
 
 __all__ = [
@@ -393,7 +393,7 @@ class StructuredRequest:
     def _answer(self, message: Any, completion: ChatCompletion) -> Any:
         output = self.output
         assert output is not None
-        text = message.content
+        text = content_text(message.content)  # a list of parts from Mistral: its text
         if self.strategy == "tool":
             for call in message.tool_calls or ():
                 if call.function.name == output.name:

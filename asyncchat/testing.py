@@ -120,7 +120,8 @@ class StreamStyle:
     send_finish_reason: bool = True
     tool_calls: ToolCallStyle = "openai"
     argument_fragment_size: int = 4  # characters of arguments per fragment
-    reasoning: Literal["reasoning_content", "reasoning"] | None = None  # stream thinking first
+    # Stream thinking first: under this key, or as `thinking` content parts (Mistral).
+    reasoning: Literal["reasoning_content", "reasoning", "thinking"] | None = None
     error_after: int | None = None  # send an error event after this many chunks, then end
     drop_after: int | None = None  # cut the connection after this many chunks
     events_per_write: int = 1  # how many SSE events go into one socket write
@@ -208,6 +209,11 @@ def mock_embedding(text: str, size: int = 8) -> list[float]:
     """The mock server's vector for a text: the same every time, exact in float32."""
     digest = hashlib.sha256(text.encode()).digest()
     return [(digest[i % len(digest)] - 128) / 128 for i in range(size)]
+
+
+def _thinking_part(text: str) -> list[dict[str, Any]]:
+    """Thinking as Mistral streams it: a content part."""
+    return [{"type": "thinking", "thinking": [{"type": "text", "text": text}]}]
 
 
 def _words(text: str) -> list[str]:
@@ -961,7 +967,9 @@ class MockServer:
         reasoning = style.reasoning
         if reasoning is None and self.thinking == "deepseek":
             reasoning = "reasoning_content"
-        if reasoning:
+        if reasoning == "thinking":
+            chunks += [chunk({"content": _thinking_part(word)}) for word in _words(REASONING)]
+        elif reasoning:
             chunks += [chunk({reasoning: word}) for word in _words(REASONING)]
         tool_calls = answer.tool_calls
         if tool_calls:

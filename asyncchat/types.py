@@ -24,7 +24,7 @@ import orjson
 
 from asyncchat._headers import Headers
 from asyncchat.errors import ToolArgumentsError
-from asyncchat.quirks import reasoning_text
+from asyncchat.quirks import message_reasoning
 from asyncchat.ratelimits import RateLimits
 
 __all__ = [
@@ -234,7 +234,8 @@ def arguments_text(value: Any) -> str | None:
 
 
 class _Reasoning:
-    """Reasoning text, under whichever key the server used (`quirks.REASONING_KEYS`)."""
+    """Reasoning text, under whichever key the server used (`quirks.REASONING_KEYS`), or
+    the thinking parts of a content sent as parts (Mistral)."""
 
     @overload
     def __get__(self, obj: None, owner: type) -> _Reasoning: ...
@@ -243,7 +244,7 @@ class _Reasoning:
     def __get__(self, obj: APIObject | None, owner: type) -> _Reasoning | str | None:
         if obj is None:
             return self
-        return reasoning_text(obj.__dict__)
+        return message_reasoning(obj.__dict__)
 
     def __set__(self, obj: APIObject, value: Any) -> None:
         raise AttributeError("'reasoning_content' is read-only")

@@ -482,6 +482,35 @@ def test_openrouter_reasoning_details_are_joined_by_index() -> None:
     ]
 
 
+def test_mistral_content_parts_join_into_text_and_thinking() -> None:
+    """Mistral streams content as parts: a reasoning model's thinking, then text (as
+    parts or plain); the completion holds one part of each, as its answer would."""
+
+    def thought(text: str) -> list[dict[str, Any]]:
+        return [{"type": "thinking", "thinking": [{"type": "text", "text": text}]}]
+
+    completion = accumulate(
+        [
+            chunk(delta(role="assistant", content=thought("Greet "))),
+            chunk(delta(content=thought("back."))),
+            chunk(delta(content="Hello")),
+            chunk(delta(content=[{"type": "text", "text": ", world!"}, {"type": "ref"}])),
+            chunk(delta(finish_reason="stop")),
+        ]
+    )
+    message = completion.choices[0].message
+    assert message.content == [*thought("Greet back."), {"type": "text", "text": "Hello, world!"}]
+    assert message.reasoning_content == "Greet back."
+    plain = accumulate(
+        [
+            chunk(delta(role="assistant", content=[{"type": "text", "text": ""}])),
+            chunk(delta(content=[{"type": "text", "text": "Hello"}])),
+            chunk(delta(content=[{"type": "text", "text": ", world!"}], finish_reason="stop")),
+        ]
+    )
+    assert plain.choices[0].message.content == "Hello, world!"  # no thinking: a string
+
+
 def test_usage_last_non_null_wins_never_summed() -> None:
     completion = accumulate(
         [

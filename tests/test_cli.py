@@ -441,6 +441,23 @@ def test_reasoning_is_printed_apart_from_the_answer(
     assert capsys.readouterr() == ("the answer\n", "thinking...\n")
 
 
+def test_mistral_thinking_parts_are_printed_as_reasoning(
+    background_server: MockServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Mistral's reasoning models send content as parts: thinking, then text."""
+    background_server.style = StreamStyle(reasoning="thinking")
+    assert main(run_chat(background_server, "hi")) == 0
+    assert capsys.readouterr() == ("You said: hi\n", "Let me think.\n")
+    answer = completion_json("")
+    answer["choices"][0]["message"]["content"] = [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "thinking..."}]},
+        {"type": "text", "text": "the answer"},
+    ]
+    background_server.enqueue(200, answer)
+    assert main(run_chat(background_server, "hi", "--no-stream")) == 0
+    assert capsys.readouterr() == ("the answer\n", "thinking...\n")
+
+
 @pytest.mark.parametrize("mode", [[], ["--no-stream"]])
 def test_chat_warns_of_an_answer_cut_short(
     background_server: MockServer, capsys: pytest.CaptureFixture[str], mode: list[str]

@@ -69,6 +69,39 @@ async def test_stream_events_for_tool_calls(client: asyncchat.Client, server: Mo
     assert events[-1].finish_reason == "tool_calls"
 
 
+async def test_mistral_thinking_parts_are_reasoning_and_the_answer_keeps_them(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Mistral's reasoning models stream their thinking as content parts; the text is
+    the answer, and the completion holds the parts as the answer itself would."""
+    server.style = StreamStyle(reasoning="thinking")
+    asked = [{"role": "user", "content": "one two"}]
+    async with client.chat.stream(model="m", messages=asked) as stream:
+        events = [event async for event in stream]
+        final = await stream.final_completion()
+    reasoning = "".join(e.text for e in events if isinstance(e, asyncchat.ReasoningDelta))
+    answer = "".join(e.text for e in events if isinstance(e, asyncchat.ContentDelta))
+    assert (reasoning, answer) == ("Let me think.", "You said: one two")
+    message = final.choices[0].message
+    assert message.content == [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "Let me think."}]},
+        {"type": "text", "text": "You said: one two"},
+    ]
+    assert message.reasoning_content == "Let me think."
+    texts = [text async for text in client.chat.stream_text(model="m", messages=asked)]
+    assert "".join(texts) == "You said: one two"
+    schema = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "Answer",
+            "schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    async with client.chat.stream(model="m", messages=asked, response_format=schema) as stream:
+        parsed = (await stream.final_completion()).choices[0].message.parsed
+    assert parsed == {"city": "two"}
+
+
 SQL_TOOL = {
     "type": "custom",
     "custom": {"name": "run_sql", "description": "Runs one SQL query on the shop's database."},

@@ -421,6 +421,21 @@ async def test_reasoning_goes_back_under_the_name_it_came_by(server: MockServer)
     assert plain.keys() == {"role", "content", "tool_calls"}
 
 
+async def test_mistral_thinking_goes_back_as_content_parts(server: MockServer) -> None:
+    """Mistral takes its thinking back as it sent it, content parts, and refuses a
+    field it does not know (such as `reasoning_content`)."""
+    server.style = StreamStyle(reasoning="thinking")
+    async with connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather])
+        final = await runner.final_completion()
+    sent = server.requests[1].body["messages"][1]
+    assert sent["content"] == [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "Let me think."}]}
+    ]
+    assert sent.keys() == {"role", "content", "tool_calls"}
+    assert final.choices[0].message.reasoning_content == "Let me think."
+
+
 async def test_openrouter_reasoning_details_go_back_whole(
     client: asyncchat.Client, server: MockServer
 ) -> None:
