@@ -420,8 +420,8 @@ def _assistant_message(message: ChatCompletionMessage, calls: list[ToolCall]) ->
     without the reasoning of a turn that called tools, and Groq refuses a name it
     does not use, so none is added where the server sent none. OpenRouter's
     `reasoning_details` (signed thoughts) go back as they came."""
-    sent: dict[str, Any] = {"role": "assistant", "content": message.content}
-    answer = message.to_dict()
+    answer = message.to_dict()  # a copy: the completion's own lists stay its own
+    sent: dict[str, Any] = {"role": "assistant", "content": answer.get("content")}
     for key, value in answer.items():
         if key in REASONING_KEYS and isinstance(value, str):
             sent[key] = value

@@ -12,14 +12,14 @@ never list positions, so `10**9` allocates nothing.
 It follows what real servers send rather than what they should: tool-call
 fragments without `index` (routed by `id`, then by name, then to the latest
 call), `id`/`name` repeated in every fragment (assigned, never concatenated),
-arguments sent as a JSON object, usage repeated or sent on a chunk with no
-choices (the last non-null value wins), reasoning as `reasoning_content` or
-`reasoning` (or the same text under both: kept once, under the first name),
-OpenRouter's `reasoning_details` in pieces (joined by their `index`), Mistral's
-content as a list of `text` and `thinking` parts (joined into one part of each,
-as its answer holds them), and choices that first appear in any order. A chunk's `moderation`
-is merged into what came before (the input's and the answer's may come in
-different chunks).
+a call's own provider fields (kept with it), arguments sent as a JSON object,
+usage repeated or sent on a chunk with no choices (the last non-null value
+wins), reasoning as `reasoning_content` or `reasoning` (or the same text under
+both: kept once, under the first name), OpenRouter's `reasoning_details` in
+pieces (joined by their `index`), Mistral's content as a list of `text` and
+`thinking` parts (joined into one part of each, as its answer holds them), and
+choices that first appear in any order. A chunk's `moderation` is merged into
+what came before (the input's and the answer's may come in different chunks).
 """
 
 from __future__ import annotations
