@@ -293,6 +293,17 @@ def _tool_call_done(choice_index: int, call: ToolCallBuffer) -> ToolCallDone:
     return ToolCallDone(call.index, call.id, call.name, arguments, parsed, error, choice_index)
 
 
+def _parts_text(content: Any, index: int, events: list[StreamEvent]) -> str:
+    """The text of a content sent as parts, its thinking parts added to `events` as
+    reasoning; "" for a content that is neither text nor parts."""
+    if type(content) is not list:
+        return ""
+    text, thinking = content_parts(content)
+    if thinking:
+        events.append(ReasoningDelta("".join(thinking), index))
+    return "".join(text)
+
+
 def _add_logprobs_delta(logprobs: ChoiceLogprobs, index: int, events: list[StreamEvent]) -> None:
     content, refusal = logprobs.content or [], logprobs.refusal or []
     if content or refusal:
@@ -346,16 +357,14 @@ class StreamEventBuilder:
             if reasoning:
                 events.append(ReasoningDelta(reasoning, index))
             content = delta.get("content")
-            if type(content) is list:  # parts: text, and thinking (Mistral)
-                text, thinking = content_parts(content)
-                if thinking:
-                    events.append(ReasoningDelta("".join(thinking), index))
-                content = "".join(text)
-            if content and type(content) is str:
-                if self.json_content:
-                    events.append(self._json_content_delta(content, index))
-                else:
-                    events.append(ContentDelta(content, index))
+            if content:
+                if type(content) is not str:  # parts (Mistral), the usual text not slowed
+                    content = _parts_text(content, index, events)
+                if content:
+                    if self.json_content:
+                        events.append(self._json_content_delta(content, index))
+                    else:
+                        events.append(ContentDelta(content, index))
             refusal = delta.get("refusal")
             if refusal and type(refusal) is str:
                 events.append(RefusalDelta(refusal, index))
