@@ -40,7 +40,7 @@ from asyncchat.events import StreamEvent, ToolFinished, ToolStarted
 from asyncchat.quirks import REASONING_KEYS
 from asyncchat.structured import is_pydantic_model
 from asyncchat.tools import Tool, as_tool
-from asyncchat.types import ChatCompletion, ChatCompletionMessage, ToolCall
+from asyncchat.types import TOOL_CALL_FIELDS, ChatCompletion, ChatCompletionMessage, ToolCall
 
 if TYPE_CHECKING:
     from asyncchat._chat import Chat
@@ -433,15 +433,12 @@ def _assistant_message(message: ChatCompletionMessage, calls: list[ToolCall]) ->
     return sent
 
 
-_CALL_FIELDS = frozenset({"index", "id", "type", "function", "custom"})
-
-
 def _call_message(call: ToolCall) -> dict[str, Any]:
     """A tool call as the assistant message sends it back, with the provider's own
     fields of the call as they came (Gemini refuses a call without its thought
     signature, in `extra_content`)."""
     name, sent = _called(call)
-    own = {key: value for key, value in call.to_dict().items() if key not in _CALL_FIELDS}
+    own = {key: value for key, value in call.to_dict().items() if key not in TOOL_CALL_FIELDS}
     if _is_custom(call):
         custom = {"name": name, "input": sent or ""}
         return {"id": call.id, "type": "custom", "custom": custom, **own}

@@ -28,15 +28,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from asyncchat.quirks import REASONING_KEYS, content_parts, unindexed_fragment_starts_a_call
-from asyncchat.types import APIObject, ChatCompletion, arguments_text
+from asyncchat.types import TOOL_CALL_FIELDS, APIObject, ChatCompletion, arguments_text
 
 __all__ = ["ChatCompletionAccumulator", "ToolCallBuffer", "ToolCallFragment"]
 
 # Top-level chunk keys with a fixed place in the completion; others are provider extras.
 _FIRST_VALUE_WINS = frozenset({"id", "created"})
 _NOT_COPIED = frozenset({"choices", "usage", "object"})
-# A tool-call fragment's keys with a fixed place in the call; others are provider extras.
-_FRAGMENT_KEYS = frozenset({"index", "id", "type", "function", "custom"})
 
 
 class ToolCallBuffer:
@@ -129,7 +127,6 @@ class _ChoiceBuffer:
         "by_id",
         "content",
         "details",
-        "details_by_index",
         "extras",
         "finish_reason",
         "function_call",
@@ -156,8 +153,8 @@ class _ChoiceBuffer:
         self.tool_calls: dict[int, ToolCallBuffer] = {}
         self.by_id: dict[str, ToolCallBuffer] = {}
         self.function_call: ToolCallBuffer | None = None  # the legacy single function call
-        self.details: list[_ReasoningDetail] | None = None  # OpenRouter's reasoning_details
-        self.details_by_index: dict[Any, _ReasoningDetail] = {}
+        # OpenRouter's reasoning_details, in order, by `index` (one without: its own key)
+        self.details: dict[object, _ReasoningDetail] | None = None
         self.extras: dict[str, Any] = {}
 
     def route(
@@ -188,17 +185,15 @@ class _ChoiceBuffer:
         """Route each piece to the entry of its `index` (one without an index is an
         entry of its own)."""
         if self.details is None:
-            self.details = []
+            self.details = {}
         for piece in pieces:
             if type(piece) is not dict:
                 continue
             index = piece.get("index")
-            detail = self.details_by_index.get(index) if type(index) is int else None
+            key = index if type(index) is int else object()
+            detail = self.details.get(key)
             if detail is None:
-                detail = _ReasoningDetail()
-                self.details.append(detail)
-                if type(index) is int:
-                    self.details_by_index[index] = detail
+                detail = self.details[key] = _ReasoningDetail()
             detail.add(piece)
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,7 +209,7 @@ class _ChoiceBuffer:
         if self.reasoning is not None:
             message[self.reasoning_key] = "".join(self.reasoning)
         if self.details is not None:
-            message["reasoning_details"] = [detail.to_dict() for detail in self.details]
+            message["reasoning_details"] = [detail.to_dict() for detail in self.details.values()]
         if self.refusal is not None:
             message["refusal"] = "".join(self.refusal)
         if self.tool_calls:
@@ -489,7 +484,7 @@ class ChatCompletionAccumulator:
             # The usual fragment is `index` and `function` alone: only a longer one
             # is looked through for a provider's fields (a per-fragment set is not free).
             if len(fragment) > 2:
-                for key in fragment.keys() - _FRAGMENT_KEYS:
+                for key in fragment.keys() - TOOL_CALL_FIELDS:
                     if fragment[key] is not None:
                         if call.extras is None:
                             call.extras = {}

@@ -378,6 +378,11 @@ class Custom(APIObject):
     input: str | None = None
 
 
+# A tool call's keys with a fixed place; any other is its provider's own field
+# (Gemini's thought signature in `extra_content`), which goes back with the call.
+TOOL_CALL_FIELDS = frozenset({"index", "id", "type", "function", "custom"})
+
+
 class ToolCall(APIObject):
     """A tool call in an assistant message: `type` "function" (`function`), or "custom"
     (`custom`, a free-form tool's call, when `function` is empty)."""
