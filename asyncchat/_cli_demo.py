@@ -7,12 +7,12 @@ import argparse
 import asyncio
 import copy
 import json
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, get_args
 
 from asyncchat._cli_args import key_value, non_negative_float, positive_float, positive_int
 from asyncchat.client import Client
 from asyncchat.events import ContentDelta, ToolCallDone, ToolFinished, ToolStarted
-from asyncchat.testing import BatchSettings, MockServer, StreamStyle
+from asyncchat.testing import BatchSettings, MockServer, StreamStyle, ToolCallStyle
 
 
 def add_mock_server(commands: Any) -> None:
@@ -68,9 +68,9 @@ def add_mock_server(commands: Any) -> None:
     )
     mock.add_argument(
         "--tool-calls",
-        choices=("openai", "whole", "no_index", "repeat_name", "object_arguments"),
+        choices=get_args(ToolCallStyle),
         default="openai",
-        help="how streamed tool calls are cut (as OpenAI, GLM/vLLM, Gemini, ...)",
+        help="how streamed tool calls are cut (as OpenAI, GLM/vLLM, Gemini, Qianfan, ...)",
     )
     mock.add_argument(
         "--reasoning",

@@ -11,15 +11,17 @@ never list positions, so `10**9` allocates nothing.
 
 It follows what real servers send rather than what they should: tool-call
 fragments without `index` (routed by `id`, then by name, then to the latest
-call), `id`/`name` repeated in every fragment (assigned, never concatenated),
-a call's own provider fields (kept with it), arguments sent as a JSON object,
-usage repeated or sent on a chunk with no choices (the last non-null value
-wins), reasoning as `reasoning_content` or `reasoning` (or the same text under
-both: kept once, under the first name), OpenRouter's `reasoning_details` in
-pieces (joined by their `index`), Mistral's content as a list of `text` and
-`thinking` parts (joined into one part of each, as its answer holds them), and
-choices that first appear in any order. A chunk's `moderation` is merged into
-what came before (the input's and the answer's may come in different chunks).
+call), `id`/`name` repeated in every fragment (assigned, never concatenated), a
+call's own provider fields (kept with it), arguments sent as a JSON object,
+arguments sent again (all so far in each piece, or whole at the end: only what
+is new is added, or the whole replaces what came), usage repeated or sent on a
+chunk with no choices (the last non-null value wins), reasoning as
+`reasoning_content` or `reasoning` (or the same text under both: kept once,
+under the first name), OpenRouter's `reasoning_details` in pieces (joined by
+their `index`), Mistral's content as a list of `text` and `thinking` parts
+(joined into one part of each, as its answer holds them), and choices that first
+appear in any order. A chunk's `moderation` is merged into what came before (the
+input's and the answer's may come in different chunks).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from asyncchat.quirks import REASONING_KEYS, content_parts, unindexed_fragment_starts_a_call
+from asyncchat.quirks import (
+    REASONING_KEYS,
+    arguments_piece,
+    content_parts,
+    could_restate_arguments,
+    unindexed_fragment_starts_a_call,
+)
 from asyncchat.types import TOOL_CALL_FIELDS, APIObject, ChatCompletion, arguments_text
 
 __all__ = ["ChatCompletionAccumulator", "ToolCallBuffer", "ToolCallFragment"]
@@ -41,9 +49,10 @@ class ToolCallBuffer:
     """One tool call being assembled from fragments: a function's (`type` "function"),
     or a custom tool's (`type` "custom"), whose free-form input `arguments` holds.
     `extras` keeps a provider's own fields of the call (Gemini's thought signature in
-    `extra_content`), which must go back with it."""
+    `extra_content`), which must go back with it. `restated` says a piece replaced the
+    arguments rather than extending them; the events clear it as they start over."""
 
-    __slots__ = ("_arguments", "extras", "id", "index", "name", "type")
+    __slots__ = ("_arguments", "extras", "id", "index", "name", "restated", "type")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -52,6 +61,7 @@ class ToolCallBuffer:
         self.name: str | None = None
         self._arguments: list[str] = []
         self.extras: dict[str, Any] | None = None
+        self.restated = False
 
     @property
     def arguments(self) -> str:
@@ -64,6 +74,24 @@ class ToolCallBuffer:
         if len(parts) > 1:
             parts[:] = ["".join(parts)]
         return parts[0] if parts else ""
+
+    def add_object_piece(self, piece: str) -> str:
+        """Add an arguments piece that opens an object, when arguments came before it;
+        returns what it added. Usually the piece, a nested object; but a server that
+        sends the arguments again adds only what is new, or replaces them
+        (`quirks.arguments_piece`)."""
+        parts = self._arguments
+        if not could_restate_arguments(parts[0], piece):
+            parts.append(piece)
+            return piece
+        added = arguments_piece(self.arguments, piece)
+        if added is None:
+            parts[:] = [piece]
+            self.restated = True
+            return ""
+        if added:
+            parts.append(added)
+        return added
 
     def to_dict(self) -> dict[str, Any]:
         call: dict[str, Any]
@@ -475,7 +503,10 @@ class ChatCompletionAccumulator:
                 arguments = function.get("arguments")
                 if type(arguments) is str and len(function) == 1:  # the usual fragment
                     if arguments:
-                        call._arguments.append(arguments)
+                        if arguments[0] == "{" and call._arguments:
+                            arguments = call.add_object_piece(arguments)
+                        else:
+                            call._arguments.append(arguments)
                     piece = arguments
                 else:
                     piece = self._add_function(call, function)
@@ -508,6 +539,8 @@ class ChatCompletionAccumulator:
             if arguments is None:
                 return ""
         if arguments:
+            if arguments[0] == "{" and call._arguments:
+                return call.add_object_piece(arguments)
             call._arguments.append(arguments)
         return arguments
 

@@ -375,8 +375,9 @@ class StreamEventBuilder:
             for choice_index, call, piece in fragments:
                 if choice_index == index:
                     partial = partials.get(call)
-                    if partial is None:
+                    if partial is None or call.restated:  # restated: parse the new text
                         partial = partials[call] = _PartialJSON()
+                        call.restated = False
                     kind = CustomToolInputDelta if call.type == "custom" else ToolCallArgumentsDelta
                     events.append(
                         kind(call.index, call.id, call.name, piece, call.arguments, index, partial)

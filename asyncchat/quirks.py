@@ -19,6 +19,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
                                                                        name, then the latest call
     id / type / name in every fragment        some vLLM builds         assigned, never appended
     the whole tool call in one chunk          GLM, Ollama, vLLM        one fragment like others
+    a call's arguments sent again: all so     Baidu Qianfan; vLLM's    only what is new added,
+      far in each piece, or whole at the end  GLM and xLAM parsers       or they replace what
+                                                                         came (arguments_piece)
     tool arguments as a JSON object           Ollama, proxies          serialized to JSON text
     a call's own fields (`extra_content`:     Gemini                   kept with the call, and
       its thought signature)                                             sent back with it
@@ -45,13 +48,20 @@ The SSE rules (line ends, comments, a BOM) live in `sse.py`, the stream's labels
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+import orjson
+
+from asyncchat.partial_json import PartialJSONError, PartialJSONParser
 
 __all__ = [
     "CONTENT_FILTER_REASONS",
     "REASONING_KEYS",
+    "arguments_piece",
     "content_parts",
     "content_text",
+    "could_restate_arguments",
     "is_error_body",
     "message_reasoning",
     "reasoning_text",
@@ -114,6 +124,52 @@ def message_reasoning(message: dict[str, Any]) -> str | None:
         thinking = content_parts(content)[1]
         text = "".join(thinking) if thinking else None
     return text
+
+
+_FIRST_KEY = re.compile(r'\s*\{\s*"((?:[^"\\]|\\.)*)"')
+
+
+def arguments_piece(so_far: str, piece: str) -> str | None:
+    """What a tool call's arguments piece that opens an object adds to the arguments
+    `so_far`. Usually itself, a nested object; but some servers send the arguments
+    again, where appending would make `{...}{...}`: all of them so far in every piece
+    (Baidu Qianfan), or whole once more at the end of the stream (vLLM's GLM and xLAM
+    tool parsers). A piece that starts with everything so far adds what follows it.
+    A whole object with the same first key, which cannot follow what came (vLLM
+    re-serializes it, after pieces that may lack the closing brace), is None: it
+    replaces the arguments so far."""
+    if piece.startswith(so_far):
+        return piece[len(so_far) :]
+    return None if _restates(so_far, piece) else piece
+
+
+def could_restate_arguments(start: str, piece: str) -> bool:
+    """Whether an arguments piece that opens an object is worth `arguments_piece`'s
+    look, given any `start` of the arguments so far: it starts as they do, or opens
+    with a key. A `{` in a string (code in the arguments) is neither, and costs no
+    joining of the arguments to find so."""
+    return piece.startswith(start) or _FIRST_KEY.match(piece) is not None
+
+
+def _first_key(text: str) -> str | None:
+    match = _FIRST_KEY.match(text)
+    return None if match is None else match[1]
+
+
+def _restates(so_far: str, piece: str) -> bool:
+    if _first_key(so_far) != _first_key(piece):
+        return False  # the usual case, a nested object: told without parsing anything
+    try:
+        whole = orjson.loads(piece)
+    except orjson.JSONDecodeError:
+        return False
+    if type(whole) is not dict:
+        return False
+    try:
+        PartialJSONParser().feed(so_far + piece)
+    except PartialJSONError:
+        return True
+    return False
 
 
 def is_error_body(data: dict[str, Any]) -> bool:

@@ -59,6 +59,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import math
 import re
 import ssl
@@ -91,7 +92,14 @@ __all__ = [
     "mock_embedding",
 ]
 
-ToolCallStyle = Literal["openai", "whole", "no_index", "repeat_name", "object_arguments"]
+# How a stream's tool calls are cut: as OpenAI does; each call whole in one chunk
+# (GLM, Ollama); without `index` (Gemini); id, type and name in every fragment (some
+# vLLM builds); arguments as a JSON object; each fragment with all the arguments so
+# far (Baidu Qianfan); or the arguments but their closing brace, then the whole
+# arguments again, re-serialized (vLLM's GLM tool parser).
+ToolCallStyle = Literal[
+    "openai", "whole", "no_index", "repeat_name", "object_arguments", "cumulative", "restated"
+]
 CREATED = 1718421897
 
 
@@ -997,7 +1005,8 @@ class MockServer:
     def _fragments(self, tool_calls: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         """Tool calls cut into `tool_calls` deltas in the style's manner. A custom
         tool's call streams its input as a function's call streams its arguments
-        (`object_arguments` sends it whole: it is not JSON)."""
+        (`object_arguments` sends it whole: it is not JSON; `cumulative` and `restated`
+        cut it as `openai` does)."""
         style = self.style.tool_calls
         if style == "whole":
             return [[{"index": i, **call}] for i, call in enumerate(tool_calls)]
@@ -1017,14 +1026,22 @@ class MockServer:
             if style != "no_index":
                 head["index"] = i
             fragments.append([head])
-            for start in range(0, len(text), size):
-                fragment: dict[str, Any] = {kind: {key: text[start : start + size]}}
+            again = kind == "function" and style in ("cumulative", "restated")
+            sent = text[:-1] if again and style == "restated" else text
+            for start in range(0, len(sent), size):
+                end = start + size
+                piece = sent[:end] if again and style == "cumulative" else sent[start:end]
+                fragment: dict[str, Any] = {kind: {key: piece}}
                 if style != "no_index":
                     fragment["index"] = i
                 if style == "repeat_name":
                     fragment.update(id=call["id"], type=kind)
                     fragment[kind]["name"] = name
                 fragments.append([fragment])
+            if again and style == "restated":
+                whole = json.dumps(orjson.loads(text), ensure_ascii=False)  # ", " and ": "
+                restated = {"name": None, "arguments": whole}
+                fragments.append([{"index": i, "id": None, "type": None, "function": restated}])
         return fragments
 
     async def _stream(

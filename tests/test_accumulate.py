@@ -151,6 +151,56 @@ def test_a_tool_calls_provider_fields_are_kept_with_it() -> None:
     ]
 
 
+def _call_arguments(pieces: list[dict[str, Any]]) -> str:
+    """The arguments of one call whose fragments carry these `function` fields."""
+    head = {"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": ""}}
+    chunks = [chunk(delta(tool_calls=[head]))]
+    chunks += [chunk(delta(tool_calls=[{"index": 0, "function": f}])) for f in pieces]
+    chunks.append(chunk(delta(finish_reason="tool_calls")))
+    [call] = accumulate(chunks).choices[0].message.tool_calls or []
+    return call.function.arguments
+
+
+def test_arguments_sent_again_are_not_doubled() -> None:
+    """Some servers send a call's arguments again; appended, they would be `{...}{...}`."""
+    text = '{"date": "2025-03-26", "amount": 300, "note": "tolls {east}"}'
+    # Baidu Qianfan: every piece holds all the arguments so far.
+    cumulative = [{"arguments": text[:end]} for end in range(5, len(text) + 5, 5)]
+    assert _call_arguments(cumulative) == text
+    # The whole arguments once more, as they were, after the pieces (proxies that
+    # re-emit a finished call); xLAM's parser after a lone `{`.
+    pieces = [{"arguments": text[start : start + 7]} for start in range(0, len(text), 7)]
+    assert _call_arguments([*pieces, {"arguments": text}]) == text
+    assert _call_arguments([{"arguments": "{"}, {"arguments": text}]) == text
+    # vLLM's GLM parser: the pieces without their closing brace, then the arguments
+    # re-serialized, with null id, type and name beside them (vllm-project/vllm#42167).
+    compact = orjson.dumps(orjson.loads(text)).decode()
+    held = [{"arguments": compact[start : start + 6]} for start in range(0, len(compact) - 1, 6)]
+    held[-1]["arguments"] = held[-1]["arguments"].removesuffix("}")
+    assert not "".join(p["arguments"] for p in held).endswith("}")
+    again = {"name": None, "arguments": text}
+    assert _call_arguments([*held, again]) == text
+    # After the whole arguments, re-serialized (OpenCode's GLM-5 report).
+    assert _call_arguments([{"arguments": compact}, {"arguments": text}]) == text
+
+
+def test_nested_objects_are_still_appended() -> None:
+    """A piece that opens an object is usually a nested one, even with the outer's
+    first key or inside a string; it is appended as any piece is."""
+    cases = [
+        ['{"filter": ', '{"name": "a"}', "}"],
+        ['{"items": [', '{"x": 1}', ", ", '{"x": 2}', "]}"],
+        ['{"a": {"b": 1}, "c": ', '{"b": 2}', "}"],
+        ['{"code": "', "{ return 1; }", '"}'],
+        ['{"code": "x = ', '{\\"code\\": 1}', '"}'],
+        ['{"a": 1, "b": [', '{"a": 1}', "]}"],
+    ]
+    for pieces in cases:
+        text = "".join(pieces)
+        orjson.loads(text)  # each case is valid JSON
+        assert _call_arguments([{"arguments": piece} for piece in pieces]) == text
+
+
 def test_name_and_id_repeated_in_every_fragment_are_assigned_not_appended() -> None:
     fragments = ['{"path"', ': "a.txt"', "}"]
     completion = accumulate(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+from typing import Any
+
 import pytest
 
 import asyncchat
@@ -109,25 +113,58 @@ SQL_TOOL = {
 SQL_ASK = [{"role": "user", "content": "run_sql: SELECT name FROM users WHERE id = 7"}]
 
 
+async def _events_and_final(
+    client: asyncchat.Client, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> tuple[list[asyncchat.StreamEvent], asyncchat.ChatCompletion]:
+    async with client.chat.stream(model="m", messages=messages, tools=tools) as stream:
+        events = [event async for event in stream]
+        return events, await stream.final_completion()
+
+
+@pytest.mark.parametrize("style", ["cumulative", "restated"])
+async def test_arguments_sent_again_come_as_events_of_one_call(
+    client: asyncchat.Client, server: MockServer, style: str
+) -> None:
+    """A server that sends the arguments again (all so far in each piece, or whole at
+    the end, re-serialized): each event's `arguments` and `parsed` are the call's so
+    far, never doubled, and each `delta` is only what is new."""
+    server.style = StreamStyle(tool_calls=style, argument_fragment_size=4)  # type: ignore[arg-type]
+    events, final = await _events_and_final(client, TOOL_MESSAGES, [WEATHER_TOOL, TIME_TOOL])
+    deltas = [e for e in events if isinstance(e, asyncchat.ToolCallArgumentsDelta)]
+    for index, (_, expected) in enumerate(EXPECTED_CALLS):
+        mine = [d for d in deltas if d.index == index]
+        assert len(mine) > 5
+        values = [d.parsed for d in mine]  # read on every event, as a live view would
+        assert values[-1] == expected
+        assert all(isinstance(value, dict) for value in values[1:])
+        if style == "cumulative":
+            assert "".join(d.delta for d in mine) == mine[-1].arguments
+            assert all(b.arguments.startswith(a.arguments) for a, b in itertools.pairwise(mine))
+        else:  # the last piece replaced the arguments: it adds no text of its own
+            assert mine[-1].delta == ""
+            assert mine[-1].arguments == json.dumps(expected)  # re-serialized, with spaces
+    done = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
+    assert [(d.name, d.parsed_arguments) for d in done] == EXPECTED_CALLS
+    calls = final.choices[0].message.tool_calls or []
+    assert [call.function.arguments for call in calls] == [d.arguments for d in done]
+
+
 @pytest.mark.parametrize(
-    "style", ["openai", "whole", "no_index", "repeat_name", "object_arguments"]
+    "style",
+    ["openai", "whole", "no_index", "repeat_name", "object_arguments", "cumulative", "restated"],
 )
 async def test_stream_events_for_a_custom_tool_call(
     client: asyncchat.Client, server: MockServer, style: str
 ) -> None:
     server.style = StreamStyle(tool_calls=style, argument_fragment_size=5)  # type: ignore[arg-type]
-    async with client.chat.stream(
-        model="m", messages=SQL_ASK, tools=[SQL_TOOL, WEATHER_TOOL]
-    ) as stream:
-        events = [event async for event in stream]
-        final = await stream.final_completion()
+    events, final = await _events_and_final(client, SQL_ASK, [SQL_TOOL, WEATHER_TOOL])
     text = SQL_ASK[0]["content"]
     deltas = [e for e in events if isinstance(e, asyncchat.ToolCallArgumentsDelta)]
     assert "".join(d.delta for d in deltas) == text
     assert all(type(d) is asyncchat.CustomToolInputDelta for d in deltas)
     assert all(d.type == "custom" and d.parsed is None for d in deltas)
     assert deltas[-1].arguments == text
-    if style in ("openai", "repeat_name", "no_index"):
+    if style in ("openai", "repeat_name", "no_index", "cumulative", "restated"):
         assert len(deltas) > 3  # in pieces, each with the input so far
     [done] = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
     assert type(done) is asyncchat.CustomToolCallDone

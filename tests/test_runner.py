@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import threading
 from typing import Any
 
@@ -404,6 +405,27 @@ async def test_a_thinking_model_gets_its_thought_back_with_its_calls(
         assert first["extra_content"] == signed["extra_content"]
         assert "reasoning_content" not in sent
     assert "extra_content" not in second
+
+
+@pytest.mark.parametrize("style", ["cumulative", "restated"])
+async def test_arguments_sent_again_run_the_tool_once_with_them(
+    server: MockServer, style: Any
+) -> None:
+    """Baidu Qianfan sends all the arguments so far in each piece, vLLM's GLM parser
+    the whole arguments again at the end: the tool runs with them, not with `{...}{...}`."""
+    server.style = StreamStyle(tool_calls=style, argument_fragment_size=3)
+    async with connect(server) as client:
+        runner = client.chat.run_tools(
+            model="m",
+            messages=[{"role": "user", "content": "Weather in Paris"}],
+            tools=[get_weather],
+        )
+        final = await runner.final_completion()
+    assert final.choices[0].finish_reason == "stop"
+    [result] = [m for m in runner.messages if m["role"] == "tool"]
+    assert json.loads(result["content"]) == {"city": "Paris", "celsius": 21}
+    [call] = runner.messages[1]["tool_calls"]
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
 
 
 async def test_reasoning_goes_back_under_the_name_it_came_by(server: MockServer) -> None:

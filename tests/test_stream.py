@@ -93,7 +93,8 @@ async def test_usage_chunk(client: asyncchat.Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "style", ["openai", "whole", "no_index", "repeat_name", "object_arguments"]
+    "style",
+    ["openai", "whole", "no_index", "repeat_name", "object_arguments", "cumulative", "restated"],
 )
 async def test_tool_call_streams_in_every_server_style(
     client: asyncchat.Client, server: MockServer, style: Any
@@ -108,7 +109,7 @@ async def test_tool_call_streams_in_every_server_style(
             async for chunk in stream
             if chunk.choices and chunk.choices[0].delta.tool_calls
         ]
-    if style in ("openai", "no_index", "repeat_name"):
+    if style in ("openai", "no_index", "repeat_name", "cumulative", "restated"):
         assert len(fragments) > 10  # really fragmented
     message = stream.completion.choices[0].message
     assert message.tool_calls is not None
