@@ -169,14 +169,25 @@ def _load_tools(path: str) -> list[Any]:
     return tools
 
 
+def _host(base_url: str | None) -> str:
+    """The host of the server the command talks to (the flag's, or the environment's)."""
+    return urllib.parse.urlsplit(resolve_base_url(base_url)[0]).hostname or ""
+
+
 def _token_limit_name(base_url: str | None) -> str:
     """The field --max-tokens sets. OpenAI's reasoning models (on Azure too) refuse
     `max_tokens` for `max_completion_tokens`, which all its chat models take; other
     servers know `max_tokens`, and some of them nothing else."""
-    host = urllib.parse.urlsplit(resolve_base_url(base_url)[0]).hostname or ""
+    host = _host(base_url)
     if host == "api.openai.com" or host.endswith(".openai.azure.com"):
         return "max_completion_tokens"
     return "max_tokens"
+
+
+def _streams_usage_unasked(base_url: str | None) -> bool:
+    """Whether the server ends every stream with its usage, and refuses
+    `stream_options` (Mistral: 422 "Extra inputs are not permitted")."""
+    return _host(base_url) == "api.mistral.ai"
 
 
 def _option_value(text: str) -> Any:
@@ -199,7 +210,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         if key in _RESERVED_OPTIONS:
             raise ConfigurationError(f"-o {key}: set it with {_RESERVED_OPTIONS[key]}")
         params[key] = _option_value(value)
-    if args.usage and not args.no_stream:
+    if args.usage and not args.no_stream and not _streams_usage_unasked(args.base_url):
         params.setdefault("stream_options", {"include_usage": True})
     params["messages"] = _messages(args)
     return params

@@ -378,15 +378,52 @@ _STATUS_BY_ERROR_TYPE = {
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    if value is None or isinstance(value, str):
+        return value
+    checks = _validation_errors(value)
+    return str(value) if checks is None else checks
+
+
+def _validation_errors(value: Any) -> str | None:
+    """A FastAPI server's validation errors, `[{"loc": [...], "msg": ...}, ...]`, or an
+    object holding them as `detail` (Mistral's 422), as one line:
+    `stream_options.include_usage: Extra inputs are not permitted`."""
+    if isinstance(value, dict):
+        value = value.get("detail")
+    if not isinstance(value, list) or not value:
+        return None
+    said = []
+    for error in value:
+        if not isinstance(error, dict) or not isinstance(error.get("msg"), str):
+            return None
+        where = _location(error.get("loc"))
+        said.append(f"{where}: {error['msg']}" if where else error["msg"])
+    return "; ".join(said)
+
+
+def _location(loc: Any) -> str:
+    """A validation error's place in the request: `messages[6].tool_calls[0].name`
+    (the body's fields without a leading "body", which all of them would have)."""
+    if not isinstance(loc, list):
+        return ""
+    if loc[:1] == ["body"]:
+        loc = loc[1:]
+    where = ""
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        else:
+            where += f".{part}" if where else str(part)
+    return where
 
 
 def error_fields(body: Any) -> tuple[str | None, str | None, str | None, str | None]:
     """(message, code, type, param) from an error body in any of the shapes servers use.
 
     `{"error": {...}}` (OpenAI, GLM), `{"error": "text"}`, `{"object": "error", ...}`
-    (vLLM), `{"message": ...}` and `{"detail": ...}` (FastAPI-based servers), and
-    any of these as the one item of a list (Gemini's OpenAI-compatible endpoint).
+    (vLLM), `{"message": ...}` and `{"detail": ...}` (FastAPI-based servers, whose
+    list of validation errors is read as one line), and any of these as the one item
+    of a list (Gemini's OpenAI-compatible endpoint).
     """
     if isinstance(body, list) and len(body) == 1:
         body = body[0]

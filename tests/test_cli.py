@@ -110,6 +110,17 @@ def test_max_tokens_is_sent_under_the_name_the_server_takes(
         assert "max_tokens" in _params(_parser().parse_args(["chat", "hi", "--max-tokens", "9"]))
 
 
+@pytest.mark.parametrize(
+    ("base_url", "asked"),
+    [("https://api.mistral.ai/v1", False), ("https://api.openai.com/v1", True)],
+)
+def test_usage_is_asked_for_where_the_server_takes_the_field(base_url: str, asked: bool) -> None:
+    """Mistral refuses `stream_options` (422 "Extra inputs are not permitted") and ends
+    every stream with its usage unasked; other servers report it only when asked."""
+    args = _parser().parse_args(["chat", "hi", "-u", "--base-url", base_url])
+    assert ("stream_options" in _params(args)) is asked
+
+
 def test_chat_no_stream_and_json(
     background_server: MockServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -590,7 +590,7 @@ async def test_status_codes_map_to_error_classes(
     assert error.body["error"]["code"] == "E1"
 
 
-async def test_glm_vllm_and_gemini_error_shapes(
+async def test_glm_vllm_gemini_and_mistral_error_shapes(
     client: asyncchat.Client, server: MockServer
 ) -> None:
     client.max_retries = 0
@@ -611,8 +611,24 @@ async def test_glm_vllm_and_gemini_error_shapes(
     with pytest.raises(asyncchat.BadRequestError, match="max_tokens too large"):
         await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     server.enqueue(422, {"detail": [{"loc": ["body", "model"], "msg": "field required"}]})
-    with pytest.raises(asyncchat.UnprocessableEntityError, match="field required"):
+    with pytest.raises(asyncchat.UnprocessableEntityError) as info:
         await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert info.value.message.endswith(": model: field required")
+    # Mistral's 422 for a field it does not take: FastAPI's validation errors, as a line.
+    forbidden = {"type": "extra_forbidden", "msg": "Extra inputs are not permitted"}
+    mistral = [
+        {**forbidden, "loc": ["body", "stream_options", "include_usage"], "input": True},
+        {**forbidden, "loc": ["body", "messages", 1, "assistant", "tool_calls", 0, "name"]},
+    ]
+    message = {"detail": mistral}
+    server.enqueue(422, {"object": "error", "message": message, "type": "invalid_request_error"})
+    with pytest.raises(asyncchat.UnprocessableEntityError) as info:
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert info.value.message.endswith(
+        ": stream_options.include_usage: Extra inputs are not permitted; "
+        "messages[1].assistant.tool_calls[0].name: Extra inputs are not permitted"
+    )
+    assert info.value.type == "invalid_request_error"
     # Gemini's OpenAI-compatible endpoint wraps its error in a list.
     gemini = "Function call is missing a thought_signature in functionCall parts."
     server.enqueue(400, [{"error": {"code": 400, "message": gemini, "status": "INVALID_ARGUMENT"}}])
