@@ -419,7 +419,8 @@ def _assistant_message(message: ChatCompletionMessage, calls: list[ToolCall]) ->
     name the server sent it by: DeepSeek's thinking mode refuses the next request
     without the reasoning of a turn that called tools, and Groq refuses a name it
     does not use, so none is added where the server sent none. OpenRouter's
-    `reasoning_details` (signed thoughts) go back as they came."""
+    `reasoning_details` (signed thoughts) go back as they came, and so does an empty
+    text: Ollama refuses null, Bedrock refuses `""`."""
     answer = message.to_dict()  # a copy: the completion's own lists stay its own
     sent: dict[str, Any] = {"role": "assistant", "content": answer.get("content")}
     for key, value in answer.items():

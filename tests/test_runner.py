@@ -494,6 +494,23 @@ async def test_openrouter_reasoning_details_go_back_whole(
     ]
 
 
+async def test_a_call_s_empty_content_goes_back_as_the_server_sent_it(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Servers disagree on a tool-calling turn's empty text: Ollama sends `""` and
+    refuses null ("invalid message content type: <nil>"), OpenAI sends null and
+    Bedrock refuses `""`. Each gets back what it sent."""
+    text_first = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    text_first["choices"] = [{"index": 0, "delta": {"role": "assistant", "content": ""}}]
+    server.enqueue(sse=[text_first, *calls_stream(("get_weather", '{"city": "Paris"}'))])
+    for _ in range(2):  # Ollama's turn, then the mock's own, whose content is null
+        runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather])
+        await runner.final_completion()
+    ollama, openai = server.requests[1].body["messages"][1], server.requests[3].body["messages"][1]
+    assert ollama["content"] == "" and ollama["tool_calls"]
+    assert openai["content"] is None and openai["tool_calls"]
+
+
 async def test_a_tool_given_as_a_dict_ends_the_run_for_you(
     client: asyncchat.Client, server: MockServer
 ) -> None:
