@@ -79,6 +79,12 @@ def add_mock_server(commands: Any) -> None:
         "as Mistral does)",
     )
     mock.add_argument(
+        "--json-wrapper",
+        choices=("fence", "think"),
+        help="wrap JSON answers as models that ignore the format do: in a code fence, "
+        "or after a <think> block",
+    )
+    mock.add_argument(
         "--thinking",
         choices=("deepseek", "gemini"),
         help="a thinking model that refuses a conversation without its thought: "
@@ -112,6 +118,7 @@ async def mock_server(args: argparse.Namespace) -> int:
         stream_always=args.stream_always,
         tool_calls=args.tool_calls,
         reasoning=args.reasoning,
+        json_wrapper=args.json_wrapper,
         error_after=args.error_after,
         drop_after=args.drop_after,
     )

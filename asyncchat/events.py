@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer, ToolCallFragment
 from asyncchat.errors import ToolArgumentsError
 from asyncchat.partial_json import PartialJSONError, PartialJSONParser
-from asyncchat.quirks import content_parts, reasoning_text
+from asyncchat.quirks import answer_json_start, content_parts, reasoning_text
 from asyncchat.types import (
     APIObject,
     ChatCompletionTokenLogprob,
@@ -111,6 +111,45 @@ class ContentDelta:
     def parsed(self) -> Any:
         """None: no JSON `response_format` was asked for (see `JSONContentDelta`)."""
         return None
+
+
+class _AnswerJSON(_PartialJSON):
+    """An answer's JSON value so far, past what a model may wrap the JSON in (a
+    `<think>` block, a code fence: `quirks.answer_json_start`). The text is held back
+    until it shows where the JSON starts; in a fence, the JSON's end ends the value."""
+
+    __slots__ = ("_fenced", "_held")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: str | None = ""  # the text so far, until the JSON's start is known
+        self._fenced = False
+
+    def of_pieces(self, pieces: list[str], count: int) -> Any:
+        if self._held is None:
+            return super().of_pieces(pieces, count)
+        if count > self._fed:
+            self._held += "".join(pieces[self._fed : count])
+            self._fed = count
+        start = answer_json_start(self._held)
+        if start is None:
+            return None
+        position, self._fenced = start
+        text, self._held = self._held[position:], None
+        return self._feed(text)
+
+    def _feed(self, text: str) -> Any:
+        parser = self._parser
+        if self._fenced and parser is not None and parser.done:
+            return parser.value  # what follows is the fence's end, not JSON
+        try:
+            return super()._feed(text)
+        except PartialJSONError:
+            parser = self._parser
+            if not (self._fenced and parser is not None and parser.done):
+                raise
+            self._error = None
+            return parser.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +433,7 @@ class StreamEventBuilder:
     def _json_content_delta(self, content: str, index: int) -> JSONContentDelta:
         partial = self._partials.get(index)
         if partial is None:
-            partial = self._partials[index] = _PartialJSON()
+            partial = self._partials[index] = _AnswerJSON()
         pieces = self.accumulator.content_pieces(index)
         return JSONContentDelta(content, index, partial, pieces, len(pieces))
 

@@ -36,6 +36,10 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
                                                                        (CONTENT_FILTER_REASONS)
     `json_schema` response_format refused     DeepSeek, GLM            parse(strategy=
                                                                        "json_object")
+    JSON answer in a code fence, or after     Gemini at times,         the JSON inside is
+      a `<think>` block                         MiniMax; R1 and Qwen3    parsed (answer_json_
+                                                without a reasoning      start, answer_json_text)
+                                                parser
     only `tool_choice: "auto"` taken          GLM                      no "tool" strategy there
     SSE labelled `application/json`           hand-written servers     read as SSE
     503 "Loading model" while it loads        llama.cpp                a batch job waits for
@@ -58,6 +62,8 @@ from asyncchat.partial_json import PartialJSONError, PartialJSONParser
 __all__ = [
     "CONTENT_FILTER_REASONS",
     "REASONING_KEYS",
+    "answer_json_start",
+    "answer_json_text",
     "arguments_piece",
     "content_parts",
     "content_text",
@@ -170,6 +176,53 @@ def _restates(so_far: str, piece: str) -> bool:
     except PartialJSONError:
         return True
     return False
+
+
+_WRAPPERS = ("<think>", "```")
+
+
+def answer_json_start(text: str) -> tuple[int, bool] | None:
+    """Where the JSON starts in an answer asked for as JSON (`text`, whole or so far),
+    and whether a code fence holds it; None while the text does not show it yet.
+
+    A model that ignores the format, or predates it, wraps the JSON: in a Markdown
+    code fence (Gemini at times, MiniMax, local servers that do not enforce
+    `json_schema`), after its thinking in `<think>...</think>` (DeepSeek-R1 and Qwen3
+    served without a reasoning parser).
+    """
+    position = _past_space(text, 0)
+    if text.startswith("<think>", position):
+        end = text.find("</think>", position)
+        if end < 0:
+            return None
+        position = _past_space(text, end + len("</think>"))
+    rest = text[position : position + 7]
+    if any(wrapper.startswith(rest) for wrapper in _WRAPPERS):
+        return None  # nothing yet, or a wrapper's first characters
+    if rest.startswith("```"):
+        line_end = text.find("\n", position)
+        return None if line_end < 0 else (line_end + 1, True)
+    return position, False
+
+
+def answer_json_text(text: str) -> str:
+    """The JSON of a whole answer asked for as JSON: past a `<think>` block, inside a
+    code fence (`answer_json_start`); the text itself when neither wraps it."""
+    start = answer_json_start(text)
+    if start is None:
+        return text
+    position, fenced = start
+    body = text[position:]
+    if fenced:
+        body = body.rstrip()
+        body = body[:-3] if body.endswith("```") else body
+    return body
+
+
+def _past_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
 
 
 def is_error_body(data: dict[str, Any]) -> bool:

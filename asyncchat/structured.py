@@ -36,7 +36,7 @@ from asyncchat.errors import (
     ToolArgumentsError,
     one_line,
 )
-from asyncchat.quirks import CONTENT_FILTER_REASONS, content_text
+from asyncchat.quirks import CONTENT_FILTER_REASONS, answer_json_text, content_text
 from asyncchat.types import ChatCompletion, ParsedChatCompletion
 
 __all__ = [
@@ -407,7 +407,8 @@ class StructuredRequest:
                 completion=completion,
             )
         try:
-            return output.parse(text)
+            # A tool call's arguments are JSON as they come; an answer may be wrapped.
+            return output.parse(text if self.strategy == "tool" else answer_json_text(text))
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise StructuredOutputError(
                 f"the answer is not a valid {output.name}: {one_line(exc)}: {text[:200]!r}",

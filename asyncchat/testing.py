@@ -30,7 +30,8 @@ written on a line of its own in a system message (as `parse(strategy=
 "json_object")` writes it), else `{"answer": <the reply text>}`. A streamed
 JSON reply comes `argument_fragment_size` characters a chunk. `response_formats`
 lists the format types the server takes; `MockServer(response_formats=("text",
-"json_object"))` refuses `json_schema` with a 400, as DeepSeek does.
+"json_object"))` refuses `json_schema` with a 400, as DeepSeek does;
+`StreamStyle(json_wrapper=...)` wraps the JSON as models that ignore the format do.
 
 Every request is recorded in `server.requests`. `server.enqueue(...)` scripts
 the next answers (status, body, headers, delay) ahead of the default one, and
@@ -130,6 +131,10 @@ class StreamStyle:
     argument_fragment_size: int = 4  # characters of arguments per fragment
     # Stream thinking first: under this key, or as `thinking` content parts (Mistral).
     reasoning: Literal["reasoning_content", "reasoning", "thinking"] | None = None
+    # Wrap a JSON answer as models that ignore the format do, streamed or not: in a
+    # Markdown code fence (Gemini at times, MiniMax), or after a `<think>` block
+    # (DeepSeek-R1 served without a reasoning parser).
+    json_wrapper: Literal["fence", "think"] | None = None
     error_after: int | None = None  # send an error event after this many chunks, then end
     drop_after: int | None = None  # cut the connection after this many chunks
     events_per_write: int = 1  # how many SSE events go into one socket write
@@ -852,7 +857,15 @@ class MockServer:
             return self.reply
         echo = f"You said: {_last_user_text(body.get('messages'))}"
         answer = self._structured_answer(body, echo)
-        return echo if answer is None else orjson.dumps(answer).decode()
+        if answer is None:
+            return echo
+        text = orjson.dumps(answer).decode()
+        wrapper = self.style.json_wrapper
+        if wrapper == "fence":
+            return f"```json\n{text}\n```"
+        if wrapper == "think":
+            return f"<think>\nThe user wants {{JSON}}.\n</think>\n\n{text}"
+        return text
 
     @staticmethod
     def _structured_answer(body: dict[str, Any], echo: str) -> Any:
@@ -871,7 +884,7 @@ class MockServer:
 
     def _tokens(self, body: dict[str, Any]) -> list[str]:
         reply = self._reply_text(body)
-        if reply.startswith("{"):  # JSON: in pieces, as tool arguments come
+        if reply.startswith(("{", "```", "<think>")):  # JSON: in pieces, as arguments come
             size = max(1, self.style.argument_fragment_size)
             words = [reply[start : start + size] for start in range(0, len(reply), size)]
         else:

@@ -712,6 +712,27 @@ def test_mock_server_command_thinks_as_asked() -> None:
         process.communicate(timeout=30)
 
 
+def test_mock_server_command_wraps_json_and_restates_arguments(tmp_path: Path) -> None:
+    process, base_url = _start_mock_server("--json-wrapper", "fence", "--tool-calls", "restated")
+    try:
+        asked_json = _chat_subprocess(base_url, "-o", "response_format", '{"type": "json_object"}')
+        assert asked_json.returncode == 0, asked_json.stderr
+        assert asked_json.stdout == '```json\n{"answer":"You said: ping"}\n```\n'
+        tools = tmp_path / "tools.json"
+        weather = {"type": "object", "properties": {"city": {"type": "string"}}}
+        tools.write_text(
+            json.dumps(
+                [{"type": "function", "function": {"name": "get_weather", "parameters": weather}}]
+            )
+        )
+        called = _chat_subprocess(base_url, "--tools", str(tools))
+        assert called.returncode == 0, called.stderr
+        assert called.stdout == '[tool call] get_weather {"city": "ping"}\n'
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
 def test_mock_server_command_faults() -> None:
     process, base_url = _start_mock_server("--error-after", "2", "--chunk-delay", "0.01")
     try:

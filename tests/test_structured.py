@@ -549,6 +549,69 @@ async def test_stream_pydantic_tool_and_a_cut_answer(
             await stream.final_completion()
 
 
+@pytest.mark.parametrize("wrapper", ["fence", "think"])
+@pytest.mark.parametrize("strategy", ["json_schema", "json_object"])
+async def test_json_wrapped_by_the_model_is_parsed_whole_and_as_it_streams(
+    client: asyncchat.Client, server: MockServer, wrapper: Any, strategy: Any
+) -> None:
+    """Models that ignore the format wrap the JSON: in a code fence (Gemini at times,
+    MiniMax, local servers), after a `<think>` block (DeepSeek-R1 served without a
+    reasoning parser). The JSON inside is the answer, whole and while it streams."""
+    server.style = StreamStyle(json_wrapper=wrapper, argument_fragment_size=3)
+    completion = await client.chat.completions.parse(
+        model="m", messages=USER, response_format=City, strategy=strategy
+    )
+    content = completion.choices[0].message.content or ""
+    assert content.startswith("```json\n" if wrapper == "fence" else "<think>\n")
+    assert completion.choices[0].message.parsed == BOSTON
+    async with client.chat.stream(
+        model="m", messages=USER, response_format=City, strategy=strategy
+    ) as stream:
+        deltas = [e async for e in stream if isinstance(e, asyncchat.JSONContentDelta)]
+        final = await stream.final_completion()
+    snapshots = [copy.deepcopy(delta.parsed) for delta in deltas]  # read on every event
+    started = [value for value in snapshots if value is not None]
+    assert snapshots[0] is None and started[0] == {}  # held back until the JSON starts
+    for earlier, later in itertools.pairwise(started):
+        assert extends(later, earlier), (earlier, later)
+    assert started[-1] == BOSTON.model_dump()
+    assert final.choices[0].message.parsed == BOSTON
+
+
+def test_answer_json_start_and_text_over_every_split() -> None:
+    """Where the JSON starts is told from any prefix of the answer, never too soon; a
+    `{` in the thinking and backticks inside a JSON string are no JSON start or end."""
+    from asyncchat.quirks import answer_json_start, answer_json_text
+
+    value = {"code": "```python\nprint(1)\n```", "n": [1, {"x": None}]}
+    body = json.dumps(value)
+    answers = [
+        body,
+        f"  \n{body}",
+        f"```json\n{body}\n```",
+        f"```\n{body}```\n",
+        f"<think>\nA {{guess}} first.\n</think>\n\n{body}",
+        f"<think>x</think>```json\n{body}\n```",
+    ]
+    for answer in answers:
+        assert json.loads(answer_json_text(answer)) == value, answer
+        start = answer_json_start(answer)
+        assert start is not None
+        for cut in range(len(answer)):
+            early = answer_json_start(answer[:cut])
+            assert early is None or early == start, (answer, cut)
+        # Streamed in pieces of every size, the live value ends as the JSON.
+        for size in (1, 2, 5, 64):
+            builder = asyncchat.StreamEventBuilder(json_content=True)
+            events = []
+            for at in range(0, len(answer), size):
+                chunk = {"choices": [{"index": 0, "delta": {"content": answer[at : at + size]}}]}
+                events += builder.add(chunk)
+            values = [e.parsed for e in events if isinstance(e, asyncchat.JSONContentDelta)]
+            assert values[-1] == value, (answer, size)
+    assert answer_json_text("Sure! {not json}") == "Sure! {not json}"  # unwrapped: as it is
+
+
 async def test_content_that_is_not_json_raises_when_parsed_is_read(
     client: asyncchat.Client, server: MockServer
 ) -> None:
