@@ -36,10 +36,10 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
                                                                        (CONTENT_FILTER_REASONS)
     `json_schema` response_format refused     DeepSeek, GLM            parse(strategy=
                                                                        "json_object")
-    JSON answer in a code fence, or after     Gemini at times,         the JSON inside is
-      a `<think>` block                         MiniMax; R1 and Qwen3    parsed (answer_json_
-                                                without a reasoning      start, answer_json_text)
-                                                parser
+    JSON answer in a code fence, or after     Gemini at times,         the JSON inside is parsed
+      a `<think>` block                       MiniMax; R1 and Qwen3      (answer_json_start,
+                                              without a reasoning        answer_json_text)
+                                              parser
     only `tool_choice: "auto"` taken          GLM                      no "tool" strategy there
     SSE labelled `application/json`           hand-written servers     read as SSE
     503 "Loading model" while it loads        llama.cpp                a batch job waits for
