@@ -118,25 +118,34 @@ class _AnswerJSON(_PartialJSON):
     `<think>` block, a code fence: `quirks.answer_json_start`). The text is held back
     until it shows where the JSON starts; in a fence, the JSON's end ends the value."""
 
-    __slots__ = ("_fenced", "_held")
+    __slots__ = ("_fenced", "_held", "_thinking")
 
     def __init__(self) -> None:
         super().__init__()
-        self._held: str | None = ""  # the text so far, until the JSON's start is known
+        self._held: list[str] | None = []  # the text, until the JSON's start is known
         self._fenced = False
+        self._thinking = False  # the text so far is an open <think> block
 
     def of_pieces(self, pieces: list[str], count: int) -> Any:
-        if self._held is None:
+        held = self._held
+        if held is None:
             return super().of_pieces(pieces, count)
-        if count > self._fed:
-            self._held += "".join(pieces[self._fed : count])
-            self._fed = count
-        start = answer_json_start(self._held)
+        new = pieces[self._fed : count]
+        self._fed = max(self._fed, count)
+        held += new
+        # Only a `>` can close a <think> block: thinking thousands of pieces long is not
+        # joined and searched again for each of them.
+        if self._thinking and not any(">" in piece for piece in new):
+            return None
+        text = "".join(held)
+        held[:] = [text]
+        start = answer_json_start(text)
         if start is None:
+            self._thinking = text.lstrip().startswith("<think>") and "</think>" not in text
             return None
         position, self._fenced = start
-        text, self._held = self._held[position:], None
-        return self._feed(text)
+        self._held = None
+        return self._feed(text[position:])
 
     def _feed(self, text: str) -> Any:
         parser = self._parser

@@ -592,6 +592,7 @@ def test_answer_json_start_and_text_over_every_split() -> None:
         f"```\n{body}```\n",
         f"<think>\nA {{guess}} first.\n</think>\n\n{body}",
         f"<think>x</think>```json\n{body}\n```",
+        f"<think>\n{'Let me think. ' * 200}\n</think>\n{body}",
     ]
     for answer in answers:
         assert json.loads(answer_json_text(answer)) == value, answer
