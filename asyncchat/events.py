@@ -148,17 +148,21 @@ class _AnswerJSON(_PartialJSON):
         return self._feed(text[position:])
 
     def _feed(self, text: str) -> Any:
+        if not self._past_fenced_json():
+            try:
+                return super()._feed(text)
+            except PartialJSONError:
+                if not self._past_fenced_json():
+                    raise
+                self._error = None
+        # The JSON in a fence is complete: what follows is the fence's end, not JSON.
         parser = self._parser
-        if self._fenced and parser is not None and parser.done:
-            return parser.value  # what follows is the fence's end, not JSON
-        try:
-            return super()._feed(text)
-        except PartialJSONError:
-            parser = self._parser
-            if not (self._fenced and parser is not None and parser.done):
-                raise
-            self._error = None
-            return parser.value
+        assert parser is not None
+        return parser.value
+
+    def _past_fenced_json(self) -> bool:
+        parser = self._parser
+        return self._fenced and parser is not None and parser.done
 
 
 @dataclass(frozen=True, slots=True)
