@@ -85,6 +85,13 @@ def add_mock_server(commands: Any) -> None:
         "or after a <think> block",
     )
     mock.add_argument(
+        "--usage",
+        choices=("openai", "in_choice", "x_groq"),
+        default="openai",
+        help="where streams report usage: a last chunk when asked (OpenAI), inside the "
+        "finishing choice (Moonshot), or in the finishing chunk's x_groq (Groq)",
+    )
+    mock.add_argument(
         "--thinking",
         choices=("deepseek", "gemini"),
         help="a thinking model that refuses a conversation without its thought: "
@@ -119,6 +126,7 @@ async def mock_server(args: argparse.Namespace) -> int:
         tool_calls=args.tool_calls,
         reasoning=args.reasoning,
         json_wrapper=args.json_wrapper,
+        usage=args.usage,
         error_after=args.error_after,
         drop_after=args.drop_after,
     )

@@ -14,8 +14,9 @@ fragments without `index` (routed by `id`, then by name, then to the latest
 call), `id`/`name` repeated in every fragment (assigned, never concatenated), a
 call's own provider fields (kept with it), arguments sent as a JSON object,
 arguments sent again (all so far in each piece, or whole at the end: only what
-is new is added, or the whole replaces what came), usage repeated or sent on a
-chunk with no choices (the last non-null value wins), reasoning as
+is new is added, or the whole replaces what came), usage repeated, sent on a
+chunk with no choices, or with a choice's finish (Moonshot's inside the choice,
+Groq's in `x_groq`; the last non-null value wins), reasoning as
 `reasoning_content` or `reasoning` (or the same text under both: kept once,
 under the first name), OpenRouter's `reasoning_details` in pieces (joined by
 their `index`), Mistral's content as a list of `text` and `thinking` parts
@@ -35,6 +36,7 @@ from asyncchat.quirks import (
     content_parts,
     could_restate_arguments,
     unindexed_fragment_starts_a_call,
+    usage_beside_finish,
 )
 from asyncchat.types import TOOL_CALL_FIELDS, APIObject, ChatCompletion, arguments_text
 
@@ -372,11 +374,11 @@ class ChatCompletionAccumulator:
             finish_reason = choice.get("finish_reason")
             if finish_reason and type(finish_reason) is str:
                 buffer.finish_reason = finish_reason
+                if type(usage) is not dict and (beside := usage_beside_finish(data, choice)):
+                    self._usage = beside
             logprobs = choice.get("logprobs")
             if logprobs:
                 self._add_logprobs(buffer, logprobs)
-            if "usage" in choice and type(choice["usage"]) is dict:
-                self._usage = choice["usage"]  # Moonshot reports usage inside the choice
         return fragments
 
     def _read_top_level(self, data: dict[str, Any]) -> None:

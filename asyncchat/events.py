@@ -31,7 +31,12 @@ from typing import Any, ClassVar
 from asyncchat.accumulate import ChatCompletionAccumulator, ToolCallBuffer, ToolCallFragment
 from asyncchat.errors import ToolArgumentsError
 from asyncchat.partial_json import PartialJSONError, PartialJSONParser
-from asyncchat.quirks import answer_json_start, content_parts, reasoning_text
+from asyncchat.quirks import (
+    answer_json_start,
+    content_parts,
+    reasoning_text,
+    usage_beside_finish,
+)
 from asyncchat.types import (
     APIObject,
     ChatCompletionTokenLogprob,
@@ -284,7 +289,8 @@ class ChoiceFinished:
 
 @dataclass(frozen=True, slots=True)
 class UsageReported:
-    """The server reported token usage (possibly again, cumulatively)."""
+    """The server reported token usage (possibly again, cumulatively): in a chunk's
+    `usage`, or with a choice's finish as Moonshot and Groq send it."""
 
     usage: Usage
 
@@ -438,6 +444,10 @@ class StreamEventBuilder:
             if finish_reason and type(finish_reason) is str:
                 self._finish_tool_calls(index, events)
                 events.append(ChoiceFinished(finish_reason, index))
+                if type(data.get("usage")) is not dict:
+                    beside = usage_beside_finish(data, choice)
+                    if beside:
+                        events.append(UsageReported(Usage(beside)))
         usage = data.get("usage")
         if usage and type(usage) is dict:
             events.append(UsageReported(Usage(usage)))

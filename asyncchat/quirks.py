@@ -26,7 +26,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a call's own fields (`extra_content`:     Gemini                   kept with the call, and
       its thought signature)                                             sent back with it
     usage in a last `choices: []` chunk,      OpenAI, vLLM             the last non-null usage
-      in every chunk, or in the choice        Moonshot                   wins, never summed
+      in every chunk, in the finishing        Moonshot                   wins, never summed
+      choice, or in the finishing chunk's     Groq                       (usage_beside_finish)
+      `x_groq`
     a first chunk with `choices: []`          Azure (filter results)   skipped
     no `[DONE]`, or `[DONE]` twice            Ollama, llama.cpp        done when every choice
                                                                        has a finish_reason
@@ -73,6 +75,7 @@ __all__ = [
     "reasoning_text",
     "says_loading_model",
     "unindexed_fragment_starts_a_call",
+    "usage_beside_finish",
 ]
 
 REASONING_KEYS = ("reasoning_content", "reasoning")
@@ -223,6 +226,19 @@ def _past_space(text: str, position: int) -> int:
     while position < len(text) and text[position] in " \t\r\n":
         position += 1
     return position
+
+
+def usage_beside_finish(chunk: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any] | None:
+    """The usage a server sends with a choice's finish rather than in the chunk's
+    `usage`: Moonshot inside the finishing choice, Groq in the finishing chunk's
+    `x_groq` (unasked; asked with `stream_options`, it sends a `usage` chunk too)."""
+    usage = choice.get("usage")
+    if type(usage) is dict:
+        return usage
+    groq = chunk.get("x_groq")
+    if type(groq) is dict and type(usage := groq.get("usage")) is dict:
+        return usage
+    return None
 
 
 def is_error_body(data: dict[str, Any]) -> bool:

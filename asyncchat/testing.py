@@ -6,7 +6,8 @@
 `POST /chat/completions` answers deterministically from the request: the reply
 is "You said: <last user text>". With `stream: true` it streams one chunk per
 word (then a chunk with `finish_reason`, a usage chunk when
-`stream_options.include_usage` is set, then `[DONE]`).
+`stream_options.include_usage` is set, then `[DONE]`; `StreamStyle(usage=...)`
+puts usage where Moonshot and Groq do).
 
 Tool calls: when the request has `tools`, `tool_choice` is not "none" and the
 last message is the user's (or, whatever the last message, when `tool_choice`
@@ -135,6 +136,11 @@ class StreamStyle:
     # Markdown code fence (Gemini at times, MiniMax), or after a `<think>` block
     # (DeepSeek-R1 served without a reasoning parser).
     json_wrapper: Literal["fence", "think"] | None = None
+    # Where a stream's usage goes: in a last chunk with no choices when
+    # `stream_options.include_usage` asks (OpenAI); inside the finishing choice, always
+    # (Moonshot); in the finishing chunk's `x_groq`, always, and in a last chunk when
+    # asked too (Groq).
+    usage: Literal["openai", "in_choice", "x_groq"] = "openai"
     error_after: int | None = None  # send an error event after this many chunks, then end
     drop_after: int | None = None  # cut the connection after this many chunks
     events_per_write: int = 1  # how many SSE events go into one socket write
@@ -1006,11 +1012,18 @@ class MockServer:
                     chunks[-1]["choices"][0]["logprobs"] = {"content": [logprob], "refusal": None}
         if style.send_finish_reason:
             chunks.append(chunk({}, answer.finish_reason))
+            if style.usage == "in_choice":
+                usage = self._usage(body, answer.completion_tokens)
+                chunks[-1]["choices"][0]["usage"] = usage
+            elif style.usage == "x_groq":
+                usage = self._usage(body, answer.completion_tokens)
+                chunks[-1]["x_groq"] = {"id": f"req_{request_id}", "usage": usage}
         moderation = self._moderation(body, answer)
         if moderation is not None:
             chunks.append({**base, "choices": [], "moderation": moderation})
         options = body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
+        asked = isinstance(options, dict) and options.get("include_usage")
+        if asked and style.usage != "in_choice":
             usage = self._usage(body, answer.completion_tokens)
             chunks.append({**base, "choices": [], "usage": usage})
         return chunks

@@ -593,6 +593,31 @@ def test_usage_inside_a_choice_moonshot_style() -> None:
     assert completion.usage is not None and completion.usage.total_tokens == 9
 
 
+def test_usage_in_x_groq_of_the_finishing_chunk() -> None:
+    groq_usage = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9, "total_time": 0.1}
+    completion = accumulate(
+        [
+            chunk(delta(role="assistant", content=""), x_groq={"id": "req_1"}),
+            chunk(delta(content="ok")),
+            chunk(delta(finish_reason="stop"), x_groq={"id": "req_1", "usage": groq_usage}),
+        ]
+    )
+    assert completion.usage is not None and completion.usage.total_tokens == 9
+    assert completion.choices[0].message.content == "ok"
+
+
+def test_usage_in_a_chunk_wins_over_x_groq() -> None:
+    """Asked with `stream_options`, Groq sends a usage chunk after the finishing one;
+    a chunk's own `usage` wins over its `x_groq` too, and an odd one is skipped."""
+    said, groq = {"total_tokens": 9}, {"usage": {"total_tokens": 1}}
+    later = accumulate([chunk(delta(finish_reason="stop"), x_groq=groq), chunk(usage=said)])
+    same = accumulate([chunk(delta(finish_reason="stop"), x_groq=groq, usage=said)])
+    odd = accumulate([chunk(delta(finish_reason="stop"), x_groq={"usage": [9]})])
+    assert later.usage is not None and later.usage.total_tokens == 9
+    assert same.usage is not None and same.usage.total_tokens == 9
+    assert odd.usage is None
+
+
 def test_azure_empty_first_chunk_and_empty_object_field() -> None:
     completion = accumulate(
         [

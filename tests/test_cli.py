@@ -733,6 +733,29 @@ def test_mock_server_command_wraps_json_and_restates_arguments(tmp_path: Path) -
         process.communicate(timeout=30)
 
 
+def test_mock_server_command_puts_usage_where_groq_does() -> None:
+    process, base_url = _start_mock_server("--usage", "x_groq")
+    try:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        request = urllib.request.Request(
+            base_url + "/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            events = [line[6:] for line in response.read().decode().splitlines() if line]
+        finishing = json.loads(events[-2])  # before [DONE], and no usage chunk: not asked
+        assert finishing["choices"][0]["finish_reason"] == "stop"
+        assert finishing["x_groq"]["usage"]["completion_tokens"] == 3
+        printed = _chat_subprocess(base_url, "-u")
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout == "You said: ping\n"
+        assert printed.stderr.startswith("usage: ") and "+ 3 completion" in printed.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
 def test_mock_server_command_faults() -> None:
     process, base_url = _start_mock_server("--error-after", "2", "--chunk-delay", "0.01")
     try:

@@ -50,6 +50,27 @@ async def test_stream_events_for_text_and_usage(client: asyncchat.Client) -> Non
     assert final.choices[0].message.content == "You said: one two three four five"
 
 
+@pytest.mark.parametrize("asked", [False, True])
+@pytest.mark.parametrize("style", ["in_choice", "x_groq"])
+async def test_usage_reported_where_moonshot_and_groq_send_it(
+    client: asyncchat.Client, server: MockServer, style: Any, asked: bool
+) -> None:
+    """Usage inside the finishing choice (Moonshot) or in the finishing chunk's
+    `x_groq` (Groq) is reported right after the finish; Groq asked with
+    `stream_options` reports it once more, in its usage chunk."""
+    server.style = StreamStyle(usage=style)
+    options = {"stream_options": {"include_usage": True}} if asked else {}
+    async with client.chat.stream(model="m", messages=USER, **options) as stream:
+        events = [event async for event in stream]
+        final = await stream.final_completion()
+    kinds = [type(event).__name__ for event in events]
+    again = ["UsageReported"] if asked and style == "x_groq" else []
+    assert kinds == ["ContentDelta"] * 7 + ["ChoiceFinished", "UsageReported", *again]
+    reported = [e.usage for e in events if isinstance(e, asyncchat.UsageReported)]
+    assert all(usage.completion_tokens == 7 for usage in reported)
+    assert final.usage is not None and final.usage.completion_tokens == 7
+
+
 async def test_stream_events_for_tool_calls(client: asyncchat.Client, server: MockServer) -> None:
     server.style = StreamStyle(reasoning="reasoning_content")
     async with client.chat.stream(

@@ -92,6 +92,26 @@ async def test_usage_chunk(client: asyncchat.Client) -> None:
     assert stream.completion.usage.completion_tokens == 7
 
 
+@pytest.mark.parametrize("asked", [False, True])
+@pytest.mark.parametrize("style", ["in_choice", "x_groq"])
+async def test_usage_where_moonshot_and_groq_send_it(
+    client: asyncchat.Client, server: MockServer, style: Any, asked: bool
+) -> None:
+    """Moonshot reports usage inside the finishing choice, Groq in the finishing
+    chunk's `x_groq` (and, asked with `stream_options`, in a last chunk too): the
+    completion has it either way."""
+    server.style = StreamStyle(usage=style)
+    options = {"stream_options": {"include_usage": True}} if asked else {}
+    stream = await client.chat.completions.create(model="m", messages=USER, stream=True, **options)
+    async with stream:
+        chunks = [chunk async for chunk in stream]
+    finishing = chunks[-2] if asked and style == "x_groq" else chunks[-1]
+    assert finishing.choices[0].finish_reason == "stop"
+    usage = stream.completion.usage
+    assert usage is not None and usage.completion_tokens == 7
+    assert usage.total_tokens == usage.prompt_tokens + 7 and usage.prompt_tokens > 0
+
+
 @pytest.mark.parametrize(
     "style",
     ["openai", "whole", "no_index", "repeat_name", "object_arguments", "cumulative", "restated"],

@@ -137,6 +137,24 @@ async def test_a_stream_span_ends_with_the_stream_and_times_its_chunks(
     assert 0.005 < per_chunk.sum < 0.5  # the server waits 10 ms between chunks
 
 
+async def test_a_groq_streams_usage_reaches_its_span_unasked(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Groq reports a stream's usage in its finishing chunk's `x_groq` even when
+    `stream_options` does not ask: the span and the token metric count it."""
+    server.style = StreamStyle(usage="x_groq")
+    stream = await client.chat.completions.create(model="m-groq", messages=user(), stream=True)
+    async with stream:
+        async for _ in stream:
+            pass
+    [span] = spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.usage.output_tokens"] == 4
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+    usage = points("gen_ai.client.token.usage", "m-groq")
+    assert {p.attributes["gen_ai.token.type"]: p.sum for p in usage}["output"] == 4
+
+
 def tiered(model: str, **fields: Any) -> dict[str, Any]:
     """An OpenAI answer telling its system fingerprint and service tier."""
     return {"id": "chatcmpl-t", "object": "chat.completion", "model": model,
