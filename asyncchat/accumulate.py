@@ -11,10 +11,12 @@ never list positions, so `10**9` allocates nothing.
 
 It follows what real servers send rather than what they should: tool-call
 fragments without `index` (routed by `id`, then by name, then to the latest
-call), `id`/`name` repeated in every fragment (assigned, never concatenated), a
-call's own provider fields (kept with it), arguments sent as a JSON object,
-arguments sent again (all so far in each piece, or whole at the end: only what
-is new is added, or the whole replaces what came), usage repeated, sent on a
+call), every parallel call at `index` 0 (a new id and name after whole
+arguments start a call of its own), `id`/`name` repeated in every fragment
+(assigned, never concatenated), a call's own provider fields (kept with it),
+arguments sent as a JSON object, arguments sent again (all so far in each piece,
+or whole at the end: only what is new is added, or the whole replaces what
+came), usage repeated, sent on a
 chunk with no choices, or with a choice's finish (Moonshot's inside the choice,
 Groq's in `x_groq`; the last non-null value wins), reasoning as
 `reasoning_content` or `reasoning` (or the same text under both: kept once,
@@ -35,6 +37,7 @@ from asyncchat.quirks import (
     arguments_piece,
     content_parts,
     could_restate_arguments,
+    reused_index_starts_a_call,
     unindexed_fragment_starts_a_call,
     usage_beside_finish,
 )
@@ -155,6 +158,7 @@ class _ChoiceBuffer:
 
     __slots__ = (
         "by_id",
+        "by_index",
         "content",
         "details",
         "extras",
@@ -180,7 +184,10 @@ class _ChoiceBuffer:
         self.refusal: list[str] | None = None
         self.finish_reason: str | None = None
         self.logprobs: dict[str, list[Any]] | None = None
-        self.tool_calls: dict[int, ToolCallBuffer] = {}
+        self.tool_calls: dict[int, ToolCallBuffer] = {}  # by the call's place in the answer
+        # By the `index` fragments send; the same as the place unless a server numbered
+        # another call with an index already held (Ollama's parallel calls).
+        self.by_index: dict[int, ToolCallBuffer] = {}
         self.by_id: dict[str, ToolCallBuffer] = {}
         self.function_call: ToolCallBuffer | None = None  # the legacy single function call
         # OpenRouter's reasoning_details, in order, by `index` (one without: its own key)
@@ -194,22 +201,45 @@ class _ChoiceBuffer:
         fragment's `function` (or `custom`) part, whose name may tell."""
         calls = self.tool_calls
         if type(index) is int:
-            call = calls.get(index)
+            call = self.by_index.get(index)
             if call is None:
-                call = calls[index] = ToolCallBuffer(index)
+                call = self.by_index[index] = self._new_call(index)
+            elif call_id is not None and call.id is not None and call_id != call.id:
+                call = self.by_index[index] = self._reused_index(call, call_id, named)
         elif call_id is not None and call_id in self.by_id:
             call = self.by_id[call_id]
         else:
             name = named.get("name") if named is not None else None
             latest = calls[max(calls)] if calls else None
             if latest is None or unindexed_fragment_starts_a_call(call_id, name, latest.name):
-                position = max(calls) + 1 if calls else 0
-                call = calls[position] = ToolCallBuffer(position)
+                call = self._new_call(max(calls) + 1 if calls else 0)
             else:
                 call = latest
         if call_id is not None:
             self.by_id[call_id] = call
         return call
+
+    def _new_call(self, position: int) -> ToolCallBuffer:
+        """A new call at `position` in the answer, or after the last when that is taken."""
+        calls = self.tool_calls
+        if position in calls:
+            position = max(calls) + 1
+        call = calls[position] = ToolCallBuffer(position)
+        return call
+
+    def _reused_index(
+        self, held: ToolCallBuffer, call_id: str, named: dict[str, Any] | None
+    ) -> ToolCallBuffer:
+        """The call of a fragment whose `index` `held` has, under another id: a call
+        seen before under that id, a new call (`quirks.reused_index_starts_a_call`),
+        or `held` itself, its id unsteady."""
+        known = self.by_id.get(call_id)
+        if known is not None:
+            return known
+        name = named.get("name") if named is not None else None
+        if reused_index_starts_a_call(name, held.arguments):
+            return self._new_call(max(self.tool_calls) + 1)
+        return held
 
     def add_reasoning_details(self, pieces: list[Any]) -> None:
         """Route each piece to the entry of its `index` (one without an index is an

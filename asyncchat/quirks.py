@@ -17,6 +17,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     `event: error`, JSON or text              some gateways            the same, in streams
     tool-call fragments without `index`       Gemini, older Ollama     routed by id, then a new
                                                                        name, then the latest call
+    every parallel call at `index` 0          Ollama, proxies from     a new id and name after
+                                              other APIs                 whole arguments start a
+                                                                         call of its own
     id / type / name in every fragment        some vLLM builds         assigned, never appended
     the whole tool call in one chunk          GLM, Ollama, vLLM        one fragment like others
     a call's arguments sent again: all so     Baidu Qianfan; vLLM's    only what is new added,
@@ -73,6 +76,7 @@ __all__ = [
     "is_error_body",
     "message_reasoning",
     "reasoning_text",
+    "reused_index_starts_a_call",
     "says_loading_model",
     "unindexed_fragment_starts_a_call",
     "usage_beside_finish",
@@ -254,6 +258,21 @@ def says_loading_model(status: int, body: Any) -> bool:
     error = body.get("error") if status == 503 and isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     return isinstance(message, str) and message.strip().lower() == "loading model"
+
+
+def reused_index_starts_a_call(name: Any, arguments_so_far: str) -> bool:
+    """A tool-call fragment at an `index` a call already holds, with an id other than
+    that call's: another call (Ollama numbers every parallel call 0, as do proxies
+    that translate other APIs), or more of the same call under an unsteady id
+    (Poolside sends a second id with every later piece)? Another call names its
+    function, and comes after the held call's arguments are whole."""
+    if not name or type(name) is not str:
+        return False
+    try:
+        orjson.loads(arguments_so_far)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def unindexed_fragment_starts_a_call(

@@ -97,10 +97,18 @@ __all__ = [
 # How a stream's tool calls are cut: as OpenAI does; each call whole in one chunk
 # (GLM, Ollama); without `index` (Gemini); id, type and name in every fragment (some
 # vLLM builds); arguments as a JSON object; each fragment with all the arguments so
-# far (Baidu Qianfan); or the arguments but their closing brace, then the whole
-# arguments again, re-serialized (vLLM's GLM tool parser).
+# far (Baidu Qianfan); the arguments but their closing brace, then the whole
+# arguments again, re-serialized (vLLM's GLM tool parser); or every call at index 0
+# (Ollama, proxies from other APIs).
 ToolCallStyle = Literal[
-    "openai", "whole", "no_index", "repeat_name", "object_arguments", "cumulative", "restated"
+    "openai",
+    "whole",
+    "no_index",
+    "repeat_name",
+    "object_arguments",
+    "cumulative",
+    "restated",
+    "index_zero",
 ]
 CREATED = 1718421897
 
@@ -1049,8 +1057,9 @@ class MockServer:
                 continue
             head: dict[str, Any] = {"id": call["id"], "type": kind, kind: {"name": name, key: ""}}
             head.update((field, call[field]) for field in call.keys() - head.keys())
+            index = 0 if style == "index_zero" else i
             if style != "no_index":
-                head["index"] = i
+                head["index"] = index
             fragments.append([head])
             again = kind == "function" and style in ("cumulative", "restated")
             sent = text[:-1] if again and style == "restated" else text
@@ -1059,7 +1068,7 @@ class MockServer:
                 piece = sent[:end] if again and style == "cumulative" else sent[start:end]
                 fragment: dict[str, Any] = {kind: {key: piece}}
                 if style != "no_index":
-                    fragment["index"] = i
+                    fragment["index"] = index
                 if style == "repeat_name":
                     fragment.update(id=call["id"], type=kind)
                     fragment[kind]["name"] = name

@@ -593,6 +593,74 @@ def test_usage_inside_a_choice_moonshot_style() -> None:
     assert completion.usage is not None and completion.usage.total_tokens == 9
 
 
+def call_fragment(call_id: str | None, name: str | None, arguments: str) -> dict[str, Any]:
+    """A tool-call fragment at index 0, as Ollama numbers every parallel call."""
+    fragment: dict[str, Any] = {"index": 0, "function": {"arguments": arguments}}
+    if call_id is not None:
+        fragment.update(id=call_id, type="function")
+    if name is not None:
+        fragment["function"]["name"] = name
+    return chunk(delta(tool_calls=[fragment]))
+
+
+def calls_of(completion: ChatCompletion) -> list[tuple[str | None, str | None, str]]:
+    calls = completion.choices[0].message.tool_calls or []
+    return [(c.id, c.function.name, c.function.arguments) for c in calls]
+
+
+def test_parallel_calls_all_at_index_0_are_calls_of_their_own() -> None:
+    ollama = accumulate(  # each call whole, every one at index 0
+        [
+            call_fragment("call_a", "write", '{"path": "a.py"}'),
+            call_fragment("call_b", "write", '{"path": "b.py"}'),
+            call_fragment("call_c", "read", "{}"),
+        ]
+    )
+    assert calls_of(ollama) == [
+        ("call_a", "write", '{"path": "a.py"}'),
+        ("call_b", "write", '{"path": "b.py"}'),
+        ("call_c", "read", "{}"),
+    ]
+    in_pieces = accumulate(  # a proxy from another API: the pieces at index 0 too
+        [
+            call_fragment("call_a", "write", ""),
+            call_fragment(None, None, '{"path":'),
+            call_fragment(None, None, ' "a.py"}'),
+            call_fragment("call_b", "read", ""),
+            call_fragment(None, None, '{"path": "b.py"}'),
+            chunk(delta(tool_calls=[{"index": 1, "id": "call_c", "function": {"name": "ls"}}])),
+            chunk(delta(tool_calls=[{"index": 1, "function": {"arguments": "{}"}}])),
+            call_fragment("call_a", None, ""),  # an id sent again goes to its call
+        ]
+    )
+    assert calls_of(in_pieces) == [
+        ("call_a", "write", '{"path": "a.py"}'),
+        ("call_b", "read", '{"path": "b.py"}'),
+        ("call_c", "ls", "{}"),
+    ]
+
+
+def test_an_unsteady_id_at_one_index_stays_one_call() -> None:
+    """Poolside sends a second id with every piece after the first; other gateways a new
+    one with each piece, the name too. Before the arguments are whole, or without a
+    name, another id is the same call."""
+    poolside = accumulate(
+        [
+            call_fragment("call_a", "write", ""),
+            call_fragment("call_b", None, '{"path":'),
+            call_fragment("call_b", None, ' "a.py"}'),
+        ]
+    )
+    named_each_time = accumulate(
+        [
+            call_fragment("id_1", "write", '{"path":'),
+            call_fragment("id_2", "write", ' "a.py"}'),
+        ]
+    )
+    assert calls_of(poolside) == [("call_b", "write", '{"path": "a.py"}')]
+    assert calls_of(named_each_time) == [("id_2", "write", '{"path": "a.py"}')]
+
+
 def test_usage_in_x_groq_of_the_finishing_chunk() -> None:
     groq_usage = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9, "total_time": 0.1}
     completion = accumulate(

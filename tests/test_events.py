@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 import asyncchat
-from asyncchat.testing import MockServer, StreamStyle
+from asyncchat.testing import MockServer, StreamStyle, ToolCallStyle
 
 from .test_stream import EXPECTED_CALLS, TIME_TOOL, TOOL_MESSAGES, USER, WEATHER_TOOL
 
@@ -170,10 +170,29 @@ async def test_arguments_sent_again_come_as_events_of_one_call(
     assert [call.function.arguments for call in calls] == [d.arguments for d in done]
 
 
-@pytest.mark.parametrize(
-    "style",
-    ["openai", "whole", "no_index", "repeat_name", "object_arguments", "cumulative", "restated"],
-)
+async def test_parallel_calls_all_at_index_0_come_as_events_of_their_own(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Ollama numbers every parallel call 0: the events number them 0 and 1, as the
+    completion does, each with only its own arguments."""
+    server.style = StreamStyle(tool_calls="index_zero", argument_fragment_size=4)
+    events, final = await _events_and_final(client, TOOL_MESSAGES, [WEATHER_TOOL, TIME_TOOL])
+    deltas = [e for e in events if isinstance(e, asyncchat.ToolCallArgumentsDelta)]
+    assert {d.index for d in deltas} == {0, 1}
+    for index, (name, expected) in enumerate(EXPECTED_CALLS):
+        mine = [d for d in deltas if d.index == index]
+        assert {(d.id, d.name) for d in mine} == {(f"call_mock_1_{index}", name)}
+        assert "".join(d.delta for d in mine) == mine[-1].arguments
+        assert mine[-1].parsed == expected
+    done = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
+    assert [(d.index, d.name, d.parsed_arguments) for d in done] == [
+        (index, name, arguments) for index, (name, arguments) in enumerate(EXPECTED_CALLS)
+    ]
+    calls = final.choices[0].message.tool_calls or []
+    assert [call.function.arguments for call in calls] == [d.arguments for d in done]
+
+
+@pytest.mark.parametrize("style", get_args(ToolCallStyle))
 async def test_stream_events_for_a_custom_tool_call(
     client: asyncchat.Client, server: MockServer, style: str
 ) -> None:
@@ -185,7 +204,7 @@ async def test_stream_events_for_a_custom_tool_call(
     assert all(type(d) is asyncchat.CustomToolInputDelta for d in deltas)
     assert all(d.type == "custom" and d.parsed is None for d in deltas)
     assert deltas[-1].arguments == text
-    if style in ("openai", "repeat_name", "no_index", "cumulative", "restated"):
+    if style not in ("whole", "object_arguments"):
         assert len(deltas) > 3  # in pieces, each with the input so far
     [done] = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
     assert type(done) is asyncchat.CustomToolCallDone

@@ -428,6 +428,28 @@ async def test_arguments_sent_again_run_the_tool_once_with_them(
     assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
 
 
+async def test_parallel_calls_all_at_index_0_each_run(server: MockServer) -> None:
+    """Ollama numbers every parallel call 0: each is a call of its own, run with its
+    own arguments and answered under its own id, not one call with `{...}{...}`."""
+    server.style = StreamStyle(tool_calls="index_zero", argument_fragment_size=3)
+    asked = [{"role": "user", "content": "get_weather and get_time in Paris"}]
+    async with connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=asked, tools=[get_weather, get_time])
+        final = await runner.final_completion()
+    assert final.choices[0].message.content == "You said: get_weather and get_time in Paris"
+    calls = runner.messages[1]["tool_calls"]
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_time", {"zone": "Paris"}),
+    ]
+    results = [(m["tool_call_id"], m["content"]) for m in runner.messages if m["role"] == "tool"]
+    assert results == [
+        (calls[0]["id"], '{"city":"Paris","celsius":21}'),
+        (calls[1]["id"], "14:00"),
+    ]
+    assert calls[0]["id"] != calls[1]["id"]
+
+
 async def test_reasoning_goes_back_under_the_name_it_came_by(server: MockServer) -> None:
     """Groq refuses `reasoning_content` on a message: a runner sends back only the
     reasoning the server sent, under its name, and adds none where it sent none."""
