@@ -354,6 +354,12 @@ class ChatCompletionStream:
             body += received
         self._phase, self._released = _DONE, True
         self._response.release()
+        if not body.strip():  # a gateway's empty 200: no answer, not an empty one
+            raise self._fail(
+                IncompleteStreamError(
+                    f"the server answered a streamed POST {self._url} with an empty body"
+                )
+            )
         data = self._decode(bytes(body), "message")  # an error object raises: _fail ends the timing
         self._ended(None)
         if data is None:

@@ -503,6 +503,25 @@ async def test_a_json_answer_to_a_stream_is_held_to_the_size_cap(server: MockSer
             assert [c.choices[0].delta.content async for c in stream] == ["fine"]
 
 
+@pytest.mark.parametrize("body", [b"", b" \r\n"])
+async def test_an_empty_json_answer_to_a_stream_is_an_incomplete_stream(
+    server: MockServer, body: bytes
+) -> None:
+    """A gateway's empty 200 is no answer: as an empty event stream does, it raises,
+    and the connection goes back to the pool (the body was read to its end)."""
+    server.enqueue(200, body, headers={"Content-Type": "application/json"})
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+        with pytest.raises(asyncchat.IncompleteStreamError, match="with an empty body") as caught:
+            async with stream:
+                async for _ in stream:
+                    pass
+        assert caught.value.request_id == "mock-req-1" and caught.value.partial is None
+        completion = await client.chat.completions.create(model="m", messages=USER)
+        assert completion.choices[0].message.content == "You said: hi"
+    assert server.requests[0].peer == server.requests[1].peer
+
+
 # --- a stream for a request that did not ask for one ----------------------------------
 
 
