@@ -23,8 +23,9 @@ Groq's in `x_groq`; the last non-null value wins), reasoning as
 under the first name), OpenRouter's `reasoning_details` in pieces (joined by
 their `index`), Mistral's content as a list of `text` and `thinking` parts
 (joined into one part of each, as its answer holds them), and choices that first
-appear in any order. A chunk's `moderation` is merged into what came before (the
-input's and the answer's may come in different chunks).
+appear in any order. A choice's own provider fields (vLLM's `stop_reason`) are
+kept as its finishing chunk has them. A chunk's `moderation` is merged into what
+came before (the input's and the answer's may come in different chunks).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ __all__ = ["ChatCompletionAccumulator", "ToolCallBuffer", "ToolCallFragment"]
 # Top-level chunk keys with a fixed place in the completion; others are provider extras.
 _FIRST_VALUE_WINS = frozenset({"id", "created"})
 _NOT_COPIED = frozenset({"choices", "usage", "object"})
+# A streamed choice's keys with a place in the completion (Moonshot's `usage` goes to
+# the completion's); others are a provider's fields of the choice.
+_CHOICE_FIELDS = frozenset({"index", "delta", "message", "finish_reason", "logprobs", "usage"})
 
 
 class ToolCallBuffer:
@@ -159,6 +163,7 @@ class _ChoiceBuffer:
     __slots__ = (
         "by_id",
         "by_index",
+        "choice_extras",
         "content",
         "details",
         "extras",
@@ -192,7 +197,10 @@ class _ChoiceBuffer:
         self.function_call: ToolCallBuffer | None = None  # the legacy single function call
         # OpenRouter's reasoning_details, in order, by `index` (one without: its own key)
         self.details: dict[object, _ReasoningDetail] | None = None
-        self.extras: dict[str, Any] = {}
+        self.extras: dict[str, Any] = {}  # a provider's fields of the message
+        # A provider's fields of the choice, as its finishing chunk has them (vLLM's
+        # `stop_reason`, SGLang's `matched_stop`, Azure's `content_filter_results`).
+        self.choice_extras: dict[str, Any] | None = None
 
     def route(
         self, index: Any, call_id: str | None, named: dict[str, Any] | None
@@ -280,7 +288,7 @@ class _ChoiceBuffer:
             function = self.function_call
             message["function_call"] = {"name": function.name, "arguments": function.arguments}
         message.update(self.extras)
-        return {
+        choice = {
             "index": self.index,
             "message": message,
             "finish_reason": self.finish_reason,
@@ -289,6 +297,19 @@ class _ChoiceBuffer:
             if self.logprobs is None
             else {key: list(value) for key, value in self.logprobs.items()},
         }
+        if self.choice_extras:
+            choice.update(self.choice_extras)
+        return choice
+
+    def add_choice_extras(self, choice: dict[str, Any]) -> None:
+        """Keep the provider's fields of a finishing choice. Read only where a choice
+        finishes: the fields servers add are decided then, and it costs the other
+        chunks nothing."""
+        for key, value in choice.items():
+            if value is not None and key not in _CHOICE_FIELDS:
+                if self.choice_extras is None:
+                    self.choice_extras = {}
+                self.choice_extras[key] = value
 
 
 # These two replace what they keep rather than change it: a completion taken
@@ -406,6 +427,7 @@ class ChatCompletionAccumulator:
                 buffer.finish_reason = finish_reason
                 if type(usage) is not dict and (beside := usage_beside_finish(data, choice)):
                     self._usage = beside
+                buffer.add_choice_extras(choice)
             logprobs = choice.get("logprobs")
             if logprobs:
                 self._add_logprobs(buffer, logprobs)

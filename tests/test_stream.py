@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any, get_args
 
@@ -110,6 +111,44 @@ async def test_usage_where_moonshot_and_groq_send_it(
     usage = stream.completion.usage
     assert usage is not None and usage.completion_tokens == 7
     assert usage.total_tokens == usage.prompt_tokens + 7 and usage.prompt_tokens > 0
+
+
+async def test_a_choices_own_fields_are_kept_as_a_non_streamed_answer_has_them(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """vLLM tells which stop string ended an answer (`stop_reason`), SGLang
+    `matched_stop`, Azure its filter's results: on the choice of the finishing chunk."""
+
+    def event(choice: dict[str, Any]) -> str:
+        chunk = {"id": "c1", "model": "m", "created": 1, "choices": [choice]}
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    filtered = {"hate": {"filtered": False, "severity": "safe"}}
+    server.enqueue_stream(
+        event({"index": 0, "delta": {"content": "1, 2"}, "finish_reason": None,
+               "stop_reason": None})
+        + event({"index": 1, "delta": {"content": "a"}, "finish_reason": None})
+        + event({"index": 0, "delta": {}, "finish_reason": "stop", "stop_reason": ", 3",
+                 "content_filter_results": filtered})
+        + event({"index": 1, "delta": {}, "finish_reason": "stop", "matched_stop": 128009})
+        + "data: [DONE]\n\n"
+    )  # fmt: skip
+    stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+    async with stream:
+        async for _ in stream:
+            pass
+    first, second = stream.completion.choices
+    assert first.to_dict() == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "1, 2"},
+        "finish_reason": "stop",
+        "logprobs": None,
+        "stop_reason": ", 3",
+        "content_filter_results": filtered,
+    }
+    assert first.stop_reason == ", 3"  # type: ignore[attr-defined]
+    assert second.matched_stop == 128009  # type: ignore[attr-defined]
+    assert "stop_reason" not in second.to_dict()
 
 
 @pytest.mark.parametrize("style", get_args(ToolCallStyle))
