@@ -92,6 +92,12 @@ def add_mock_server(commands: Any) -> None:
         "finishing choice (Moonshot), or in the finishing chunk's x_groq (Groq)",
     )
     mock.add_argument(
+        "--finish-every-chunk",
+        action="store_true",
+        help='finish_reason "stop" on every chunk before the real finish, as some proxies '
+        "send it (gcli2api, OpenWebUI)",
+    )
+    mock.add_argument(
         "--thinking",
         choices=("deepseek", "gemini"),
         help="a thinking model that refuses a conversation without its thought: "
@@ -127,6 +133,7 @@ async def mock_server(args: argparse.Namespace) -> int:
         reasoning=args.reasoning,
         json_wrapper=args.json_wrapper,
         usage=args.usage,
+        finish_every_chunk=args.finish_every_chunk,
         error_after=args.error_after,
         drop_after=args.drop_after,
     )

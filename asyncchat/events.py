@@ -3,7 +3,9 @@
 Each chunk becomes the events it carries, in order: text and reasoning
 deltas, the tokens' log probabilities (when asked for), tool-call argument
 deltas (with the arguments so far), the completed tool calls with their parsed
-arguments just before their choice finishes, the finish itself, and usage.
+arguments just before their choice finishes, the finish itself, and usage. (A
+proxy that marks chunks mid-answer `stop` gets a `ChoiceFinished` for each; a
+call is done at the first of them after its arguments are whole.)
 `StreamEventBuilder` does it on any chunks:
 
     builder = StreamEventBuilder()
@@ -351,6 +353,13 @@ def _tool_call_done(choice_index: int, call: ToolCallBuffer) -> ToolCallDone:
     return ToolCallDone(call.index, call.id, call.name, arguments, parsed, error, choice_index)
 
 
+def _unwhole(done: ToolCallDone) -> bool:
+    """Whether a function call's arguments are still empty or not whole JSON."""
+    if done.type == "custom":
+        return False
+    return done.arguments_error is not None or not done.arguments.strip()
+
+
 def _parts_text(content: Any, index: int, events: list[StreamEvent]) -> str:
     """The text of a content sent as parts, its thinking parts added to `events` as
     reasoning; "" for a content that is neither text nor parts."""
@@ -442,7 +451,7 @@ class StreamEventBuilder:
                     )
             finish_reason = choice.get("finish_reason")
             if finish_reason and type(finish_reason) is str:
-                self._finish_tool_calls(index, events)
+                self._finish_tool_calls(index, events, finish_reason)
                 events.append(ChoiceFinished(finish_reason, index))
                 if type(data.get("usage")) is not dict:
                     beside = usage_beside_finish(data, choice)
@@ -460,12 +469,21 @@ class StreamEventBuilder:
         pieces = self.accumulator.content_pieces(index)
         return JSONContentDelta(content, index, partial, pieces, len(pieces))
 
-    def _finish_tool_calls(self, choice_index: int, events: list[StreamEvent]) -> None:
+    def _finish_tool_calls(
+        self, choice_index: int, events: list[StreamEvent], reason: str | None = None
+    ) -> None:
+        """Report the choice's calls done; at a `stop` (`reason`), not a call whose
+        arguments are still empty or not whole JSON. Proxies (OpenWebUI, gcli2api)
+        mark chunks mid-answer `stop`: such a call's pieces are still to come, and
+        its `ToolCallDone` comes at a later finish, or at the stream's end."""
         for call in self.accumulator.tool_calls(choice_index):
             key = (choice_index, call.index)
             if key not in self._done_calls:
+                done = _tool_call_done(choice_index, call)
+                if reason == "stop" and _unwhole(done):
+                    continue
                 self._done_calls.add(key)
-                events.append(_tool_call_done(choice_index, call))
+                events.append(done)
 
     def end(self) -> list[StreamEvent]:
         """At the end of the stream: the tool calls no `finish_reason` reported done."""

@@ -35,6 +35,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a first chunk with `choices: []`          Azure (filter results)   skipped
     no `[DONE]`, or `[DONE]` twice            Ollama, llama.cpp        done when every choice
                                                                        has a finish_reason
+    `finish_reason: "stop"` on chunks         OpenWebUI, gcli2api      the answer goes on being
+      mid-answer                                                         read; a call is done once
+                                                                         its arguments are whole
     finish_reason `sensitive`, ...            GLM                      an open string; parse()
                                                                        reads `sensitive` as a
                                                                        content filter

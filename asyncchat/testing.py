@@ -149,6 +149,9 @@ class StreamStyle:
     # (Moonshot); in the finishing chunk's `x_groq`, always, and in a last chunk when
     # asked too (Groq).
     usage: Literal["openai", "in_choice", "x_groq"] = "openai"
+    # `finish_reason: "stop"` on every chunk before the real finish, as proxies send it
+    # (gcli2api on all, OpenWebUI on those without content): the answer goes on after.
+    finish_every_chunk: bool = False
     error_after: int | None = None  # send an error event after this many chunks, then end
     drop_after: int | None = None  # cut the connection after this many chunks
     events_per_write: int = 1  # how many SSE events go into one socket write
@@ -1026,6 +1029,10 @@ class MockServer:
             elif style.usage == "x_groq":
                 usage = self._usage(body, answer.completion_tokens)
                 chunks[-1]["x_groq"] = {"id": f"req_{request_id}", "usage": usage}
+        if style.finish_every_chunk:
+            for early in chunks:
+                choice = early["choices"][0]
+                choice["finish_reason"] = choice["finish_reason"] or "stop"
         moderation = self._moderation(body, answer)
         if moderation is not None:
             chunks.append({**base, "choices": [], "moderation": moderation})

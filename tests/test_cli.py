@@ -712,19 +712,22 @@ def test_mock_server_command_thinks_as_asked() -> None:
         process.communicate(timeout=30)
 
 
+def _weather_tools_file(directory: Path) -> Path:
+    """A `--tools` file with one function, get_weather(city)."""
+    tools = directory / "tools.json"
+    weather = {"type": "object", "properties": {"city": {"type": "string"}}}
+    function = {"name": "get_weather", "parameters": weather}
+    tools.write_text(json.dumps([{"type": "function", "function": function}]))
+    return tools
+
+
 def test_mock_server_command_wraps_json_and_restates_arguments(tmp_path: Path) -> None:
     process, base_url = _start_mock_server("--json-wrapper", "fence", "--tool-calls", "restated")
     try:
         asked_json = _chat_subprocess(base_url, "-o", "response_format", '{"type": "json_object"}')
         assert asked_json.returncode == 0, asked_json.stderr
         assert asked_json.stdout == '```json\n{"answer":"You said: ping"}\n```\n'
-        tools = tmp_path / "tools.json"
-        weather = {"type": "object", "properties": {"city": {"type": "string"}}}
-        tools.write_text(
-            json.dumps(
-                [{"type": "function", "function": {"name": "get_weather", "parameters": weather}}]
-            )
-        )
+        tools = _weather_tools_file(tmp_path)
         called = _chat_subprocess(base_url, "--tools", str(tools))
         assert called.returncode == 0, called.stderr
         assert called.stdout == '[tool call] get_weather {"city": "ping"}\n'
@@ -751,6 +754,22 @@ def test_mock_server_command_puts_usage_where_groq_does() -> None:
         assert printed.returncode == 0, printed.stderr
         assert printed.stdout == "You said: ping\n"
         assert printed.stderr.startswith("usage: ") and "+ 3 completion" in printed.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
+def test_chat_prints_a_call_once_whole_behind_a_proxy_that_stops_every_chunk(
+    tmp_path: Path,
+) -> None:
+    process, base_url = _start_mock_server("--finish-every-chunk")
+    try:
+        tools = _weather_tools_file(tmp_path)
+        called = _chat_subprocess(base_url, "--tools", str(tools))
+        assert called.returncode == 0, called.stderr
+        assert called.stdout == '[tool call] get_weather {"city": "ping"}\n'
+        answered = _chat_subprocess(base_url)
+        assert (answered.returncode, answered.stdout) == (0, "You said: ping\n")
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)

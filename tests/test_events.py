@@ -310,6 +310,68 @@ def test_a_refusal_s_log_probabilities_and_odd_shapes() -> None:
         assert [type(e).__name__ for e in builder.add(chunk(odd))] == ["RefusalDelta"]
 
 
+async def test_a_stop_on_every_chunk_reports_each_call_done_once_and_whole(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """gcli2api marks every chunk `stop`: a call is done only once its arguments are
+    whole, never with a piece of them (or none) while the rest is still coming."""
+    server.style = StreamStyle(finish_every_chunk=True, argument_fragment_size=3)
+    events, final = await _events_and_final(client, TOOL_MESSAGES, [WEATHER_TOOL, TIME_TOOL])
+    done = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
+    assert [(d.index, d.name, d.parsed_arguments) for d in done] == [
+        (index, name, arguments) for index, (name, arguments) in enumerate(EXPECTED_CALLS)
+    ]
+    assert all(d.arguments_error is None for d in done)
+    finishes = [e.finish_reason for e in events if isinstance(e, asyncchat.ChoiceFinished)]
+    assert len(finishes) > 10 and set(finishes[:-1]) == {"stop"}  # reported as sent
+    assert finishes[-1] == "tool_calls" == final.choices[0].finish_reason
+    calls = final.choices[0].message.tool_calls or []
+    assert [call.function.arguments for call in calls] == [d.arguments for d in done]
+    events, final = await _events_and_final(client, USER, [])
+    text = "".join(e.text for e in events if isinstance(e, asyncchat.ContentDelta))
+    assert text == final.choices[0].message.content == "You said: one two three four five"
+
+
+def test_a_stop_between_a_calls_pieces_does_not_end_it() -> None:
+    """OpenWebUI marks each chunk without content `stop`: one can come between a
+    call's pieces. Its arguments are empty or not whole there, so it is not done; a
+    call cut by `length`, or one still unwhole at the end, is reported as before."""
+    from asyncchat import StreamEventBuilder, ToolCallDone
+
+    def chunk(*pieces: str, head: bool = False, finish: str | None = None) -> dict[str, Any]:
+        fragments: list[dict[str, Any]] = [
+            {"index": 0, "function": {"arguments": piece}} for piece in pieces
+        ]
+        if head:
+            fragments = [{"index": 0, "id": "c1", "type": "function",
+                          "function": {"name": "ls", "arguments": ""}}]  # fmt: skip
+        delta = {"tool_calls": fragments} if fragments else {}
+        return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    builder = StreamEventBuilder()
+    stream = [
+        chunk(head=True), chunk(finish="stop"), chunk('{"path":'), chunk(finish="stop"),
+        chunk(' "src"}'), chunk(finish="stop"), chunk(finish="stop"),
+    ]  # fmt: skip
+    events = [event for item in stream for event in builder.add(item)]
+    done = [(i, e) for i, e in enumerate(events) if isinstance(e, ToolCallDone)]
+    [(position, once)] = done
+    assert once.parsed_arguments == {"path": "src"} and once.arguments_error is None
+    assert isinstance(events[position + 1], asyncchat.ChoiceFinished)  # the next stop
+    assert builder.end() == []
+    cut = StreamEventBuilder()
+    cut.add(chunk(head=True))
+    cut.add(chunk('{"path": "s'))
+    [early, finished] = cut.add(chunk(finish="length"))
+    assert isinstance(early, ToolCallDone) and early.arguments_error is not None
+    assert isinstance(finished, asyncchat.ChoiceFinished)
+    unwhole = StreamEventBuilder()
+    unwhole.add(chunk(head=True))
+    unwhole.add(chunk('{"path": "s', finish="stop"))
+    [late] = unwhole.end()
+    assert isinstance(late, ToolCallDone) and late.arguments_error is not None
+
+
 async def test_final_completion_reads_the_rest(client: asyncchat.Client) -> None:
     async with client.chat.stream(model="m", messages=USER) as stream:
         async for event in stream:
