@@ -38,6 +38,7 @@ from asyncchat.quirks import (
     arguments_piece,
     content_parts,
     could_restate_arguments,
+    name_piece,
     reused_index_starts_a_call,
     unindexed_fragment_starts_a_call,
     usage_beside_finish,
@@ -578,7 +579,7 @@ class ChatCompletionAccumulator:
 
     @staticmethod
     def _add_function(call: ToolCallBuffer, function: dict[str, Any]) -> str:
-        """Assign the name, append the arguments; returns the arguments piece.
+        """Add the name's piece, append the arguments; returns the arguments piece.
 
         Some servers send the arguments as a JSON object rather than text: it is
         serialized.
@@ -586,7 +587,7 @@ class ChatCompletionAccumulator:
         if "name" in function:
             name = function["name"]
             if name and type(name) is str:
-                call.name = name
+                call.name = name_piece(call.name, name)
         arguments = function.get("arguments")
         if type(arguments) is not str:
             arguments = arguments_text(arguments)
@@ -600,12 +601,13 @@ class ChatCompletionAccumulator:
 
     @staticmethod
     def _add_custom(call: ToolCallBuffer, custom: dict[str, Any]) -> str:
-        """Assign the name, append the input; returns the input piece. A fragment that
+        """Add the name's piece, append the input; returns the input piece. A fragment that
         carries either makes the call a custom one, if no `type` said so."""
         name = custom.get("name")
-        named = bool(name) and type(name) is str
-        if named:
-            call.name = name
+        named = False
+        if name and type(name) is str:
+            call.name = name_piece(call.name, name)
+            named = True
         piece = custom.get("input")
         if type(piece) is not str:
             piece = ""

@@ -20,7 +20,10 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     every parallel call at `index` 0          Ollama, proxies from     a new id and name after
                                               other APIs                 whole arguments start a
                                                                          call of its own
-    id / type / name in every fragment        some vLLM builds         assigned, never appended
+    id / type in every fragment               some vLLM builds         assigned, never appended
+    a call's name in every fragment, or in    some vLLM builds,        kept once; a piece that
+      pieces                                  MiniMax on NIM; Gemini     does not restate it
+                                              at times                   extends it (name_piece)
     the whole tool call in one chunk          GLM, Ollama, vLLM        one fragment like others
     a call's arguments sent again: all so     Baidu Qianfan; vLLM's    only what is new added,
       far in each piece, or whole at the end  GLM and xLAM parsers       or they replace what
@@ -78,6 +81,7 @@ __all__ = [
     "could_restate_arguments",
     "is_error_body",
     "message_reasoning",
+    "name_piece",
     "reasoning_text",
     "reused_index_starts_a_call",
     "says_loading_model",
@@ -157,6 +161,16 @@ def arguments_piece(so_far: str, piece: str) -> str | None:
     if piece.startswith(so_far):
         return piece[len(so_far) :]
     return None if _restates(so_far, piece) else piece
+
+
+def name_piece(so_far: str | None, piece: str) -> str:
+    """A tool call's name after a fragment that carries `piece` of it. Most servers
+    send the name once; some send it whole in every fragment (some vLLM builds,
+    MiniMax behind NVIDIA NIM), or all of it so far; others cut it as they cut the
+    arguments (Gemini at times: `get_wea`, then `ther`), which extends it."""
+    if not so_far or piece.startswith(so_far):
+        return piece
+    return so_far + piece
 
 
 def could_restate_arguments(start: str, piece: str) -> bool:

@@ -99,7 +99,7 @@ __all__ = [
 # vLLM builds); arguments as a JSON object; each fragment with all the arguments so
 # far (Baidu Qianfan); the arguments but their closing brace, then the whole
 # arguments again, re-serialized (vLLM's GLM tool parser); or every call at index 0
-# (Ollama, proxies from other APIs).
+# (Ollama, proxies from other APIs); or the name in two pieces (Gemini at times).
 ToolCallStyle = Literal[
     "openai",
     "whole",
@@ -109,6 +109,7 @@ ToolCallStyle = Literal[
     "cumulative",
     "restated",
     "index_zero",
+    "split_name",
 ]
 CREATED = 1718421897
 
@@ -1067,6 +1068,10 @@ class MockServer:
             index = 0 if style == "index_zero" else i
             if style != "no_index":
                 head["index"] = index
+            if style == "split_name":  # the name's first half, then the rest
+                head[kind]["name"] = name[: len(name) // 2]
+                fragments.append([head])
+                head = {"index": index, kind: {"name": name[len(name) // 2 :], key: ""}}
             fragments.append([head])
             again = kind == "function" and style in ("cumulative", "restated")
             sent = text[:-1] if again and style == "restated" else text

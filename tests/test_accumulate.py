@@ -640,6 +640,19 @@ def test_parallel_calls_all_at_index_0_are_calls_of_their_own() -> None:
     ]
 
 
+def test_a_name_sent_in_pieces_or_again_is_the_name_once() -> None:
+    def named(*names: str) -> list[dict[str, Any]]:
+        return [call_fragment("c1", name, "") for name in names] + [call_fragment(None, None, "{}")]
+
+    assert calls_of(accumulate(named("get_wea", "ther"))) == [("c1", "get_weather", "{}")]
+    assert calls_of(accumulate(named("get_weather", "get_weather"))) == [
+        ("c1", "get_weather", "{}")
+    ]  # MiniMax behind NIM: whole in every fragment
+    assert calls_of(accumulate(named("get_", "get_wea", "get_weather"))) == [
+        ("c1", "get_weather", "{}")
+    ]  # all of it so far
+
+
 def test_an_unsteady_id_at_one_index_stays_one_call() -> None:
     """Poolside sends a second id with every piece after the first; other gateways a new
     one with each piece, the name too. Before the arguments are whole, or without a

@@ -7,12 +7,12 @@ import asyncio
 import copy
 import json
 import threading
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 import asyncchat
-from asyncchat.testing import MockServer, StreamStyle, Turn
+from asyncchat.testing import MockServer, StreamStyle, ToolCallStyle, Turn
 
 from .conftest import API_KEY
 
@@ -407,12 +407,13 @@ async def test_a_thinking_model_gets_its_thought_back_with_its_calls(
     assert "extra_content" not in second
 
 
-@pytest.mark.parametrize("style", ["cumulative", "restated"])
-async def test_arguments_sent_again_run_the_tool_once_with_them(
+@pytest.mark.parametrize("style", get_args(ToolCallStyle))
+async def test_a_call_runs_once_with_its_arguments_in_every_server_style(
     server: MockServer, style: Any
 ) -> None:
-    """Baidu Qianfan sends all the arguments so far in each piece, vLLM's GLM parser
-    the whole arguments again at the end: the tool runs with them, not with `{...}{...}`."""
+    """However a server cuts a call (Baidu Qianfan sends all the arguments so far in each
+    piece, vLLM's GLM parser the whole arguments again at the end, Gemini the name in
+    pieces), the tool runs once with its arguments, not with `{...}{...}`."""
     server.style = StreamStyle(tool_calls=style, argument_fragment_size=3)
     async with connect(server) as client:
         runner = client.chat.run_tools(
