@@ -84,12 +84,6 @@ async def completion_from_event_stream(
     )
     async for _ in stream.json_chunks():
         pass
-    if not stream.accumulator.chunk_count:
-        raise MalformedStreamError(
-            f"POST {url} answered with an event stream that carried no completion: "
-            f"{_preview(body.decode('utf-8', 'replace'))}",
-            request_id=request_id,
-        )
     return stream.accumulator.completion_dict()
 
 
@@ -250,6 +244,13 @@ class ChatCompletionStream:
                     self._accumulator._ingest(data)
                     return self._hand_out(data, self.request_id)
                 if phase is _DONE:
+                    if not self._accumulator.chunk_count:  # a proxy's answer to a failure
+                        raise self._fail(
+                            MalformedStreamError(
+                                f"POST {self._url} answered with an event stream that "
+                                "carried no completion: [DONE] before any chunk"
+                            )
+                        )
                     await self.close()
                 elif phase is _INPUT_ENDED:
                     await self._end_without_done()

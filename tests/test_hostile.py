@@ -522,6 +522,20 @@ async def test_an_empty_json_answer_to_a_stream_is_an_incomplete_stream(
     assert server.requests[0].peer == server.requests[1].peer
 
 
+@pytest.mark.parametrize("label", ["text/event-stream", "application/json"])
+async def test_a_stream_of_done_alone_is_no_answer(server: MockServer, label: str) -> None:
+    """A proxy whose upstream failed may send `[DONE]` and nothing else: an error, as
+    it is answering a call made without `stream`, never an empty completion."""
+    server.enqueue(200, b": hi\n\ndata: [DONE]\n\n", headers={"Content-Type": label})
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
+        with pytest.raises(asyncchat.MalformedStreamError, match="before any chunk") as caught:
+            async with stream:
+                async for _ in stream:
+                    pass
+        assert caught.value.request_id == "mock-req-1"
+
+
 # --- a stream for a request that did not ask for one ----------------------------------
 
 
