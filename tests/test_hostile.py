@@ -503,37 +503,36 @@ async def test_a_json_answer_to_a_stream_is_held_to_the_size_cap(server: MockSer
             assert [c.choices[0].delta.content async for c in stream] == ["fine"]
 
 
-@pytest.mark.parametrize("body", [b"", b" \r\n"])
-async def test_an_empty_json_answer_to_a_stream_is_an_incomplete_stream(
-    server: MockServer, body: bytes
+@pytest.mark.parametrize(
+    "label, body, error, message",
+    [
+        ("application/json", b"", asyncchat.IncompleteStreamError, "with an empty body"),
+        ("application/json", b" \r\n", asyncchat.IncompleteStreamError, "with an empty body"),
+        ("text/event-stream", b": hi\n\ndata: [DONE]\n\n", asyncchat.MalformedStreamError,
+         "before any chunk"),
+        ("application/json", b"data: [DONE]\n\n", asyncchat.MalformedStreamError,
+         "before any chunk"),
+    ],
+)  # fmt: skip
+async def test_a_stream_with_no_chunk_is_no_answer(
+    server: MockServer, label: str, body: bytes, error: type[Exception], message: str
 ) -> None:
-    """A gateway's empty 200 is no answer: as an empty event stream does, it raises,
-    and the connection goes back to the pool (the body was read to its end)."""
-    server.enqueue(200, body, headers={"Content-Type": "application/json"})
+    """A gateway's empty 200, or a proxy's `[DONE]` alone when its upstream failed, is
+    no answer: it raises, as it does answering a call made without `stream`, never
+    an empty completion; the client goes on."""
+    server.enqueue(200, body, headers={"Content-Type": label})
     async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
         stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
-        with pytest.raises(asyncchat.IncompleteStreamError, match="with an empty body") as caught:
+        with pytest.raises(error, match=message) as caught:
             async with stream:
                 async for _ in stream:
                     pass
+        assert isinstance(caught.value, asyncchat.StreamError)
         assert caught.value.request_id == "mock-req-1" and caught.value.partial is None
         completion = await client.chat.completions.create(model="m", messages=USER)
         assert completion.choices[0].message.content == "You said: hi"
-    assert server.requests[0].peer == server.requests[1].peer
-
-
-@pytest.mark.parametrize("label", ["text/event-stream", "application/json"])
-async def test_a_stream_of_done_alone_is_no_answer(server: MockServer, label: str) -> None:
-    """A proxy whose upstream failed may send `[DONE]` and nothing else: an error, as
-    it is answering a call made without `stream`, never an empty completion."""
-    server.enqueue(200, b": hi\n\ndata: [DONE]\n\n", headers={"Content-Type": label})
-    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
-        stream = await client.chat.completions.create(model="m", messages=USER, stream=True)
-        with pytest.raises(asyncchat.MalformedStreamError, match="before any chunk") as caught:
-            async with stream:
-                async for _ in stream:
-                    pass
-        assert caught.value.request_id == "mock-req-1"
+    if not body.strip():  # read to its end: the connection went back to the pool
+        assert server.requests[0].peer == server.requests[1].peer
 
 
 # --- a stream for a request that did not ask for one ----------------------------------
