@@ -12,7 +12,7 @@ from typing import Any, Literal, TextIO, get_args
 from asyncchat._cli_args import key_value, non_negative_float, positive_float, positive_int
 from asyncchat.client import Client
 from asyncchat.events import ContentDelta, ToolCallDone, ToolFinished, ToolStarted
-from asyncchat.testing import BatchSettings, MockServer, StreamStyle, ToolCallStyle
+from asyncchat.testing import BatchSettings, MockServer, StreamStyle, ToolCallStyle, UsageStyle
 
 
 def add_mock_server(commands: Any) -> None:
@@ -86,7 +86,7 @@ def add_mock_server(commands: Any) -> None:
     )
     mock.add_argument(
         "--usage",
-        choices=("openai", "in_choice", "x_groq"),
+        choices=get_args(UsageStyle),
         default="openai",
         help="where streams report usage: a last chunk when asked (OpenAI), inside the "
         "finishing choice (Moonshot), or in the finishing chunk's x_groq (Groq)",

@@ -12,18 +12,18 @@ never list positions, so `10**9` allocates nothing.
 It follows what real servers send rather than what they should: tool-call
 fragments without `index` (routed by `id`, then by name, then to the latest
 call), every parallel call at `index` 0 (a new id and name after whole
-arguments start a call of its own), `id`/`name` repeated in every fragment
-(assigned, never concatenated), a call's own provider fields (kept with it),
-arguments sent as a JSON object, arguments sent again (all so far in each piece,
-or whole at the end: only what is new is added, or the whole replaces what
-came), usage repeated, sent on a
-chunk with no choices, or with a choice's finish (Moonshot's inside the choice,
-Groq's in `x_groq`; the last non-null value wins), reasoning as
-`reasoning_content` or `reasoning` (or the same text under both: kept once,
-under the first name), OpenRouter's `reasoning_details` in pieces (joined by
-their `index`), Mistral's content as a list of `text` and `thinking` parts
-(joined into one part of each, as its answer holds them), and choices that first
-appear in any order. A choice's own provider fields (vLLM's `stop_reason`) are
+arguments start a call of its own), `id` and `type` repeated in every fragment
+(assigned, never concatenated), the name repeated or cut in pieces (kept once,
+its pieces joined), a call's own provider fields (kept with it), arguments sent
+as a JSON object, arguments sent again (all so far in each piece, or whole at
+the end: only what is new is added, or the whole replaces what came), usage
+repeated, sent on a chunk with no choices, or with a choice's finish
+(Moonshot's inside the choice, Groq's in `x_groq`; the last non-null value
+wins), reasoning as `reasoning_content` or `reasoning` (or the same text under
+both: kept once, under the first name), OpenRouter's `reasoning_details` in
+pieces (joined by their `index`), Mistral's content as a list of `text` and
+`thinking` parts (joined into one part of each, as its answer holds them), and
+choices that first appear in any order. A choice's own provider fields (vLLM's `stop_reason`) are
 kept as its finishing chunk has them. A chunk's `moderation` is merged into what
 came before (the input's and the answer's may come in different chunks).
 """

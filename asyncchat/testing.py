@@ -89,8 +89,10 @@ __all__ = [
     "RecordedRequest",
     "Request",
     "StreamStyle",
+    "ToolCallStyle",
     "Turn",
     "TurnScript",
+    "UsageStyle",
     "mock_embedding",
 ]
 
@@ -111,6 +113,11 @@ ToolCallStyle = Literal[
     "index_zero",
     "split_name",
 ]
+# Where a stream's usage goes: in a last chunk with no choices when
+# `stream_options.include_usage` asks (OpenAI); inside the finishing choice, always
+# (Moonshot); in the finishing chunk's `x_groq`, always, and in a last chunk when
+# asked too (Groq).
+UsageStyle = Literal["openai", "in_choice", "x_groq"]
 CREATED = 1718421897
 
 
@@ -145,11 +152,7 @@ class StreamStyle:
     # Markdown code fence (Gemini at times, MiniMax), or after a `<think>` block
     # (DeepSeek-R1 served without a reasoning parser).
     json_wrapper: Literal["fence", "think"] | None = None
-    # Where a stream's usage goes: in a last chunk with no choices when
-    # `stream_options.include_usage` asks (OpenAI); inside the finishing choice, always
-    # (Moonshot); in the finishing chunk's `x_groq`, always, and in a last chunk when
-    # asked too (Groq).
-    usage: Literal["openai", "in_choice", "x_groq"] = "openai"
+    usage: UsageStyle = "openai"
     # `finish_reason: "stop"` on every chunk before the real finish, as proxies send it
     # (gcli2api on all, OpenWebUI on those without content): the answer goes on after.
     finish_every_chunk: bool = False
