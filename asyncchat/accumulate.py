@@ -208,16 +208,17 @@ class _ChoiceBuffer:
     ) -> ToolCallBuffer:
         """The call a tool-call fragment belongs to, created if new. `named` is the
         fragment's `function` (or `custom`) part, whose name may tell."""
-        calls = self.tool_calls
         if type(index) is int:
-            call = self.by_index.get(index)
+            by_index = self.by_index
+            call = by_index.get(index)
             if call is None:
-                call = self.by_index[index] = self._new_call(index)
+                call = by_index[index] = self._new_call(index)
             elif call_id is not None and call.id is not None and call_id != call.id:
-                call = self.by_index[index] = self._reused_index(call, call_id, named)
+                call = by_index[index] = self._reused_index(call, call_id, named)
         elif call_id is not None and call_id in self.by_id:
             call = self.by_id[call_id]
         else:
+            calls = self.tool_calls
             name = named.get("name") if named is not None else None
             latest = calls[max(calls)] if calls else None
             if latest is None or unindexed_fragment_starts_a_call(call_id, name, latest.name):
