@@ -98,6 +98,12 @@ def add_mock_server(commands: Any) -> None:
         "send it (gcli2api, OpenWebUI)",
     )
     mock.add_argument(
+        "--filter-annotations",
+        action="store_true",
+        help="Azure's content-filter annotations: the prompt's results first, the "
+        "answer's after the finish, with an empty id and model",
+    )
+    mock.add_argument(
         "--thinking",
         choices=("deepseek", "gemini"),
         help="a thinking model that refuses a conversation without its thought: "
@@ -134,6 +140,7 @@ async def mock_server(args: argparse.Namespace) -> int:
         json_wrapper=args.json_wrapper,
         usage=args.usage,
         finish_every_chunk=args.finish_every_chunk,
+        filter_annotations=args.filter_annotations,
         error_after=args.error_after,
         drop_after=args.drop_after,
     )

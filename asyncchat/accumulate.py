@@ -443,6 +443,9 @@ class ChatCompletionAccumulator:
         fields changes (a field added: `usage`, a provider extra), and from the
         last chunk when the completion is assembled; not for every chunk. A field
         present only in a middle chunk that also dropped another would be missed.
+        An empty string never replaces a value already known: Azure's content-filter
+        annotations, sent between and after the answer's chunks, have an empty id
+        and model.
         """
         self._top_size = len(data)
         self._last_read = data
@@ -450,7 +453,7 @@ class ChatCompletionAccumulator:
         for key, value in data.items():
             if value is None or key in _NOT_COPIED:
                 continue
-            if key in _FIRST_VALUE_WINS and top.get(key):
+            if (key in _FIRST_VALUE_WINS or value == "") and top.get(key):
                 continue
             if key == "moderation" and type(value) is dict and type(top.get(key)) is dict:
                 value = {**top[key], **value}  # the input's and the answer's may come apart

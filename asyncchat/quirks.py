@@ -36,6 +36,8 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       choice, or in the finishing chunk's     Groq                       (usage_beside_finish)
       `x_groq`
     a first chunk with `choices: []`          Azure (filter results)   skipped
+    chunks with an empty `id` and `model`     Azure (filter            an empty value never
+      between and after the answer's            annotations)             replaces a known one
     no `[DONE]`, or `[DONE]` twice            Ollama, llama.cpp        done when every choice
                                                                        has a finish_reason
     `finish_reason: "stop"` on chunks         OpenWebUI, gcli2api      the answer goes on being

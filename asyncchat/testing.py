@@ -156,6 +156,9 @@ class StreamStyle:
     # `finish_reason: "stop"` on every chunk before the real finish, as proxies send it
     # (gcli2api on all, OpenWebUI on those without content): the answer goes on after.
     finish_every_chunk: bool = False
+    # Azure's content-filter annotations: the prompt's results in a first chunk with no
+    # choices, the answer's in a chunk after the finish, both with an empty id and model.
+    filter_annotations: bool = False
     error_after: int | None = None  # send an error event after this many chunks, then end
     drop_after: int | None = None  # cut the connection after this many chunks
     events_per_write: int = 1  # how many SSE events go into one socket write
@@ -253,6 +256,35 @@ def _thinking_part(text: str) -> list[dict[str, Any]]:
 def _words(text: str) -> list[str]:
     """Split text into tokens that join back to it exactly (each keeps its leading space)."""
     return re.findall(r"\s*\S+", text) or [text]
+
+
+# What Azure's content filter finds in a harmless text.
+_SAFE = {
+    category: {"filtered": False, "severity": "safe"}
+    for category in ("hate", "self_harm", "sexual", "violence")
+}
+# The fields of an annotation chunk that name no answer: Azure leaves them empty.
+_UNNAMED = {"id": "", "object": "", "created": 0, "model": ""}
+
+
+def _prompt_annotation() -> dict[str, Any]:
+    """The chunk that opens an Azure stream: the filter's results on the prompt."""
+    results = [{"prompt_index": 0, "content_filter_results": _SAFE}]
+    return {**_UNNAMED, "prompt_filter_results": results, "choices": [], "usage": None}
+
+
+def _answer_annotation(answer: _Answer) -> dict[str, Any]:
+    """An Azure annotation chunk: the filter's results on the text already sent, with
+    no delta (its asynchronous filter sends one after the finish)."""
+    end = len("".join(answer.tokens))
+    offsets = {"check_offset": end, "start_offset": 0, "end_offset": end}
+    choice = {
+        "index": 0,
+        "finish_reason": None,
+        "content_filter_results": _SAFE,
+        "content_filter_offsets": offsets,
+    }
+    return {**_UNNAMED, "choices": [choice], "usage": None}
 
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
@@ -1037,6 +1069,8 @@ class MockServer:
             for early in chunks:
                 choice = early["choices"][0]
                 choice["finish_reason"] = choice["finish_reason"] or "stop"
+        if style.filter_annotations:
+            chunks = [_prompt_annotation(), *chunks, _answer_annotation(answer)]
         moderation = self._moderation(body, answer)
         if moderation is not None:
             chunks.append({**base, "choices": [], "moderation": moderation})

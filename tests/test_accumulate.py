@@ -719,6 +719,38 @@ def test_azure_empty_first_chunk_and_empty_object_field() -> None:
     assert completion.prompt_filter_results[0]["prompt_index"] == 0
 
 
+def test_azure_annotations_after_the_answer_keep_its_id_and_model() -> None:
+    """Azure's asynchronous content filter sends its annotations between and after the
+    answer's chunks, with an empty id and model and `created` 0: they name nothing."""
+    annotation = {
+        "id": "",
+        "object": "",
+        "created": 0,
+        "model": "",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": None,
+                "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}},
+                "content_filter_offsets": {"check_offset": 44, "start_offset": 44, "end_offset": 9},
+            }
+        ],
+        "usage": None,
+    }
+    completion = accumulate(
+        [
+            chunk(delta(role="assistant"), usage=None),
+            chunk(delta(content="Color"), usage=None),
+            annotation,
+            chunk(delta(content=" is", finish_reason="stop"), usage=None),
+            annotation,
+        ]
+    )
+    assert (completion.id, completion.model, completion.created) == ("c1", "m", 1)
+    assert completion.choices[0].message.content == "Color is"
+    assert completion.choices[0].finish_reason == "stop"
+
+
 def test_provider_extras_kept_glm_request_id() -> None:
     completion = accumulate(
         [

@@ -736,17 +736,22 @@ def test_mock_server_command_wraps_json_and_restates_arguments(tmp_path: Path) -
         process.communicate(timeout=30)
 
 
+def _streamed_events(base_url: str) -> list[str]:
+    """The data of each event of a stream the server at `base_url` answers "hi" with."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    request = urllib.request.Request(
+        base_url + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return [line[6:] for line in response.read().decode().splitlines() if line]
+
+
 def test_mock_server_command_puts_usage_where_groq_does() -> None:
     process, base_url = _start_mock_server("--usage", "x_groq")
     try:
-        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-        request = urllib.request.Request(
-            base_url + "/chat/completions",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            events = [line[6:] for line in response.read().decode().splitlines() if line]
+        events = _streamed_events(base_url)
         finishing = json.loads(events[-2])  # before [DONE], and no usage chunk: not asked
         assert finishing["choices"][0]["finish_reason"] == "stop"
         assert finishing["x_groq"]["usage"]["completion_tokens"] == 3
@@ -754,6 +759,21 @@ def test_mock_server_command_puts_usage_where_groq_does() -> None:
         assert printed.returncode == 0, printed.stderr
         assert printed.stdout == "You said: ping\n"
         assert printed.stderr.startswith("usage: ") and "+ 3 completion" in printed.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+
+
+def test_mock_server_command_annotates_as_azures_filter_does() -> None:
+    process, base_url = _start_mock_server("--filter-annotations")
+    try:
+        events = _streamed_events(base_url)
+        prompt, annotation = json.loads(events[0]), json.loads(events[-2])
+        assert prompt["choices"] == [] and prompt["prompt_filter_results"]
+        assert (annotation["model"], annotation["id"]) == ("", "")
+        assert annotation["choices"][0]["content_filter_offsets"]["check_offset"] > 0
+        printed = _chat_subprocess(base_url)
+        assert (printed.returncode, printed.stdout) == (0, "You said: ping\n")
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)

@@ -30,6 +30,20 @@ async def test_stream_text_break_closes_the_request(
     assert again[:2] == ["You", " said:"]
 
 
+async def test_azure_filter_annotations_add_no_events(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Azure's filter annotations carry no text: the events are a plain stream's, and
+    the final completion is the answer's, not the annotation's empty model."""
+    server.style = StreamStyle(filter_annotations=True)
+    async with client.chat.stream(model="m", messages=USER) as stream:
+        kinds = [type(event).__name__ async for event in stream]
+        final = await stream.final_completion()
+    assert kinds == ["ContentDelta"] * 7 + ["ChoiceFinished"]
+    assert final.model == "m" and final.id.startswith("chatcmpl-")
+    assert final.choices[0].message.content == "You said: one two three four five"
+
+
 async def test_stream_events_for_text_and_usage(client: asyncchat.Client) -> None:
     async with client.chat.stream(
         model="m", messages=USER, stream_options={"include_usage": True}

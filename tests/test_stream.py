@@ -151,6 +151,27 @@ async def test_a_choices_own_fields_are_kept_as_a_non_streamed_answer_has_them(
     assert "stop_reason" not in second.to_dict()
 
 
+async def test_azure_filter_annotations_name_no_answer(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Azure opens a stream with its filter's results on the prompt and annotates the
+    answer after its finish, in chunks whose id and model are empty: the completion
+    keeps the answer's own, and the prompt's results."""
+    server.style = StreamStyle(filter_annotations=True)
+    stream = await open_stream(client)
+    async with stream:
+        chunks = [chunk async for chunk in stream]
+    assert [chunk.model for chunk in chunks[:2]] == ["", "m"]
+    assert chunks[-1].model == "" and chunks[-1].choices[0].content_filter_offsets
+    completion = stream.completion
+    assert completion.id == chunks[1].id and completion.id.startswith("chatcmpl-")
+    assert (completion.model, completion.created) == ("m", chunks[1].created)
+    assert completion.choices[0].message.content == "You said: one two three four five"
+    assert completion.choices[0].finish_reason == "stop"
+    [prompt] = completion.prompt_filter_results
+    assert prompt["content_filter_results"]["hate"] == {"filtered": False, "severity": "safe"}
+
+
 @pytest.mark.parametrize("style", get_args(ToolCallStyle))
 async def test_tool_call_streams_in_every_server_style(
     client: asyncchat.Client, server: MockServer, style: Any

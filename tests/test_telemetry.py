@@ -155,6 +155,25 @@ async def test_a_groq_streams_usage_reaches_its_span_unasked(
     assert {p.attributes["gen_ai.token.type"]: p.sum for p in usage}["output"] == 4
 
 
+async def test_an_azure_streams_annotations_leave_its_span_the_answers_model(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Azure's filter annotations after the finish have an empty id and model: the
+    span names the answer's, and the duration metric its model."""
+    server.style = StreamStyle(filter_annotations=True)
+    stream = await client.chat.completions.create(model="m-azure", messages=user(), stream=True)
+    async with stream:
+        async for _ in stream:
+            pass
+    [span] = spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.response.model"] == "m-azure"
+    assert str(attributes["gen_ai.response.id"]).startswith("chatcmpl-")
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    [duration] = points("gen_ai.client.operation.duration", "m-azure")
+    assert duration.attributes["gen_ai.response.model"] == "m-azure"
+
+
 def tiered(model: str, **fields: Any) -> dict[str, Any]:
     """An OpenAI answer telling its system fingerprint and service tier."""
     return {"id": "chatcmpl-t", "object": "chat.completion", "model": model,
