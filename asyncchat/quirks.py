@@ -24,6 +24,7 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a call's name in every fragment, or in    some vLLM builds,        kept once; a piece that
       pieces                                  MiniMax on NIM; Gemini     does not restate it
                                               at times                   extends it (name_piece)
+    a later fragment named `"null"`           LiteLLM                  no name
     the whole tool call in one chunk          GLM, Ollama, vLLM        one fragment like others
     a call's arguments sent again: all so     Baidu Qianfan; vLLM's    only what is new added,
       far in each piece, or whole at the end  GLM and xLAM parsers       or they replace what
@@ -169,9 +170,13 @@ def name_piece(so_far: str | None, piece: str) -> str:
     """A tool call's name after a fragment that carries `piece` of it. Most servers
     send the name once; some send it whole in every fragment (some vLLM builds,
     MiniMax behind NVIDIA NIM), or all of it so far; others cut it as they cut the
-    arguments (Gemini at times: `get_wea`, then `ther`), which extends it."""
+    arguments (Gemini at times: `get_wea`, then `ther`), which extends it. Some
+    LiteLLM versions name every later fragment `"null"`, a JSON null written as
+    text: that is no name."""
     if not so_far or piece.startswith(so_far):
         return piece
+    if piece == "null":
+        return so_far
     return so_far + piece
 
 

@@ -101,7 +101,8 @@ __all__ = [
 # vLLM builds); arguments as a JSON object; each fragment with all the arguments so
 # far (Baidu Qianfan); the arguments but their closing brace, then the whole
 # arguments again, re-serialized (vLLM's GLM tool parser); or every call at index 0
-# (Ollama, proxies from other APIs); or the name in two pieces (Gemini at times).
+# (Ollama, proxies from other APIs); or the name in two pieces (Gemini at times); or
+# every later fragment with an empty id and the name "null" (LiteLLM at times).
 ToolCallStyle = Literal[
     "openai",
     "whole",
@@ -112,6 +113,7 @@ ToolCallStyle = Literal[
     "restated",
     "index_zero",
     "split_name",
+    "null_name",
 ]
 # Where a stream's usage goes: in a last chunk with no choices when
 # `stream_options.include_usage` asks (OpenAI); inside the finishing choice, always
@@ -1121,6 +1123,9 @@ class MockServer:
                 if style == "repeat_name":
                     fragment.update(id=call["id"], type=kind)
                     fragment[kind]["name"] = name
+                elif style == "null_name":
+                    fragment.update(id="", type=kind)
+                    fragment[kind]["name"] = "null"
                 fragments.append([fragment])
             if again and style == "restated":
                 whole = json.dumps(orjson.loads(text), ensure_ascii=False)  # ", " and ": "

@@ -653,6 +653,27 @@ def test_a_name_sent_in_pieces_or_again_is_the_name_once() -> None:
     ]  # all of it so far
 
 
+def test_a_later_fragment_named_null_keeps_the_name() -> None:
+    """Some LiteLLM versions send every later fragment of a call with the name
+    `"null"`, an empty id and `type` in capitals (BerriAI/litellm#12513)."""
+
+    def litellm(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+        fragment = {"index": 0, "id": call_id, "type": "FUNCTION",
+                    "function": {"name": name, "arguments": arguments}}  # fmt: skip
+        return chunk(delta(tool_calls=[fragment]))
+
+    completion = accumulate(
+        [
+            litellm("chatcmpl-tool-1", "list_directory", '{"path": "'),
+            litellm("", "null", '."'),
+            litellm("", "null", "}"),
+        ]
+    )
+    assert calls_of(completion) == [("chatcmpl-tool-1", "list_directory", '{"path": "."}')]
+    # A name that is "null" from its first piece is a name.
+    assert calls_of(accumulate([call_fragment("c1", "null", "{}")])) == [("c1", "null", "{}")]
+
+
 def test_an_unsteady_id_at_one_index_stays_one_call() -> None:
     """Poolside sends a second id with every piece after the first; other gateways a new
     one with each piece, the name too. Before the arguments are whole, or without a
