@@ -12,7 +12,8 @@ never list positions, so `10**9` allocates nothing.
 It follows what real servers send rather than what they should: tool-call
 fragments without `index` (routed by `id`, then by name, then to the latest
 call), every parallel call at `index` 0 (a new id and name after whole
-arguments start a call of its own), `id` and `type` repeated in every fragment
+arguments start a call of its own, as do, without an id, arguments that open
+another object or another function's name), `id` and `type` repeated in every fragment
 (assigned, never concatenated), the name repeated or cut in pieces (kept once,
 its pieces joined), a call's own provider fields (kept with it), arguments sent
 as a JSON object, arguments sent again (all so far in each piece, or whole at
@@ -38,6 +39,7 @@ from asyncchat.quirks import (
     arguments_piece,
     content_parts,
     could_restate_arguments,
+    idless_fragment_starts_a_call,
     name_piece,
     reused_index_starts_a_call,
     unindexed_fragment_starts_a_call,
@@ -86,12 +88,12 @@ class ToolCallBuffer:
         return parts[0] if parts else ""
 
     def add_object_piece(self, piece: str) -> str:
-        """Add an arguments piece that opens an object, when arguments came before it;
-        returns what it added. Usually the piece, a nested object; but a server that
-        sends the arguments again adds only what is new, or replaces them
+        """Add an arguments piece that opens an object; returns what it added. Usually
+        the piece: the first, or a nested object; but a server that sends the
+        arguments again adds only what is new, or replaces them
         (`quirks.arguments_piece`)."""
         parts = self._arguments
-        if not could_restate_arguments(parts[0], piece):
+        if not parts or not could_restate_arguments(parts[0], piece):
             parts.append(piece)
             return piece
         added = arguments_piece(self.arguments, piece)
@@ -227,6 +229,29 @@ class _ChoiceBuffer:
                 call = latest
         if call_id is not None:
             self.by_id[call_id] = call
+        return call
+
+    def call_after(self, held: ToolCallBuffer, name: Any, arguments: Any) -> ToolCallBuffer:
+        """The call of a fragment without an id that came where `held` is, carrying
+        `name` and `arguments`: `held`, or, when the fragment starts a call of its own
+        after held's whole arguments (`quirks.idless_fragment_starts_a_call`), a new
+        call after the last, of held's function unless it names one, which later
+        fragments at that index follow."""
+        parts = held._arguments
+        if not parts or not parts[-1].rstrip().endswith("}"):
+            return held  # the arguments so far are not a whole object: told at no cost
+        if type(arguments) is not str:
+            arguments = arguments_text(arguments) or ""
+        if not idless_fragment_starts_a_call(held.name, held.arguments, name, arguments):
+            return held
+        call = self._new_call(max(self.tool_calls) + 1)
+        call.type = held.type
+        if not name or type(name) is not str or name == "null":
+            call.name = held.name
+        for index, routed in self.by_index.items():
+            if routed is held:
+                self.by_index[index] = call
+                break
         return call
 
     def _new_call(self, position: int) -> ToolCallBuffer:
@@ -563,11 +588,17 @@ class ChatCompletionAccumulator:
                 if type(arguments) is str and len(function) == 1:  # the usual fragment
                     if arguments:
                         if arguments[0] == "{" and call._arguments:
+                            if call_id is None:
+                                call = buffer.call_after(call, None, arguments)
                             arguments = call.add_object_piece(arguments)
                         else:
                             call._arguments.append(arguments)
                     piece = arguments
                 else:
+                    if call_id is None and call._arguments:
+                        call = buffer.call_after(
+                            call, function.get("name"), function.get("arguments")
+                        )
                     piece = self._add_function(call, function)
             elif custom is not None:
                 piece = self._add_custom(call, custom)

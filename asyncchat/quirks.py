@@ -20,6 +20,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     every parallel call at `index` 0          Ollama, proxies from     a new id and name after
                                               other APIs                 whole arguments start a
                                                                          call of its own
+      ... the later ones with no id or name   a proxy of Gemini 3      so do arguments that open
+                                                                         a new object after whole
+                                                                         ones, or another name
     id / type in every fragment               some vLLM builds         assigned, never appended
     a call's name in every fragment, or in    some vLLM builds,        kept once; a piece that
       pieces                                  MiniMax on NIM; Gemini     does not restate it
@@ -82,6 +85,7 @@ __all__ = [
     "content_parts",
     "content_text",
     "could_restate_arguments",
+    "idless_fragment_starts_a_call",
     "is_error_body",
     "message_reasoning",
     "name_piece",
@@ -297,6 +301,38 @@ def reused_index_starts_a_call(name: Any, arguments_so_far: str) -> bool:
     except orjson.JSONDecodeError:
         return False
     return True
+
+
+def idless_fragment_starts_a_call(
+    held_name: str | None, held_arguments: str, name: Any, arguments: str
+) -> bool:
+    """A tool-call fragment without an id, at the `index` of a call whose arguments
+    are `held_arguments`: another call's, or more of the held one? Whole JSON can take
+    no more, so after it a fragment that names another function is another call's,
+    and so is one whose arguments open an object that neither repeats the held ones
+    with more (all so far: Baidu Qianfan) nor restates them (the same value again:
+    vLLM's parsers). A proxy of Gemini 3 sends a second call so, at the first's
+    index with no id and an empty name (dyedd/lens#49)."""
+    renamed = (
+        type(name) is str
+        and bool(name)
+        and bool(held_name)
+        and name != "null"
+        and not name.startswith(held_name or "")
+    )
+    opens = arguments[:1] == "{" and not arguments.startswith(held_arguments)
+    if not (renamed or opens):
+        return False
+    try:
+        held = orjson.loads(held_arguments)
+    except orjson.JSONDecodeError:
+        return False
+    if renamed:
+        return True
+    try:
+        return bool(orjson.loads(arguments) != held)
+    except orjson.JSONDecodeError:
+        return True  # the other call's arguments come in pieces
 
 
 def unindexed_fragment_starts_a_call(

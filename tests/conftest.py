@@ -153,6 +153,15 @@ def completion_json(content: str) -> dict[str, Any]:
     }
 
 
+def index_zero_stream(calls: list[dict[str, Any]]) -> str:
+    """An event stream of tool-call fragments, each at index 0 in a chunk of its own,
+    then a `tool_calls` finish and `[DONE]`."""
+    choices = [{"index": 0, "delta": {"tool_calls": [{"index": 0, **call}]}} for call in calls]
+    choices.append({"index": 0, "delta": {}, "finish_reason": "tool_calls"})
+    events = [f"data: {json.dumps({'choices': [choice]})}\n\n" for choice in choices]
+    return "".join(events) + "data: [DONE]\n\n"
+
+
 def free_port() -> int:
     """A loopback port nobody listens on (for refused connections and subprocess servers)."""
     with socket.socket() as sock:

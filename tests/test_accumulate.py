@@ -674,6 +674,51 @@ def test_a_later_fragment_named_null_keeps_the_name() -> None:
     assert calls_of(accumulate([call_fragment("c1", "null", "{}")])) == [("c1", "null", "{}")]
 
 
+GLOB_FIRST = [call_fragment("toolu_1", "glob", ""), call_fragment(None, "", '{"pattern": "*"}')]
+
+
+@pytest.mark.parametrize(
+    ("later", "second"),
+    [
+        # dyedd/lens#49: the second call whole, with no id and an empty name
+        ([call_fragment(None, "", '{"path": "wiki"}')], ("glob", '{"path": "wiki"}')),
+        # the same first key as the first call's, not a restatement of it
+        ([call_fragment(None, "", '{"pattern": "**"}')], ("glob", '{"pattern": "**"}')),
+        # its arguments in pieces
+        ([call_fragment(None, None, '{"path":'), call_fragment(None, None, ' "wiki"}')],
+         ("glob", '{"path": "wiki"}')),
+        # another function named, without an id
+        ([call_fragment(None, "read", ""), call_fragment(None, None, '{"path": "a"}')],
+         ("read", '{"path": "a"}')),
+    ],
+)  # fmt: skip
+def test_a_call_after_whole_arguments_at_their_index_is_a_call_of_its_own(
+    later: list[dict[str, Any]], second: tuple[str, str]
+) -> None:
+    """A proxy of Gemini 3 sends a second call at the first's index with no id: after
+    whole arguments, an object that neither restates nor continues them, or another
+    name, starts a call of its own (of the same function unless it names one)."""
+    completion = accumulate([*GLOB_FIRST, *later])
+    assert calls_of(completion) == [("toolu_1", "glob", '{"pattern": "*"}'), (None, *second)]
+
+
+@pytest.mark.parametrize(
+    ("later", "arguments"),
+    [
+        # restated, re-serialized (vLLM): the restatement is kept
+        ([call_fragment(None, None, '{"pattern":"*"}')], '{"pattern":"*"}'),
+        ([call_fragment(None, "glob", '{"pattern": "*"}')], '{"pattern": "*"}'),
+        # all so far again (Baidu Qianfan), and LiteLLM's "null" name
+        ([call_fragment(None, None, '{"pattern": "*"}')], '{"pattern": "*"}'),
+        ([call_fragment(None, "null", "")], '{"pattern": "*"}'),
+    ],
+)
+def test_whole_arguments_sent_again_stay_one_call(
+    later: list[dict[str, Any]], arguments: str
+) -> None:
+    assert calls_of(accumulate([*GLOB_FIRST, *later])) == [("toolu_1", "glob", arguments)]
+
+
 def test_an_unsteady_id_at_one_index_stays_one_call() -> None:
     """Poolside sends a second id with every piece after the first; other gateways a new
     one with each piece, the name too. Before the arguments are whole, or without a

@@ -11,6 +11,7 @@ import pytest
 import asyncchat
 from asyncchat.testing import MockServer, StreamStyle, ToolCallStyle
 
+from .conftest import index_zero_stream
 from .test_stream import EXPECTED_CALLS, TIME_TOOL, TOOL_MESSAGES, USER, WEATHER_TOOL
 
 
@@ -276,6 +277,30 @@ async def test_invalid_arguments_reported_not_raised(
     assert done.parsed_arguments is None
     assert done.arguments_error is not None
     assert done.arguments_error.arguments == "{oops"
+
+
+async def test_a_second_call_at_the_firsts_index_without_an_id_has_its_own_events(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """A proxy of Gemini 3 sends a second call at the first's index, with no id and an
+    empty name: each call's arguments are its own, and each is reported done."""
+    calls = [
+        {"id": "toolu_1", "function": {"name": "glob", "arguments": ""}},
+        {"function": {"name": "", "arguments": '{"pattern": "*"}'}},
+        {"function": {"name": "", "arguments": '{"path": "wiki"}'}},
+    ]
+    server.enqueue_stream(index_zero_stream(calls))
+    async with client.chat.stream(model="m", messages=USER) as stream:
+        events = [event async for event in stream]
+    deltas = [e for e in events if isinstance(e, asyncchat.ToolCallArgumentsDelta)]
+    pieces = [(e.index, e.arguments) for e in deltas]
+    assert pieces == [(0, ""), (0, '{"pattern": "*"}'), (1, '{"path": "wiki"}')]
+    done = [e for e in events if isinstance(e, asyncchat.ToolCallDone)]
+    assert [(d.index, d.id, d.name, d.parsed_arguments) for d in done] == [
+        (0, "toolu_1", "glob", {"pattern": "*"}),
+        (1, None, "glob", {"path": "wiki"}),
+    ]
+    assert isinstance(events[-1], asyncchat.ChoiceFinished)
 
 
 async def test_log_probabilities_come_as_an_event_after_their_text(

@@ -14,7 +14,7 @@ import pytest
 import asyncchat
 from asyncchat.testing import MockServer, StreamStyle, ToolCallStyle, Turn
 
-from .conftest import API_KEY
+from .conftest import API_KEY, index_zero_stream
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 
@@ -449,6 +449,35 @@ async def test_parallel_calls_all_at_index_0_each_run(server: MockServer) -> Non
         (calls[1]["id"], "14:00"),
     ]
     assert calls[0]["id"] != calls[1]["id"]
+
+
+async def test_a_second_call_sent_at_the_firsts_index_without_an_id_runs(
+    server: MockServer,
+) -> None:
+    """A proxy of Gemini 3 sends a second call at the first's index, whole, with no id
+    and an empty name (dyedd/lens#49): both run, each answered under its own id."""
+
+    calls = [
+        {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
+        {"function": {"name": "", "arguments": '{"city": "Paris"}'}},
+        {"function": {"name": "", "arguments": '{"city": "Oslo"}'}},
+    ]
+    server.enqueue_stream(index_zero_stream(calls))
+    async with connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather])
+        await runner.final_completion()
+    calls = runner.messages[1]["tool_calls"]
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {"city": "Oslo"}),
+    ]
+    assert calls[0]["id"] == "toolu_1" and calls[1]["id"] not in (None, "toolu_1")
+    results = [(m["tool_call_id"], json.loads(m["content"])) for m in runner.messages[2:4]]
+    assert results == [
+        (calls[0]["id"], {"city": "Paris", "celsius": 21}),
+        (calls[1]["id"], {"city": "Oslo", "celsius": 21}),
+    ]
+    assert server.requests[1].body["messages"][1]["tool_calls"] == calls
 
 
 async def test_reasoning_goes_back_under_the_name_it_came_by(server: MockServer) -> None:
