@@ -406,11 +406,18 @@ def _unforced(choice: Any) -> Any:
 
 
 def _with_ids(calls: Sequence[ToolCall], turn: int) -> list[ToolCall]:
-    """The calls, each with an id (a server that sends none gets one made up, so that
-    its results can name their call)."""
+    """The calls, each with an id of its own, so that each result names its call: a
+    call that comes without one, or with one an earlier call of the turn has (Azure
+    OpenAI at times gives parallel calls one id), gets one made up."""
+    taken: set[str] = set()
     for index, call in enumerate(calls):
-        if not call.id:
-            call.id = f"call_{turn}_{index}"
+        if not call.id or call.id in taken:
+            made, again = f"call_{turn}_{index}", 0
+            while made in taken:  # a server's own id may look like ours
+                again += 1
+                made = f"call_{turn}_{index}_{again}"
+            call.id = made
+        taken.add(call.id)
     return list(calls)
 
 

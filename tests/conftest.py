@@ -153,10 +153,10 @@ def completion_json(content: str) -> dict[str, Any]:
     }
 
 
-def index_zero_stream(calls: list[dict[str, Any]]) -> str:
-    """An event stream of tool-call fragments, each at index 0 in a chunk of its own,
-    then a `tool_calls` finish and `[DONE]`."""
-    choices = [{"index": 0, "delta": {"tool_calls": [{"index": 0, **call}]}} for call in calls]
+def tool_call_stream(fragments: list[dict[str, Any]]) -> str:
+    """An event stream of tool-call fragments, each in a chunk of its own, then a
+    `tool_calls` finish and `[DONE]`."""
+    choices = [{"index": 0, "delta": {"tool_calls": [fragment]}} for fragment in fragments]
     choices.append({"index": 0, "delta": {}, "finish_reason": "tool_calls"})
     events = [f"data: {json.dumps({'choices': [choice]})}\n\n" for choice in choices]
     return "".join(events) + "data: [DONE]\n\n"

@@ -11,7 +11,7 @@ import pytest
 import asyncchat
 from asyncchat.testing import MockServer, StreamStyle, ToolCallStyle
 
-from .conftest import index_zero_stream
+from .conftest import tool_call_stream
 from .test_stream import EXPECTED_CALLS, TIME_TOOL, TOOL_MESSAGES, USER, WEATHER_TOOL
 
 
@@ -285,11 +285,11 @@ async def test_a_second_call_at_the_firsts_index_without_an_id_has_its_own_event
     """A proxy of Gemini 3 sends a second call at the first's index, with no id and an
     empty name: each call's arguments are its own, and each is reported done."""
     calls = [
-        {"id": "toolu_1", "function": {"name": "glob", "arguments": ""}},
-        {"function": {"name": "", "arguments": '{"pattern": "*"}'}},
-        {"function": {"name": "", "arguments": '{"path": "wiki"}'}},
+        {"index": 0, "id": "toolu_1", "function": {"name": "glob", "arguments": ""}},
+        {"index": 0, "function": {"name": "", "arguments": '{"pattern": "*"}'}},
+        {"index": 0, "function": {"name": "", "arguments": '{"path": "wiki"}'}},
     ]
-    server.enqueue_stream(index_zero_stream(calls))
+    server.enqueue_stream(tool_call_stream(calls))
     async with client.chat.stream(model="m", messages=USER) as stream:
         events = [event async for event in stream]
     deltas = [e for e in events if isinstance(e, asyncchat.ToolCallArgumentsDelta)]

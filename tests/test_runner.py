@@ -14,7 +14,7 @@ import pytest
 import asyncchat
 from asyncchat.testing import MockServer, StreamStyle, ToolCallStyle, Turn
 
-from .conftest import API_KEY, index_zero_stream
+from .conftest import API_KEY, tool_call_stream
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 
@@ -457,12 +457,13 @@ async def test_a_second_call_sent_at_the_firsts_index_without_an_id_runs(
     """A proxy of Gemini 3 sends a second call at the first's index, whole, with no id
     and an empty name (dyedd/lens#49): both run, each answered under its own id."""
 
+    first = {"name": "get_weather", "arguments": ""}
     calls = [
-        {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
-        {"function": {"name": "", "arguments": '{"city": "Paris"}'}},
-        {"function": {"name": "", "arguments": '{"city": "Oslo"}'}},
+        {"index": 0, "id": "toolu_1", "type": "function", "function": first},
+        {"index": 0, "function": {"name": "", "arguments": '{"city": "Paris"}'}},
+        {"index": 0, "function": {"name": "", "arguments": '{"city": "Oslo"}'}},
     ]
-    server.enqueue_stream(index_zero_stream(calls))
+    server.enqueue_stream(tool_call_stream(calls))
     async with connect(server) as client:
         runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather])
         await runner.final_completion()
@@ -478,6 +479,35 @@ async def test_a_second_call_sent_at_the_firsts_index_without_an_id_runs(
         (calls[1]["id"], {"city": "Oslo", "celsius": 21}),
     ]
     assert server.requests[1].body["messages"][1]["tool_calls"] == calls
+
+
+async def test_parallel_calls_sent_under_one_id_are_answered_each_under_its_own(
+    server: MockServer,
+) -> None:
+    """Azure OpenAI at times gives parallel calls one id: results under one id cannot
+    tell which call each answers, so a call whose id an earlier one has gets another
+    (made up as for a call with none, and never one the server gave)."""
+    same = {"id": "call_1_1", "type": "function"}
+    whole = [
+        {**same, "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {**same, "function": {"name": "get_time", "arguments": '{"zone": "Paris"}'}},
+        {**same, "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+    ]
+    server.enqueue_stream(tool_call_stream([{"index": i, **c} for i, c in enumerate(whole)]))
+    async with connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather, get_time])
+        await runner.final_completion()
+    ids = [call["id"] for call in runner.messages[1]["tool_calls"]]
+    assert ids == ["call_1_1", "call_1_1_1", "call_1_2"]
+    results = [(m["tool_call_id"], m["content"]) for m in runner.messages[2:5]]
+    assert results == [
+        ("call_1_1", '{"city":"Paris","celsius":21}'),
+        ("call_1_1_1", "14:00"),
+        ("call_1_2", '{"city":"Oslo","celsius":21}'),
+    ]
+    sent = server.requests[1].body["messages"]
+    assert [call["id"] for call in sent[1]["tool_calls"]] == ids
+    assert [m["tool_call_id"] for m in sent[2:5]] == ids
 
 
 async def test_reasoning_goes_back_under_the_name_it_came_by(server: MockServer) -> None:
