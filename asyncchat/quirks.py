@@ -33,6 +33,8 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       far in each piece, or whole at the end  GLM and xLAM parsers       or they replace what
                                                                          came (arguments_piece)
     tool arguments as a JSON object           Ollama, proxies          serialized to JSON text
+    a call without arguments as `""` or       Ollama, vLLM; Groq,      no arguments, `{}`
+      `"null"`                                  Cohere                   (says_no_arguments)
     a call's own fields (`extra_content`:     Gemini                   kept with the call, and
       its thought signature)                                             sent back with it
     usage in a last `choices: []` chunk,      OpenAI, vLLM             the last non-null usage
@@ -92,6 +94,7 @@ __all__ = [
     "reasoning_text",
     "reused_index_starts_a_call",
     "says_loading_model",
+    "says_no_arguments",
     "unindexed_fragment_starts_a_call",
     "usage_beside_finish",
 ]
@@ -271,6 +274,13 @@ def usage_beside_finish(chunk: dict[str, Any], choice: dict[str, Any]) -> dict[s
     if type(groq) is dict and type(usage := groq.get("usage")) is dict:
         return usage
     return None
+
+
+def says_no_arguments(text: str | None) -> bool:
+    """Whether a tool call's arguments text means none: blank, as Ollama and vLLM send
+    it for a function without parameters, or JSON `null`, as Groq (and Cohere at
+    times) send it. Arguments are an object, so `null` can mean nothing else."""
+    return text is None or not text.strip() or text.strip() == "null"
 
 
 def is_error_body(data: dict[str, Any]) -> bool:

@@ -36,7 +36,12 @@ from asyncchat.errors import (
     ToolArgumentsError,
     one_line,
 )
-from asyncchat.quirks import CONTENT_FILTER_REASONS, answer_json_text, content_text
+from asyncchat.quirks import (
+    CONTENT_FILTER_REASONS,
+    answer_json_text,
+    content_text,
+    says_no_arguments,
+)
 from asyncchat.types import ChatCompletion, ParsedChatCompletion
 
 __all__ = [
@@ -417,7 +422,7 @@ class StructuredRequest:
 
     @staticmethod
     def _tool_arguments(model: type, function: Any) -> Any:
-        arguments = function.arguments or "{}"
+        arguments = "{}" if says_no_arguments(function.arguments) else function.arguments
         try:
             return model.model_validate_json(arguments)  # type: ignore[attr-defined]
         except ValueError as exc:

@@ -41,6 +41,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, overload
 import orjson
 
 from asyncchat.errors import ToolArgumentsError, one_line
+from asyncchat.quirks import says_no_arguments
 from asyncchat.structured import is_pydantic_model, to_strict_json_schema
 
 __all__ = ["CustomTool", "Tool", "custom_tool", "tool"]
@@ -101,7 +102,7 @@ class Tool:
         each converted to its parameter's type. `ToolArgumentsError` says, in words
         the model can act on, everything that is wrong."""
         try:
-            given = orjson.loads(text) if text and text.strip() else {}
+            given = {} if text is None or says_no_arguments(text) else orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise ToolArgumentsError(
                 f"the arguments are not valid JSON ({exc}): {(text or '')[:200]!r}",

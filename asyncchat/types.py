@@ -24,7 +24,7 @@ import orjson
 
 from asyncchat._headers import Headers
 from asyncchat.errors import ToolArgumentsError
-from asyncchat.quirks import message_reasoning
+from asyncchat.quirks import message_reasoning, says_no_arguments
 from asyncchat.ratelimits import RateLimits
 
 __all__ = [
@@ -354,7 +354,7 @@ class Function(APIObject):
 
 def parse_tool_arguments(text: str | None, name: str | None) -> dict[str, Any]:
     """Decode tool-call arguments, or raise `ToolArgumentsError` naming the tool."""
-    if text is None or not text.strip():
+    if text is None or says_no_arguments(text):
         return {}
     try:
         value = orjson.loads(text)

@@ -303,6 +303,16 @@ async def test_a_second_call_at_the_firsts_index_without_an_id_has_its_own_event
     assert isinstance(events[-1], asyncchat.ChoiceFinished)
 
 
+async def test_a_call_without_arguments_as_groq_sends_it_is_done_with_none(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    call = {"index": 0, "id": "call_g", "function": {"name": "ping", "arguments": "null"}}
+    server.enqueue_stream(tool_call_stream([call]))
+    async with client.chat.stream(model="m", messages=USER) as stream:
+        [done] = [e async for e in stream if isinstance(e, asyncchat.ToolCallDone)]
+    assert (done.arguments, done.parsed_arguments, done.arguments_error) == ("null", {}, None)
+
+
 async def test_log_probabilities_come_as_an_event_after_their_text(
     client: asyncchat.Client,
 ) -> None:

@@ -510,6 +510,25 @@ async def test_parallel_calls_sent_under_one_id_are_answered_each_under_its_own(
     assert [m["tool_call_id"] for m in sent[2:5]] == ids
 
 
+async def test_a_call_without_arguments_as_groq_sends_it_runs(server: MockServer) -> None:
+    """Groq sends `"null"` as the arguments of a call to a function without
+    parameters: the tool runs, rather than the model being told its arguments are
+    not an object; they go back as they came."""
+
+    def ping() -> str:
+        """Whether the service is up."""
+        return "pong"
+
+    call = {"index": 0, "id": "call_g", "type": "function",
+            "function": {"name": "ping", "arguments": "null"}}  # fmt: skip
+    server.enqueue_stream(tool_call_stream([call]))
+    async with connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=USER, tools=[ping])
+        await runner.final_completion()
+    assert runner.messages[1]["tool_calls"][0]["function"]["arguments"] == "null"
+    assert runner.messages[2] == {"role": "tool", "tool_call_id": "call_g", "content": "pong"}
+
+
 async def test_reasoning_goes_back_under_the_name_it_came_by(server: MockServer) -> None:
     """Groq refuses `reasoning_content` on a message: a runner sends back only the
     reasoning the server sent, under its name, and adds none where it sent none."""

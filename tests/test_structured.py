@@ -416,6 +416,28 @@ async def test_invalid_pydantic_tool_arguments_raise_naming_the_tool(
     assert caught.value.arguments == '{"city": "Oslo"}'
 
 
+class Ping(BaseModel):
+    """Asks whether the service is up."""
+
+
+async def test_a_call_without_arguments_as_groq_sends_it_parses(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Groq sends `"null"` as the arguments of a call to a function without parameters:
+    a pydantic tool's model reads it as none, as it reads Ollama's `""`."""
+    calls = [
+        {"id": f"call_{i}", "type": "function", "function": {"name": "Ping", "arguments": text}}
+        for i, text in enumerate(("null", "", "{}"))
+    ]
+    server.enqueue(json=completion_json(None, "tool_calls", tool_calls=calls))
+    completion = await client.chat.completions.parse(
+        model="m", messages=USER, tools=[asyncchat.pydantic_function_tool(Ping)]
+    )
+    parsed = completion.choices[0].message.tool_calls or []
+    assert [call.function.parsed_arguments() for call in parsed] == [Ping()] * 3
+    assert [call.function.arguments for call in parsed] == ["null", "", "{}"]  # as sent
+
+
 async def test_misuse_is_refused_before_sending(
     client: asyncchat.Client, server: MockServer
 ) -> None:

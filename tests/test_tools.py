@@ -347,6 +347,9 @@ def test_empty_arguments_mean_none_given() -> None:
     assert Tool(ping).arguments("") == {}
     assert Tool(ping).arguments("  ") == {}
     assert Tool(ping).arguments(None) == {}
+    assert Tool(ping).arguments("null") == Tool(ping).arguments(" null\n") == {}  # Groq
+    with pytest.raises(asyncchat.ToolArgumentsError, match="must be a JSON object"):
+        Tool(ping).arguments("[]")
     assert Tool(ping).parameters == {"type": "object", "properties": {}, "required": []}
 
 
