@@ -788,6 +788,7 @@ def test_azure_empty_first_chunk_and_empty_object_field() -> None:
 def test_azure_annotations_after_the_answer_keep_its_id_and_model() -> None:
     """Azure's asynchronous content filter sends its annotations between and after the
     answer's chunks, with an empty id and model and `created` 0: they name nothing."""
+    offsets = {"check_offset": 44, "start_offset": 44, "end_offset": 198}
     annotation = {
         "id": "",
         "object": "",
@@ -798,7 +799,7 @@ def test_azure_annotations_after_the_answer_keep_its_id_and_model() -> None:
                 "index": 0,
                 "finish_reason": None,
                 "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}},
-                "content_filter_offsets": {"check_offset": 44, "start_offset": 44, "end_offset": 9},
+                "content_filter_offsets": offsets,
             }
         ],
         "usage": None,

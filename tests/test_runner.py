@@ -456,14 +456,13 @@ async def test_a_second_call_sent_at_the_firsts_index_without_an_id_runs(
 ) -> None:
     """A proxy of Gemini 3 sends a second call at the first's index, whole, with no id
     and an empty name (dyedd/lens#49): both run, each answered under its own id."""
-
     first = {"name": "get_weather", "arguments": ""}
-    calls = [
+    fragments = [
         {"index": 0, "id": "toolu_1", "type": "function", "function": first},
         {"index": 0, "function": {"name": "", "arguments": '{"city": "Paris"}'}},
         {"index": 0, "function": {"name": "", "arguments": '{"city": "Oslo"}'}},
     ]
-    server.enqueue_stream(tool_call_stream(calls))
+    server.enqueue_stream(tool_call_stream(fragments))
     async with connect(server) as client:
         runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather])
         await runner.final_completion()
