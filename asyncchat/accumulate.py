@@ -41,6 +41,7 @@ from asyncchat.quirks import (
     could_restate_arguments,
     idless_fragment_starts_a_call,
     name_piece,
+    names_a_function,
     reused_index_starts_a_call,
     unindexed_fragment_starts_a_call,
     usage_beside_finish,
@@ -246,7 +247,7 @@ class _ChoiceBuffer:
             return held
         call = self._new_call(max(self.tool_calls) + 1)
         call.type = held.type
-        if not name or type(name) is not str or name == "null":
+        if not names_a_function(name):
             call.name = held.name
         for index, routed in self.by_index.items():
             if routed is held:

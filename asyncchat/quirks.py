@@ -91,6 +91,7 @@ __all__ = [
     "is_error_body",
     "message_reasoning",
     "name_piece",
+    "names_a_function",
     "reasoning_text",
     "reused_index_starts_a_call",
     "says_loading_model",
@@ -313,6 +314,12 @@ def reused_index_starts_a_call(name: Any, arguments_so_far: str) -> bool:
     return True
 
 
+def names_a_function(name: Any) -> bool:
+    """Whether a fragment's `name` names a function: text, not empty, and not `"null"`
+    (a JSON null written as text, as some LiteLLM versions send it)."""
+    return type(name) is str and name != "" and name != "null"
+
+
 def idless_fragment_starts_a_call(
     held_name: str | None, held_arguments: str, name: Any, arguments: str
 ) -> bool:
@@ -323,13 +330,7 @@ def idless_fragment_starts_a_call(
     with more (all so far: Baidu Qianfan) nor restates them (the same value again:
     vLLM's parsers). A proxy of Gemini 3 sends a second call so, at the first's
     index with no id and an empty name (dyedd/lens#49)."""
-    renamed = (
-        type(name) is str
-        and bool(name)
-        and bool(held_name)
-        and name != "null"
-        and not name.startswith(held_name or "")
-    )
+    renamed = names_a_function(name) and bool(held_name) and not name.startswith(held_name)
     opens = arguments[:1] == "{" and not arguments.startswith(held_arguments)
     if not (renamed or opens):
         return False
