@@ -38,7 +38,7 @@ from asyncchat._serverwatch import (
 )
 from asyncchat.client import Client
 from asyncchat.errors import APIError, APIStatusError, ConnectError, ServerNotReadyError, TLSError
-from asyncchat.quirks import CONTENT_FILTER_REASONS
+from asyncchat.quirks import CONTENT_FILTER_REASONS, cut_short_at
 from asyncchat.types import ChatCompletion
 
 __all__ = ["BatchStop", "BatchSummary", "RunTally", "fatal_hint", "run_batch_file"]
@@ -310,12 +310,12 @@ class RunTally:
 
 
 def _cut_short(answer: Mapping[str, Any]) -> str | None:
-    """The `finish_reason` that says an answer is not whole (the token limit, or a
-    content filter), in any of its choices; None for a whole answer."""
+    """The `finish_reason` that says an answer is not whole (a limit, the server
+    giving up, or a content filter), in any of its choices; None for a whole answer."""
     choices = answer.get("choices")
     for choice in choices if isinstance(choices, list) else ():
         reason = choice.get("finish_reason") if isinstance(choice, dict) else None
-        if reason == "length" or reason in CONTENT_FILTER_REASONS:
+        if type(reason) is str and (cut_short_at(reason) or reason in CONTENT_FILTER_REASONS):
             return str(reason)
     return None
 
@@ -326,6 +326,12 @@ def _cut_short_note(reason: str, count: int) -> str:
         return (
             f"{answers} of this run stopped at the token limit (finish_reason 'length'): "
             "their records hold what came; a larger max_tokens gets them whole"
+        )
+    where = cut_short_at(reason)
+    if where is not None:
+        return (
+            f"{answers} of this run were cut {where} (finish_reason {reason!r}): "
+            "their records hold what came"
         )
     return f"{answers} of this run were stopped by a content filter (finish_reason {reason!r})"
 

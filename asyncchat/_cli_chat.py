@@ -18,7 +18,12 @@ from asyncchat.client import Client
 from asyncchat.content import image_part, text_part
 from asyncchat.errors import ConfigurationError, NotFoundError
 from asyncchat.events import ContentDelta, ReasoningDelta, ToolCallDone
-from asyncchat.quirks import CONTENT_FILTER_REASONS, content_text, message_reasoning
+from asyncchat.quirks import (
+    CONTENT_FILTER_REASONS,
+    content_text,
+    cut_short_at,
+    message_reasoning,
+)
 from asyncchat.types import ChatCompletion, Usage
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -351,12 +356,15 @@ async def _converse(
 
 
 def _warn_if_cut_short(completion: ChatCompletion, err: TextIO) -> None:
-    """Say on stderr when the answer printed is not the whole answer: the token limit
-    or the provider's content filter stopped it."""
+    """Say on stderr when the answer printed is not the whole answer: a limit, the
+    server, or the provider's content filter stopped it."""
     reason = completion.choices[0].finish_reason if completion.choices else None
+    where = cut_short_at(reason)
     if reason == "length":
         why = "the answer was cut at the token limit (finish_reason 'length'): raise --max-tokens"
-    elif reason in CONTENT_FILTER_REASONS:
+    elif where is not None:
+        why = f"the answer was cut {where} (finish_reason {reason!r})"
+    elif type(reason) is str and reason in CONTENT_FILTER_REASONS:
         why = f"the provider's content filter stopped the answer (finish_reason {reason!r})"
     else:
         return

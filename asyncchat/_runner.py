@@ -10,9 +10,9 @@ that text. The model's turn goes back with its reasoning and its calls' provider
 fields: thinking models refuse the next request without them.
 
 Whatever goes wrong in a call (arguments that are not JSON or do not fit the
-function, a call cut off at the token limit, an unknown tool, an exception, a
-timeout, a veto) becomes the text of that call's `tool` message, so the model
-can correct itself; `on_error="raise"` ends the run instead.
+function, a call cut off at the token limit or by the server, an unknown tool, an
+exception, a timeout, a veto) becomes the text of that call's `tool` message, so
+the model can correct itself; `on_error="raise"` ends the run instead.
 
 With telemetry on, the run is an `invoke_agent` span and each call an
 `execute_tool` span (`_runnertelemetry`); off, a run costs one check.
@@ -37,7 +37,7 @@ from asyncchat.errors import (
     one_line,
 )
 from asyncchat.events import StreamEvent, ToolFinished, ToolStarted
-from asyncchat.quirks import REASONING_KEYS
+from asyncchat.quirks import LIMIT_REASONS, REASONING_KEYS, cut_short_at
 from asyncchat.structured import is_pydantic_model
 from asyncchat.tools import Tool, as_tool
 from asyncchat.types import TOOL_CALL_FIELDS, ChatCompletion, ChatCompletionMessage, ToolCall
@@ -52,10 +52,6 @@ RunnerEvent = StreamEvent | ToolStarted | ToolFinished
 Approve = Callable[[ToolStarted], "bool | str | Awaitable[bool | str]"]
 OnResult = Callable[[ToolFinished], Any]
 _M = TypeVar("_M")
-CUT_CALL = (
-    "the call was cut off at the token limit (finish_reason 'length') before it was "
-    "complete, so it was not run: make it again, shorter, or as smaller calls"
-)
 
 
 class ToolRunner:
@@ -163,9 +159,11 @@ class ToolRunner:
                     return
                 if any(_called(call)[0] in self._wire_only for call in calls):
                     return  # a tool without a function: its call is yours to handle
-                # At the token limit, the call being written when it came is incomplete.
-                cut = calls[-1] if completion.choices[0].finish_reason == "length" else None
-                async for event in self._run_calls(calls, turn, cut):
+                # In an answer cut short (the token limit, the server giving up), the
+                # call being written when the cut came is incomplete.
+                refusal = _cut_call_refusal(completion.choices[0].finish_reason)
+                cut = calls[-1] if refusal else None
+                async for event in self._run_calls(calls, turn, cut, refusal):
                     yield event
                 if self._stopped:
                     return
@@ -187,14 +185,17 @@ class ToolRunner:
             run.ended(error)
 
     async def _run_calls(
-        self, calls: list[ToolCall], turn: int, cut: ToolCall | None
+        self, calls: list[ToolCall], turn: int, cut: ToolCall | None, refusal: str | None
     ) -> AsyncGenerator[RunnerEvent, None]:
         """Run a turn's calls concurrently, handing out their events as they happen;
-        then append their results, in call order. The `cut` call is not run."""
+        then append their results, in call order. The `cut` call is not run: its
+        result is the `refusal`."""
         events: asyncio.Queue[RunnerEvent | _Done] = asyncio.Queue()
         with self._trace.current():  # each task copies the context: the calls are the run's
             tasks = [
-                asyncio.ensure_future(self._reported(call, turn, events, call is cut))
+                asyncio.ensure_future(
+                    self._reported(call, turn, events, refusal if call is cut else None)
+                )
                 for call in calls
             ]
         try:
@@ -217,11 +218,15 @@ class ToolRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _reported(
-        self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent | _Done], cut: bool
+        self,
+        call: ToolCall,
+        turn: int,
+        events: asyncio.Queue[RunnerEvent | _Done],
+        refusal: str | None,
     ) -> str:
         """`_call`, then a `_Done` in the queue, however it ended."""
         try:
-            result = await self._call(call, turn, events, cut)
+            result = await self._call(call, turn, events, refusal)
         except asyncio.CancelledError:
             events.put_nowait(_Done(None))
             raise
@@ -232,10 +237,15 @@ class ToolRunner:
         return result
 
     async def _call(
-        self, call: ToolCall, turn: int, events: asyncio.Queue[RunnerEvent | _Done], cut: bool
+        self,
+        call: ToolCall,
+        turn: int,
+        events: asyncio.Queue[RunnerEvent | _Done],
+        refusal: str | None,
     ) -> str:
-        """Run one call; the text of its `tool` message. A `cut` call (its answer hit
-        the token limit while it was written) is refused: half a command is not run."""
+        """Run one call; the text of its `tool` message. A call with a `refusal` (its
+        answer was cut short while it was written) is refused: half a command is not
+        run."""
         name, raw = _called(call)
         call_id = call.id or ""
         arguments: dict[str, Any] | None = None
@@ -248,8 +258,8 @@ class ToolRunner:
                 if tool is None:
                     known = ", ".join(sorted(self._functions)) or "none"
                     raise LookupError(f"there is no tool named {name!r}; the tools are: {known}")
-                if cut:
-                    raise ToolArgumentsError(CUT_CALL, arguments=raw or "")
+                if refusal:
+                    raise ToolArgumentsError(refusal, arguments=raw or "")
                 arguments = tool.arguments(raw)
                 started = ToolStarted(call_id, name, arguments, turn)
                 verdict = await _maybe_await(self._approve(started)) if self._approve else True
@@ -391,6 +401,22 @@ def _called(call: ToolCall) -> tuple[str, str | None]:
         custom = call.custom
         return (custom.name or "", custom.input) if custom is not None else ("", None)
     return call.function.name or "", call.function.arguments
+
+
+def _cut_call_refusal(finish_reason: Any) -> str | None:
+    """What the model hears for the last call of an answer cut short (None for an
+    answer the model ended): why it was not run, and what to do."""
+    where = cut_short_at(finish_reason)
+    if where is None:
+        return None
+    if finish_reason in LIMIT_REASONS:
+        fix = "make it again, shorter, or as smaller calls"
+    else:  # the server gave up: the same call may well go through next time
+        fix = "make it again"
+    return (
+        f"the call was cut off {where} (finish_reason {finish_reason!r}) before it was "
+        f"complete, so it was not run: {fix}"
+    )
 
 
 def _unforced(choice: Any) -> Any:

@@ -8,7 +8,7 @@
     ├── ToolCallError                a tool failed, with run_tools(on_error="raise")
     ├── MaxTurnsError                run_tools reached max_turns with tools still called
     ├── StructuredOutputError        (also a ValueError) an answer not in the format asked for
-    │   ├── LengthFinishReasonError         cut at the token limit
+    │   ├── LengthFinishReasonError         cut at the token limit or context window
     │   └── ContentFilterFinishReasonError  stopped by the provider's content filter
     ├── APIConnectionError           could not connect, or the connection broke
     │   ├── APITimeoutError          a connect, read, idle or total timeout
@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from asyncchat._headers import Headers
+from asyncchat.quirks import cut_short_at
 from asyncchat.ratelimits import RateLimits
 
 if TYPE_CHECKING:
@@ -332,15 +333,21 @@ class StructuredOutputError(APIError, ValueError):
 
 
 class LengthFinishReasonError(StructuredOutputError):
-    """The answer was cut at the token limit (`finish_reason` "length") before it was complete."""
+    """The answer reached a limit before it was complete: the token limit (`finish_reason`
+    "length"), or the context window (z.ai's "model_context_window_exceeded")."""
 
-    def __init__(self, *, completion: ChatCompletion) -> None:
+    def __init__(self, *, completion: ChatCompletion, finish_reason: str = "length") -> None:
         usage = completion.usage
         tokens = usage.completion_tokens if usage is not None else None
         spent = f" after {tokens} completion tokens" if tokens is not None else ""
+        fix = (
+            "raise max_tokens or max_completion_tokens"
+            if finish_reason == "length"
+            else "shorten the conversation"
+        )
         super().__init__(
-            f"the answer was cut at the token limit{spent} (finish_reason 'length'), "
-            "so it cannot be parsed: raise max_tokens or max_completion_tokens",
+            f"the answer was cut {cut_short_at(finish_reason)}{spent} "
+            f"(finish_reason {finish_reason!r}), so it cannot be parsed: {fix}",
             completion=completion,
         )
 

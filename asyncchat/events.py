@@ -259,7 +259,8 @@ class ToolCallDone:
     `parsed_arguments` is the decoded JSON object, or None when the arguments are
     not valid JSON; `arguments_error` then says why and holds the raw text. A
     custom tool's call ends as its subclass `CustomToolCallDone`. When the
-    `ChoiceFinished` that follows says "length", the last call was cut short.
+    `ChoiceFinished` that follows says the answer was cut ("length", or a reason in
+    `quirks.cut_short_at`), the last call was cut short.
     """
 
     type: ClassVar[str] = "function"

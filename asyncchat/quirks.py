@@ -53,6 +53,14 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
                                                                        reads `sensitive` as a
                                                                        content filter
                                                                        (CONTENT_FILTER_REASONS)
+    finish_reason `model_context_window_      z.ai GLM                 cut, as at the token
+      exceeded`                                                          limit (LIMIT_REASONS)
+    a 200 answer the server gave up on,       DeepSeek under load,     not whole: parse()
+      saying so only in `finish_reason`:      GLM on an inference        raises, run_tools runs
+      `insufficient_system_resource`,           error, vLLM when its     no half call, the CLI
+      `network_error`, `abort`                  engine stops             and batch say so
+                                                                         (SERVER_STOP_REASONS,
+                                                                         cut_short_at)
     `json_schema` response_format refused     DeepSeek, GLM            parse(strategy=
                                                                        "json_object")
     JSON answer in a code fence, or after     Gemini at times,         the JSON inside is parsed
@@ -80,13 +88,16 @@ from asyncchat.partial_json import PartialJSONError, PartialJSONParser
 
 __all__ = [
     "CONTENT_FILTER_REASONS",
+    "LIMIT_REASONS",
     "REASONING_KEYS",
+    "SERVER_STOP_REASONS",
     "answer_json_start",
     "answer_json_text",
     "arguments_piece",
     "content_parts",
     "content_text",
     "could_restate_arguments",
+    "cut_short_at",
     "idless_fragment_starts_a_call",
     "is_error_body",
     "message_reasoning",
@@ -103,6 +114,29 @@ __all__ = [
 REASONING_KEYS = ("reasoning_content", "reasoning")
 # finish_reason values that mean a provider's filter stopped the answer.
 CONTENT_FILTER_REASONS = frozenset({"content_filter", "sensitive"})
+# finish_reason values that mean the answer reached a limit before the model ended it:
+# the token limit, or the context window (z.ai's GLM).
+LIMIT_REASONS = frozenset({"length", "model_context_window_exceeded"})
+# finish_reason values that mean the server gave up mid-answer and said so in a 200
+# answer: DeepSeek under load, GLM on an inference error, vLLM when its engine shuts
+# down or scales in.
+SERVER_STOP_REASONS = frozenset({"insufficient_system_resource", "network_error", "abort"})
+
+
+def cut_short_at(finish_reason: Any) -> str | None:
+    """Where an answer that ended with this `finish_reason` was cut before the model
+    ended it, in words for a message ("at the token limit"); None for an answer the
+    model ended, or a filter stopped. A cut answer is not whole: JSON in it does not
+    parse, and its last tool call may be half written."""
+    if type(finish_reason) is not str:
+        return None
+    if finish_reason == "length":
+        return "at the token limit"
+    if finish_reason == "model_context_window_exceeded":
+        return "where the conversation filled the model's context window"
+    if finish_reason in SERVER_STOP_REASONS:
+        return "when the server stopped it"
+    return None
 
 
 def reasoning_text(message: dict[str, Any]) -> str | None:

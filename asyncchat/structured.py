@@ -38,6 +38,8 @@ from asyncchat.errors import (
 )
 from asyncchat.quirks import (
     CONTENT_FILTER_REASONS,
+    LIMIT_REASONS,
+    SERVER_STOP_REASONS,
     answer_json_text,
     content_text,
     says_no_arguments,
@@ -369,7 +371,8 @@ class StructuredRequest:
         """The completion with `message.parsed` (and pydantic tools' arguments) filled in.
 
         Raises `LengthFinishReasonError` or `ContentFilterFinishReasonError` when a
-        choice was cut or filtered, `StructuredOutputError` when an answer is not
+        choice reached a limit or was filtered, `StructuredOutputError` when the
+        server stopped a choice (`quirks.SERVER_STOP_REASONS`) or an answer is not
         in the format, `ToolArgumentsError` when a pydantic tool's arguments are
         not valid for its model.
         """
@@ -381,11 +384,17 @@ class StructuredRequest:
         if not self.parses:
             return parsed
         for choice in parsed.choices:
-            reason = choice.finish_reason
-            if reason == "length":
-                raise LengthFinishReasonError(completion=completion)
+            reason = choice.finish_reason if type(choice.finish_reason) is str else None
+            if reason in LIMIT_REASONS:
+                raise LengthFinishReasonError(completion=completion, finish_reason=reason)
             if reason in CONTENT_FILTER_REASONS:
                 raise ContentFilterFinishReasonError(completion=completion, finish_reason=reason)
+            if reason in SERVER_STOP_REASONS:
+                raise StructuredOutputError(
+                    f"the server stopped the answer before it was complete (finish_reason "
+                    f"{reason!r}), so it cannot be parsed: send the request again",
+                    completion=completion,
+                )
             message = choice.message
             for call in message.tool_calls or ():
                 model = self.tool_models.get(call.function.name or "")

@@ -153,11 +153,11 @@ def completion_json(content: str) -> dict[str, Any]:
     }
 
 
-def tool_call_stream(fragments: list[dict[str, Any]]) -> str:
+def tool_call_stream(fragments: list[dict[str, Any]], finish_reason: str = "tool_calls") -> str:
     """An event stream of tool-call fragments, each in a chunk of its own, then a
-    `tool_calls` finish and `[DONE]`."""
+    finish (`tool_calls` unless told) and `[DONE]`."""
     choices = [{"index": 0, "delta": {"tool_calls": [fragment]}} for fragment in fragments]
-    choices.append({"index": 0, "delta": {}, "finish_reason": "tool_calls"})
+    choices.append({"index": 0, "delta": {}, "finish_reason": finish_reason})
     events = [f"data: {json.dumps({'choices': [choice]})}\n\n" for choice in choices]
     return "".join(events) + "data: [DONE]\n\n"
 

@@ -20,7 +20,7 @@ from asyncchat._batchfile import batch_record, shard_of
 from asyncchat.cli import main
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY, free_port
+from .conftest import API_KEY, completion_json, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,6 +97,31 @@ def test_the_summary_says_how_many_answers_the_token_limit_cut(
     write_requests(requests, 5, max_tokens=3)
     assert run(background_server, str(requests), "-o", str(tmp_path / "whole.jsonl")) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_the_summary_says_how_many_answers_the_server_cut(
+    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DeepSeek under load ends answers with finish_reason "insufficient_system_resource"
+    in a 200: they are written as they came, and the summary says how many were cut."""
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_requests(requests, 3)
+    cut = completion_json("The answer is")
+    cut["choices"][0]["finish_reason"] = "insufficient_system_resource"
+    for _ in range(2):
+        background_server.enqueue(200, cut, headers={"content-type": "application/json"})
+    assert run(background_server, str(requests), "-o", str(output), "--concurrency", "1") == 0
+    answers = [r["response"]["body"]["choices"][0] for r in read_output(output)]
+    assert Counter(a["finish_reason"] for a in answers) == {
+        "insufficient_system_resource": 2,
+        "stop": 1,
+    }
+    err = capsys.readouterr().err
+    assert (
+        "note: 2 answers of this run were cut when the server stopped it "
+        "(finish_reason 'insufficient_system_resource'): their records hold what came\n"
+    ) in err
+    assert "3 requests, 3 succeeded, 0 failed" in err
 
 
 def test_bad_lines_are_all_reported_and_nothing_runs(

@@ -483,17 +483,30 @@ def test_chat_warns_of_an_answer_cut_short(
     assert capsys.readouterr() == ("You said: one two three\n", "")  # whole: no warning
 
 
-def test_chat_warns_of_an_answer_the_content_filter_stopped(
-    background_server: MockServer, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("finish_reason", "warning"),
+    [
+        ("sensitive", "the provider's content filter stopped the answer"),  # GLM's filter
+        ("insufficient_system_resource", "the answer was cut when the server stopped it"),
+        (
+            "model_context_window_exceeded",
+            "the answer was cut where the conversation filled the model's context window",
+        ),
+    ],
+)
+def test_chat_warns_of_an_answer_a_filter_or_the_server_stopped(
+    background_server: MockServer,
+    capsys: pytest.CaptureFixture[str],
+    finish_reason: str,
+    warning: str,
 ) -> None:
-    filtered = completion_json("I cannot")
-    filtered["choices"][0]["finish_reason"] = "sensitive"  # GLM's content filter
-    background_server.enqueue(200, filtered, headers={"content-type": "application/json"})
+    stopped = completion_json("I cannot")
+    stopped["choices"][0]["finish_reason"] = finish_reason
+    background_server.enqueue(200, stopped, headers={"content-type": "application/json"})
     assert main(run_chat(background_server, "hi", "--no-stream")) == 0
     assert capsys.readouterr() == (
         "I cannot\n",
-        "asyncchat: warning: the provider's content filter stopped the answer "
-        "(finish_reason 'sensitive')\n",
+        f"asyncchat: warning: {warning} (finish_reason {finish_reason!r})\n",
     )
 
 

@@ -759,6 +759,49 @@ async def test_a_call_cut_off_at_the_token_limit_is_never_run() -> None:
     assert ran == []
 
 
+@pytest.mark.parametrize(
+    ("finish_reason", "said"),
+    [
+        ("abort", "cut off when the server stopped it (finish_reason 'abort')"),  # vLLM
+        ("insufficient_system_resource", "cut off when the server stopped it"),  # DeepSeek
+        ("network_error", "cut off when the server stopped it"),  # GLM
+        ("model_context_window_exceeded", "filled the model's context window"),  # z.ai
+    ],
+)
+async def test_a_call_cut_off_when_the_server_stopped_the_answer_is_never_run(
+    server: MockServer, finish_reason: str, said: str
+) -> None:
+    """A server that gives up mid-answer says so in a 200 stream's last finish_reason
+    (vLLM when its engine shuts down, DeepSeek under load, GLM on an inference error):
+    the call being written then is as incomplete as at the token limit, and not run."""
+    ran: list[str] = []
+
+    @asyncchat.custom_tool
+    def run_shell(command: str) -> str:
+        """Runs a shell command."""
+        ran.append(command)
+        return "ok"
+
+    fragments = [
+        {"index": 0, "id": "c1", "type": "function"}
+        | {"function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+        {"index": 1, "id": "c2", "type": "custom", "custom": {"name": "run_shell", "input": ""}},
+        {"index": 1, "custom": {"input": "rm -rf b"}},
+    ]
+    server.enqueue_stream(tool_call_stream(fragments, finish_reason))
+    async with connect(server) as client:
+        runner = client.chat.run_tools(model="m", messages=USER, tools=[get_weather, run_shell])
+        events = [event async for event in runner]
+    assert ran == []
+    weather, refused = runner.messages[2:4]
+    assert (weather["tool_call_id"], json.loads(weather["content"])["city"]) == ("c1", "Oslo")
+    assert refused["tool_call_id"] == "c2"
+    assert said in refused["content"] and "so it was not run: make it again" in refused["content"]
+    assert not any(isinstance(e, asyncchat.ToolStarted) and e.name == "run_shell" for e in events)
+    sent = server.requests[1].body["messages"]
+    assert sent[1]["tool_calls"][1]["custom"] == {"name": "run_shell", "input": "rm -rf b"}
+
+
 async def test_cancelling_the_runner_cancels_tools_and_releases_the_stream(
     client: asyncchat.Client, server: MockServer
 ) -> None:

@@ -355,8 +355,13 @@ def completion_json(content: str | None, finish_reason: str, **message: Any) -> 
     ("finish_reason", "error"),
     [
         ("length", asyncchat.LengthFinishReasonError),
+        ("model_context_window_exceeded", asyncchat.LengthFinishReasonError),  # z.ai
         ("content_filter", asyncchat.ContentFilterFinishReasonError),
         ("sensitive", asyncchat.ContentFilterFinishReasonError),  # GLM's name for it
+        # The server gave up mid-answer: DeepSeek, GLM, vLLM.
+        ("insufficient_system_resource", asyncchat.StructuredOutputError),
+        ("network_error", asyncchat.StructuredOutputError),
+        ("abort", asyncchat.StructuredOutputError),
     ],
 )
 async def test_a_cut_or_filtered_answer_raises_with_the_completion(
@@ -368,9 +373,35 @@ async def test_a_cut_or_filtered_answer_raises_with_the_completion(
     assert isinstance(caught.value, asyncchat.StructuredOutputError)
     assert isinstance(caught.value, asyncchat.APIError)
     assert caught.value.completion.choices[0].message.content == '{"city": "Bos'
-    assert finish_reason in str(caught.value)
-    if finish_reason == "length":
-        assert "7 completion tokens" in str(caught.value)
+    message = str(caught.value)
+    assert f"(finish_reason {finish_reason!r})" in message and "Weather" not in message
+    if error is asyncchat.LengthFinishReasonError:
+        assert "cut at the token limit" in message or "context window" in message
+        assert "after 7 completion tokens" in message
+    elif error is asyncchat.StructuredOutputError:
+        assert message.startswith("the server stopped the answer before it was complete")
+
+
+@pytest.mark.parametrize("finish_reason", ["abort", "insufficient_system_resource"])
+async def test_an_answer_the_server_gave_up_on_raises_even_when_it_parses(
+    client: asyncchat.Client, server: MockServer, finish_reason: str
+) -> None:
+    """vLLM ends a stream its engine aborted (a shutdown, a scale-in) as if it were
+    whole: a 200, the finish_reason "abort", `[DONE]` (vllm-project/vllm#57082).
+    JSON that happens to parse is still not the model's whole answer."""
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    choices = [
+        {"index": 0, "delta": {"content": '{"city": "Oslo", "unit": "celsius"}'}},
+        {"index": 0, "delta": {}, "finish_reason": finish_reason},
+    ]
+    sse = [f"data: {json.dumps({**head, 'choices': [choice]})}\n\n" for choice in choices]
+    server.enqueue_stream("".join(sse) + "data: [DONE]\n\n")
+    async with client.chat.stream(model="m", messages=USER, response_format=Weather) as stream:
+        events = [e async for e in stream]
+        assert events[0].parsed == {"city": "Oslo", "unit": "celsius"}
+        with pytest.raises(asyncchat.StructuredOutputError, match="the server stopped") as caught:
+            await stream.final_completion()
+    assert caught.value.completion.choices[0].finish_reason == finish_reason
 
 
 async def test_an_answer_not_in_the_format_raises_with_the_completion(
