@@ -6,9 +6,10 @@ written as it finishes. Two things stop a run early, and both leave the output
 ready for a rerun of the same command, which then sends only what is missing:
 
 - an error that no request of the job can get past (a wrong key, a model that
-  does not exist, an account without quota, a server that takes no connection:
-  see `_serverwatch`): nothing more is sent, and such errors are not written,
-  so the rerun sends those requests again;
+  does not exist, an account without quota, a rate limit spent for longer than a
+  retry waits, a server that takes no connection: see `_serverwatch`): nothing
+  more is sent, and such errors are not written, so the rerun sends those
+  requests again;
 - a `BatchStop` (Ctrl-C, SIGTERM): nothing more is sent, requests in flight get
   a grace period to finish, then are cancelled and not written.
 """
@@ -29,6 +30,7 @@ from asyncchat._batchfile import ResultsFile, check_input, encode_record, input_
 from asyncchat._chat import tokens_reported_in
 from asyncchat._fanout import fan_out
 from asyncchat._ratelimit import RateLimit
+from asyncchat._retry import MAX_RETRY_DELAY, requested_pause
 from asyncchat._serverwatch import (
     DEFAULT_PATIENCE,
     NOT_SERVING,
@@ -67,7 +69,19 @@ def fatal_hint(error: Exception) -> str | None:
         return "check the model name (--model, or each line's body.model) and --base-url"
     if error.code == "insufficient_quota":
         return "the account has run out of quota"
+    if error.status_code == 429:
+        pause = requested_pause(429, error.headers, error.body, time.time())
+        if pause is not None and pause > MAX_RETRY_DELAY:
+            return f"the rate limit allows no requests for {_how_long(pause)}: wait that long"
     return None
+
+
+def _how_long(seconds: float) -> str:
+    """A pause in words, to the minute ("5h 12m"), or in seconds under two minutes."""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m"
 
 
 @dataclass

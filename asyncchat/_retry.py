@@ -9,8 +9,12 @@ from __future__ import annotations
 import email.utils
 import random
 from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["MAX_RETRY_DELAY", "backoff_delay", "retry_after", "retry_delay"]
+from asyncchat.quirks import rate_limit_headers_in_body
+from asyncchat.ratelimits import RateLimits
+
+__all__ = ["MAX_RETRY_DELAY", "backoff_delay", "requested_pause", "retry_after", "retry_delay"]
 
 INITIAL_DELAY = 0.5
 MAX_BACKOFF = 8.0
@@ -55,6 +59,22 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     return max(seconds, 0.0)
 
 
+def requested_pause(
+    status: int | None, headers: Mapping[str, str], body: Any, now: float
+) -> float | None:
+    """The pause an error answer asks for, in seconds, or None when it asks for none:
+    its `Retry-After`; else, for a 429 whose body says no request is left (OpenRouter
+    puts its rate-limit headers there), the time until that budget resets."""
+    requested = retry_after(headers, now)
+    if requested is not None or status != 429:
+        return requested
+    in_body = rate_limit_headers_in_body(body)
+    limits = None if in_body is None else RateLimits.from_headers(in_body, now)
+    if limits is None or limits.remaining_requests != 0:
+        return None
+    return limits.reset_requests
+
+
 def retry_delay(
     *,
     attempt: int,
@@ -63,12 +83,14 @@ def retry_delay(
     headers: Mapping[str, str],
     now: float,
     rng: random.Random | None = None,
+    body: Any = None,
 ) -> float | None:
     """Seconds to wait before retrying, or None to give up.
 
     `status` is the HTTP status, or None for a connection error or timeout (always
     worth another try). `x-should-retry: true|false` from the server overrides the
-    status rules; a `Retry-After` longer than `MAX_RETRY_DELAY` means give up.
+    status rules; a pause asked for (`requested_pause`, from the headers or the
+    error's `body`) longer than `MAX_RETRY_DELAY` means give up.
     """
     if attempt >= max_retries:
         return None
@@ -78,7 +100,7 @@ def retry_delay(
     retryable = status is None or status in RETRYABLE_STATUSES or status >= 500
     if should_retry != "true" and not retryable:
         return None
-    requested = retry_after(headers, now)
+    requested = requested_pause(status, headers, body, now)
     if requested is not None:
         return requested if requested <= MAX_RETRY_DELAY else None
     return backoff_delay(attempt, rng)

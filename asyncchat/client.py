@@ -38,7 +38,7 @@ from asyncchat._logging import configure_from_environment, logger
 from asyncchat._multipart import FileUpload
 from asyncchat._observe import LoggingObserver, RequestObserver, stream_line
 from asyncchat._redact import redact
-from asyncchat._retry import retry_after, retry_delay
+from asyncchat._retry import requested_pause, retry_delay
 from asyncchat._stream import ChatCompletionStream
 from asyncchat._timing import StreamTiming
 from asyncchat._tls import CertTypes, VerifyTypes, tls_context
@@ -306,7 +306,8 @@ class Client:
         when a response is handed over: a stream is never retried once its body
         has started, so no token is ever delivered twice. In a fan-out, `pacer`
         holds every attempt to the shared rate limit (`tokens` is the estimate),
-        and a 429 with `Retry-After` pauses the whole fan-out, not this request only.
+        and a 429 that names a pause (`Retry-After`, or OpenRouter's in its body)
+        pauses the whole fan-out, not this request only.
         """
         request = self._prepare(method, path, body, stream, extra_headers, extra_query)
         retries = self.max_retries if max_retries is None else max_retries
@@ -367,6 +368,7 @@ class Client:
                     retry_headers: Mapping[str, str] = response.headers
                 except APIConnectionError as exc:
                     error, status, retry_headers = exc, None, {}
+                now = time.time()
                 # A certificate that failed fails again: no retry.
                 delay = (
                     None
@@ -376,13 +378,15 @@ class Client:
                         max_retries=retries,
                         status=status,
                         headers=retry_headers,
-                        now=time.time(),
+                        now=now,
                         rng=self._rng,
+                        body=error.body,
                     )
                 )
                 if pacer is not None and status == 429:
                     pacer.refused()  # the limit is above what the server allows: slow down
-                    if delay is not None and retry_after(retry_headers, time.time()) is not None:
+                    asked = requested_pause(status, retry_headers, error.body, now)
+                    if delay is not None and asked is not None:
                         pacer.pause_for(delay)  # the server named a pause: it holds every worker
                 seconds = time.monotonic() - started
                 for observer in observers:

@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from asyncchat._headers import Headers
-from asyncchat.quirks import cut_short_at
+from asyncchat.quirks import cut_short_at, rate_limit_headers_in_body
 from asyncchat.ratelimits import RateLimits
 
 if TYPE_CHECKING:
@@ -195,8 +195,13 @@ class APIStatusError(APIError):
     @property
     def rate_limits(self) -> RateLimits | None:
         """The `x-ratelimit-*` headers of the error response, as values (a 429's
-        say which budget ran out, and when it resets)."""
-        return RateLimits.from_headers(self.headers)
+        say which budget ran out, and when it resets); OpenRouter's are in the
+        body. A reset sent as a moment is counted from now."""
+        limits = RateLimits.from_headers(self.headers)
+        if limits is None:
+            in_body = rate_limit_headers_in_body(self.body)
+            limits = None if in_body is None else RateLimits.from_headers(in_body)
+        return limits
 
 
 class BadRequestError(APIStatusError):

@@ -71,6 +71,11 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     SSE labelled `application/json`           hand-written servers     read as SSE
     503 "Loading model" while it loads        llama.cpp                a batch job waits for
                                                                        it (says_loading_model)
+    a 429's rate-limit headers in its body    OpenRouter               read as headers; a spent
+      (`error.metadata.headers`), the reset                              budget's reset is the
+      a Unix time in milliseconds                                        pause asked for
+                                                                         (rate_limit_headers_in_
+                                                                         body)
     a value of the wrong JSON type            any                      skipped as if absent
 
 The SSE rules (line ends, comments, a BOM) live in `sse.py`, the stream's labels in
@@ -103,6 +108,7 @@ __all__ = [
     "message_reasoning",
     "name_piece",
     "names_a_function",
+    "rate_limit_headers_in_body",
     "reasoning_text",
     "reused_index_starts_a_call",
     "says_loading_model",
@@ -322,6 +328,21 @@ def is_error_body(data: dict[str, Any]) -> bool:
     """Whether a JSON object that came with a 2xx status (a body, or a stream event)
     is really an error report."""
     return bool(data.get("error")) or ("choices" not in data and data.get("object") == "error")
+
+
+def rate_limit_headers_in_body(body: Any) -> dict[str, str] | None:
+    """The rate-limit headers an error's body carries, as text: OpenRouter sends a
+    429's (`X-RateLimit-Limit`, `-Remaining`, `-Reset` in Unix milliseconds) in
+    `error.metadata.headers`, not among the response's headers."""
+    error = body.get("error") if type(body) is dict else None
+    metadata = error.get("metadata") if type(error) is dict else None
+    headers = metadata.get("headers") if type(metadata) is dict else None
+    if type(headers) is not dict:
+        return None
+    found = {
+        str(name): str(value) for name, value in headers.items() if type(value) in (str, int, float)
+    }
+    return found or None
 
 
 def says_loading_model(status: int, body: Any) -> bool:

@@ -297,6 +297,31 @@ def test_a_job_wide_error_stops_the_job_and_a_rerun_completes_it(
     assert len(background_server.requests) - sent_before == 300  # each once
 
 
+def test_a_rate_limit_spent_for_hours_stops_the_job_and_a_rerun_completes_it(
+    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OpenRouter's daily cap on free models: its 429 says in the body that nothing
+    is left until midnight. Every request would fail alike, so nothing more is sent."""
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 3)
+    reset = str(int((time.time() + 5 * 3600) * 1000))
+    limits = {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+    message = "Rate limit exceeded: free-models-per-day."
+    body = {"error": {"message": message, "code": 429, "metadata": {"headers": limits}}}
+    background_server.enqueue(429, body)
+    sent_before = len(background_server.requests)
+    assert run(background_server, str(requests), "-o", str(output), "--concurrency", "1") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asyncchat: error: batch stopped, every request would fail: ")
+    assert "free-models-per-day" in err
+    assert "the rate limit allows no requests for 5h 0m: wait that long" in err
+    assert "0 of 3 results are in" in err and "3 still to run" in err
+    assert len(background_server.requests) - sent_before == 1  # not retried, nothing more sent
+    assert read_output(output) == []
+    assert run(background_server, str(requests), "-o", str(output)) == 0
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+
+
 async def test_a_connect_timeout_before_any_answer_stops_the_job(tmp_path: Path) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_requests(requests, 20)

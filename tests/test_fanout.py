@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -167,18 +168,23 @@ async def test_requests_per_minute_ceiling(client: asyncchat.Client, server: Moc
         assert sum(1 for s in starts if starts[first] <= s < starts[first] + 0.5) <= 2
 
 
+@pytest.mark.parametrize("asked_by", ["retry-after", "openrouter-body"])
 async def test_429_retry_after_pauses_every_worker(
-    client: asyncchat.Client, server: MockServer
+    client: asyncchat.Client, server: MockServer, asked_by: str
 ) -> None:
     clock = FakeClock()
     clock.frozen = True  # time stands still: every start after the 429 must wait for it
     client._clock, client._sleep = clock, clock.sleep  # type: ignore[method-assign]
-    server.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
+    if asked_by == "retry-after":
+        server.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
+    else:  # OpenRouter names the pause in its body: the spent budget's reset, in Unix ms
+        reset = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str((time.time() + 7) * 1000)}
+        server.enqueue(429, {"error": {"message": "slow down", "metadata": {"headers": reset}}})
     results = await client.chat.batch([request(i) for i in range(8)], concurrency=4)
     assert all(isinstance(result, asyncchat.ChatCompletion) for result in results)
     # The limited request retried once; it and every request started after it waited 7 s.
     assert len(server.requests) == 9
-    long_waits = [s for s in clock.sleeps if s == pytest.approx(7.0)]
+    long_waits = [s for s in clock.sleeps if s == pytest.approx(7.0, abs=0.5)]
     assert len(long_waits) >= 5, clock.sleeps
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -27,6 +29,7 @@ QUOTA = {
     "x-ratelimit-reset-tokens": "1m30s",
 }
 EXPECTED = RateLimits(5000, 2_000_000, 4999, 1_999_000, 0.012, 90.0)
+NOW = 1_700_000_000.0
 
 
 @pytest.mark.parametrize(
@@ -42,10 +45,34 @@ EXPECTED = RateLimits(5000, 2_000_000, 4999, 1_999_000, 0.012, 90.0)
         ({"x-ratelimit-remaining-requests": "-1"}, RateLimits()),
         ({"content-type": "application/json"}, None),
         ({}, None),
+        # The request budget without its suffix (Together; OpenRouter's in a 429's body).
+        (
+            {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "7"},
+            RateLimits(limit_requests=20, remaining_requests=0, reset_requests=7.0),
+        ),
+        # The suffixed form wins where both are sent.
+        (
+            {"x-ratelimit-remaining": "9", "x-ratelimit-remaining-requests": "4"},
+            RateLimits(remaining_requests=4),
+        ),
     ],
 )
 def test_headers_become_values(headers: dict[str, str], expected: RateLimits | None) -> None:
     assert RateLimits.from_headers(headers) == expected
+
+
+@pytest.mark.parametrize(
+    "reset",
+    [str(NOW + 90), str(int((NOW + 90) * 1000)), f"{NOW + 90:.3f}"],
+    ids=["unix-seconds", "unix-milliseconds", "fraction"],
+)
+def test_a_reset_sent_as_a_moment_is_counted_from_now(reset: str) -> None:
+    """No window lasts 30 years: a reset that large is a moment, in Unix seconds or
+    (OpenRouter's) milliseconds, and becomes the seconds from `now` to it."""
+    limits = RateLimits.from_headers({"x-ratelimit-reset": reset}, now=NOW)
+    assert limits is not None and limits.reset_requests == pytest.approx(90.0)
+    past = RateLimits.from_headers({"x-ratelimit-reset": str(NOW - 5)}, now=NOW)
+    assert past == RateLimits(reset_requests=0.0)
 
 
 def test_describe_says_what_is_left() -> None:
@@ -77,6 +104,39 @@ async def test_on_a_completion_a_stream_and_an_error(
     with pytest.raises(asyncchat.RateLimitError) as caught:
         await client.chat.completions.create(model="m", messages=USER)
     assert caught.value.rate_limits == RateLimits(5000, 2_000_000, 4999, 0, 0.012, 90.0)
+
+
+def openrouter_429(limit: str, reset_in: float, window: str) -> dict[str, Any]:
+    """OpenRouter's 429: its rate-limit headers inside the body, the reset a Unix time
+    in milliseconds (the shape in Gitlawb/openclaude#936)."""
+    headers = {
+        "X-RateLimit-Limit": limit,
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(int((time.time() + reset_in) * 1000)),
+    }
+    message = f"Rate limit exceeded: {window}."
+    return {"error": {"message": message, "code": 429, "metadata": {"headers": headers}}}
+
+
+async def test_openrouter_s_limits_in_a_429_s_body_are_read_and_waited_for(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """A per-minute cap that resets in 30 s is waited for, as a Retry-After would
+    be; a daily one that resets in hours is not retried at all, and the error says
+    what is spent and until when."""
+    server.enqueue(429, json=openrouter_429("20", 30, "free-models-per-min"))
+    completion = await client.chat.completions.create(model="m", messages=USER)
+    assert completion.choices[0].message.content == "You said: hi"
+    [waited] = client.sleeps  # type: ignore[attr-defined]
+    assert 25 < waited <= 30
+
+    server.enqueue(429, json=openrouter_429("50", 5 * 3600, "free-models-per-day"))
+    with pytest.raises(asyncchat.RateLimitError, match="free-models-per-day") as caught:
+        await client.chat.completions.create(model="m", messages=USER)
+    assert len(server.requests) == 3 and len(client.sleeps) == 1  # type: ignore[attr-defined]
+    limits = caught.value.rate_limits
+    assert limits is not None and (limits.limit_requests, limits.remaining_requests) == (50, 0)
+    assert limits.reset_requests == pytest.approx(5 * 3600, abs=60)
 
 
 class Terminal(io.StringIO):

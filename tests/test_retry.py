@@ -8,7 +8,13 @@ from email.utils import format_datetime
 
 import pytest
 
-from asyncchat._retry import MAX_RETRY_DELAY, backoff_delay, retry_after, retry_delay
+from asyncchat._retry import (
+    MAX_RETRY_DELAY,
+    backoff_delay,
+    requested_pause,
+    retry_after,
+    retry_delay,
+)
 
 NOW = 1_700_000_000.0
 
@@ -18,6 +24,7 @@ def decide(
     headers: dict[str, str] | None = None,
     attempt: int = 0,
     max_retries: int = 2,
+    body: object = None,
 ) -> float | None:
     return retry_delay(
         attempt=attempt,
@@ -26,7 +33,19 @@ def decide(
         headers=headers or {},
         now=NOW,
         rng=random.Random(0),
+        body=body,
     )
+
+
+def openrouter_429(remaining: str, reset_in: float) -> dict[str, object]:
+    """OpenRouter's 429 body: its rate-limit headers inside, the reset a Unix time in ms."""
+    headers = {
+        "X-RateLimit-Limit": "20",
+        "X-RateLimit-Remaining": remaining,
+        "X-RateLimit-Reset": str(int((NOW + reset_in) * 1000)),
+    }
+    message = "Rate limit exceeded: free-models-per-min."
+    return {"error": {"message": message, "code": 429, "metadata": {"headers": headers}}}
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
@@ -87,3 +106,17 @@ def test_backoff_grows_with_jitter_and_a_cap() -> None:
         base = min(0.5 * 2**attempt, 8.0)
         assert 0.75 * base <= delay <= base
     assert max(delays) <= 8.0
+
+
+def test_a_429_body_that_says_nothing_is_left_asks_for_a_pause_until_the_reset() -> None:
+    """OpenRouter names no Retry-After; its body's rate-limit headers say when the
+    spent budget resets: a wait that long, or none when it is past the cap."""
+    assert requested_pause(429, {}, openrouter_429("0", 30), NOW) == 30.0
+    assert decide(429, body=openrouter_429("0", 30)) == 30.0
+    assert decide(429, body=openrouter_429("0", 5 * 3600)) is None  # a daily cap: give up
+    assert decide(429, {"retry-after": "2"}, body=openrouter_429("0", 30)) == 2.0  # header first
+    backoff = decide(429)
+    assert decide(429, body=openrouter_429("3", 30)) == backoff  # some left: not a pause
+    assert requested_pause(503, {}, openrouter_429("0", 30), NOW) is None  # only a 429's
+    assert requested_pause(429, {}, {"error": {"metadata": {"headers": "x"}}}, NOW) is None
+    assert requested_pause(429, {}, "<html>Too Many Requests</html>", NOW) is None
