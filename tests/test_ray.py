@@ -451,6 +451,40 @@ def test_a_wrong_key_stops_the_job_and_a_rerun_does_each_request_once(
 
 
 @pytest.mark.slow
+def test_openrouter_s_daily_cap_stops_the_job_and_a_rerun_finishes_it(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    """The 429 says in its body that no request is left until midnight: the driver
+    reads it as a job-wide error, as the local runner does."""
+    source = write_input(tmp_path / "in.jsonl", 300)
+    output = tmp_path / "out.jsonl"
+    command = batch_command(source, output, background_server, "--ray-address", cluster)
+    reset = str(int((time.time() + 5 * 3600) * 1000))
+    limits = {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+    message = "Rate limit exceeded: free-models-per-day."
+    background_server.enqueue(
+        429, {"error": {"message": message, "code": 429, "metadata": {"headers": limits}}}
+    )
+    sent_before = len(background_server.requests)
+
+    capped = run(command)
+
+    assert capped.returncode == 1
+    message = capped.stderr.strip().splitlines()[-1]
+    assert message.startswith("asyncchat: error: batch stopped, every request would fail")
+    assert "the rate limit allows no requests for 5h 0m: wait that long" in message
+    # Only the first request met the cap here; the others were answered until the
+    # driver heard of it, and the job stopped there, with the 429 not written.
+    sent = len(background_server.requests) - sent_before
+    written = output_ids(output)
+    assert sent < 300 and len(written) < sent and len(written) == len(set(written))
+
+    again = run(command)
+    assert again.returncode == 0, again.stderr
+    assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(300))
+
+
+@pytest.mark.slow
 def test_a_failing_certificate_stops_the_command_and_a_rerun_with_cacert_finishes(
     cluster: str, https_server: tuple[MockServer, str], tmp_path: Path
 ) -> None:
