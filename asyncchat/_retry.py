@@ -11,7 +11,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from asyncchat.quirks import rate_limit_headers_in_body
+from asyncchat._ratelimit import parse_duration
+from asyncchat.quirks import rate_limit_headers_in_body, retry_delay_in_body
 from asyncchat.ratelimits import RateLimits
 
 __all__ = ["MAX_RETRY_DELAY", "backoff_delay", "requested_pause", "retry_after", "retry_delay"]
@@ -63,11 +64,15 @@ def requested_pause(
     status: int | None, headers: Mapping[str, str], body: Any, now: float
 ) -> float | None:
     """The pause an error answer asks for, in seconds, or None when it asks for none:
-    its `Retry-After`; else, for a 429 whose body says no request is left (OpenRouter
-    puts its rate-limit headers there), the time until that budget resets."""
+    its `Retry-After`; else, for a 429, the one its body names (Gemini's `retryDelay`),
+    or the time until the budget its body says is spent resets (OpenRouter puts its
+    rate-limit headers there)."""
     requested = retry_after(headers, now)
     if requested is not None or status != 429:
         return requested
+    delay = retry_delay_in_body(body)
+    if delay is not None:
+        return parse_duration(delay)
     in_body = rate_limit_headers_in_body(body)
     limits = None if in_body is None else RateLimits.from_headers(in_body, now)
     if limits is None or limits.remaining_requests != 0:

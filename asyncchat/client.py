@@ -306,8 +306,8 @@ class Client:
         when a response is handed over: a stream is never retried once its body
         has started, so no token is ever delivered twice. In a fan-out, `pacer`
         holds every attempt to the shared rate limit (`tokens` is the estimate),
-        and a 429 that names a pause (`Retry-After`, or OpenRouter's in its body)
-        pauses the whole fan-out, not this request only.
+        and a 429 that names a pause (`Retry-After`, or one in its body: Gemini's,
+        OpenRouter's) pauses the whole fan-out, not this request only.
         """
         request = self._prepare(method, path, body, stream, extra_headers, extra_query)
         retries = self.max_retries if max_retries is None else max_retries

@@ -76,6 +76,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       a Unix time in milliseconds                                        pause asked for
                                                                          (rate_limit_headers_in_
                                                                          body)
+    a 429's pause in its body, as a           Gemini                   the pause asked for
+      `google.rpc.RetryInfo` detail's                                    (retry_delay_in_body)
+      `retryDelay`, and no `Retry-After`
     a value of the wrong JSON type            any                      skipped as if absent
 
 The SSE rules (line ends, comments, a BOM) live in `sse.py`, the stream's labels in
@@ -110,6 +113,7 @@ __all__ = [
     "names_a_function",
     "rate_limit_headers_in_body",
     "reasoning_text",
+    "retry_delay_in_body",
     "reused_index_starts_a_call",
     "says_loading_model",
     "says_no_arguments",
@@ -330,12 +334,21 @@ def is_error_body(data: dict[str, Any]) -> bool:
     return bool(data.get("error")) or ("choices" not in data and data.get("object") == "error")
 
 
+def _error_object(body: Any) -> dict[str, Any] | None:
+    """The `error` object of an error body, or of its one item when the body is a
+    list (Gemini's OpenAI-compatible endpoint)."""
+    if type(body) is list and len(body) == 1:
+        body = body[0]
+    error = body.get("error") if type(body) is dict else None
+    return error if type(error) is dict else None
+
+
 def rate_limit_headers_in_body(body: Any) -> dict[str, str] | None:
     """The rate-limit headers an error's body carries, as text: OpenRouter sends a
     429's (`X-RateLimit-Limit`, `-Remaining`, `-Reset` in Unix milliseconds) in
     `error.metadata.headers`, not among the response's headers."""
-    error = body.get("error") if type(body) is dict else None
-    metadata = error.get("metadata") if type(error) is dict else None
+    error = _error_object(body)
+    metadata = error.get("metadata") if error is not None else None
     headers = metadata.get("headers") if type(metadata) is dict else None
     if type(headers) is not dict:
         return None
@@ -343,6 +356,20 @@ def rate_limit_headers_in_body(body: Any) -> dict[str, str] | None:
         str(name): str(value) for name, value in headers.items() if type(value) in (str, int, float)
     }
     return found or None
+
+
+def retry_delay_in_body(body: Any) -> str | None:
+    """The pause a 429's body asks for in Google's terms (`"53s"`, `"38.601s"`):
+    Gemini, its OpenAI-compatible endpoint too, sends no `Retry-After` but an
+    `error.details` item of type `google.rpc.RetryInfo` with a `retryDelay`."""
+    error = _error_object(body)
+    details = error.get("details") if error is not None else None
+    for detail in details if type(details) is list else ():
+        kind = detail.get("@type") if type(detail) is dict else None
+        if type(kind) is str and kind.endswith("google.rpc.RetryInfo"):
+            delay = detail.get("retryDelay")
+            return delay if type(delay) is str else None
+    return None
 
 
 def says_loading_model(status: int, body: Any) -> bool:

@@ -696,6 +696,29 @@ async def test_retry_after_headers_honoured(client: asyncchat.Client, server: Mo
     assert client.sleeps == [2.0, 0.15]  # type: ignore[attr-defined]
 
 
+async def test_a_pause_named_in_a_429_s_body_is_honoured(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Gemini sends no Retry-After: its 429 (a list of one error on the OpenAI-compatible
+    endpoint) names the pause in a google.rpc.RetryInfo detail. Backoff at 0.5 and 1 s
+    would spend both retries inside the quota's minute."""
+    quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []}
+    pause = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "26s"}
+    error = {"code": 429, "message": "You exceeded your current quota.", "details": [quota, pause]}
+    server.enqueue(429, [{"error": {**error, "status": "RESOURCE_EXHAUSTED"}}])
+    completion = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}]
+    )
+    assert completion.choices[0].message.content == "You said: x"
+    assert client.sleeps == [26.0]  # type: ignore[attr-defined]
+
+    pause["retryDelay"] = "3600s"  # a daily quota: past the 60 s cap, raised at once
+    server.enqueue(429, [{"error": {**error, "status": "RESOURCE_EXHAUSTED"}}])
+    with pytest.raises(asyncchat.RateLimitError, match="You exceeded your current quota"):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert len(server.requests) == 3 and client.sleeps == [26.0]  # type: ignore[attr-defined]
+
+
 async def test_retries_exhausted_raise_the_last_error(
     client: asyncchat.Client, server: MockServer
 ) -> None:

@@ -168,7 +168,7 @@ async def test_requests_per_minute_ceiling(client: asyncchat.Client, server: Moc
         assert sum(1 for s in starts if starts[first] <= s < starts[first] + 0.5) <= 2
 
 
-@pytest.mark.parametrize("asked_by", ["retry-after", "openrouter-body"])
+@pytest.mark.parametrize("asked_by", ["retry-after", "openrouter-body", "gemini-body"])
 async def test_429_retry_after_pauses_every_worker(
     client: asyncchat.Client, server: MockServer, asked_by: str
 ) -> None:
@@ -177,9 +177,12 @@ async def test_429_retry_after_pauses_every_worker(
     client._clock, client._sleep = clock, clock.sleep  # type: ignore[method-assign]
     if asked_by == "retry-after":
         server.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
-    else:  # OpenRouter names the pause in its body: the spent budget's reset, in Unix ms
+    elif asked_by == "openrouter-body":  # the spent budget's reset, in Unix ms
         reset = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str((time.time() + 7) * 1000)}
         server.enqueue(429, {"error": {"message": "slow down", "metadata": {"headers": reset}}})
+    else:  # Gemini: a google.rpc.RetryInfo detail, in a list of one error
+        pause = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}
+        server.enqueue(429, [{"error": {"message": "slow down", "details": [pause]}}])
     results = await client.chat.batch([request(i) for i in range(8)], concurrency=4)
     assert all(isinstance(result, asyncchat.ChatCompletion) for result in results)
     # The limited request retried once; it and every request started after it waited 7 s.

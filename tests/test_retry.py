@@ -120,3 +120,26 @@ def test_a_429_body_that_says_nothing_is_left_asks_for_a_pause_until_the_reset()
     assert requested_pause(503, {}, openrouter_429("0", 30), NOW) is None  # only a 429's
     assert requested_pause(429, {}, {"error": {"metadata": {"headers": "x"}}}, NOW) is None
     assert requested_pause(429, {}, "<html>Too Many Requests</html>", NOW) is None
+
+
+def gemini_429(delay: object) -> list[dict[str, object]]:
+    """Gemini's 429 on its OpenAI-compatible endpoint: a list of one error, the pause
+    in a `google.rpc.RetryInfo` detail (googleapis/python-genai#1875)."""
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay},
+    ]
+    error = {"code": 429, "message": "You exceeded your current quota.", "details": details}
+    return [{"error": {**error, "status": "RESOURCE_EXHAUSTED"}}]
+
+
+def test_a_429_body_that_names_a_retry_delay_asks_for_that_pause() -> None:
+    assert requested_pause(429, {}, gemini_429("38.601s"), NOW) == 38.601
+    assert decide(429, body=gemini_429("26s")) == 26.0
+    assert decide(429, body=gemini_429("3600s")) is None  # past the cap: give up
+    assert decide(429, body=gemini_429("26s")[0]) == 26.0  # not in a list
+    assert decide(429, {"retry-after": "2"}, body=gemini_429("26s")) == 2.0
+    backoff = decide(429)
+    assert decide(429, body=gemini_429(26)) == backoff  # not Google's text: no pause
+    assert decide(429, body=gemini_429("soon")) == backoff
+    assert requested_pause(503, {}, gemini_429("26s"), NOW) is None
