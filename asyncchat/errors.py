@@ -351,7 +351,7 @@ class LengthFinishReasonError(StructuredOutputError):
             else "shorten the conversation"
         )
         super().__init__(
-            f"the answer was cut {cut_short_at(finish_reason)}{spent} "
+            f"the answer was cut {cut_short_at(finish_reason) or 'at a limit'}{spent} "
             f"(finish_reason {finish_reason!r}), so it cannot be parsed: {fix}",
             completion=completion,
         )

@@ -782,9 +782,9 @@ async def test_a_call_cut_off_when_the_server_stopped_the_answer_is_never_run(
         ran.append(command)
         return "ok"
 
+    weather_call = {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
     fragments = [
-        {"index": 0, "id": "c1", "type": "function"}
-        | {"function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+        {"index": 0, "id": "c1", "type": "function", "function": weather_call},
         {"index": 1, "id": "c2", "type": "custom", "custom": {"name": "run_shell", "input": ""}},
         {"index": 1, "custom": {"input": "rm -rf b"}},
     ]
