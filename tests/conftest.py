@@ -162,6 +162,20 @@ def tool_call_stream(fragments: list[dict[str, Any]], finish_reason: str = "tool
     return "".join(events) + "data: [DONE]\n\n"
 
 
+def openrouter_429(
+    reset_at: float, *, limit: int = 50, remaining: int = 0, window: str = "free-models-per-day"
+) -> dict[str, Any]:
+    """OpenRouter's 429 body: its rate-limit headers inside, the reset (`reset_at`, a
+    Unix time) in milliseconds, as in Gitlawb/openclaude#936."""
+    headers = {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(int(reset_at * 1000)),
+    }
+    message = f"Rate limit exceeded: {window}."
+    return {"error": {"message": message, "code": 429, "metadata": {"headers": headers}}}
+
+
 def free_port() -> int:
     """A loopback port nobody listens on (for refused connections and subprocess servers)."""
     with socket.socket() as sock:

@@ -34,6 +34,7 @@ from .conftest import (
     RestartingServer,
     completion_json,
     free_port,
+    openrouter_429,
     port_that_accepts_nothing,
     served_in_a_thread,
 )
@@ -304,11 +305,7 @@ def test_a_rate_limit_spent_for_hours_stops_the_job_and_a_rerun_completes_it(
     is left until midnight. Every request would fail alike, so nothing more is sent."""
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_requests(requests, 3)
-    reset = str(int((time.time() + 5 * 3600) * 1000))
-    limits = {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
-    message = "Rate limit exceeded: free-models-per-day."
-    body = {"error": {"message": message, "code": 429, "metadata": {"headers": limits}}}
-    background_server.enqueue(429, body)
+    background_server.enqueue(429, openrouter_429(time.time() + 5 * 3600))
     sent_before = len(background_server.requests)
     assert run(background_server, str(requests), "-o", str(output), "--concurrency", "1") == 1
     err = capsys.readouterr().err.strip()

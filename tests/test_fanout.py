@@ -15,7 +15,7 @@ from asyncchat._ratelimit import RateLimiter
 from asyncchat._transport import AiohttpTransport
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, openrouter_429
 
 
 def request(i: int, **extra: Any) -> dict[str, Any]:
@@ -178,8 +178,7 @@ async def test_429_retry_after_pauses_every_worker(
     if asked_by == "retry-after":
         server.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
     elif asked_by == "openrouter-body":  # the spent budget's reset, in Unix ms
-        reset = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str((time.time() + 7) * 1000)}
-        server.enqueue(429, {"error": {"message": "slow down", "metadata": {"headers": reset}}})
+        server.enqueue(429, openrouter_429(time.time() + 7, window="free-models-per-min"))
     else:  # Gemini: a google.rpc.RetryInfo detail, in a list of one error
         pause = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}
         server.enqueue(429, [{"error": {"message": "slow down", "details": [pause]}}])

@@ -7,7 +7,6 @@ import io
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -17,7 +16,7 @@ from asyncchat._batchrun import run_batch_file
 from asyncchat.ratelimits import RateLimits
 from asyncchat.testing import MockServer
 
-from .conftest import API_KEY
+from .conftest import API_KEY, openrouter_429
 
 USER = [{"role": "user", "content": "hi"}]
 QUOTA = {
@@ -106,31 +105,20 @@ async def test_on_a_completion_a_stream_and_an_error(
     assert caught.value.rate_limits == RateLimits(5000, 2_000_000, 4999, 0, 0.012, 90.0)
 
 
-def openrouter_429(limit: str, reset_in: float, window: str) -> dict[str, Any]:
-    """OpenRouter's 429: its rate-limit headers inside the body, the reset a Unix time
-    in milliseconds (the shape in Gitlawb/openclaude#936)."""
-    headers = {
-        "X-RateLimit-Limit": limit,
-        "X-RateLimit-Remaining": "0",
-        "X-RateLimit-Reset": str(int((time.time() + reset_in) * 1000)),
-    }
-    message = f"Rate limit exceeded: {window}."
-    return {"error": {"message": message, "code": 429, "metadata": {"headers": headers}}}
-
-
 async def test_openrouter_s_limits_in_a_429_s_body_are_read_and_waited_for(
     client: asyncchat.Client, server: MockServer
 ) -> None:
     """A per-minute cap that resets in 30 s is waited for, as a Retry-After would
     be; a daily one that resets in hours is not retried at all, and the error says
     what is spent and until when."""
-    server.enqueue(429, json=openrouter_429("20", 30, "free-models-per-min"))
+    per_minute = openrouter_429(time.time() + 30, limit=20, window="free-models-per-min")
+    server.enqueue(429, json=per_minute)
     completion = await client.chat.completions.create(model="m", messages=USER)
     assert completion.choices[0].message.content == "You said: hi"
     [waited] = client.sleeps  # type: ignore[attr-defined]
     assert 25 < waited <= 30
 
-    server.enqueue(429, json=openrouter_429("50", 5 * 3600, "free-models-per-day"))
+    server.enqueue(429, json=openrouter_429(time.time() + 5 * 3600))
     with pytest.raises(asyncchat.RateLimitError, match="free-models-per-day") as caught:
         await client.chat.completions.create(model="m", messages=USER)
     assert len(server.requests) == 3 and len(client.sleeps) == 1  # type: ignore[attr-defined]

@@ -33,7 +33,14 @@ from asyncchat.ray import (
 from asyncchat.testing import MockServer
 from asyncchat.types import ChatCompletion
 
-from .conftest import API_KEY, RestartingServer, free_port, served_in_a_thread, server_context
+from .conftest import (
+    API_KEY,
+    RestartingServer,
+    free_port,
+    openrouter_429,
+    served_in_a_thread,
+    server_context,
+)
 from .ray_logs import console_spans, instrumentation_version, ray_root
 from .test_batch_safety import OUTAGES, Outage, restarting_server
 
@@ -459,12 +466,7 @@ def test_openrouter_s_daily_cap_stops_the_job_and_a_rerun_finishes_it(
     source = write_input(tmp_path / "in.jsonl", 300)
     output = tmp_path / "out.jsonl"
     command = batch_command(source, output, background_server, "--ray-address", cluster)
-    reset = str(int((time.time() + 5 * 3600) * 1000))
-    limits = {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
-    message = "Rate limit exceeded: free-models-per-day."
-    background_server.enqueue(
-        429, {"error": {"message": message, "code": 429, "metadata": {"headers": limits}}}
-    )
+    background_server.enqueue(429, openrouter_429(time.time() + 5 * 3600))
     sent_before = len(background_server.requests)
 
     capped = run(command)

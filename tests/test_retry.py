@@ -16,6 +16,8 @@ from asyncchat._retry import (
     retry_delay,
 )
 
+from .conftest import openrouter_429
+
 NOW = 1_700_000_000.0
 
 
@@ -35,17 +37,6 @@ def decide(
         rng=random.Random(0),
         body=body,
     )
-
-
-def openrouter_429(remaining: str, reset_in: float) -> dict[str, object]:
-    """OpenRouter's 429 body: its rate-limit headers inside, the reset a Unix time in ms."""
-    headers = {
-        "X-RateLimit-Limit": "20",
-        "X-RateLimit-Remaining": remaining,
-        "X-RateLimit-Reset": str(int((NOW + reset_in) * 1000)),
-    }
-    message = "Rate limit exceeded: free-models-per-min."
-    return {"error": {"message": message, "code": 429, "metadata": {"headers": headers}}}
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
@@ -111,13 +102,14 @@ def test_backoff_grows_with_jitter_and_a_cap() -> None:
 def test_a_429_body_that_says_nothing_is_left_asks_for_a_pause_until_the_reset() -> None:
     """OpenRouter names no Retry-After; its body's rate-limit headers say when the
     spent budget resets: a wait that long, or none when it is past the cap."""
-    assert requested_pause(429, {}, openrouter_429("0", 30), NOW) == 30.0
-    assert decide(429, body=openrouter_429("0", 30)) == 30.0
-    assert decide(429, body=openrouter_429("0", 5 * 3600)) is None  # a daily cap: give up
-    assert decide(429, {"retry-after": "2"}, body=openrouter_429("0", 30)) == 2.0  # header first
+    per_minute = openrouter_429(NOW + 30, limit=20, window="free-models-per-min")
+    assert requested_pause(429, {}, per_minute, NOW) == 30.0
+    assert decide(429, body=per_minute) == 30.0
+    assert decide(429, body=openrouter_429(NOW + 5 * 3600)) is None  # a daily cap: give up
+    assert decide(429, {"retry-after": "2"}, body=per_minute) == 2.0  # the header first
     backoff = decide(429)
-    assert decide(429, body=openrouter_429("3", 30)) == backoff  # some left: not a pause
-    assert requested_pause(503, {}, openrouter_429("0", 30), NOW) is None  # only a 429's
+    assert decide(429, body=openrouter_429(NOW + 30, remaining=3)) == backoff  # not spent
+    assert requested_pause(503, {}, per_minute, NOW) is None  # only a 429's
     assert requested_pause(429, {}, {"error": {"metadata": {"headers": "x"}}}, NOW) is None
     assert requested_pause(429, {}, "<html>Too Many Requests</html>", NOW) is None
 
