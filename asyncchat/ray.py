@@ -19,7 +19,8 @@
 
 Result rows hold `response` and `error` as JSON text: answers differ in shape from
 row to row, and an Arrow column needs one type. `status_code` is the HTTP status
-(null when no answer came), for filtering without parsing.
+(null when no answer came), for filtering without parsing. `retry_after` is the
+pause an error answer's headers asked for, which the record does not hold.
 
 Per-minute ceilings are shared between actors through Redis (`redis_url`): a
 ceiling per actor would multiply by the number of actors.
@@ -60,9 +61,17 @@ from asyncchat._batchfile import (
     unstorable_record,
 )
 from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, fatal_hint
+from asyncchat._retry import retry_after
 from asyncchat._serverwatch import DEFAULT_PATIENCE, ServerWatch, log_outages, send_patiently
 from asyncchat.client import Client
-from asyncchat.errors import APIError, ConnectError, ServerNotReadyError, TLSError, status_error
+from asyncchat.errors import (
+    APIError,
+    APIStatusError,
+    ConnectError,
+    ServerNotReadyError,
+    TLSError,
+    status_error,
+)
 from asyncchat.types import ChatCompletion
 
 __all__ = [
@@ -89,6 +98,10 @@ RESULT_SCHEMA = pa.schema(
         ("status_code", pa.int32()),
         ("response", pa.string()),
         ("error", pa.string()),
+        # The pause an error answer's headers asked for (Retry-After, retry-after-ms),
+        # in seconds, or null: the headers are not in the record, and the driver
+        # needs it to see the job-wide stop the actor saw.
+        ("retry_after", pa.float64()),
     ]
 )
 NOT_SENT = "not_sent"  # the error code of a request held back after a job-wide error
@@ -341,6 +354,9 @@ def result_row(custom_id: str, result: ChatCompletion | Exception) -> dict[str, 
         "status_code": None if response is None else record["response"]["status_code"],
         "response": None if response is None else response.decode(),
         "error": None if error is None else orjson.dumps(error).decode(),
+        "retry_after": (
+            retry_after(result.headers, time.time()) if isinstance(result, APIStatusError) else None
+        ),
     }
 
 
@@ -701,7 +717,10 @@ class _RayJob(RunTally):
             response = None if row["response"] is None else orjson.loads(row["response"])
             if response is not None and row["status_code"] != 200:
                 error = status_error(
-                    row["status_code"], response.get("body"), request_id=response.get("request_id")
+                    row["status_code"],
+                    response.get("body"),
+                    request_id=response.get("request_id"),
+                    headers=_pause_headers(row["retry_after"]),
                 )
                 if fatal_hint(error) is not None:
                     self.fatal = self.fatal or error
@@ -724,3 +743,9 @@ class _RayJob(RunTally):
             yield result_line(row)
             answer = response.get("body") if response else None
             self.count(row["status_code"] == 200, answer if isinstance(answer, dict) else None)
+
+
+def _pause_headers(seconds: float | None) -> dict[str, str] | None:
+    """The pause an actor read from an error answer's headers, as a header again, for
+    the error the driver rebuilds from its row (and `fatal_hint` reads)."""
+    return None if seconds is None else {"retry-after": repr(seconds)}

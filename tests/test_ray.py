@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,30 @@ def test_a_job_wide_error_stops_each_actor_sending(
     assert len(background_server.requests) == len(refused)
     message = orjson.loads(held[0]["error"])["message"]
     assert "401" in message and "check the API key" in message
+
+
+def test_an_error_row_keeps_the_pause_its_headers_asked_for(
+    cluster: str, background_server: MockServer, tmp_path: Path
+) -> None:
+    """The headers are not in the record, so the row says what pause they asked for; a
+    pause past a minute stops the actor, as it stops the driver's job."""
+    background_server.enqueue(503, {"error": {"message": "busy"}}, {"retry-after-ms": "1500"})
+    background_server.enqueue(429, {"error": {"message": "slow down"}}, {"Retry-After": "3600"})
+    source = write_input(tmp_path / "in.jsonl", 30)
+    rows = map_chat_completions(
+        read_batch_jsonl(source), actors=1, concurrency=1,
+        client_options=client_options(background_server),
+    ).take_all()  # fmt: skip
+
+    assert len(rows) == 30 and len(background_server.requests) == 2
+    by_status = {row["status_code"]: row for row in rows if row["status_code"]}
+    assert set(by_status) == {429, 503}
+    assert by_status[503]["retry_after"] == 1.5
+    assert by_status[429]["retry_after"] == 3600.0
+    held = [row for row in rows if row["error"] and "not_sent" in row["error"]]
+    assert len(held) == 28 and all(row["retry_after"] is None for row in held)
+    message = orjson.loads(held[0]["error"])["message"]
+    assert "slow down" in message and "allows no requests for 1h 0m" in message
 
 
 def test_a_server_no_request_reaches_stops_each_actor_sending(cluster: str, tmp_path: Path) -> None:
@@ -460,16 +484,34 @@ def test_a_wrong_key_stops_the_job_and_a_rerun_does_each_request_once(
     assert sorted(output_ids(output)) == sorted(f"r{i}" for i in range(300))
 
 
+# A 429 that allows no request for hours, with what the stop's line says: OpenRouter's
+# daily cap, in its body; a pause in `Retry-After`, a header only the actor sees, so
+# its row carries it to the driver.
+LONG_PAUSES = {
+    "openrouter": (lambda: (openrouter_429(time.time() + 5 * 3600), {}), "5h 0m"),
+    "retry-after": (
+        lambda: ({"error": {"message": "Rate limit reached"}}, {"Retry-After": "3600"}),
+        "1h 0m",
+    ),
+}
+
+
 @pytest.mark.slow
-def test_openrouter_s_daily_cap_stops_the_job_and_a_rerun_finishes_it(
-    cluster: str, background_server: MockServer, tmp_path: Path
+@pytest.mark.parametrize("answer, pause", LONG_PAUSES.values(), ids=LONG_PAUSES)
+def test_a_429_that_allows_nothing_for_hours_stops_the_job_and_a_rerun_finishes_it(
+    cluster: str,
+    background_server: MockServer,
+    tmp_path: Path,
+    answer: Callable[[], tuple[dict[str, Any], dict[str, str]]],
+    pause: str,
 ) -> None:
-    """The 429 says in its body that no request is left until midnight: the driver
-    reads it as a job-wide error, as the local runner does."""
+    """The driver reads it as a job-wide error, as the actor did and as the local
+    runner does."""
     source = write_input(tmp_path / "in.jsonl", 300)
     output = tmp_path / "out.jsonl"
     command = batch_command(source, output, background_server, "--ray-address", cluster)
-    background_server.enqueue(429, openrouter_429(time.time() + 5 * 3600))
+    body, headers = answer()
+    background_server.enqueue(429, body, headers)
     sent_before = len(background_server.requests)
 
     capped = run(command)
@@ -477,7 +519,7 @@ def test_openrouter_s_daily_cap_stops_the_job_and_a_rerun_finishes_it(
     assert capped.returncode == 1
     message = capped.stderr.strip().splitlines()[-1]
     assert message.startswith("asyncchat: error: batch stopped, every request would fail")
-    assert "the rate limit allows no requests for 5h 0m: wait that long" in message
+    assert f"the rate limit allows no requests for {pause}: wait that long" in message
     # Only the first request met the cap here; the others were answered until the
     # driver heard of it, and the job stopped there, with the 429 not written.
     sent = len(background_server.requests) - sent_before
