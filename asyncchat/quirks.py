@@ -64,9 +64,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     `json_schema` response_format refused     DeepSeek, GLM            parse(strategy=
                                                                        "json_object")
     JSON answer in a code fence, or after     Gemini at times,         the JSON inside is parsed
-      a `<think>` block                       MiniMax; R1 and Qwen3      (answer_json_start,
-                                              without a reasoning        answer_json_text)
-                                              parser
+      a `<think>` block; a remark after the   MiniMax; R1 and Qwen3      to its value's end
+      fence                                   without a reasoning        (answer_json_start,
+                                              parser                     answer_json_text)
     only `tool_choice: "auto"` taken          GLM                      no "tool" strategy there
     SSE labelled `application/json`           hand-written servers     read as SSE
     503 "Loading model" while it loads        llama.cpp                a batch job waits for
@@ -290,13 +290,22 @@ def answer_json_start(text: str) -> tuple[int, bool] | None:
 
 def answer_json_text(text: str) -> str:
     """The JSON of a whole answer asked for as JSON: past a `<think>` block, inside a
-    code fence (`answer_json_start`); the text itself when neither wraps it."""
+    code fence (`answer_json_start`); the text itself when neither wraps it.
+
+    In a fence, the JSON ends where its value ends, as the stream reads it: what
+    follows is the fence's end, and at times a remark after it."""
     start = answer_json_start(text)
     if start is None:
         return text
     position, fenced = start
     body = text[position:]
     if fenced:
+        parser = PartialJSONParser()
+        try:
+            parser.feed(body)
+        except PartialJSONError as error:
+            if parser.done:  # the value is whole; the error is at what follows it
+                return body[: error.position]
         body = body.rstrip()
         body = body[:-3] if body.endswith("```") else body
     return body

@@ -645,6 +645,8 @@ def test_answer_json_start_and_text_over_every_split() -> None:
         f"```\n{body}```\n",
         f"<think>\nA {{guess}} first.\n</think>\n\n{body}",
         f"<think>x</think>```json\n{body}\n```",
+        f"```json\n{body}\n```\n\nThe `code` field holds the snippet.",  # a remark after
+        f"```json\n{body}``` Done.",
         f"<think>\n{'Let me think. ' * 200}\n</think>\n{body}",
     ]
     for answer in answers:
@@ -664,6 +666,28 @@ def test_answer_json_start_and_text_over_every_split() -> None:
             values = [e.parsed for e in events if isinstance(e, asyncchat.JSONContentDelta)]
             assert values[-1] == value, (answer, size)
     assert answer_json_text("Sure! {not json}") == "Sure! {not json}"  # unwrapped: as it is
+    # In a fence, JSON that does not parse is handed over whole, for the error to show.
+    assert answer_json_text('```json\n{"a": tru}\n```\nok') == '{"a": tru}\n```\nok'
+
+
+async def test_a_remark_after_the_fenced_json_is_not_parsed(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """A model that ignores the format may add a line after the code fence. The stream's
+    live value ends with the JSON; `parse()` reads the same JSON, not the remark."""
+    answer = '```json\n{"answer": "Paris"}\n```\nLet me know if you need more.'
+    server.reply = answer
+    json_object = {"type": "json_object"}
+    completion = await client.chat.completions.parse(
+        model="m", messages=USER, response_format=json_object
+    )
+    assert completion.choices[0].message.content == answer
+    assert completion.choices[0].message.parsed == {"answer": "Paris"}
+    async with client.chat.stream(model="m", messages=USER, response_format=json_object) as s:
+        deltas = [e async for e in s if isinstance(e, asyncchat.JSONContentDelta)]
+        final = await s.final_completion()
+    assert deltas[-1].parsed == {"answer": "Paris"}
+    assert final.choices[0].message.parsed == {"answer": "Paris"}
 
 
 async def test_content_that_is_not_json_raises_when_parsed_is_read(
