@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from asyncchat.errors import APIStatusError
+from asyncchat.quirks import message_reasoning
 
 __all__ = [
     "error_type",
@@ -182,13 +183,18 @@ def _add_count(attributes: dict[str, Any], name: str, counts: dict[str, Any], ke
 
 
 def _parts(message: Any) -> list[dict[str, Any]]:
-    """A message's content as the conventions' parts (none for what is not a message)."""
+    """A message's content as the conventions' parts (none for what is not a message):
+    its reasoning (under either key, or Mistral's thinking parts), text, images and
+    tool calls; a tool message's result."""
     if not isinstance(message, dict):
         return []
     if message.get("role") == "tool":
         return [{"type": "tool_call_response", "id": message.get("tool_call_id"),
                  "response": message.get("content")}]  # fmt: skip
     parts: list[dict[str, Any]] = []
+    reasoning = message_reasoning(message)  # before the answer, as the model thought it
+    if reasoning:
+        parts.append({"type": "reasoning", "content": reasoning})
     content = message.get("content")
     if isinstance(content, str) and content:
         parts.append({"type": "text", "content": content})

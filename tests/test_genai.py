@@ -133,6 +133,17 @@ def test_input_messages_leave_inline_image_bytes_out() -> None:
     ]
 
 
+def test_a_mistral_answer_s_thinking_parts_are_its_reasoning_part() -> None:
+    """Mistral's reasoning models answer with content as parts, the thinking first."""
+    thinking = {"type": "thinking", "thinking": [{"type": "text", "text": "Hmm."}]}
+    message = {"role": "assistant", "content": [thinking, {"type": "text", "text": "42"}]}
+    shaped = json.loads(output_messages({"choices": [{"message": message}]}))
+    assert shaped[0]["parts"] == [
+        {"type": "reasoning", "content": "Hmm."},
+        {"type": "text", "content": "42"},
+    ]
+
+
 def test_openai_attributes_are_the_tier_asked_for_and_what_the_answer_tells() -> None:
     assert openai_request_attributes({"service_tier": "priority"}) == {
         "openai.request.service_tier": "priority"

@@ -811,6 +811,31 @@ async def test_captured_input_messages_are_what_was_sent(
     ]
 
 
+@pytest.mark.parametrize("reasoning", ["reasoning_content", "reasoning", "thinking"])
+async def test_captured_messages_keep_the_reasoning_as_its_own_part(
+    server: MockServer, monkeypatch: pytest.MonkeyPatch, reasoning: Any
+) -> None:
+    """A thinking model's reasoning (under either key, or Mistral's `thinking` parts) is
+    the conventions' `reasoning` part, in the answer and in the message sent back."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    server.style = StreamStyle(reasoning=reasoning)
+    async with asyncchat.Client(base_url=server.base_url, api_key=API_KEY) as client:
+        async with client.chat.stream(model="m-think", messages=user("One")) as stream:
+            answer = await stream.final_completion()
+        await client.chat.completions.create(
+            model="m-think", messages=[*user("One"), answer.choices[0].message, *user("Two")]
+        )
+    streamed, sent_back = spans()
+    assert streamed.attributes is not None and sent_back.attributes is not None
+    thought = {"type": "reasoning", "content": "Let me think."}
+    said = {"type": "text", "content": "You said: One"}
+    assert json.loads(str(streamed.attributes["gen_ai.output.messages"])) == [
+        {"role": "assistant", "parts": [thought, said], "finish_reason": "stop"}
+    ]
+    assistant = json.loads(str(sent_back.attributes["gen_ai.input.messages"]))[1]
+    assert assistant == {"role": "assistant", "parts": [thought, said]}
+
+
 async def test_the_tools_offered_are_recorded_by_name_only_when_opted_in(
     server: MockServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
