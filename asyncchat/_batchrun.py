@@ -40,7 +40,7 @@ from asyncchat._serverwatch import (
 )
 from asyncchat.client import Client
 from asyncchat.errors import APIError, APIStatusError, ConnectError, ServerNotReadyError, TLSError
-from asyncchat.quirks import CONTENT_FILTER_REASONS, cut_short_at
+from asyncchat.quirks import CONTENT_FILTER_REASONS, cut_short_at, says_input_flagged
 from asyncchat.types import ChatCompletion
 
 __all__ = ["BatchStop", "BatchSummary", "RunTally", "fatal_hint", "run_batch_file"]
@@ -63,7 +63,9 @@ def fatal_hint(error: Exception) -> str | None:
         return None
     if error.status_code == 401:
         return "check the API key (--api-key, or ASYNCCHAT_API_KEY / OPENAI_API_KEY)"
-    if error.status_code == 403:
+    if error.status_code == 402:  # DeepSeek's "Insufficient Balance", OpenRouter's credits
+        return "the account (or this key) has run out of credits: add credits"
+    if error.status_code == 403 and not says_input_flagged(error.body):
         return "this key may not use this model or endpoint: check its permissions"
     if error.status_code == 404:
         return "check the model name (--model, or each line's body.model) and --base-url"

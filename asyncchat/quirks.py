@@ -79,6 +79,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a 429's pause in its body, as a           Gemini                   the pause asked for
       `google.rpc.RetryInfo` detail's                                    (retry_delay_in_body)
       `retryDelay`, and no `Retry-After`
+    a 403 for an input a model's moderation   OpenRouter               that request's failure,
+      flagged (`error.metadata.reasons`,                                 not a job-wide one
+      `flagged_input`)                                                   (says_input_flagged)
     a value of the wrong JSON type            any                      skipped as if absent
 
 The SSE rules (line ends, comments, a BOM) live in `sse.py`, the stream's labels in
@@ -115,6 +118,7 @@ __all__ = [
     "reasoning_text",
     "retry_delay_in_body",
     "reused_index_starts_a_call",
+    "says_input_flagged",
     "says_loading_model",
     "says_no_arguments",
     "unindexed_fragment_starts_a_call",
@@ -350,6 +354,16 @@ def _error_object(body: Any) -> dict[str, Any] | None:
         body = body[0]
     error = body.get("error") if type(body) is dict else None
     return error if type(error) is dict else None
+
+
+def says_input_flagged(body: Any) -> bool:
+    """Whether an error's body says a moderation filter flagged this request's input,
+    as OpenRouter's 403 does (`error.metadata` with the `reasons` and the
+    `flagged_input`): one request's refusal, where a 403 otherwise says the key may
+    not use the model."""
+    error = _error_object(body)
+    metadata = error.get("metadata") if error is not None else None
+    return type(metadata) is dict and ("flagged_input" in metadata or "reasons" in metadata)
 
 
 def rate_limit_headers_in_body(body: Any) -> dict[str, str] | None:

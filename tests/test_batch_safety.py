@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import asyncchat
-from asyncchat._batchrun import _Progress, run_batch_file
+from asyncchat._batchrun import _Progress, fatal_hint, run_batch_file
 from asyncchat._serverwatch import ServerWatch
 from asyncchat.cli import main
 from asyncchat.errors import APIStatusError, status_error
@@ -231,6 +231,9 @@ def test_a_failure_of_this_input_is_retried_and_replaced(
         (404, {"message": "The model `nope` does not exist", "code": "model_not_found"}, "model"),
         (403, {"message": "not allowed"}, "permissions"),
         (429, {"message": "You exceeded your quota", "code": "insufficient_quota"}, "quota"),
+        # DeepSeek's and OpenRouter's account out of money
+        (402, {"message": "Insufficient Balance", "type": "unknown_error"}, "credits"),
+        (402, {"code": 402, "message": "Insufficient credits."}, "credits"),
     ],
 )
 def test_other_job_wide_errors_stop_the_job(
@@ -255,6 +258,52 @@ def test_other_job_wide_errors_stop_the_job(
     assert len(read_output(output)) == 1
     assert run(background_server, *args) == 0
     assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+
+
+def test_a_403_for_one_flagged_input_is_that_request_s_failure(
+    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OpenRouter answers 403 when a model's moderation flags this request's input, not
+    because the key may not use the model: the other requests go on."""
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 20)
+    flagged = {
+        "code": 403,
+        "message": "openai/gpt-4o requires moderation on OpenRouter. Your input was flagged",
+        "metadata": {
+            "reasons": ["violence"],
+            "flagged_input": "the request's text...",
+            "provider_name": "OpenAI",
+            "model_slug": "openai/gpt-4o",
+        },
+    }
+    background_server.enqueue(200, None, delay=0)
+    background_server.enqueue(403, {"error": flagged})
+    args = [str(requests), "-o", str(output), "--concurrency", "1"]
+    assert run(background_server, *args) == 1  # one request failed
+    err = capsys.readouterr().err
+    assert "batch stopped" not in err and "20 requests, 19 succeeded, 1 failed" in err
+    records = read_output(output)
+    assert Counter(r["custom_id"] for r in records) == Counter(ids)
+    assert [r["response"]["status_code"] for r in records].count(403) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "job_wide"),
+    [
+        ({"error": {"message": "not allowed"}}, True),
+        ([{"error": {"message": "flagged", "metadata": {"flagged_input": "x"}}}], False),
+        ({"error": {"message": "flagged", "metadata": {"reasons": []}}}, False),
+        ({"error": {"message": "no", "metadata": ["reasons"]}}, True),
+        ({"error": "forbidden"}, True),
+        ("<html>403 Forbidden</html>", True),
+        (None, True),
+    ],
+)
+def test_a_403_is_job_wide_unless_its_body_says_the_input_was_flagged(
+    body: Any, job_wide: bool
+) -> None:
+    assert (fatal_hint(status_error(403, body)) is not None) is job_wide
 
 
 @pytest.mark.parametrize(

@@ -249,6 +249,34 @@ def test_an_error_row_keeps_the_pause_its_headers_asked_for(
     assert "slow down" in message and "allows no requests for 1h 0m" in message
 
 
+@pytest.mark.parametrize(
+    ("status", "error", "stops"),
+    [
+        (402, {"code": 402, "message": "Insufficient credits."}, True),
+        (403, {"code": 403, "message": "Your input was flagged",
+               "metadata": {"reasons": ["violence"], "flagged_input": "..."}}, False),
+    ],
+)  # fmt: skip
+def test_an_account_out_of_credits_stops_the_actor_and_a_flagged_input_does_not(
+    cluster: str,
+    background_server: MockServer,
+    tmp_path: Path,
+    status: int,
+    error: dict[str, Any],
+    stops: bool,
+) -> None:
+    background_server.enqueue(status, {"error": error})
+    source = write_input(tmp_path / "in.jsonl", 20)
+    rows = map_chat_completions(
+        read_batch_jsonl(source), actors=1, concurrency=1,
+        client_options=client_options(background_server),
+    ).take_all()  # fmt: skip
+    statuses = [row["status_code"] for row in rows]
+    assert statuses.count(status) == 1
+    held = [row for row in rows if row["error"] and "not_sent" in row["error"]]
+    assert (len(held), statuses.count(200)) == ((19, 0) if stops else (0, 19))
+
+
 def test_a_server_no_request_reaches_stops_each_actor_sending(cluster: str, tmp_path: Path) -> None:
     source = write_input(tmp_path / "in.jsonl", 100)
     nobody = f"http://127.0.0.1:{free_port()}/v1"
