@@ -39,8 +39,20 @@ from asyncchat._serverwatch import (
     send_patiently,
 )
 from asyncchat.client import Client
-from asyncchat.errors import APIError, APIStatusError, ConnectError, ServerNotReadyError, TLSError
-from asyncchat.quirks import CONTENT_FILTER_REASONS, cut_short_at, says_input_flagged
+from asyncchat.errors import (
+    APIError,
+    APIStatusError,
+    ConnectError,
+    ServerNotReadyError,
+    TLSError,
+    error_fields,
+)
+from asyncchat.quirks import (
+    CONTENT_FILTER_REASONS,
+    cut_short_at,
+    says_input_flagged,
+    says_unknown_model,
+)
 from asyncchat.types import ChatCompletion
 
 __all__ = ["BatchStop", "BatchSummary", "RunTally", "fatal_hint", "run_batch_file"]
@@ -67,7 +79,8 @@ def fatal_hint(error: Exception) -> str | None:
         return "the account (or this key) has run out of credits: add credits"
     if error.status_code == 403 and not says_input_flagged(error.body):
         return "this key may not use this model or endpoint: check its permissions"
-    if error.status_code == 404:
+    message, _, error_type, _ = error_fields(error.body)  # the server's own words
+    if error.status_code == 404 or says_unknown_model(error_type, message):
         return "check the model name (--model, or each line's body.model) and --base-url"
     if error.code == "insufficient_quota":
         return "the account has run out of quota"

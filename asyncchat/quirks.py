@@ -79,6 +79,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a 429's pause in its body, as a           Gemini                   the pause asked for
       `google.rpc.RetryInfo` detail's                                    (retry_delay_in_body)
       `retryDelay`, and no `Retry-After`
+    a 400, not a 404, for a model the         Mistral, Perplexity      a 404's: a batch job stops
+      server does not have: type                (`invalid_model`);       at it (says_unknown_model)
+      `invalid_model`, or "Model Not Exist"     DeepSeek
     a 403 for an input a model's moderation   OpenRouter               that request's failure,
       flagged (`error.metadata.reasons`,                                 not a job-wide one
       `flagged_input`)                                                   (says_input_flagged)
@@ -121,6 +124,7 @@ __all__ = [
     "says_input_flagged",
     "says_loading_model",
     "says_no_arguments",
+    "says_unknown_model",
     "unindexed_fragment_starts_a_call",
     "usage_beside_finish",
 ]
@@ -354,6 +358,15 @@ def _error_object(body: Any) -> dict[str, Any] | None:
         body = body[0]
     error = body.get("error") if type(body) is dict else None
     return error if type(error) is dict else None
+
+
+def says_unknown_model(error_type: Any, message: Any) -> bool:
+    """Whether an error (its `type` and `message`) says the server has no such model,
+    for the servers that answer so with a 400, not a 404: Mistral and Perplexity by
+    the type `invalid_model`, DeepSeek by its message "Model Not Exist" alone."""
+    if error_type == "invalid_model":
+        return True
+    return type(message) is str and message.strip().lower() == "model not exist"
 
 
 def says_input_flagged(body: Any) -> bool:

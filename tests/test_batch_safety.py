@@ -226,22 +226,31 @@ def test_a_failure_of_this_input_is_retried_and_replaced(
 
 
 @pytest.mark.parametrize(
-    ("status", "error", "hint"),
+    ("status", "body", "hint"),
     [
-        (404, {"message": "The model `nope` does not exist", "code": "model_not_found"}, "model"),
-        (403, {"message": "not allowed"}, "permissions"),
-        (429, {"message": "You exceeded your quota", "code": "insufficient_quota"}, "quota"),
+        (404, {"error": {"message": "The model `nope` does not exist",
+                         "code": "model_not_found"}}, "model name"),
+        # A model the server does not have, as a 400: DeepSeek, Mistral, Perplexity
+        (400, {"error": {"message": "Model Not Exist", "type": "invalid_request_error",
+                         "param": None, "code": "invalid_request_error"}}, "model name"),
+        (400, {"object": "error", "message": "Invalid model: nope", "type": "invalid_model",
+               "code": "1500"}, "model name"),
+        (400, {"error": {"message": "Invalid model 'nope'.", "type": "invalid_model",
+                         "code": 400}}, "model name"),
+        (403, {"error": {"message": "not allowed"}}, "permissions"),
+        (429, {"error": {"message": "You exceeded your quota",
+                         "code": "insufficient_quota"}}, "quota"),
         # DeepSeek's and OpenRouter's account out of money
-        (402, {"message": "Insufficient Balance", "type": "unknown_error"}, "credits"),
-        (402, {"code": 402, "message": "Insufficient credits."}, "credits"),
+        (402, {"error": {"message": "Insufficient Balance", "type": "unknown_error"}}, "credits"),
+        (402, {"error": {"code": 402, "message": "Insufficient credits."}}, "credits"),
     ],
-)
+)  # fmt: skip
 def test_other_job_wide_errors_stop_the_job(
     background_server: MockServer,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     status: int,
-    error: dict[str, str],
+    body: dict[str, Any],
     hint: str,
 ) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
@@ -249,7 +258,7 @@ def test_other_job_wide_errors_stop_the_job(
     background_server.enqueue(200, None, delay=0)  # one success first
     attempts = 3 if status == 429 else 1  # a 429 is retried (twice) before it counts
     for _ in range(attempts):
-        background_server.enqueue(status, {"error": error})
+        background_server.enqueue(status, body)
     args = [str(requests), "-o", str(output), "--concurrency", "1"]
     assert run(background_server, *args) == 1
     err = capsys.readouterr().err
@@ -286,6 +295,20 @@ def test_a_403_for_one_flagged_input_is_that_request_s_failure(
     records = read_output(output)
     assert Counter(r["custom_id"] for r in records) == Counter(ids)
     assert [r["response"]["status_code"] for r in records].count(403) == 1
+
+
+def test_any_other_400_is_that_request_s_failure(
+    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 10)
+    too_long = {"message": "This model's maximum context length is 8192 tokens",
+                "type": "invalid_request_error", "param": "messages",
+                "code": "context_length_exceeded"}  # fmt: skip
+    background_server.enqueue(400, {"error": too_long})
+    assert run(background_server, str(requests), "-o", str(output), "--concurrency", "1") == 1
+    assert "10 requests, 9 succeeded, 1 failed" in capsys.readouterr().err
+    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
 
 
 @pytest.mark.parametrize(
