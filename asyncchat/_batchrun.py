@@ -51,6 +51,7 @@ from asyncchat.quirks import (
     CONTENT_FILTER_REASONS,
     cut_short_at,
     says_input_flagged,
+    says_key_invalid,
     says_unknown_model,
 )
 from asyncchat.types import ChatCompletion
@@ -73,7 +74,7 @@ def fatal_hint(error: Exception) -> str | None:
         return "the server never finished starting: its own log says why"
     if not isinstance(error, APIStatusError):
         return None
-    if error.status_code == 401:
+    if error.status_code == 401 or says_key_invalid(error.body):
         return "check the API key (--api-key, or ASYNCCHAT_API_KEY / OPENAI_API_KEY)"
     if error.status_code == 402:  # DeepSeek's "Insufficient Balance", OpenRouter's credits
         return "the account (or this key) has run out of credits: add credits"

@@ -82,6 +82,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a 400, not a 404, for a model the         Mistral, Perplexity      a 404's: a batch job stops
       server does not have: type                (`invalid_model`);       at it (says_unknown_model)
       `invalid_model`, or "Model Not Exist"     DeepSeek
+    a 400, not a 401, for a wrong API key,    Gemini                   a 401's: a batch job stops
+      its `google.rpc.ErrorInfo` reason                                  at it (says_key_invalid)
+      `API_KEY_INVALID`
     a 403 for an input a model's moderation   OpenRouter               that request's failure,
       flagged (`error.metadata.reasons`,                                 not a job-wide one
       `flagged_input`)                                                   (says_input_flagged)
@@ -122,6 +125,7 @@ __all__ = [
     "retry_delay_in_body",
     "reused_index_starts_a_call",
     "says_input_flagged",
+    "says_key_invalid",
     "says_loading_model",
     "says_no_arguments",
     "says_unknown_model",
@@ -398,13 +402,31 @@ def retry_delay_in_body(body: Any) -> str | None:
     """The pause a 429's body asks for in Google's terms (`"53s"`, `"38.601s"`):
     Gemini, its OpenAI-compatible endpoint too, sends no `Retry-After` but an
     `error.details` item of type `google.rpc.RetryInfo` with a `retryDelay`."""
+    detail = _google_detail(body, "google.rpc.RetryInfo")
+    delay = detail.get("retryDelay") if detail is not None else None
+    return delay if type(delay) is str else None
+
+
+def says_key_invalid(body: Any) -> bool:
+    """Whether an error's body says the API key is not valid, where its status does
+    not: Gemini answers a wrong key with a 400 whose `google.rpc.ErrorInfo` detail
+    gives the reason `API_KEY_INVALID`."""
+    detail = _google_detail(body, "google.rpc.ErrorInfo")
+    return detail is not None and detail.get("reason") == "API_KEY_INVALID"
+
+
+def _google_detail(body: Any, kind: str) -> dict[str, Any] | None:
+    """The first `error.details` item of this type (`google.rpc.RetryInfo`, ...), in
+    the error bodies of Google's APIs."""
     error = _error_object(body)
     details = error.get("details") if error is not None else None
     for detail in details if type(details) is list else ():
-        kind = detail.get("@type") if type(detail) is dict else None
-        if type(kind) is str and kind.endswith("google.rpc.RetryInfo"):
-            delay = detail.get("retryDelay")
-            return delay if type(delay) is str else None
+        if type(detail) is not dict:
+            continue
+        named = detail.get("@type")
+        if type(named) is str and named.endswith(kind):
+            found: dict[str, Any] = detail
+            return found
     return None
 
 

@@ -238,6 +238,12 @@ def test_a_failure_of_this_input_is_retried_and_replaced(
         (400, {"error": {"message": "Invalid model 'nope'.", "type": "invalid_model",
                          "code": 400}}, "model name"),
         (403, {"error": {"message": "not allowed"}}, "permissions"),
+        # Gemini's answer to a wrong key: a 400, as a list of one error
+        (400, [{"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                          "message": "API key not valid. Please pass a valid API key.",
+                          "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                       "reason": "API_KEY_INVALID",
+                                       "domain": "googleapis.com"}]}}], "check the API key"),
         (429, {"error": {"message": "You exceeded your quota",
                          "code": "insufficient_quota"}}, "quota"),
         # DeepSeek's and OpenRouter's account out of money
@@ -250,7 +256,7 @@ def test_other_job_wide_errors_stop_the_job(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     status: int,
-    body: dict[str, Any],
+    body: Any,
     hint: str,
 ) -> None:
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
