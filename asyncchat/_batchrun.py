@@ -74,13 +74,13 @@ def fatal_hint(error: Exception) -> str | None:
         return "the server never finished starting: its own log says why"
     if not isinstance(error, APIStatusError):
         return None
-    if error.status_code == 401 or says_key_invalid(error.body):
+    message, _, error_type, _ = error_fields(error.body)  # the server's own words
+    if error.status_code == 401 or says_key_invalid(message, error.body):
         return "check the API key (--api-key, or ASYNCCHAT_API_KEY / OPENAI_API_KEY)"
     if error.status_code == 402:  # DeepSeek's "Insufficient Balance", OpenRouter's credits
         return "the account (or this key) has run out of credits: add credits"
     if error.status_code == 403 and not says_input_flagged(error.body):
         return "this key may not use this model or endpoint: check its permissions"
-    message, _, error_type, _ = error_fields(error.body)  # the server's own words
     if error.status_code == 404 or says_unknown_model(error_type, message):
         return "check the model name (--model, or each line's body.model) and --base-url"
     if error.code == "insufficient_quota":

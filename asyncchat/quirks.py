@@ -82,9 +82,10 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a 400, not a 404, for a model the         Mistral, Perplexity      a 404's: a batch job stops
       server does not have: type                (`invalid_model`);       at it (says_unknown_model)
       `invalid_model`, or "Model Not Exist"     DeepSeek
-    a 400, not a 401, for a wrong API key,    Gemini                   a 401's: a batch job stops
-      its `google.rpc.ErrorInfo` reason                                  at it (says_key_invalid)
-      `API_KEY_INVALID`
+    a 400, not a 401, for a wrong API key:    Gemini, xAI              a 401's: a batch job stops
+      a `google.rpc.ErrorInfo` reason                                    at it (says_key_invalid)
+      `API_KEY_INVALID`, or "Incorrect API
+      key provided"
     a 403 for an input a model's moderation   OpenRouter               that request's failure,
       flagged (`error.metadata.reasons`,                                 not a job-wide one
       `flagged_input`)                                                   (says_input_flagged)
@@ -407,10 +408,13 @@ def retry_delay_in_body(body: Any) -> str | None:
     return delay if type(delay) is str else None
 
 
-def says_key_invalid(body: Any) -> bool:
-    """Whether an error's body says the API key is not valid, where its status does
-    not: Gemini answers a wrong key with a 400 whose `google.rpc.ErrorInfo` detail
-    gives the reason `API_KEY_INVALID`."""
+def says_key_invalid(message: Any, body: Any) -> bool:
+    """Whether an error (the server's `message`, its `body`) says the API key is not
+    valid, where its status does not: Gemini and xAI answer a wrong key with a 400,
+    Gemini's giving the reason `API_KEY_INVALID` in a `google.rpc.ErrorInfo` detail,
+    xAI's saying "Incorrect API key provided" (as OpenAI's 401 does)."""
+    if type(message) is str and message.startswith("Incorrect API key provided"):
+        return True
     detail = _google_detail(body, "google.rpc.ErrorInfo")
     return detail is not None and detail.get("reason") == "API_KEY_INVALID"
 

@@ -244,6 +244,10 @@ def test_a_failure_of_this_input_is_retried_and_replaced(
                           "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
                                        "reason": "API_KEY_INVALID",
                                        "domain": "googleapis.com"}]}}], "check the API key"),
+        # xAI's, a 400 too
+        (400, {"code": "Client specified an invalid argument",
+               "error": "Incorrect API key provided: xa***ey. You can obtain an API key from "
+                        "https://console.x.ai."}, "check the API key"),
         (429, {"error": {"message": "You exceeded your quota",
                          "code": "insufficient_quota"}}, "quota"),
         # DeepSeek's and OpenRouter's account out of money
