@@ -79,12 +79,12 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a 429's pause in its body, as a           Gemini                   the pause asked for
       `google.rpc.RetryInfo` detail's                                    (retry_delay_in_body)
       `retryDelay`, and no `Retry-After`
-    a 400, not a 404, for a model the         Mistral, Perplexity      a 404's: a batch job stops
-      server does not have: type                (`invalid_model`);       at it (says_unknown_model)
-      `invalid_model`, or "Model Not Exist"     DeepSeek
-    a 400, not a 401, for a wrong API key:    Gemini, xAI              a 401's: a batch job stops
-      a `google.rpc.ErrorInfo` reason                                    at it (says_key_invalid)
-      `API_KEY_INVALID`, or "Incorrect API
+    a 400, not a 404, for a model the         Mistral, Perplexity      as a 404: a batch job
+      server does not have: type              (`invalid_model`),         stops there
+      `invalid_model`, or "Model Not Exist"   DeepSeek                   (says_unknown_model)
+    a 400, not a 401, for a wrong API key:    Gemini, xAI              as a 401: a batch job
+      a `google.rpc.ErrorInfo` reason                                    stops there
+      `API_KEY_INVALID`, or "Incorrect API                               (says_key_invalid)
       key provided"
     a 403 for an input a model's moderation   OpenRouter               that request's failure,
       flagged (`error.metadata.reasons`,                                 not a job-wide one
