@@ -279,46 +279,43 @@ def test_other_job_wide_errors_stop_the_job(
     assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
 
 
-def test_a_403_for_one_flagged_input_is_that_request_s_failure(
-    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """OpenRouter answers 403 when a model's moderation flags this request's input, not
-    because the key may not use the model: the other requests go on."""
-    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    ids = write_requests(requests, 20)
-    flagged = {
+# Errors of one request's own: OpenRouter's 403 when a model's moderation flags this
+# request's input (not a key that may not use the model), and a 400 such as a context
+# too long.
+OWN_ERRORS = {
+    "flagged-input": (403, {
         "code": 403,
         "message": "openai/gpt-4o requires moderation on OpenRouter. Your input was flagged",
-        "metadata": {
-            "reasons": ["violence"],
-            "flagged_input": "the request's text...",
-            "provider_name": "OpenAI",
-            "model_slug": "openai/gpt-4o",
-        },
-    }
+        "metadata": {"reasons": ["violence"], "flagged_input": "the request's text...",
+                     "provider_name": "OpenAI", "model_slug": "openai/gpt-4o"},
+    }),
+    "context-too-long": (400, {
+        "message": "This model's maximum context length is 8192 tokens",
+        "type": "invalid_request_error", "param": "messages",
+        "code": "context_length_exceeded",
+    }),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "error"), OWN_ERRORS.values(), ids=OWN_ERRORS)
+def test_an_error_of_one_request_is_its_record_and_the_job_goes_on(
+    background_server: MockServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    error: dict[str, Any],
+) -> None:
+    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_requests(requests, 20)
     background_server.enqueue(200, None, delay=0)
-    background_server.enqueue(403, {"error": flagged})
+    background_server.enqueue(status, {"error": error})
     args = [str(requests), "-o", str(output), "--concurrency", "1"]
     assert run(background_server, *args) == 1  # one request failed
     err = capsys.readouterr().err
     assert "batch stopped" not in err and "20 requests, 19 succeeded, 1 failed" in err
     records = read_output(output)
     assert Counter(r["custom_id"] for r in records) == Counter(ids)
-    assert [r["response"]["status_code"] for r in records].count(403) == 1
-
-
-def test_any_other_400_is_that_request_s_failure(
-    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    ids = write_requests(requests, 10)
-    too_long = {"message": "This model's maximum context length is 8192 tokens",
-                "type": "invalid_request_error", "param": "messages",
-                "code": "context_length_exceeded"}  # fmt: skip
-    background_server.enqueue(400, {"error": too_long})
-    assert run(background_server, str(requests), "-o", str(output), "--concurrency", "1") == 1
-    assert "10 requests, 9 succeeded, 1 failed" in capsys.readouterr().err
-    assert Counter(r["custom_id"] for r in read_output(output)) == Counter(ids)
+    assert [r["response"]["status_code"] for r in records].count(status) == 1
 
 
 @pytest.mark.parametrize(
