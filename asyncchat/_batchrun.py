@@ -191,6 +191,8 @@ class _Progress:
         self.done_before = done_before
         self.done = self.failed = self.in_flight = self.tokens = 0  # this run's
         self.quota = ""  # what the latest response said is left of the rate limits
+        # The latest answer, its rate limits read only when the line is next shown.
+        self.latest_answer: ChatCompletion | APIStatusError | None = None
         self.server: ServerWatch | None = None  # shown while it waits for the server
         self.clock = clock
         self.counts_in_flight = counts_in_flight  # False where requests are open elsewhere
@@ -202,6 +204,11 @@ class _Progress:
         if not self.live or (not force and now - self.last_shown < 0.2):
             return
         self.last_shown = now
+        if self.latest_answer is not None:
+            limits = self.latest_answer.rate_limits
+            if limits is not None:
+                self.quota = limits.describe()
+            self.latest_answer = None
         elapsed = now - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = self.total - self.done_before - self.done
@@ -484,9 +491,8 @@ class _Run(RunTally):
             return  # cancelled by a stop, or a job-wide error: a rerun sends it
         line, succeeded = encode_record(custom_id, result)
         self.results.write(line)
-        limits = getattr(result, "rate_limits", None)  # a completion's, or an error's
-        if limits is not None:
-            self.status.quota = limits.describe()
+        if isinstance(result, (ChatCompletion, APIStatusError)):
+            self.status.latest_answer = result
         self.count(succeeded, result._data if isinstance(result, ChatCompletion) else None)
         if isinstance(result, APIStatusError) and result.status_code in NOT_SERVING:
             self.not_served[result.status_code] += 1

@@ -13,12 +13,12 @@ waiting.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import orjson
+
+from asyncchat.ratelimits import spent_budgets
 
 __all__ = [
     "MAX_RESET_PAUSE",
@@ -26,35 +26,16 @@ __all__ = [
     "RateLimiter",
     "Slowdown",
     "estimate_tokens",
-    "parse_duration",
     "spent_budget_pauses",
 ]
 
 # The longest pause an `x-ratelimit-reset-*` header can impose. Longer than Retry-After's
 # cap, since a per-minute budget can legitimately reset minutes away, but bounded: a
-# server saying `1e9`, or a Unix time where a duration belongs, must not park every
-# request for years.
+# daily budget (Cerebras's `-requests-day`) or an hourly one, spent, must not park every
+# request for hours, nor a server saying `1e8` for years.
 MAX_RESET_PAUSE = 600.0
 # Completion tokens assumed for a request that does not cap them.
 DEFAULT_COMPLETION_ESTIMATE = 256
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in a rate-limit reset value such as `1m30s`, `6ms`, `0.5s` or `20`;
-    None for anything else (`inf` and `nan` included)."""
-    text = text.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        return None
-    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 def estimate_tokens(body: Mapping[str, Any]) -> int:
@@ -203,24 +184,16 @@ class RateLimiter:
 
 def spent_budget_pauses(headers: Mapping[str, str]) -> tuple[list[float], list[str]]:
     """The pauses a response's spent budgets ask for (`x-ratelimit-remaining-*: 0`
-    with its `x-ratelimit-reset-*`), in seconds; and the resets not followed (longer
-    than `MAX_RESET_PAUSE`, or not a duration), as header lines to report."""
+    with its `x-ratelimit-reset-*`, in every window the headers name), in seconds;
+    and the resets not followed (longer than `MAX_RESET_PAUSE`, or not a duration),
+    as header lines to report."""
     pauses: list[float] = []
     declined: list[str] = []
-    for kind in ("requests", "tokens"):
-        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
-        reset = headers.get(f"x-ratelimit-reset-{kind}")
-        if remaining is None or reset is None:
+    for budget in spent_budgets(headers):
+        if budget.reset_header is None:
             continue
-        try:
-            spent = float(remaining) <= 0
-        except ValueError:
-            continue
-        if not spent:
-            continue
-        seconds = parse_duration(reset)
-        if seconds is None or seconds > MAX_RESET_PAUSE:
-            declined.append(f"x-ratelimit-reset-{kind}: {reset}")
+        if budget.reset is None or budget.reset > MAX_RESET_PAUSE:
+            declined.append(budget.reset_header)
         else:
-            pauses.append(seconds)
+            pauses.append(budget.reset)
     return pauses, declined

@@ -11,9 +11,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from asyncchat._ratelimit import parse_duration
 from asyncchat.quirks import rate_limit_headers_in_body, retry_delay_in_body
-from asyncchat.ratelimits import RateLimits
+from asyncchat.ratelimits import RateLimits, parse_duration
 
 __all__ = ["MAX_RETRY_DELAY", "backoff_delay", "requested_pause", "retry_after", "retry_delay"]
 

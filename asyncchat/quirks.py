@@ -79,6 +79,12 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a 429's pause in its body, as a           Gemini                   the pause asked for
       `google.rpc.RetryInfo` detail's                                    (retry_delay_in_body)
       `retryDelay`, and no `Retry-After`
+    rate-limit headers that name their        Cerebras, Mistral        every window read; the
+      window (`-requests-day`, `-tokens-      (`req`), Nous              one with the fewest left
+      minute`, `-req-10-second`, `-tokens-                               speaks for its kind, and
+      1h`), several at once                                              any spent one pauses
+                                                                         starts (ratelimits.
+                                                                         read_budgets)
     a 400, not a 404, for a model the         Mistral, Perplexity      as a 404: a batch job
       server does not have: type              (`invalid_model`),         stops there
       `invalid_model`, or "Model Not Exist"   DeepSeek                   (says_unknown_model)
@@ -92,7 +98,8 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a value of the wrong JSON type            any                      skipped as if absent
 
 The SSE rules (line ends, comments, a BOM) live in `sse.py`, the stream's labels in
-`_stream.py`; the rules below are the ones the chunk readers share.
+`_stream.py`, the rate-limit headers' names in `ratelimits.py`; the rules below are the
+ones the chunk readers share.
 """
 
 from __future__ import annotations

@@ -8,26 +8,54 @@ OpenAI, Groq, DeepSeek and others report the caller's quota on every response:
 
 Others give the request budget without the `-requests` suffix (`x-ratelimit-limit`,
 `-remaining`, `-reset`), its reset at times a moment rather than a wait: OpenRouter
-sends them so inside a 429's body, the reset in Unix milliseconds.
+sends them so inside a 429's body, the reset in Unix milliseconds. Others again name
+the window each budget counts over after its kind, and may send several windows:
+`x-ratelimit-remaining-requests-day` and `-tokens-minute` (Cerebras), `-req-minute`,
+`-req-10-second` and `-tokens-month` (Mistral), `-requests-1h` beside the per-minute
+names (Nous).
 
-`RateLimits.from_headers` reads them (durations as seconds); it is what
+`read_budgets` reads every budget a response names; `RateLimits.from_headers` keeps,
+for requests and for tokens, the one that runs out first. It is what
 `completion.rate_limits`, `stream.rate_limits` and `error.rate_limits` return.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from asyncchat._ratelimit import parse_duration
-
-__all__ = ["RateLimits"]
+__all__ = ["Budget", "RateLimits", "parse_duration", "read_budgets", "spent_budgets"]
 
 # No rate-limit window lasts 30 years: a reset past this many seconds is a moment, in
 # Unix seconds, or in Unix milliseconds past a thousand times as many (OpenRouter's).
 _A_MOMENT = 1e9
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# x-ratelimit-{limit|remaining|reset}, then the budget's kind, then the window it counts
+# over where the server names one. A name without a kind is the request budget's.
+_PREFIX = "x-ratelimit-"
+_FIELDS = ("limit", "remaining", "reset")
+_KINDS = {"requests": "requests", "req": "requests", "tokens": "tokens"}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a rate-limit reset value such as `1m30s`, `6ms`, `0.5s` or `20`;
+    None for anything else (`inf` and `nan` included)."""
+    text = text.strip()
+    if text[-1:].isalpha():  # a unit, or a word: no float() to raise and catch
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(number + unit for number, unit in parts) != text:
+            return None
+        return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _count(text: str | None) -> int | None:
@@ -49,6 +77,106 @@ def _reset(text: str | None, now: float | None) -> float | None:
     return max(moment - (time.time() if now is None else now), 0.0)
 
 
+class Budget(NamedTuple):  # a tuple: built for every budget of every response read
+    """One quota a response reported: `kind` is "requests" or "tokens", `window` what
+    the header names it by ("day", "10-second", "1h"; "" where it names none). `reset` is
+    seconds until it is whole again; `reset_header` the reset as sent, for a message."""
+
+    kind: str
+    window: str
+    limit: int | None
+    remaining: int | None
+    reset: float | None
+    reset_header: str | None
+
+
+# The headers of one budget, by field ("limit", "remaining", "reset"): (name, value).
+_Sent = dict[str, tuple[str, str]]
+
+
+def _sent_budgets(headers: Mapping[str, str]) -> dict[tuple[str, str], _Sent]:
+    """The `x-ratelimit-*` headers (case-insensitive), by budget: (kind, window).
+    Where a name without a kind and one with `-requests` both say a value, the latter
+    is kept."""
+    sent: dict[tuple[str, str], _Sent] = {}
+    unnamed_kind: _Sent = {}
+    for name, value in headers.items():
+        if name[:1] not in ("x", "X"):  # most headers, passed over before any other work
+            continue
+        name = name.lower()
+        if not name.startswith(_PREFIX):
+            continue
+        field, _, rest = name[len(_PREFIX) :].partition("-")
+        kind, _, window = rest.partition("-")
+        if field not in _FIELDS or (rest and kind not in _KINDS):
+            continue
+        if not rest:
+            unnamed_kind[field] = (name, value)
+        else:
+            sent.setdefault((_KINDS[kind], window), {})[field] = (name, value)
+    if unnamed_kind:
+        fields = sent.setdefault(("requests", ""), {})
+        for field, header in unnamed_kind.items():
+            fields.setdefault(field, header)
+    return sent
+
+
+def _budget(kind: str, window: str, fields: _Sent, now: float | None) -> Budget:
+    limit, remaining, reset = fields.get("limit"), fields.get("remaining"), fields.get("reset")
+    return Budget(
+        kind,
+        window,
+        None if limit is None else _count(limit[1]),
+        None if remaining is None else _count(remaining[1]),
+        None if reset is None else _reset(reset[1], now),
+        None if reset is None else f"{reset[0]}: {reset[1]}",
+    )
+
+
+def read_budgets(headers: Mapping[str, str], now: float | None = None) -> list[Budget]:
+    """Every budget the `x-ratelimit-*` headers name (case-insensitive), in the order
+    sent. A value that is not a count or a duration is None; a reset sent as a moment
+    is counted from `now` (a Unix time; the clock's when not given)."""
+    return [
+        _budget(kind, window, fields, now)
+        for (kind, window), fields in _sent_budgets(headers).items()
+    ]
+
+
+def spent_budgets(headers: Mapping[str, str], now: float | None = None) -> list[Budget]:
+    """The budgets the headers say are spent (none remaining), as `read_budgets` reads
+    them. Asked of every response in a fan-out, where a budget is seldom spent."""
+    # A count of none starts with "0" (or "."): a response without an `x-` header whose
+    # value does is passed over before any name is parsed, at a tenth of the cost.
+    for name, value in headers.items():
+        if value[:1] in ("0", ".") and name[:1] in ("x", "X"):
+            break
+    else:
+        return []
+    return [
+        _budget(kind, window, fields, now)
+        for (kind, window), fields in _sent_budgets(headers).items()
+        if "remaining" in fields and _count(fields["remaining"][1]) == 0
+    ]
+
+
+def _tighter(held: Budget | None, budget: Budget) -> Budget:
+    """Of two budgets of one kind, the one that allows less: the fewer remaining, the
+    later reset among equals; where neither says what remains, the one without a
+    window, else the first."""
+    if held is None:
+        return budget
+    if held.remaining is None or budget.remaining is None:
+        if held.remaining is not None:
+            return held
+        if budget.remaining is not None:
+            return budget
+        return budget if budget.window == "" and held.window != "" else held
+    if budget.remaining != held.remaining:
+        return budget if budget.remaining < held.remaining else held
+    return budget if (budget.reset or 0.0) > (held.reset or 0.0) else held
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimits:
     """The quota a response reported; None for what the server did not send.
@@ -67,30 +195,26 @@ class RateLimits:
     def from_headers(
         cls, headers: Mapping[str, str], now: float | None = None
     ) -> RateLimits | None:
-        """The values of `x-ratelimit-*` headers (case-insensitive); None when a
-        response has none of them. A value that is not a count or a duration is
-        left out. A reset given as a moment is counted from `now` (a Unix time;
-        the clock's when not given)."""
-        get = headers.get
-        if isinstance(headers, dict):  # a plain dict: match the names case-insensitively
-            lowered = {key.lower(): value for key, value in headers.items()}
-            get = lowered.get
-        values = [
-            get(f"x-ratelimit-{field}-{kind}")
-            for field in ("limit", "remaining", "reset")
-            for kind in ("requests", "tokens")
-        ]
-        plain = [get(f"x-ratelimit-{field}") for field in ("limit", "remaining", "reset")]
-        if all(value is None for value in values + plain):
+        """The quota the `x-ratelimit-*` headers report (see `read_budgets`); None when
+        a response has none of them. Where a server reports one kind over several
+        windows (per minute and per day, say), the values are the window's that runs
+        out first: a request may start only when every window allows it."""
+        budgets = read_budgets(headers, now)
+        if not budgets:
             return None
-        limit_r, limit_t, remaining_r, remaining_t, reset_r, reset_t = values
+        requests = tokens = None
+        for budget in budgets:
+            if budget.kind == "requests":
+                requests = _tighter(requests, budget)
+            else:
+                tokens = _tighter(tokens, budget)
         return cls(
-            _count(limit_r if limit_r is not None else plain[0]),
-            _count(limit_t),
-            _count(remaining_r if remaining_r is not None else plain[1]),
-            _count(remaining_t),
-            _reset(reset_r, now) if reset_r is not None else _reset(plain[2], now),
-            _reset(reset_t, now),
+            None if requests is None else requests.limit,
+            None if tokens is None else tokens.limit,
+            None if requests is None else requests.remaining,
+            None if tokens is None else tokens.remaining,
+            None if requests is None else requests.reset,
+            None if tokens is None else tokens.reset,
         )
 
     def describe(self) -> str:

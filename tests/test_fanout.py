@@ -205,16 +205,25 @@ async def test_a_429_slows_the_fan_outs_limit(client: asyncchat.Client, server: 
             assert limit.slowdown is None
 
 
+SPENT = {
+    "openai": {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m30s"},
+    # Cerebras names the window: here its per-minute token budget is spent.
+    "cerebras": {
+        "x-ratelimit-remaining-requests-day": "14000",
+        "x-ratelimit-reset-requests-day": "33011.38",
+        "x-ratelimit-remaining-tokens-minute": "0",
+        "x-ratelimit-reset-tokens-minute": "90.0",
+    },
+}
+
+
+@pytest.mark.parametrize("names", SPENT)
 async def test_ratelimit_headers_pause_the_fan_out(
-    client: asyncchat.Client, server: MockServer
+    client: asyncchat.Client, server: MockServer, names: str
 ) -> None:
     clock = FakeClock()
     client._clock, client._sleep = clock, clock.sleep  # type: ignore[method-assign]
-    server.enqueue(
-        200,
-        None,
-        headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m30s"},
-    )
+    server.enqueue(200, None, headers=SPENT[names])
     # The first answer says the budget is spent: the next starts wait for the reset.
     await client.chat.batch([request(i) for i in range(3)], concurrency=1)
     assert any(s >= 89.9 for s in clock.sleeps), clock.sleeps

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -224,7 +225,8 @@ async def test_a_base_url_with_a_query_keeps_it(server: MockServer) -> None:
 async def test_a_far_off_rate_limit_reset_does_not_park_a_fan_out(
     server: MockServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for reset in ("1e9", "inf", "1767225600"):
+    # A moment long past (Unix seconds), not a duration, a moment ten years away.
+    for reset in ("1e9", "inf", f"{time.time() + 10 * 365 * 86400:.0f}"):
         server.enqueue(
             headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": reset}
         )
@@ -233,7 +235,7 @@ async def test_a_far_off_rate_limit_reset_does_not_park_a_fan_out(
         results = await asyncio.wait_for(client.chat.batch(requests, concurrency=1), 10)
     assert all(isinstance(result, asyncchat.ChatCompletion) for result in results)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "x-ratelimit-reset-requests: 1e9" in warnings[0]
+    assert len(warnings) == 1 and "x-ratelimit-reset-requests: inf" in warnings[0]
 
 
 # --- secrets in errors, NO_PROXY ----------------------------------------------------

@@ -27,6 +27,7 @@ CORE_MODULES = [
     "asyncchat.tools",
     "asyncchat._redact",
     "asyncchat._ratelimit",
+    "asyncchat.ratelimits",
     "asyncchat._multipart",
     "asyncchat._genai",
     "asyncchat._tls",

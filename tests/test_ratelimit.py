@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from asyncchat._ratelimit import (
@@ -12,8 +14,8 @@ from asyncchat._ratelimit import (
     RateLimiter,
     Slowdown,
     estimate_tokens,
-    parse_duration,
 )
+from asyncchat.ratelimits import parse_duration
 
 
 @pytest.mark.parametrize(
@@ -100,9 +102,16 @@ def test_bad_limits() -> None:
         RateLimiter(tokens_per_minute=-5)
 
 
-@pytest.mark.parametrize("reset", ["1e9", "inf", "nan", "-inf", "1767225600", "601s", "2h"])
+IN_TWO_HOURS = time.time() + 7200
+
+
+@pytest.mark.parametrize(
+    "reset",
+    ["inf", "nan", "-inf", "601s", "2h", f"{IN_TWO_HOURS:.0f}", f"{IN_TWO_HOURS * 1000:.0f}"],
+)
 def test_a_reset_beyond_the_cap_is_not_waited_for(reset: str) -> None:
-    """Like Retry-After, the reset headers are capped (at MAX_RESET_PAUSE, 10 minutes)."""
+    """Like Retry-After, the reset headers are capped (at MAX_RESET_PAUSE, 10 minutes),
+    a reset sent as a moment (Unix seconds or milliseconds) too."""
     limiter = RateLimiter()
     headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": reset}
     assert limiter.observe(headers, now=1000.0) == [f"x-ratelimit-reset-requests: {reset}"]
@@ -110,6 +119,52 @@ def test_a_reset_beyond_the_cap_is_not_waited_for(reset: str) -> None:
     headers = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "9m59s"}
     assert limiter.observe(headers, now=1000.0) == []
     assert limiter.reserve(1000.0) == 1599.0
+
+
+def test_a_reset_sent_as_a_moment_is_waited_for_until_then() -> None:
+    """The request budget without its suffix, its reset in Unix milliseconds (as
+    OpenRouter sends it), read as `RateLimits` reads it; a moment past asks no pause."""
+    limiter = RateLimiter()
+    soon = f"{(time.time() + 90) * 1000:.0f}"
+    assert limiter.observe({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": soon}, 0.0) == []
+    assert limiter.reserve(0.0) == pytest.approx(90.0, abs=2)
+    limiter = RateLimiter()
+    past = f"{time.time() - 90:.0f}"
+    assert limiter.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": past}, 0.0) == []
+    assert limiter.reserve(0.0) == 0.0
+
+
+# Cerebras names the window each budget counts over; its requests are counted per day.
+CEREBRAS = {
+    "x-ratelimit-limit-requests-day": "14400",
+    "x-ratelimit-limit-tokens-minute": "60000",
+    "x-ratelimit-remaining-requests-day": "14398",
+    "x-ratelimit-remaining-tokens-minute": "0",
+    "x-ratelimit-reset-requests-day": "33011.382867097855",
+    "x-ratelimit-reset-tokens-minute": "11.382867097854614",
+}
+
+
+def test_a_budget_spent_in_any_window_pauses_until_its_reset() -> None:
+    limiter = RateLimiter()
+    assert limiter.observe(CEREBRAS, now=0.0) == []
+    assert limiter.reserve(0.0) == pytest.approx(11.382867097854614)
+    # Nous: the per-minute names, and the same again per hour (`-1h`).
+    hour_spent = {
+        "x-ratelimit-remaining-requests": "43",
+        "x-ratelimit-reset-requests": "40s",
+        "x-ratelimit-remaining-requests-1h": "0",
+        "x-ratelimit-reset-requests-1h": "8m",
+    }
+    limiter = RateLimiter()
+    assert limiter.observe(hour_spent, now=0.0) == []
+    assert limiter.reserve(0.0) == 480.0
+    # A daily budget spent is not waited for: hours away.
+    day_spent = {**CEREBRAS, "x-ratelimit-remaining-requests-day": "0"}
+    limiter = RateLimiter()
+    declined = ["x-ratelimit-reset-requests-day: 33011.382867097855"]
+    assert limiter.observe(day_spent, now=0.0) == declined
+    assert limiter.reserve(0.0) == pytest.approx(11.382867097854614)
 
 
 def test_a_refusal_slows_the_limit_and_it_climbs_back() -> None:

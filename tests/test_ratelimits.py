@@ -13,7 +13,7 @@ import pytest
 
 import asyncchat
 from asyncchat._batchrun import run_batch_file
-from asyncchat.ratelimits import RateLimits
+from asyncchat.ratelimits import Budget, RateLimits, read_budgets
 from asyncchat.testing import MockServer
 
 from .conftest import API_KEY, openrouter_429
@@ -29,6 +29,25 @@ QUOTA = {
 }
 EXPECTED = RateLimits(5000, 2_000_000, 4999, 1_999_000, 0.012, 90.0)
 NOW = 1_700_000_000.0
+CEREBRAS = {
+    "x-ratelimit-limit-requests-day": "14400",
+    "x-ratelimit-limit-tokens-minute": "60000",
+    "x-ratelimit-remaining-requests-day": "14398",
+    "x-ratelimit-remaining-tokens-minute": "59875",
+    "x-ratelimit-reset-requests-day": "33011.382867097855",
+    "x-ratelimit-reset-tokens-minute": "11.382867097854614",
+}
+MISTRAL = {
+    "x-ratelimit-limit-req-minute": "720",
+    "x-ratelimit-remaining-req-minute": "717",
+    "x-ratelimit-limit-req-10-second": "2",
+    "x-ratelimit-remaining-req-10-second": "0",
+    "x-ratelimit-limit-tokens-minute": "5000000",
+    "x-ratelimit-remaining-tokens-minute": "4999911",
+    "x-ratelimit-limit-tokens-month": "1000000000000",
+    "x-ratelimit-remaining-tokens-month": "999998798434",
+    "x-ratelimit-tokens-query-cost": "52",
+}
 
 
 @pytest.mark.parametrize(
@@ -54,10 +73,57 @@ NOW = 1_700_000_000.0
             {"x-ratelimit-remaining": "9", "x-ratelimit-remaining-requests": "4"},
             RateLimits(remaining_requests=4),
         ),
+        # Cerebras names each budget's window: requests per day, tokens per minute.
+        (
+            CEREBRAS,
+            RateLimits(14400, 60000, 14398, 59875, 33011.382867097855, 11.382867097854614),
+        ),
+        # Mistral: `req` for requests; windows of 10 seconds, a minute and a month. The
+        # window with the fewest left is the one that binds.
+        (MISTRAL, RateLimits(2, 5_000_000, 0, 4_999_911, None, None)),
+        # Nous: the per-minute names, and the same per hour; the hour has fewer left.
+        (
+            {
+                **QUOTA,
+                "x-ratelimit-limit-requests-1h": "6000",
+                "x-ratelimit-remaining-requests-1h": "12",
+                "x-ratelimit-reset-requests-1h": "2919",
+            },
+            RateLimits(6000, 2_000_000, 12, 1_999_000, 2919.0, 90.0),
+        ),
+        # Two windows both spent: the later reset is when a request may start.
+        (
+            {
+                "x-ratelimit-remaining-tokens-minute": "0",
+                "x-ratelimit-reset-tokens-minute": "30",
+                "x-ratelimit-remaining-tokens-day": "0",
+                "x-ratelimit-reset-tokens-day": "9000",
+            },
+            RateLimits(remaining_tokens=0, reset_tokens=9000.0),
+        ),
+        # Where no window says what remains, the one without a window speaks.
+        (
+            {"x-ratelimit-limit-requests-day": "100", "x-ratelimit-limit-requests": "10"},
+            RateLimits(limit_requests=10),
+        ),
+        ({"x-ratelimit-tokens-query-cost": "52", "x-ratelimit-used": "3"}, None),
     ],
 )
 def test_headers_become_values(headers: dict[str, str], expected: RateLimits | None) -> None:
     assert RateLimits.from_headers(headers) == expected
+
+
+def test_every_window_is_read() -> None:
+    assert read_budgets(MISTRAL) == [
+        Budget("requests", "minute", 720, 717, None, None),
+        Budget("requests", "10-second", 2, 0, None, None),
+        Budget("tokens", "minute", 5_000_000, 4_999_911, None, None),
+        Budget("tokens", "month", 1_000_000_000_000, 999_998_798_434, None, None),
+    ]
+    assert read_budgets({"X-RateLimit-Reset": "7", "x-ratelimit-limit-tokens": "9"}) == [
+        Budget("tokens", "", 9, None, None, None),
+        Budget("requests", "", None, None, 7.0, "x-ratelimit-reset: 7"),
+    ]
 
 
 @pytest.mark.parametrize(
