@@ -11,10 +11,18 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from asyncchat._ratelimit import MAX_RESET_PAUSE
 from asyncchat.quirks import rate_limit_headers_in_body, retry_delay_in_body
-from asyncchat.ratelimits import RateLimits, parse_duration
+from asyncchat.ratelimits import RateLimits, parse_duration, spent_budgets
 
-__all__ = ["MAX_RETRY_DELAY", "backoff_delay", "requested_pause", "retry_after", "retry_delay"]
+__all__ = [
+    "MAX_RETRY_DELAY",
+    "backoff_delay",
+    "pause_in_headers",
+    "requested_pause",
+    "retry_after",
+    "retry_delay",
+]
 
 INITIAL_DELAY = 0.5
 MAX_BACKOFF = 8.0
@@ -59,14 +67,32 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
     return max(seconds, 0.0)
 
 
+def pause_in_headers(status: int | None, headers: Mapping[str, str], now: float) -> float | None:
+    """The pause an error answer's headers ask for, in seconds, or None: its
+    `Retry-After`; else, for a 429, a budget they say is spent until more than
+    `MAX_RESET_PAUSE` away (a day's requests, say), the latest such reset."""
+    requested = retry_after(headers, now)
+    if requested is not None or status != 429:
+        return requested
+    # A budget back sooner is the pacer's to wait for, and a token budget's reset is
+    # when it is whole again, not when the next request fits: taken as the pause, it
+    # would give up on 429s that a short backoff gets past.
+    resets = [
+        budget.reset
+        for budget in spent_budgets(headers, now)
+        if budget.reset is not None and budget.reset > MAX_RESET_PAUSE
+    ]
+    return max(resets, default=None)
+
+
 def requested_pause(
     status: int | None, headers: Mapping[str, str], body: Any, now: float
 ) -> float | None:
     """The pause an error answer asks for, in seconds, or None when it asks for none:
-    its `Retry-After`; else, for a 429, the one its body names (Gemini's `retryDelay`),
-    or the time until the budget its body says is spent resets (OpenRouter puts its
-    rate-limit headers there)."""
-    requested = retry_after(headers, now)
+    the one its headers ask for (`pause_in_headers`); else, for a 429, the one its
+    body names (Gemini's `retryDelay`), or the time until the budget its body says
+    is spent resets (OpenRouter puts its rate-limit headers there)."""
+    requested = pause_in_headers(status, headers, now)
     if requested is not None or status != 429:
         return requested
     delay = retry_delay_in_body(body)

@@ -85,6 +85,10 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       1h`), several at once                                              any spent one pauses
                                                                          starts (ratelimits.
                                                                          read_budgets)
+    a 429 saying a day's budget is spent,     Cerebras                 its reset is the pause
+      and no `Retry-After`                                               asked for, if past 10
+                                                                         minutes (_retry.
+                                                                         pause_in_headers)
     a 400, not a 404, for a model the         Mistral, Perplexity      as a 404: a batch job
       server does not have: type              (`invalid_model`),         stops there
       `invalid_model`, or "Model Not Exist"   DeepSeek                   (says_unknown_model)

@@ -61,7 +61,7 @@ from asyncchat._batchfile import (
     unstorable_record,
 )
 from asyncchat._batchrun import BatchStop, BatchSummary, RunTally, fatal_hint
-from asyncchat._retry import retry_after
+from asyncchat._retry import pause_in_headers
 from asyncchat._serverwatch import DEFAULT_PATIENCE, ServerWatch, log_outages, send_patiently
 from asyncchat.client import Client
 from asyncchat.errors import (
@@ -98,9 +98,9 @@ RESULT_SCHEMA = pa.schema(
         ("status_code", pa.int32()),
         ("response", pa.string()),
         ("error", pa.string()),
-        # The pause an error answer's headers asked for (Retry-After, retry-after-ms),
-        # in seconds, or null: the headers are not in the record, and the driver
-        # needs it to see the job-wide stop the actor saw.
+        # The pause an error answer's headers asked for (Retry-After, retry-after-ms,
+        # a 429's budget spent for long), in seconds, or null: the headers are not in
+        # the record, and the driver needs it to see the job-wide stop the actor saw.
         ("retry_after", pa.float64()),
     ]
 )
@@ -355,7 +355,9 @@ def result_row(custom_id: str, result: ChatCompletion | Exception) -> dict[str, 
         "response": None if response is None else response.decode(),
         "error": None if error is None else orjson.dumps(error).decode(),
         "retry_after": (
-            retry_after(result.headers, time.time()) if isinstance(result, APIStatusError) else None
+            pause_in_headers(result.status_code, result.headers, time.time())
+            if isinstance(result, APIStatusError)
+            else None
         ),
     }
 

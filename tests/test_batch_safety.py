@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -377,19 +377,55 @@ def test_a_job_wide_error_stops_the_job_and_a_rerun_completes_it(
     assert len(background_server.requests) - sent_before == 300  # each once
 
 
+# A 429 saying nothing is left for hours, and the words its message has.
+SPENT_FOR_HOURS = {
+    # OpenRouter's daily cap on free models: the budget, spent, in the 429's body.
+    "openrouter-body": (
+        lambda: (openrouter_429(time.time() + 5 * 3600), {}),
+        "free-models-per-day",
+    ),
+    # Cerebras counts requests per day, in headers that name the window, and sends no
+    # Retry-After (the body is its per-minute 429's, with the day's words).
+    "cerebras-headers": (
+        lambda: (
+            {
+                "message": "Requests per day limit exceeded - too many requests sent.",
+                "type": "too_many_requests_error",
+                "param": "quota",
+                "code": "request_quota_exceeded",
+            },
+            {
+                "x-ratelimit-limit-requests-day": "14400",
+                "x-ratelimit-remaining-requests-day": "0",
+                "x-ratelimit-reset-requests-day": "18000.4",
+                "x-ratelimit-remaining-tokens-minute": "59000",
+                "x-ratelimit-reset-tokens-minute": "11.38",
+            },
+        ),
+        "Requests per day limit exceeded",
+    ),
+}
+
+
+@pytest.mark.parametrize("answer, said", SPENT_FOR_HOURS.values(), ids=SPENT_FOR_HOURS)
 def test_a_rate_limit_spent_for_hours_stops_the_job_and_a_rerun_completes_it(
-    background_server: MockServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    background_server: MockServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    answer: Callable[[], tuple[Any, dict[str, str]]],
+    said: str,
 ) -> None:
-    """OpenRouter's daily cap on free models: its 429 says in the body that nothing
-    is left until midnight. Every request would fail alike, so nothing more is sent."""
+    """The 429 says nothing is left until midnight. Every request would fail alike, so
+    nothing more is sent."""
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_requests(requests, 3)
-    background_server.enqueue(429, openrouter_429(time.time() + 5 * 3600))
+    body, headers = answer()
+    background_server.enqueue(429, body, headers)
     sent_before = len(background_server.requests)
     assert run(background_server, str(requests), "-o", str(output), "--concurrency", "1") == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("asyncchat: error: batch stopped, every request would fail: ")
-    assert "free-models-per-day" in err
+    assert said in err
     assert "the rate limit allows no requests for 5h 0m: wait that long" in err
     assert "0 of 3 results are in" in err and "3 still to run" in err
     assert len(background_server.requests) - sent_before == 1  # not retried, nothing more sent

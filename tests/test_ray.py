@@ -513,13 +513,20 @@ def test_a_wrong_key_stops_the_job_and_a_rerun_does_each_request_once(
 
 
 # A 429 that allows no request for hours, with what the stop's line says: OpenRouter's
-# daily cap, in its body; a pause in `Retry-After`, a header only the actor sees, so
-# its row carries it to the driver.
+# daily cap, in its body; a pause in `Retry-After`, or Cerebras's daily budget spent,
+# in headers only the actor sees, so its row carries the pause to the driver.
 LONG_PAUSES = {
     "openrouter": (lambda: (openrouter_429(time.time() + 5 * 3600), {}), "5h 0m"),
     "retry-after": (
         lambda: ({"error": {"message": "Rate limit reached"}}, {"Retry-After": "3600"}),
         "1h 0m",
+    ),
+    "cerebras-day": (
+        lambda: (
+            {"message": "Requests per day limit exceeded", "type": "too_many_requests_error"},
+            {"x-ratelimit-remaining-requests-day": "0", "x-ratelimit-reset-requests-day": "7200"},
+        ),
+        "2h 0m",
     ),
 }
 

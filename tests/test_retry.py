@@ -135,3 +135,29 @@ def test_a_429_body_that_names_a_retry_delay_asks_for_that_pause() -> None:
     assert decide(429, body=gemini_429(26)) == backoff  # not Google's text: no pause
     assert decide(429, body=gemini_429("soon")) == backoff
     assert requested_pause(503, {}, gemini_429("26s"), NOW) is None
+
+
+def test_a_429_whose_headers_say_a_budget_is_spent_for_long_asks_for_that_pause() -> None:
+    """Cerebras counts requests per day and sends no Retry-After: a 429 saying the day's
+    budget is spent asks for a pause until its reset, and is not retried. A budget
+    back within MAX_RESET_PAUSE (a token budget's, full again in a minute) is the
+    pacer's to wait for: the 429 backs off as any other."""
+    day_spent = {
+        "x-ratelimit-remaining-requests-day": "0",
+        "x-ratelimit-reset-requests-day": "33011.38",
+        "x-ratelimit-remaining-tokens-minute": "0",
+        "x-ratelimit-reset-tokens-minute": "11.38",
+    }
+    assert requested_pause(429, day_spent, None, NOW) == 33011.38
+    assert decide(429, day_spent) is None  # past the cap: give up
+    backoff = decide(429)
+    minute_spent = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1m30s"}
+    assert requested_pause(429, minute_spent, None, NOW) is None
+    assert decide(429, minute_spent) == backoff
+    not_spent = {**day_spent, "x-ratelimit-remaining-requests-day": "5"}
+    assert requested_pause(429, not_spent, None, NOW) is None
+    assert requested_pause(503, day_spent, None, NOW) is None  # only a 429's
+    assert requested_pause(429, {**day_spent, "retry-after": "2"}, None, NOW) == 2.0
+    # Unix seconds where a wait belongs: counted from now, as everywhere.
+    moment = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": f"{NOW + 7200:.0f}"}
+    assert requested_pause(429, moment, None, NOW) == 7200.0
