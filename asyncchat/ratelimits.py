@@ -8,7 +8,8 @@ OpenAI, Groq, DeepSeek and others report the caller's quota on every response:
 
 Others give the request budget without the `-requests` suffix (`x-ratelimit-limit`,
 `-remaining`, `-reset`), its reset at times a moment rather than a wait: OpenRouter
-sends them so inside a 429's body, the reset in Unix milliseconds. Others again name
+sends them so inside a 429's body, the reset in Unix milliseconds. Together sends them
+so, and its token budget as `x-tokenlimit-limit` and `-remaining`. Others again name
 the window each budget counts over after its kind, and may send several windows:
 `x-ratelimit-remaining-requests-day` and `-tokens-minute` (Cerebras), `-req-minute`,
 `-req-10-second` and `-tokens-month` (Mistral), `-requests-1h` beside the per-minute
@@ -38,6 +39,7 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 # x-ratelimit-{limit|remaining|reset}, then the budget's kind, then the window it counts
 # over where the server names one. A name without a kind is the request budget's.
 _PREFIX = "x-ratelimit-"
+_TOKEN_PREFIX = "x-tokenlimit-"  # Together's token budget: x-tokenlimit-{limit|remaining}
 _FIELDS = ("limit", "remaining", "reset")
 _KINDS = {"requests": "requests", "req": "requests", "tokens": "tokens"}
 
@@ -95,29 +97,30 @@ _Sent = dict[str, tuple[str, str]]
 
 
 def _sent_budgets(headers: Mapping[str, str]) -> dict[tuple[str, str], _Sent]:
-    """The `x-ratelimit-*` headers (case-insensitive), by budget: (kind, window).
-    Where a name without a kind and one with `-requests` both say a value, the latter
-    is kept."""
+    """The rate-limit headers (case-insensitive), by budget: (kind, window). A name
+    without a kind (the request budget's) and Together's `x-tokenlimit-*` (the token
+    budget's) are read where the names with a kind say nothing."""
     sent: dict[tuple[str, str], _Sent] = {}
-    unnamed_kind: _Sent = {}
+    fallback: dict[tuple[str, str], _Sent] = {}
     for name, value in headers.items():
         if name[:1] not in ("x", "X"):  # most headers, passed over before any other work
             continue
         name = name.lower()
-        if not name.startswith(_PREFIX):
-            continue
-        field, _, rest = name[len(_PREFIX) :].partition("-")
-        kind, _, window = rest.partition("-")
-        if field not in _FIELDS or (rest and kind not in _KINDS):
-            continue
-        if not rest:
-            unnamed_kind[field] = (name, value)
-        else:
-            sent.setdefault((_KINDS[kind], window), {})[field] = (name, value)
-    if unnamed_kind:
-        fields = sent.setdefault(("requests", ""), {})
-        for field, header in unnamed_kind.items():
-            fields.setdefault(field, header)
+        if name.startswith(_PREFIX):
+            field, _, rest = name[len(_PREFIX) :].partition("-")
+            kind, _, window = rest.partition("-")
+            if field not in _FIELDS or (rest and kind not in _KINDS):
+                continue
+            if rest:
+                sent.setdefault((_KINDS[kind], window), {})[field] = (name, value)
+            else:
+                fallback.setdefault(("requests", ""), {})[field] = (name, value)
+        elif name.startswith(_TOKEN_PREFIX) and name[len(_TOKEN_PREFIX) :] in _FIELDS:
+            fallback.setdefault(("tokens", ""), {})[name[len(_TOKEN_PREFIX) :]] = (name, value)
+    for budget, fields in fallback.items():
+        said = sent.setdefault(budget, {})
+        for field, header in fields.items():
+            said.setdefault(field, header)
     return sent
 
 

@@ -159,6 +159,10 @@ def test_a_budget_spent_in_any_window_pauses_until_its_reset() -> None:
     limiter = RateLimiter()
     assert limiter.observe(hour_spent, now=0.0) == []
     assert limiter.reserve(0.0) == 480.0
+    # Together's token budget.
+    limiter = RateLimiter()
+    assert limiter.observe({"x-tokenlimit-remaining": "0", "x-tokenlimit-reset": "2"}, 0.0) == []
+    assert limiter.reserve(0.0) == 2.0
     # A daily budget spent is not waited for: hours away.
     day_spent = {**CEREBRAS, "x-ratelimit-remaining-requests-day": "0"}
     limiter = RateLimiter()

@@ -107,6 +107,23 @@ MISTRAL = {
             RateLimits(limit_requests=10),
         ),
         ({"x-ratelimit-tokens-query-cost": "52", "x-ratelimit-used": "3"}, None),
+        # Together: the request budget without a kind, the token budget as x-tokenlimit-*.
+        (
+            {
+                "x-ratelimit-limit": "10",
+                "x-ratelimit-remaining": "9",
+                "x-ratelimit-reset": "1",
+                "X-TokenLimit-Limit": "200000",
+                "x-tokenlimit-remaining": "199500",
+            },
+            RateLimits(10, 200_000, 9, 199_500, 1.0, None),
+        ),
+        # The OpenAI names win where both are sent.
+        (
+            {"x-tokenlimit-remaining": "5", "x-ratelimit-remaining-tokens": "7"},
+            RateLimits(remaining_tokens=7),
+        ),
+        ({"x-tokenlimit-cost": "5", "x-ratelimit-limit-tokens_usage_based": "9"}, None),
     ],
 )
 def test_headers_become_values(headers: dict[str, str], expected: RateLimits | None) -> None:
