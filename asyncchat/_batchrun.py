@@ -52,6 +52,7 @@ from asyncchat.quirks import (
     cut_short_at,
     says_input_flagged,
     says_key_invalid,
+    says_out_of_credits,
     says_unknown_model,
 )
 from asyncchat.types import ChatCompletion
@@ -77,14 +78,13 @@ def fatal_hint(error: Exception) -> str | None:
     message, _, error_type, _ = error_fields(error.body)  # the server's own words
     if error.status_code == 401 or says_key_invalid(message, error.body):
         return "check the API key (--api-key, or ASYNCCHAT_API_KEY / OPENAI_API_KEY)"
-    if error.status_code == 402:  # DeepSeek's "Insufficient Balance", OpenRouter's credits
-        return "the account (or this key) has run out of credits: add credits"
+    # DeepSeek's 402 "Insufficient Balance", OpenRouter's; OpenAI's and xAI's 429 (or 403)
+    if error.status_code == 402 or says_out_of_credits(error.code, message):
+        return "the account (or this key) has run out of credits or quota: add credits"
     if error.status_code == 403 and not says_input_flagged(error.body):
         return "this key may not use this model or endpoint: check its permissions"
     if error.status_code == 404 or says_unknown_model(error_type, message):
         return "check the model name (--model, or each line's body.model) and --base-url"
-    if error.code == "insufficient_quota":
-        return "the account has run out of quota"
     if error.status_code == 429:
         pause = requested_pause(429, error.headers, error.body, time.time())
         if pause is not None and pause > MAX_RETRY_DELAY:

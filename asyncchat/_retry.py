@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from asyncchat._ratelimit import MAX_RESET_PAUSE
-from asyncchat.quirks import rate_limit_headers_in_body, retry_delay_in_body
+from asyncchat.errors import error_fields
+from asyncchat.quirks import (
+    rate_limit_headers_in_body,
+    retry_delay_in_body,
+    says_out_of_credits,
+)
 from asyncchat.ratelimits import RateLimits, parse_duration, spent_budgets
 
 __all__ = [
@@ -120,7 +125,8 @@ def retry_delay(
     `status` is the HTTP status, or None for a connection error or timeout (always
     worth another try). `x-should-retry: true|false` from the server overrides the
     status rules; a pause asked for (`requested_pause`, from the headers or the
-    error's `body`) longer than `MAX_RETRY_DELAY` means give up.
+    error's `body`) longer than `MAX_RETRY_DELAY` means give up, and so does a 429
+    whose body says the account is out of credits or quota.
     """
     if attempt >= max_retries:
         return None
@@ -130,6 +136,10 @@ def retry_delay(
     retryable = status is None or status in RETRYABLE_STATUSES or status >= 500
     if should_retry != "true" and not retryable:
         return None
+    if status == 429:
+        message, code, _, _ = error_fields(body)
+        if says_out_of_credits(code, message):
+            return None  # an account with no money left: no wait mends it
     requested = requested_pause(status, headers, body, now)
     if requested is not None:
         return requested if requested <= MAX_RETRY_DELAY else None

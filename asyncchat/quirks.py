@@ -96,6 +96,10 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       a `google.rpc.ErrorInfo` reason                                    stops there
       `API_KEY_INVALID`, or "Incorrect API                               (says_key_invalid)
       key provided"
+    a 429, not a 402, for an account out of   OpenAI                   as a 402: not retried,
+      money: code `insufficient_quota`, or    (`insufficient_quota`),    and a batch job stops
+      "used all available credits" (a 403     xAI                        (says_out_of_credits)
+      on xAI's Responses API)
     a 403 for an input a model's moderation   OpenRouter               that request's failure,
       flagged (`error.metadata.reasons`,                                 not a job-wide one
       `flagged_input`)                                                   (says_input_flagged)
@@ -140,6 +144,7 @@ __all__ = [
     "says_key_invalid",
     "says_loading_model",
     "says_no_arguments",
+    "says_out_of_credits",
     "says_unknown_model",
     "unindexed_fragment_starts_a_call",
     "usage_beside_finish",
@@ -383,6 +388,17 @@ def says_unknown_model(error_type: Any, message: Any) -> bool:
     if error_type == "invalid_model":
         return True
     return type(message) is str and message.strip().lower() == "model not exist"
+
+
+def says_out_of_credits(code: Any, message: Any) -> bool:
+    """Whether an error (its `code` and `message`) says the account has no money left
+    to spend, which no wait mends: OpenAI's 429 with the code `insufficient_quota`,
+    xAI's 429 (403 on its Responses API) saying the team "has either used all
+    available credits or reached its monthly spending limit". A 402 says so by its
+    status (DeepSeek, OpenRouter)."""
+    if code == "insufficient_quota":
+        return True
+    return type(message) is str and "used all available credits" in message
 
 
 def says_input_flagged(body: Any) -> bool:

@@ -224,6 +224,13 @@ def test_a_failure_of_this_input_is_retried_and_replaced(
 
 # --- 4. an error every request would get stops the job ----------------------------
 
+CREDITS = "has run out of credits or quota: add credits"  # the hint, not the server's words
+XAI_NO_CREDITS = (
+    "Your team 16f2151a-40f4-4a80-8ad0-cae00c27e8dd has either used all available credits "
+    "or reached its monthly spending limit. To continue making API requests, please "
+    "purchase more credits or raise your spending limit."
+)
+
 
 @pytest.mark.parametrize(
     ("status", "body", "hint"),
@@ -249,10 +256,14 @@ def test_a_failure_of_this_input_is_retried_and_replaced(
                "error": "Incorrect API key provided: xa***ey. You can obtain an API key from "
                         "https://console.x.ai."}, "check the API key"),
         (429, {"error": {"message": "You exceeded your quota",
-                         "code": "insufficient_quota"}}, "quota"),
+                         "code": "insufficient_quota"}}, CREDITS),
         # DeepSeek's and OpenRouter's account out of money
-        (402, {"error": {"message": "Insufficient Balance", "type": "unknown_error"}}, "credits"),
-        (402, {"error": {"code": 402, "message": "Insufficient credits."}}, "credits"),
+        (402, {"error": {"message": "Insufficient Balance", "type": "unknown_error"}}, CREDITS),
+        (402, {"error": {"code": 402, "message": "Insufficient credits."}}, CREDITS),
+        # xAI's: a 429 on chat completions, a 403 on its Responses API, the words in `error`
+        (429, {"code": "Some resource has been exhausted", "error": XAI_NO_CREDITS}, CREDITS),
+        (403, {"code": "The caller does not have permission to execute the specified "
+                       "operation", "error": XAI_NO_CREDITS}, CREDITS),
     ],
 )  # fmt: skip
 def test_other_job_wide_errors_stop_the_job(
@@ -266,7 +277,8 @@ def test_other_job_wide_errors_stop_the_job(
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_requests(requests, 20)
     background_server.enqueue(200, None, delay=0)  # one success first
-    attempts = 3 if status == 429 else 1  # a 429 is retried (twice) before it counts
+    # A 429 is retried (twice) before it counts, but for an account out of money.
+    attempts = 3 if status == 429 and hint != CREDITS else 1
     for _ in range(attempts):
         background_server.enqueue(status, body)
     args = [str(requests), "-o", str(output), "--concurrency", "1"]
