@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ _PREFIX = "x-ratelimit-"
 _TOKEN_PREFIX = "x-tokenlimit-"  # Together's token budget: x-tokenlimit-{limit|remaining}
 _FIELDS = ("limit", "remaining", "reset")
 _KINDS = {"requests": "requests", "req": "requests", "tokens": "tokens"}
+# What no count of none starts with (`spent_budgets`' shortcut).
+_NEVER_NONE = frozenset("123456789" + string.ascii_letters)
 
 
 def parse_duration(text: str) -> float | None:
@@ -149,10 +152,11 @@ def read_budgets(headers: Mapping[str, str], now: float | None = None) -> list[B
 def spent_budgets(headers: Mapping[str, str], now: float | None = None) -> list[Budget]:
     """The budgets the headers say are spent (none remaining), as `read_budgets` reads
     them. Asked of every response in a fan-out, where a budget is seldom spent."""
-    # A count of none starts with "0" (or "."): a response without an `x-` header whose
-    # value does is passed over before any name is parsed, at a tenth of the cost.
+    # No count of none starts with a letter or a digit other than 0: a response whose
+    # `x-` headers' values all do is passed over before any name is parsed, at a
+    # tenth of the cost.
     for name, value in headers.items():
-        if value[:1] in ("0", ".") and name[:1] in ("x", "X"):
+        if value[:1] not in _NEVER_NONE and name[:1] in ("x", "X"):
             break
     else:
         return []

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from asyncchat.accumulate import ChatCompletionAccumulator
 from asyncchat.errors import APIError
+from asyncchat.ratelimits import RateLimits, read_budgets, spent_budgets
 from asyncchat.sse import ServerSentEvent, SSEDecoder
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -198,3 +199,36 @@ def test_random_chunk_sequences_never_crash(chunks: list[dict[str, Any]]) -> Non
     for result in completion.choices:
         for call in result.message.tool_calls or []:
             assert isinstance(call.function.arguments, str)
+
+
+# Rate-limit header names from the families servers use and their abuses, with values
+# that are counts, durations, moments, or not.
+ratelimit_names = st.builds(
+    lambda prefix, field, kind, window: prefix + field + kind + window,
+    st.sampled_from(["x-ratelimit-", "X-RateLimit-", "x-tokenlimit-", "x-rate-limit-", ""]),
+    st.sampled_from(["limit", "remaining", "reset", "used", ""]),
+    st.sampled_from(["", "-requests", "-req", "-tokens", "-Tokens", "_tokens", "-"]),
+    st.sampled_from(["", "-day", "-minute", "-10-second", "-1h", "-", "_usage_based"]),
+)
+ratelimit_values = st.one_of(
+    st.sampled_from(["0", "0.0", ".5", "00", "-1", "1", "59000", "1m30s", "12ms", "inf"]),
+    st.sampled_from(["nan", "1e9", "1e12", "1767225600", "soon", "", " 0 ", "0s", "+0"]),
+    st.text(max_size=8),
+)
+
+
+@SETTINGS
+@given(st.dictionaries(ratelimit_names, ratelimit_values, max_size=12))
+def test_rate_limit_headers_never_crash_and_the_spent_shortcut_agrees(
+    headers: dict[str, str],
+) -> None:
+    """`spent_budgets` skips the parse when no value could be a count of none: it must
+    find what reading every budget finds."""
+    budgets = read_budgets(headers, now=1_700_000_000.0)
+    spent = [budget for budget in budgets if budget.remaining == 0]
+    assert spent_budgets(headers, now=1_700_000_000.0) == spent
+    limits = RateLimits.from_headers(headers, now=1_700_000_000.0)
+    assert (limits is None) == (not budgets)
+    for budget in budgets:
+        assert budget.kind in ("requests", "tokens")
+        assert budget.reset is None or budget.reset >= 0
