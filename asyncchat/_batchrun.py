@@ -17,6 +17,7 @@ ready for a rerun of the same command, which then sends only what is missing:
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 from collections import Counter
@@ -87,6 +88,11 @@ def fatal_hint(error: Exception) -> str | None:
         return "check the model name (--model, or each line's body.model) and --base-url"
     if error.status_code == 429:
         pause = requested_pause(429, error.headers, error.body, time.time())
+        if pause == math.inf:  # a day's or a month's budget spent, no reset named
+            return (
+                "the rate limit allows no more requests and names no end (a day's or a "
+                "month's budget is spent): wait, or raise it"
+            )
         if pause is not None and pause > MAX_RETRY_DELAY:
             return f"the rate limit allows no requests for {_how_long(pause)}: wait that long"
     return None

@@ -7,6 +7,7 @@ random source, so every branch is testable without a network or a sleep.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +35,8 @@ MAX_BACKOFF = 8.0
 # A server asking for a longer pause than this is not waited for: the error is raised.
 MAX_RETRY_DELAY = 60.0
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
+# Rate-limit windows (as `x-ratelimit-*` headers name them) no retry outlasts.
+LONG_WINDOWS = frozenset({"day", "week", "month"})
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -75,7 +78,9 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
 def pause_in_headers(status: int | None, headers: Mapping[str, str], now: float) -> float | None:
     """The pause an error answer's headers ask for, in seconds, or None: its
     `Retry-After`; else, for a 429, a budget they say is spent until more than
-    `MAX_RESET_PAUSE` away (a day's requests, say), the latest such reset."""
+    `MAX_RESET_PAUSE` away (a day's requests, say), the latest such reset. A budget
+    of a day or longer spent with no reset named (Mistral's `-tokens-month`) asks
+    for an endless pause: no wait a client could make mends it."""
     requested = retry_after(headers, now)
     if requested is not None or status != 429:
         return requested
@@ -83,9 +88,10 @@ def pause_in_headers(status: int | None, headers: Mapping[str, str], now: float)
     # when it is whole again, not when the next request fits: taken as the pause, it
     # would give up on 429s that a short backoff gets past.
     resets = [
-        budget.reset
+        math.inf if budget.reset is None else budget.reset
         for budget in spent_budgets(headers, now)
-        if budget.reset is not None and budget.reset > MAX_RESET_PAUSE
+        if (budget.reset is None and budget.window in LONG_WINDOWS)
+        or (budget.reset is not None and budget.reset > MAX_RESET_PAUSE)
     ]
     return max(resets, default=None)
 

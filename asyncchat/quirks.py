@@ -89,13 +89,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       and no `Retry-After`                                               asked for, if past 10
                                                                          minutes (_retry.
                                                                          pause_in_headers)
-    a 400, not a 404, for a model the         Mistral, Perplexity      as a 404: a batch job
-      server does not have: type              (`invalid_model`),         stops there
-      `invalid_model`, or "Model Not Exist"   DeepSeek                   (says_unknown_model)
-    a 400, not a 401, for a wrong API key:    Gemini, xAI              as a 401: a batch job
-      a `google.rpc.ErrorInfo` reason                                    stops there
-      `API_KEY_INVALID`, or "Incorrect API                               (says_key_invalid)
-      key provided"
+      ... or a month's, with no reset named   Mistral                    an endless pause: not
+                                                                         retried, a batch job
+                                                                         stops
     a 429, not a 402, for an account out of   OpenAI                   as a 402: not retried,
       money: code `insufficient_quota`, or    (`insufficient_quota`),    and a batch job stops
       "used all available credits" (a 403     xAI                        (says_out_of_credits)

@@ -389,12 +389,14 @@ def test_a_job_wide_error_stops_the_job_and_a_rerun_completes_it(
     assert len(background_server.requests) - sent_before == 300  # each once
 
 
-# A 429 saying nothing is left for hours, and the words its message has.
+# A 429 saying nothing is left for hours, the words its message has, and the hint.
+FOR_5_HOURS = "the rate limit allows no requests for 5h 0m: wait that long"
 SPENT_FOR_HOURS = {
     # OpenRouter's daily cap on free models: the budget, spent, in the 429's body.
     "openrouter-body": (
         lambda: (openrouter_429(time.time() + 5 * 3600), {}),
         "free-models-per-day",
+        FOR_5_HOURS,
     ),
     # Cerebras counts requests per day, in headers that name the window, and sends no
     # Retry-After (the body is its per-minute 429's, with the day's words).
@@ -415,20 +417,39 @@ SPENT_FOR_HOURS = {
             },
         ),
         "Requests per day limit exceeded",
+        FOR_5_HOURS,
+    ),
+    # Mistral's monthly token budget, spent: its headers name no reset at all (the
+    # body is of Mistral's error shape).
+    "mistral-month": (
+        lambda: (
+            {"object": "error", "message": "Rate limit exceeded", "type": "rate_limited"},
+            {
+                "x-ratelimit-limit-tokens-month": "1000000000",
+                "x-ratelimit-remaining-tokens-month": "0",
+                "x-ratelimit-limit-tokens-minute": "500000",
+                "x-ratelimit-remaining-tokens-minute": "499000",
+                "x-ratelimit-limit-req-minute": "60",
+                "x-ratelimit-remaining-req-minute": "59",
+            },
+        ),
+        "Rate limit exceeded",
+        "the rate limit allows no more requests and names no end (a day's or a month's",
     ),
 }
 
 
-@pytest.mark.parametrize("answer, said", SPENT_FOR_HOURS.values(), ids=SPENT_FOR_HOURS)
+@pytest.mark.parametrize("answer, said, hint", SPENT_FOR_HOURS.values(), ids=SPENT_FOR_HOURS)
 def test_a_rate_limit_spent_for_hours_stops_the_job_and_a_rerun_completes_it(
     background_server: MockServer,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     answer: Callable[[], tuple[Any, dict[str, str]]],
     said: str,
+    hint: str,
 ) -> None:
-    """The 429 says nothing is left until midnight. Every request would fail alike, so
-    nothing more is sent."""
+    """The 429 says nothing is left until midnight, or the month's end. Every request
+    would fail alike, so nothing more is sent."""
     requests, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_requests(requests, 3)
     body, headers = answer()
@@ -437,8 +458,7 @@ def test_a_rate_limit_spent_for_hours_stops_the_job_and_a_rerun_completes_it(
     assert run(background_server, str(requests), "-o", str(output), "--concurrency", "1") == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("asyncchat: error: batch stopped, every request would fail: ")
-    assert said in err
-    assert "the rate limit allows no requests for 5h 0m: wait that long" in err
+    assert said in err and hint in err
     assert "0 of 3 results are in" in err and "3 still to run" in err
     assert len(background_server.requests) - sent_before == 1  # not retried, nothing more sent
     assert read_output(output) == []

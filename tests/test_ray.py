@@ -513,32 +513,43 @@ def test_a_wrong_key_stops_the_job_and_a_rerun_does_each_request_once(
 
 
 # A 429 that allows no request for hours, with what the stop's line says: OpenRouter's
-# daily cap, in its body; a pause in `Retry-After`, or Cerebras's daily budget spent,
-# in headers only the actor sees, so its row carries the pause to the driver.
+# daily cap, in its body; a pause in `Retry-After`, Cerebras's daily budget spent, or
+# Mistral's monthly one with no reset named, in headers only the actor sees, so its
+# row carries the pause to the driver.
 LONG_PAUSES = {
-    "openrouter": (lambda: (openrouter_429(time.time() + 5 * 3600), {}), "5h 0m"),
+    "openrouter": (
+        lambda: (openrouter_429(time.time() + 5 * 3600), {}),
+        "the rate limit allows no requests for 5h 0m: wait that long",
+    ),
     "retry-after": (
         lambda: ({"error": {"message": "Rate limit reached"}}, {"Retry-After": "3600"}),
-        "1h 0m",
+        "the rate limit allows no requests for 1h 0m: wait that long",
     ),
     "cerebras-day": (
         lambda: (
             {"message": "Requests per day limit exceeded", "type": "too_many_requests_error"},
             {"x-ratelimit-remaining-requests-day": "0", "x-ratelimit-reset-requests-day": "7200"},
         ),
-        "2h 0m",
+        "the rate limit allows no requests for 2h 0m: wait that long",
+    ),
+    "mistral-month": (
+        lambda: (
+            {"object": "error", "message": "Rate limit exceeded", "type": "rate_limited"},
+            {"x-ratelimit-remaining-tokens-month": "0", "x-ratelimit-limit-tokens-month": "9"},
+        ),
+        "the rate limit allows no more requests and names no end",
     ),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("answer, pause", LONG_PAUSES.values(), ids=LONG_PAUSES)
+@pytest.mark.parametrize("answer, hint", LONG_PAUSES.values(), ids=LONG_PAUSES)
 def test_a_429_that_allows_nothing_for_hours_stops_the_job_and_a_rerun_finishes_it(
     cluster: str,
     background_server: MockServer,
     tmp_path: Path,
     answer: Callable[[], tuple[dict[str, Any], dict[str, str]]],
-    pause: str,
+    hint: str,
 ) -> None:
     """The driver reads it as a job-wide error, as the actor did and as the local
     runner does."""
@@ -554,7 +565,7 @@ def test_a_429_that_allows_nothing_for_hours_stops_the_job_and_a_rerun_finishes_
     assert capped.returncode == 1
     message = capped.stderr.strip().splitlines()[-1]
     assert message.startswith("asyncchat: error: batch stopped, every request would fail")
-    assert f"the rate limit allows no requests for {pause}: wait that long" in message
+    assert hint in message
     # Only the first request met the cap here; the others were answered until the
     # driver heard of it, and the job stopped there, with the 429 not written.
     sent = len(background_server.requests) - sent_before

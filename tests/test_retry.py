@@ -158,6 +158,12 @@ def test_a_429_whose_headers_say_a_budget_is_spent_for_long_asks_for_that_pause(
     assert requested_pause(429, not_spent, None, NOW) is None
     assert requested_pause(503, day_spent, None, NOW) is None  # only a 429's
     assert requested_pause(429, {**day_spent, "retry-after": "2"}, None, NOW) == 2.0
+    # A month's budget spent, no reset named (Mistral): no wait mends it.
+    month_spent = {"x-ratelimit-remaining-tokens-month": "0", "x-ratelimit-limit-tokens-month": "9"}
+    assert requested_pause(429, month_spent, None, NOW) == float("inf")
+    assert decide(429, month_spent) is None
+    minute_spent = {"x-ratelimit-remaining-req-minute": "0"}  # no reset, a minute: back off
+    assert requested_pause(429, minute_spent, None, NOW) is None
     # Unix seconds where a wait belongs: counted from now, as everywhere.
     moment = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": f"{NOW + 7200:.0f}"}
     assert requested_pause(429, moment, None, NOW) == 7200.0
