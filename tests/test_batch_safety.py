@@ -349,6 +349,24 @@ def test_a_403_is_job_wide_unless_its_body_says_the_input_was_flagged(
 
 
 @pytest.mark.parametrize(
+    ("retry_after", "hint"),
+    [
+        ("90", "allows no requests for 90s"),
+        ("18720", "allows no requests for 5h 12m"),
+        ("inf", "names no end"),  # once an OverflowError, in the words for the pause
+        ("nan", None),
+        ("30", None),  # waited for, then retried
+    ],
+)
+def test_a_429_s_pause_in_words(retry_after: str, hint: str | None) -> None:
+    error = status_error(
+        429, {"error": {"message": "slow down"}}, headers={"retry-after": retry_after}
+    )
+    said = fatal_hint(error)
+    assert said is None if hint is None else said is not None and hint in said
+
+
+@pytest.mark.parametrize(
     ("at_the_server", "key", "said"),
     [
         (True, "wrong", ["HTTP 401", "--api-key"]),
