@@ -18,6 +18,7 @@ from asyncchat.quirks import (
     rate_limit_headers_in_body,
     retry_delay_in_body,
     says_out_of_credits,
+    says_quota_spent_for_long,
 )
 from asyncchat.ratelimits import RateLimits, parse_duration, spent_budgets
 
@@ -100,12 +101,15 @@ def requested_pause(
     status: int | None, headers: Mapping[str, str], body: Any, now: float
 ) -> float | None:
     """The pause an error answer asks for, in seconds, or None when it asks for none:
-    the one its headers ask for (`pause_in_headers`); else, for a 429, the one its
+    the one its headers ask for (`pause_in_headers`); else, for a 429, an endless
+    one where its body says a quota is spent for the day (Gemini's), the one its
     body names (Gemini's `retryDelay`), or the time until the budget its body says
     is spent resets (OpenRouter puts its rate-limit headers there)."""
     requested = pause_in_headers(status, headers, now)
     if requested is not None or status != 429:
         return requested
+    if says_quota_spent_for_long(body):
+        return math.inf  # Gemini's day's quota: its RetryInfo's seconds would not mend it
     delay = retry_delay_in_body(body)
     if delay is not None:
         return parse_duration(delay)

@@ -92,6 +92,10 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       ... or a month's, with no reset named   Mistral                    an endless pause: not
                                                                          retried, a batch job
                                                                          stops
+    a 429 for a quota spent for the day,      Gemini                   an endless pause: not
+      its `RetryInfo` asking for seconds all                             retried, a batch job
+      the same (`QuotaFailure` quotaId                                   stops (says_quota_
+      `...PerDay...`, or `quotaValue` "0")                               spent_for_long)
     a 429, not a 402, for an account out of   OpenAI                   as a 402: not retried,
       money: code `insufficient_quota`, or    (`insufficient_quota`),    and a batch job stops
       "used all available credits" (a 403     xAI                        (says_out_of_credits)
@@ -141,6 +145,7 @@ __all__ = [
     "says_loading_model",
     "says_no_arguments",
     "says_out_of_credits",
+    "says_quota_spent_for_long",
     "says_unknown_model",
     "unindexed_fragment_starts_a_call",
     "usage_beside_finish",
@@ -429,6 +434,25 @@ def retry_delay_in_body(body: Any) -> str | None:
     detail = _google_detail(body, "google.rpc.RetryInfo")
     delay = detail.get("retryDelay") if detail is not None else None
     return delay if type(delay) is str else None
+
+
+def says_quota_spent_for_long(body: Any) -> bool:
+    """Whether a 429's body says a quota is spent that no wait mends: Gemini's
+    `google.rpc.QuotaFailure` naming a quota per day (a `quotaId` such as
+    `GenerateRequestsPerDayPerProjectPerModel-FreeTier`), or a quota of nothing
+    (`quotaValue` "0": the model has no free tier). Its `RetryInfo` asks for
+    seconds all the same; waiting them only meets the same 429."""
+    detail = _google_detail(body, "google.rpc.QuotaFailure")
+    violations = detail.get("violations") if detail is not None else None
+    if type(violations) is not list:
+        return False
+    for violation in violations:
+        if type(violation) is not dict:
+            continue
+        quota_id = violation.get("quotaId")
+        if (type(quota_id) is str and "PerDay" in quota_id) or violation.get("quotaValue") == "0":
+            return True
+    return False
 
 
 def says_key_invalid(message: Any, body: Any) -> bool:

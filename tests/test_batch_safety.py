@@ -39,6 +39,7 @@ from .conftest import (
     served_in_a_thread,
 )
 from .test_batchfile import read_output, run, write_requests
+from .test_retry import gemini_quota_429
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -436,6 +437,13 @@ SPENT_FOR_HOURS = {
         ),
         "Requests per day limit exceeded",
         FOR_5_HOURS,
+    ),
+    # Gemini's free tier, its requests for the day spent: a QuotaFailure says so, and
+    # its RetryInfo asks for 51 s all the same.
+    "gemini-day": (
+        lambda: (gemini_quota_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier"), {}),
+        "You exceeded your current quota",
+        "the rate limit allows no more requests and names no end (a day's or a month's",
     ),
     # Mistral's monthly token budget, spent: its headers name no reset at all (the
     # body is of Mistral's error shape).

@@ -125,6 +125,35 @@ def gemini_429(delay: object) -> list[dict[str, object]]:
     return [{"error": {**error, "status": "RESOURCE_EXHAUSTED"}}]
 
 
+def gemini_quota_429(quota_id: str, quota_value: str = "20") -> list[dict[str, object]]:
+    """Gemini's 429 for a spent quota: a `QuotaFailure` names which, and `RetryInfo`
+    asks for seconds whatever the quota (google-gemini/gemini-cli#8437)."""
+    violation = {
+        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+        "quotaId": quota_id,
+        "quotaDimensions": {"location": "global", "model": "gemini-2.5-flash-lite"},
+        "quotaValue": quota_value,
+    }
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "51s"},
+    ]
+    error = {"code": 429, "message": "You exceeded your current quota.", "details": details}
+    return [{"error": {**error, "status": "RESOURCE_EXHAUSTED"}}]
+
+
+def test_a_429_for_a_quota_spent_for_the_day_is_not_retried() -> None:
+    """Its `retryDelay` (51 s) would only meet the same 429 again, all day."""
+    per_day = gemini_quota_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier")
+    assert requested_pause(429, {}, per_day, NOW) == float("inf")
+    assert decide(429, body=per_day) is None
+    none_at_all = gemini_quota_429("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "0")
+    assert decide(429, body=none_at_all) is None  # a quota of nothing: no free tier
+    per_minute = gemini_quota_429("GenerateRequestsPerMinutePerProjectPerModel-FreeTier")
+    assert decide(429, body=per_minute) == 51.0  # waited out, as its RetryInfo asks
+    assert requested_pause(503, {}, per_day, NOW) is None  # only a 429's
+
+
 def test_a_429_body_that_names_a_retry_delay_asks_for_that_pause() -> None:
     assert requested_pause(429, {}, gemini_429("38.601s"), NOW) == 38.601
     assert decide(429, body=gemini_429("26s")) == 26.0
