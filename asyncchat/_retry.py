@@ -35,7 +35,9 @@ INITIAL_DELAY = 0.5
 MAX_BACKOFF = 8.0
 # A server asking for a longer pause than this is not waited for: the error is raised.
 MAX_RETRY_DELAY = 60.0
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
+# 498 is Groq's "flex tier at capacity" (`capacity_exceeded`), which its docs say to
+# retry with backoff, as a 503.
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 498})
 # Rate-limit windows (as `x-ratelimit-*` headers name them) no retry outlasts.
 LONG_WINDOWS = frozenset({"day", "week", "month"})
 

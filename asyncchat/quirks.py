@@ -85,6 +85,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       1h`), several at once                                              any spent one pauses
                                                                          starts (ratelimits.
                                                                          read_budgets)
+    a 498, its own status, for its flex tier  Groq                     retried as a 503
+      at capacity (`capacity_exceeded`)                                  (_retry.RETRYABLE_
+                                                                         STATUSES)
     a 429 saying a day's budget is spent,     Cerebras                 its reset is the pause
       and no `Retry-After`                                               asked for, if past 10
                                                                          minutes (_retry.

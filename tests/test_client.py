@@ -696,6 +696,19 @@ async def test_retry_after_headers_honoured(client: asyncchat.Client, server: Mo
     assert client.sleeps == [2.0, 0.15]  # type: ignore[attr-defined]
 
 
+async def test_groq_s_flex_tier_at_capacity_is_retried(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Groq answers 498 when its flex tier has no capacity, and says to retry."""
+    error = {"message": "Flex tier capacity exceeded. Try again later.", "type": "capacity"}
+    server.enqueue(498, {"error": {**error, "code": "capacity_exceeded"}})
+    completion = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], service_tier="flex"
+    )
+    assert completion.choices[0].message.content == "You said: x"
+    assert len(server.requests) == 2 and len(client.sleeps) == 1  # type: ignore[attr-defined]
+
+
 async def test_a_pause_named_in_a_429_s_body_is_honoured(
     client: asyncchat.Client, server: MockServer
 ) -> None:

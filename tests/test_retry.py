@@ -39,12 +39,12 @@ def decide(
     )
 
 
-@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 409, 429, 498, 500, 502, 503, 504])  # 498: Groq flex
 def test_retryable_statuses(status: int) -> None:
     assert decide(status) is not None
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422, 424, 499])
 def test_client_errors_are_not_retried(status: int) -> None:
     assert decide(status) is None
 
