@@ -79,6 +79,15 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a 429's pause in its body, as a           Gemini                   the pause asked for
       `google.rpc.RetryInfo` detail's                                    (retry_delay_in_body)
       `retryDelay`, and no `Retry-After`
+    a 400, not a 404, for a model the         Mistral, Perplexity      as a 404: a batch job
+      server does not have: type              (`invalid_model`),         stops there
+      `invalid_model`, code                   Groq, DeepSeek             (says_unknown_model)
+      `model_decommissioned`, or "Model Not
+      Exist"
+    a 400, not a 401, for a wrong API key:    Gemini, xAI              as a 401: a batch job
+      a `google.rpc.ErrorInfo` reason                                    stops there
+      `API_KEY_INVALID`, or "Incorrect API                               (says_key_invalid)
+      key provided"
     rate-limit headers that name their        Cerebras, Mistral        every window read; the
       window (`-requests-day`, `-tokens-      (`req`), Nous              one with the fewest left
       minute`, `-req-10-second`, `-tokens-                               speaks for its kind, and
@@ -385,11 +394,12 @@ def _error_object(body: Any) -> dict[str, Any] | None:
     return error if type(error) is dict else None
 
 
-def says_unknown_model(error_type: Any, message: Any) -> bool:
-    """Whether an error (its `type` and `message`) says the server has no such model,
-    for the servers that answer so with a 400, not a 404: Mistral and Perplexity by
-    the type `invalid_model`, DeepSeek by its message "Model Not Exist" alone."""
-    if error_type == "invalid_model":
+def says_unknown_model(code: Any, error_type: Any, message: Any) -> bool:
+    """Whether an error (its `code`, `type` and `message`) says the server has no such
+    model, for the servers that answer so with a 400, not a 404: Mistral and
+    Perplexity by the type `invalid_model`, Groq by the code `model_decommissioned`
+    (a model it retired), DeepSeek by its message "Model Not Exist" alone."""
+    if error_type == "invalid_model" or code == "model_decommissioned":
         return True
     return type(message) is str and message.strip().lower() == "model not exist"
 

@@ -245,6 +245,10 @@ XAI_NO_CREDITS = (
                "code": "1500"}, "model name"),
         (400, {"error": {"message": "Invalid model 'nope'.", "type": "invalid_model",
                          "code": 400}}, "model name"),
+        # Groq's for a model it retired
+        (400, {"error": {"message": "The model `llama3-8b-8192` has been decommissioned and "
+                                    "is no longer supported.", "type": "invalid_request_error",
+                         "code": "model_decommissioned"}}, "model name"),
         (403, {"error": {"message": "not allowed"}}, "permissions"),
         # Gemini's answer to a wrong key: a 400, as a list of one error
         (400, [{"error": {"code": 400, "status": "INVALID_ARGUMENT",
