@@ -84,6 +84,11 @@ def fatal_hint(error: Exception) -> str | None:
         return "the account (or this key) has run out of credits or quota: add credits"
     if error.status_code == 403 and not says_input_flagged(error.body):
         return "this key may not use this model or endpoint: check its permissions"
+    if error.status_code == 412:  # no request sends a condition of its own that could fail
+        return (
+            "the server says a precondition failed (Fireworks: a suspended account, or a "
+            "model that failed to load): check the account and the model"
+        )
     if error.status_code == 404 or says_unknown_model(error.code, error_type, message):
         return "check the model name (--model, or each line's body.model) and --base-url"
     if error.status_code == 429:

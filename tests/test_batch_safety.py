@@ -250,6 +250,9 @@ XAI_NO_CREDITS = (
                                     "is no longer supported.", "type": "invalid_request_error",
                          "code": "model_decommissioned"}}, "model name"),
         (403, {"error": {"message": "not allowed"}}, "permissions"),
+        # Fireworks's for a suspended account, or a LoRA model that failed to load
+        (412, {"error": {"object": "error", "type": "invalid_request_error",
+                         "message": "Account suspended"}}, "a suspended account"),
         # Gemini's answer to a wrong key: a 400, as a list of one error
         (400, [{"error": {"code": 400, "status": "INVALID_ARGUMENT",
                           "message": "API key not valid. Please pass a valid API key.",

@@ -253,6 +253,10 @@ def test_an_error_row_keeps_the_pause_its_headers_asked_for(
     ("status", "error", "stops"),
     [
         (402, {"code": 402, "message": "Insufficient credits."}, True),
+        # xAI's credits spent, a 429 not retried; Fireworks's suspended account
+        (429, "Your team t has either used all available credits or reached its monthly "
+              "spending limit.", True),
+        (412, {"object": "error", "message": "Account suspended"}, True),
         (403, {"code": 403, "message": "Your input was flagged",
                "metadata": {"reasons": ["violence"], "flagged_input": "..."}}, False),
     ],
@@ -262,7 +266,7 @@ def test_an_account_out_of_credits_stops_the_actor_and_a_flagged_input_does_not(
     background_server: MockServer,
     tmp_path: Path,
     status: int,
-    error: dict[str, Any],
+    error: Any,
     stops: bool,
 ) -> None:
     background_server.enqueue(status, {"error": error})
