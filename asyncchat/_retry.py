@@ -104,14 +104,16 @@ def requested_pause(
 ) -> float | None:
     """The pause an error answer asks for, in seconds, or None when it asks for none:
     the one its headers ask for (`pause_in_headers`); else, for a 429, an endless
-    one where its body says a quota is spent for the day (Gemini's), the one its
-    body names (Gemini's `retryDelay`), or the time until the budget its body says
-    is spent resets (OpenRouter puts its rate-limit headers there)."""
+    one where its body says a quota is spent for the day (Gemini's) or the account
+    is out of credits (OpenAI's `insufficient_quota`, xAI's), the one its body names
+    (Gemini's `retryDelay`), or the time until the budget its body says is spent
+    resets (OpenRouter puts its rate-limit headers there)."""
     requested = pause_in_headers(status, headers, now)
     if requested is not None or status != 429:
         return requested
-    if says_quota_spent_for_long(body):
-        return math.inf  # Gemini's day's quota: its RetryInfo's seconds would not mend it
+    message, code, _, _ = error_fields(body)
+    if says_quota_spent_for_long(body) or says_out_of_credits(code, message):
+        return math.inf  # no wait mends these: Gemini's RetryInfo seconds least of all
     delay = retry_delay_in_body(body)
     if delay is not None:
         return parse_duration(delay)
@@ -137,8 +139,7 @@ def retry_delay(
     `status` is the HTTP status, or None for a connection error or timeout (always
     worth another try). `x-should-retry: true|false` from the server overrides the
     status rules; a pause asked for (`requested_pause`, from the headers or the
-    error's `body`) longer than `MAX_RETRY_DELAY` means give up, and so does a 429
-    whose body says the account is out of credits or quota.
+    error's `body`) longer than `MAX_RETRY_DELAY` means give up.
     """
     if attempt >= max_retries:
         return None
@@ -148,10 +149,6 @@ def retry_delay(
     retryable = status is None or status in RETRYABLE_STATUSES or status >= 500
     if should_retry != "true" and not retryable:
         return None
-    if status == 429:
-        message, code, _, _ = error_fields(body)
-        if says_out_of_credits(code, message):
-            return None  # an account with no money left: no wait mends it
     requested = requested_pause(status, headers, body, now)
     if requested is not None:
         return requested if requested <= MAX_RETRY_DELAY else None
