@@ -54,6 +54,7 @@ from asyncchat.quirks import (
     says_input_flagged,
     says_key_invalid,
     says_out_of_credits,
+    says_request_too_large,
     says_unknown_model,
 )
 from asyncchat.types import ChatCompletion
@@ -91,7 +92,8 @@ def fatal_hint(error: Exception) -> str | None:
         )
     if error.status_code == 404 or says_unknown_model(error.code, error_type, message):
         return "check the model name (--model, or each line's body.model) and --base-url"
-    if error.status_code == 429:
+    # A request too large for the budget fails alone: smaller ones still fit it.
+    if error.status_code == 429 and not says_request_too_large(message):
         pause = requested_pause(429, error.headers, error.body, time.time())
         if pause == math.inf:  # a day's or a month's budget spent, no reset named
             return (

@@ -17,8 +17,10 @@ from asyncchat.errors import error_fields
 from asyncchat.quirks import (
     rate_limit_headers_in_body,
     retry_delay_in_body,
+    retry_delay_in_message,
     says_out_of_credits,
     says_quota_spent_for_long,
+    says_request_too_large,
 )
 from asyncchat.ratelimits import RateLimits, parse_duration, spent_budgets
 
@@ -29,6 +31,7 @@ __all__ = [
     "requested_pause",
     "retry_after",
     "retry_delay",
+    "slows_the_pace",
 ]
 
 INITIAL_DELAY = 0.5
@@ -106,15 +109,16 @@ def requested_pause(
     the one its headers ask for (`pause_in_headers`); else, for a 429, an endless
     one where its body says a quota is spent for the day (Gemini's) or the account
     is out of credits (OpenAI's `insufficient_quota`, xAI's), the one its body names
-    (Gemini's `retryDelay`), or the time until the budget its body says is spent
-    resets (OpenRouter puts its rate-limit headers there)."""
+    (Gemini's `retryDelay`) or its message asks for in words ("Please try again in
+    11.054s"), or the time until the budget its body says is spent resets
+    (OpenRouter puts its rate-limit headers there)."""
     requested = pause_in_headers(status, headers, now)
     if requested is not None or status != 429:
         return requested
     message, code, _, _ = error_fields(body)
     if says_quota_spent_for_long(body) or says_out_of_credits(code, message):
         return math.inf  # no wait mends these: Gemini's RetryInfo seconds least of all
-    delay = retry_delay_in_body(body)
+    delay = retry_delay_in_body(body) or retry_delay_in_message(message)
     if delay is not None:
         return parse_duration(delay)
     in_body = rate_limit_headers_in_body(body)
@@ -139,10 +143,13 @@ def retry_delay(
     `status` is the HTTP status, or None for a connection error or timeout (always
     worth another try). `x-should-retry: true|false` from the server overrides the
     status rules; a pause asked for (`requested_pause`, from the headers or the
-    error's `body`) longer than `MAX_RETRY_DELAY` means give up.
+    error's `body`) longer than `MAX_RETRY_DELAY` means give up, and so does a 429
+    saying the request alone is more than the budget holds.
     """
     if attempt >= max_retries:
         return None
+    if status == 429 and says_request_too_large(error_fields(body)[0]):
+        return None  # no wait mends it, whatever Retry-After or x-should-retry say
     should_retry = headers.get("x-should-retry")
     if should_retry == "false":
         return None
@@ -153,3 +160,10 @@ def retry_delay(
     if requested is not None:
         return requested if requested <= MAX_RETRY_DELAY else None
     return backoff_delay(attempt, rng)
+
+
+def slows_the_pace(status: int | None, body: Any) -> bool:
+    """Whether an error answer says requests come faster than the server allows: a
+    429, unless it says the request alone is more than the budget holds (no slower
+    pace admits that one, and the others may fit)."""
+    return status == 429 and not says_request_too_large(error_fields(body)[0])

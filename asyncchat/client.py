@@ -38,7 +38,7 @@ from asyncchat._logging import configure_from_environment, logger
 from asyncchat._multipart import FileUpload
 from asyncchat._observe import LoggingObserver, RequestObserver, stream_line
 from asyncchat._redact import redact
-from asyncchat._retry import requested_pause, retry_delay
+from asyncchat._retry import requested_pause, retry_delay, slows_the_pace
 from asyncchat._stream import ChatCompletionStream
 from asyncchat._timing import StreamTiming
 from asyncchat._tls import CertTypes, VerifyTypes, tls_context
@@ -383,7 +383,7 @@ class Client:
                         body=error.body,
                     )
                 )
-                if pacer is not None and status == 429:
+                if pacer is not None and slows_the_pace(status, error.body):
                     pacer.refused()  # the limit is above what the server allows: slow down
                     asked = requested_pause(status, retry_headers, error.body, now)
                     if delay is not None and asked is not None:

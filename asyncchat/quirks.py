@@ -108,6 +108,13 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       its `RetryInfo` asking for seconds all                             retried, a batch job
       the same (`QuotaFailure` quotaId                                   stops (says_quota_
       `...PerDay...`, or `quotaValue` "0")                               spent_for_long)
+    a 429's pause in its message's words      OpenAI, Groq, Azure;     the pause asked for
+      alone: "Please try again in 11.054s",   Gemini through a proxy     (retry_delay_in_
+      "Please retry after 8 seconds"          that drops its details     message)
+    a 429 for one request over the whole      OpenAI, Groq             not retried, the pace not
+      budget: "Request too large", or                                    slowed; a batch job goes
+      "Limit 18000, ... Requested ~36313"                                on (says_request_too_
+                                                                         large)
     a 429, not a 402, for an account out of   OpenAI                   as a 402: not retried,
       money: code `insufficient_quota`, or    (`insufficient_quota`),    and a batch job stops
       "used all available credits" (a 403     xAI                        (says_out_of_credits)
@@ -151,6 +158,7 @@ __all__ = [
     "rate_limit_headers_in_body",
     "reasoning_text",
     "retry_delay_in_body",
+    "retry_delay_in_message",
     "reused_index_starts_a_call",
     "says_input_flagged",
     "says_key_invalid",
@@ -158,6 +166,7 @@ __all__ = [
     "says_no_arguments",
     "says_out_of_credits",
     "says_quota_spent_for_long",
+    "says_request_too_large",
     "says_unknown_model",
     "unindexed_fragment_starts_a_call",
     "usage_beside_finish",
@@ -447,6 +456,43 @@ def retry_delay_in_body(body: Any) -> str | None:
     detail = _google_detail(body, "google.rpc.RetryInfo")
     delay = detail.get("retryDelay") if detail is not None else None
     return delay if type(delay) is str else None
+
+
+# "Please try again in 11.054s." (OpenAI; Groq in a Go duration, `1m2.64s`), "Please
+# retry in 27.6s." (Gemini), "Please retry after 7 seconds." (Azure).
+_PAUSE_IN_MESSAGE = re.compile(
+    r"(?:[Tt]ry again|[Rr]etry) (?:in|after) "
+    r"((?:\d+(?:\.\d+)?(?:ms|h|m|s))+(?![A-Za-z])|\d+(?:\.\d+)?(?= seconds?\b))"
+)
+# "Limit 30000, Requested 61227" (OpenAI), "Limit 18000, Used 0, Requested ~36313" (Groq)
+_LIMIT_AND_REQUESTED = re.compile(r"Limit (\d+), (?:Used \d+, )?Requested ~?(\d+)")
+
+
+def retry_delay_in_message(message: Any) -> str | None:
+    """The pause a 429's message asks for in words, as a duration (`"11.054s"`,
+    `"201ms"`, `"1m2.64s"`, `"7"` for seconds): OpenAI's "Please try again in
+    11.054s." comes with no `Retry-After`, and so may Groq's, Gemini's "Please retry
+    in 27.6s." through a proxy that dropped its `RetryInfo`, and Azure's "Please
+    retry after 7 seconds."."""
+    if type(message) is not str:
+        return None
+    match = _PAUSE_IN_MESSAGE.search(message)
+    return match[1] if match is not None else None
+
+
+def says_request_too_large(message: Any) -> bool:
+    """Whether a 429's message says this request alone asks for more than the budget
+    holds, which no wait mends: OpenAI's and Groq's "Request too large for ... on
+    tokens per min (TPM): Limit 30000, Requested 61227. The input or output tokens
+    must be reduced", or Groq's "Rate limit reached ... Limit 18000, Used 0,
+    Requested ~36313. Please try again in 1m1s." (with a `Retry-After` all the same).
+    The request's own failure: smaller ones still fit."""
+    if type(message) is not str:
+        return False
+    if "Request too large" in message:
+        return True
+    match = _LIMIT_AND_REQUESTED.search(message)
+    return match is not None and int(match[2]) > int(match[1])
 
 
 def says_quota_spent_for_long(body: Any) -> bool:

@@ -300,14 +300,23 @@ def test_other_job_wide_errors_stop_the_job(
 
 
 # Errors of one request's own: OpenRouter's 403 when a model's moderation flags this
-# request's input (not a key that may not use the model), and a 400 such as a context
-# too long.
+# request's input (not a key that may not use the model), a 429 for a request larger
+# than the whole budget (sent once: no retry), and a 400 such as a context too long.
 OWN_ERRORS = {
     "flagged-input": (403, {
         "code": 403,
         "message": "openai/gpt-4o requires moderation on OpenRouter. Your input was flagged",
         "metadata": {"reasons": ["violence"], "flagged_input": "the request's text...",
                      "provider_name": "OpenAI", "model_slug": "openai/gpt-4o"},
+    }),
+    # A request over the whole per-minute budget: no wait makes it fit, but smaller
+    # ones do (OpenAI's words; Groq's too, with a Retry-After).
+    "request-too-large": (429, {
+        "message": "Request too large for gpt-4o in organization org-x on tokens per min "
+                   "(TPM): Limit 30000, Requested 250011. The input or output tokens must be "
+                   "reduced in order to run successfully. Visit "
+                   "https://platform.openai.com/account/rate-limits to learn more.",
+        "type": "tokens", "param": None, "code": "rate_limit_exceeded",
     }),
     "context-too-long": (400, {
         "message": "This model's maximum context length is 8192 tokens",
@@ -451,6 +460,25 @@ SPENT_FOR_HOURS = {
         lambda: (gemini_quota_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier"), {}),
         "You exceeded your current quota",
         "the rate limit allows no more requests and names no end (a day's or a month's",
+    ),
+    # Azure's free tier, its tokens for the day spent: the pause in the message's words
+    # alone, where a proxy (LiteLLM) passes on no Retry-After.
+    "azure-message": (
+        lambda: (
+            {
+                "error": {
+                    "code": "429",
+                    "message": "Requests to the ChatCompletions_Create Operation under Azure "
+                    "OpenAI API version 2024-10-21 have exceeded token rate limit of your "
+                    "current OpenAI S0 pricing tier. Please retry after 18000 seconds. "
+                    "Please go here: https://aka.ms/oai/quotaincrease if you would like to "
+                    "further increase the default rate limit.",
+                }
+            },
+            {},
+        ),
+        "Please retry after 18000 seconds",
+        FOR_5_HOURS,
     ),
     # Mistral's monthly token budget, spent: its headers name no reset at all (the
     # body is of Mistral's error shape).

@@ -732,6 +732,38 @@ async def test_a_pause_named_in_a_429_s_body_is_honoured(
     assert len(server.requests) == 3 and client.sleeps == [26.0]  # type: ignore[attr-defined]
 
 
+async def test_a_pause_named_in_a_429_s_message_is_honoured(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """OpenAI's 429 for a spent per-minute budget sends no Retry-After: the pause is in
+    its message's words. Backoff at 0.5 and 1 s would spend both retries inside it."""
+    error = {"message": "Rate limit reached for gpt-4.1 in organization org-x on tokens per "
+             "min (TPM): Limit 30000, Used 22999, Requested 12528. Please try again in "
+             "11.054s. Visit https://platform.openai.com/account/rate-limits to learn more.",
+             "type": "tokens", "param": None, "code": "rate_limit_exceeded"}  # fmt: skip
+    server.enqueue(429, {"error": error})
+    completion = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}]
+    )
+    assert completion.choices[0].message.content == "You said: x"
+    assert client.sleeps == [11.054]  # type: ignore[attr-defined]
+
+
+async def test_a_429_for_a_request_too_large_for_the_budget_is_raised_at_once(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """Groq's words, and its Retry-After: a request of more tokens than the minute's
+    whole budget never fits, however long it waits."""
+    error = {"message": "Rate limit reached for model `mixtral-8x7b-32768` in organization "
+             "`org_x` on tokens per minute (TPM): Limit 18000, Used 0, Requested ~36313. "
+             "Please try again in 1m1.043333333s.", "type": "tokens",
+             "code": "rate_limit_exceeded"}  # fmt: skip
+    server.enqueue(429, {"error": error}, headers={"retry-after": "2"})
+    with pytest.raises(asyncchat.RateLimitError, match="Requested ~36313"):
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert len(server.requests) == 1 and client.sleeps == []  # type: ignore[attr-defined]
+
+
 async def test_retries_exhausted_raise_the_last_error(
     client: asyncchat.Client, server: MockServer
 ) -> None:

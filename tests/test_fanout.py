@@ -205,6 +205,27 @@ async def test_a_429_slows_the_fan_outs_limit(client: asyncchat.Client, server: 
             assert limit.slowdown is None
 
 
+async def test_a_429_for_a_request_too_large_neither_pauses_nor_slows_the_others(
+    client: asyncchat.Client, server: MockServer
+) -> None:
+    """A request larger than the whole budget (OpenAI's words, Groq's Retry-After) fails
+    alone: the pace was not what the server refused, so the others go on as before."""
+    clock = FakeClock()
+    clock.frozen = True  # time stands still: a pause would show as a sleep
+    client._clock, client._sleep = clock, clock.sleep  # type: ignore[method-assign]
+    error = {"message": "Request too large for gpt-4o in organization org-x on tokens per "
+             "min (TPM): Limit 30000, Requested 250011. The input or output tokens must be "
+             "reduced in order to run successfully.", "type": "tokens",
+             "code": "rate_limit_exceeded"}  # fmt: skip
+    server.enqueue(429, {"error": error}, headers={"Retry-After": "7"})
+    limit = RateLimiter(requests_per_minute=6000)
+    results = await client.chat.batch([request(i) for i in range(8)], rate_limit=limit)
+    assert [type(result) for result in results].count(asyncchat.RateLimitError) == 1
+    assert len(server.requests) == 8  # the large one sent once, the others once each
+    assert limit.slowdown is not None and limit.slowdown.multiplier == 1
+    assert not any(s >= 1 for s in clock.sleeps), clock.sleeps
+
+
 SPENT = {
     "openai": {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m30s"},
     # Cerebras names the window: here its per-minute token budget is spent.

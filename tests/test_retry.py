@@ -14,6 +14,7 @@ from asyncchat._retry import (
     requested_pause,
     retry_after,
     retry_delay,
+    slows_the_pace,
 )
 
 from .conftest import openrouter_429
@@ -207,3 +208,97 @@ def test_a_429_that_says_the_account_is_out_of_money_is_not_retried() -> None:
     assert decide(429, body=xai) is None
     assert decide(429, body={"error": {"message": "Rate limit reached for requests"}}) is not None
     assert decide(503, body=openai) is not None  # only a 429 says so
+
+
+def openai_429(message: str) -> dict[str, object]:
+    """OpenAI's 429 for a rate limit: no Retry-After, the pause in the message's words."""
+    return {"error": {"message": message, "type": "tokens", "param": None,
+                      "code": "rate_limit_exceeded"}}  # fmt: skip
+
+
+OPENAI_TPM = (
+    "Rate limit reached for gpt-4.1 in organization org-x on tokens per min (TPM): Limit "
+    "30000, Used 22999, Requested 12528. Please try again in {}. Visit "
+    "https://platform.openai.com/account/rate-limits to learn more."
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "pause"),
+    [
+        (OPENAI_TPM.format("11.054s"), 11.054),
+        (OPENAI_TPM.format("201ms"), 0.201),
+        # Groq's, in a Go duration (with a Retry-After, which a proxy may drop)
+        (
+            "Rate limit reached for model `openai/gpt-oss-120b` in organization `org_x` "
+            "service tier `on_demand` on tokens per minute (TPM): Limit 8000, Used 7000, "
+            "Requested 1500. Please try again in 1m2.639999999s. Need more tokens?",
+            62.639999999,
+        ),
+        # Gemini's, where a proxy dropped its RetryInfo detail
+        (
+            "You exceeded your current quota, please check your plan and billing details.\n"
+            "Please retry in 27.638094876s.",
+            27.638094876,
+        ),
+        # Azure's (with a Retry-After, which a proxy may drop)
+        (
+            "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
+            "2024-06-01 have exceeded call rate limit of your current OpenAI S0 pricing tier. "
+            "Please retry after 8 seconds. Please go here: https://aka.ms/oai/quotaincrease",
+            8.0,
+        ),
+        ("Please retry after 1 second.", 1.0),
+        ("Please try again in 2h3m.", 7380.0),
+    ],
+)
+def test_a_429_message_that_names_a_pause_asks_for_it(message: str, pause: float) -> None:
+    assert requested_pause(429, {}, openai_429(message), NOW) == pytest.approx(pause)
+    assert requested_pause(503, {}, openai_429(message), NOW) is None  # only a 429's
+
+
+def test_a_pause_in_a_429_s_message_comes_after_the_headers_and_the_body_s_own() -> None:
+    asks_11s = openai_429(OPENAI_TPM.format("11.054s"))
+    assert decide(429, body=asks_11s) == 11.054  # not the backoff's 0.5 s
+    assert decide(429, {"retry-after": "2"}, body=asks_11s) == 2.0
+    gemini = gemini_429("26s")
+    gemini[0]["error"]["message"] += "\nPlease retry in 25.9s."  # type: ignore[index]
+    assert decide(429, body=gemini) == 26.0  # its RetryInfo first
+    assert decide(429, body=openai_429(OPENAI_TPM.format("7m12s"))) is None  # past the cap
+    backoff = decide(429)
+    for vague in (
+        "Please try again later.",
+        "Please try again in a few minutes.",
+        "Try again in 5 minutes",
+        "try again in 5sec",
+        "Please retry in 1 hour.",
+    ):
+        assert decide(429, body=openai_429(vague)) == backoff, vague
+
+
+# OpenAI's 429 for a request larger than the whole per-minute budget.
+OPENAI_TOO_LARGE = (
+    "Request too large for gpt-4o in organization org-x on tokens per min (TPM): Limit "
+    "30000, Requested 250011. The input or output tokens must be reduced in order to run "
+    "successfully. Visit https://platform.openai.com/account/rate-limits to learn more."
+)
+# Groq's words for the same, a "Rate limit reached" that no wait gets past.
+GROQ_TOO_LARGE = (
+    "Rate limit reached for model `mixtral-8x7b-32768` in organization `org_x` on tokens "
+    "per minute (TPM): Limit 18000, Used 0, Requested ~36313. Please try again in "
+    "1m1.043333333s. Visit https://console.groq.com/docs/rate-limits for more information."
+)
+
+
+def test_a_429_for_a_request_too_large_for_the_budget_is_not_retried() -> None:
+    """No wait makes it fit, whatever the server's Retry-After or x-should-retry say;
+    and it says nothing of the pace: smaller requests still fit."""
+    for message in (OPENAI_TOO_LARGE, GROQ_TOO_LARGE):
+        body = openai_429(message)
+        assert decide(429, body=body) is None
+        assert decide(429, {"retry-after": "61", "x-should-retry": "true"}, body=body) is None
+        assert not slows_the_pace(429, body)
+    fits = openai_429(OPENAI_TPM.format("7.66s"))  # Used 22999 + Requested 12528 > 30000
+    assert decide(429, body=fits) == 7.66 and slows_the_pace(429, fits)
+    assert slows_the_pace(429, None) and not slows_the_pace(503, fits)
+    assert decide(500, body=openai_429(OPENAI_TOO_LARGE)) is not None  # only a 429 says so
