@@ -53,6 +53,7 @@ from asyncchat.quirks import (
     cut_short_at,
     says_input_flagged,
     says_key_invalid,
+    says_limit_is_zero,
     says_out_of_credits,
     says_request_too_large,
     says_unknown_model,
@@ -92,6 +93,11 @@ def fatal_hint(error: Exception) -> str | None:
         )
     if error.status_code == 404 or says_unknown_model(error.code, error_type, message):
         return "check the model name (--model, or each line's body.model) and --base-url"
+    if error.status_code == 429 and says_limit_is_zero(message, error.body):
+        return (
+            "the rate limit lets this key send no requests to this model at all (a limit "
+            "of 0): get access to it, or use another model"
+        )
     # A request too large for the budget fails alone: smaller ones still fit it.
     if error.status_code == 429 and not says_request_too_large(message):
         pause = requested_pause(429, error.headers, error.body, time.time())

@@ -18,6 +18,7 @@ from asyncchat.quirks import (
     rate_limit_headers_in_body,
     retry_delay_in_body,
     retry_delay_in_message,
+    says_limit_is_zero,
     says_out_of_credits,
     says_quota_spent_for_long,
     says_request_too_large,
@@ -106,17 +107,22 @@ def requested_pause(
     status: int | None, headers: Mapping[str, str], body: Any, now: float
 ) -> float | None:
     """The pause an error answer asks for, in seconds, or None when it asks for none:
-    the one its headers ask for (`pause_in_headers`); else, for a 429, an endless
-    one where its body says a quota is spent for the day (Gemini's) or the account
-    is out of credits (OpenAI's `insufficient_quota`, xAI's), the one its body names
-    (Gemini's `retryDelay`) or its message asks for in words ("Please try again in
-    11.054s"), or the time until the budget its body says is spent resets
-    (OpenRouter puts its rate-limit headers there)."""
+    the one its headers ask for (`pause_in_headers`); else, for a 429, an endless one
+    where its body says a quota is spent for the day (Gemini's), a budget of nothing
+    (OpenAI's "Limit 0"), or the account out of credits (OpenAI's
+    `insufficient_quota`, xAI's); the one its body names (Gemini's `retryDelay`) or
+    its message asks for in words ("Please try again in 11.054s"); or the time until
+    the budget its body says is spent resets (OpenRouter puts its rate-limit headers
+    there)."""
     requested = pause_in_headers(status, headers, now)
     if requested is not None or status != 429:
         return requested
     message, code, _, _ = error_fields(body)
-    if says_quota_spent_for_long(body) or says_out_of_credits(code, message):
+    if (
+        says_quota_spent_for_long(body)
+        or says_limit_is_zero(message, body)
+        or says_out_of_credits(code, message)
+    ):
         return math.inf  # no wait mends these: Gemini's RetryInfo seconds least of all
     delay = retry_delay_in_body(body) or retry_delay_in_message(message)
     if delay is not None:

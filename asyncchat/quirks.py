@@ -107,7 +107,11 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
     a 429 for a quota spent for the day,      Gemini                   an endless pause: not
       its `RetryInfo` asking for seconds all                             retried, a batch job
       the same (`QuotaFailure` quotaId                                   stops (says_quota_
-      `...PerDay...`, or `quotaValue` "0")                               spent_for_long)
+      `...PerDay...`)                                                    spent_for_long)
+    a 429 for a budget of nothing (a model    OpenAI, Gemini           an endless pause: not
+      the tier may not use): "Limit 0, Used                              retried, a batch job
+      0, Requested 1", a `QuotaFailure`                                  stops (says_limit_is_
+      `quotaValue` of "0"                                                zero)
     a 429's pause in its message's words      OpenAI, Groq, Azure;     the pause asked for
       alone: "Please try again in 11.054s",   Gemini through a proxy     (retry_delay_in_
       "Please retry after 8 seconds"          that drops its details     message)
@@ -162,6 +166,7 @@ __all__ = [
     "reused_index_starts_a_call",
     "says_input_flagged",
     "says_key_invalid",
+    "says_limit_is_zero",
     "says_loading_model",
     "says_no_arguments",
     "says_out_of_credits",
@@ -491,27 +496,40 @@ def says_request_too_large(message: Any) -> bool:
         return False
     if "Request too large" in message:
         return True
-    match = _LIMIT_AND_REQUESTED.search(message)
-    return match is not None and int(match[2]) > int(match[1])
+    match = _LIMIT_AND_REQUESTED.search(message)  # a limit of 0 lets no request through
+    return match is not None and 0 < int(match[1]) < int(match[2])
 
 
 def says_quota_spent_for_long(body: Any) -> bool:
     """Whether a 429's body says a quota is spent that no wait mends: Gemini's
     `google.rpc.QuotaFailure` naming a quota per day (a `quotaId` such as
-    `GenerateRequestsPerDayPerProjectPerModel-FreeTier`), or a quota of nothing
-    (`quotaValue` "0": the model has no free tier). Its `RetryInfo` asks for
+    `GenerateRequestsPerDayPerProjectPerModel-FreeTier`). Its `RetryInfo` asks for
     seconds all the same; waiting them only meets the same 429."""
+    return any(
+        type(quota_id := violation.get("quotaId")) is str and "PerDay" in quota_id
+        for violation in _quota_violations(body)
+    )
+
+
+def says_limit_is_zero(message: Any, body: Any) -> bool:
+    """Whether a 429 says the budget itself is nothing, so that no request is ever let
+    through: OpenAI's "Limit 0, Used 0, Requested 1" (a model the account's tier may
+    not use), Gemini's `QuotaFailure` with a `quotaValue` of "0" (a model without a
+    free tier)."""
+    if type(message) is str:
+        match = _LIMIT_AND_REQUESTED.search(message)
+        if match is not None and match[1] == "0":
+            return True
+    return any(violation.get("quotaValue") == "0" for violation in _quota_violations(body))
+
+
+def _quota_violations(body: Any) -> list[dict[str, Any]]:
+    """The `violations` of a Google error's `google.rpc.QuotaFailure` detail."""
     detail = _google_detail(body, "google.rpc.QuotaFailure")
     violations = detail.get("violations") if detail is not None else None
     if type(violations) is not list:
-        return False
-    for violation in violations:
-        if type(violation) is not dict:
-            continue
-        quota_id = violation.get("quotaId")
-        if (type(quota_id) is str and "PerDay" in quota_id) or violation.get("quotaValue") == "0":
-            return True
-    return False
+        return []
+    return [violation for violation in violations if type(violation) is dict]
 
 
 def says_key_invalid(message: Any, body: Any) -> bool:

@@ -302,3 +302,19 @@ def test_a_429_for_a_request_too_large_for_the_budget_is_not_retried() -> None:
     assert decide(429, body=fits) == 7.66 and slows_the_pace(429, fits)
     assert slows_the_pace(429, None) and not slows_the_pace(503, fits)
     assert decide(500, body=openai_429(OPENAI_TOO_LARGE)) is not None  # only a 429 says so
+
+
+def test_a_429_for_a_budget_of_nothing_is_not_retried() -> None:
+    """OpenAI's "Limit 0" (a model this account's tier may not use) lets no request
+    through, ever: an endless pause, as Gemini's `quotaValue` "0" is, not a request
+    too large for its budget."""
+    zero = openai_429(
+        "Rate limit reached for gpt-image-2 (for limit gpt-image) in organization org-x: "
+        "Limit 0, Used 0, Requested 1."
+    )
+    assert requested_pause(429, {}, zero, NOW) == float("inf")
+    assert decide(429, body=zero) is None
+    assert slows_the_pace(429, zero)  # not the request's own size
+    tpm_zero = openai_429(OPENAI_TPM.format("1s").replace("Limit 30000", "Limit 0"))
+    assert requested_pause(429, {}, tpm_zero, NOW) == float("inf")
+    assert requested_pause(429, {}, openai_429(OPENAI_TPM.format("1s")), NOW) == 1.0
