@@ -8,7 +8,8 @@ OpenAI, Groq, DeepSeek and others report the caller's quota on every response:
 
 Others give the request budget without the `-requests` suffix (`x-ratelimit-limit`,
 `-remaining`, `-reset`), its reset at times a moment rather than a wait: OpenRouter
-sends them so inside a 429's body, the reset in Unix milliseconds. Together sends them
+sends them so inside a 429's body, the reset in Unix milliseconds; some gateways send
+a reset as a date and time (`2026-12-08T03:30:00Z`). Together sends them
 so, and its token budget as `x-tokenlimit-limit` and `-remaining`. Others again name
 the window each budget counts over after its kind, and may send several windows:
 `x-ratelimit-remaining-requests-day` and `-tokens-minute` (Cerebras), `-req-minute`,
@@ -28,6 +29,7 @@ import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import NamedTuple
 
 __all__ = ["Budget", "RateLimits", "parse_duration", "read_budgets", "spent_budgets"]
@@ -74,12 +76,35 @@ def _count(text: str | None) -> int | None:
 
 
 def _reset(text: str | None, now: float | None) -> float | None:
-    """Seconds until a budget resets, from a wait (`1m30s`, `20`) or a moment."""
-    seconds = None if text is None else parse_duration(text)
-    if seconds is None or seconds < _A_MOMENT:
+    """Seconds until a budget resets, from a wait (`1m30s`, `20`) or a moment: Unix
+    seconds or milliseconds, or a date and time (`2026-12-08T03:30:00Z`)."""
+    if text is None:
+        return None
+    seconds = parse_duration(text)
+    if seconds is None:
+        moment = _date_and_time(text)
+        if moment is None:
+            return None
+    elif seconds < _A_MOMENT:
         return seconds
-    moment = seconds / 1000.0 if seconds >= _A_MOMENT * 1000 else seconds
+    else:
+        moment = seconds / 1000.0 if seconds >= _A_MOMENT * 1000 else seconds
     return max(moment - (time.time() if now is None else now), 0.0)
+
+
+def _date_and_time(text: str) -> float | None:
+    """The Unix time of an RFC 3339 date and time (`2026-12-08T03:30:00Z`, UTC where
+    no offset is given), as some gateways send a reset; None for anything else."""
+    text = text.strip()
+    if text[4:5] != "-" or text[10:11] not in ("T", "t", " "):
+        return None
+    try:  # Python 3.10 reads no "Z"
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 class Budget(NamedTuple):  # a tuple: built for every budget of every response read

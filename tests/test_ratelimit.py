@@ -123,10 +123,16 @@ def test_a_reset_beyond_the_cap_is_not_waited_for(reset: str) -> None:
 
 def test_a_reset_sent_as_a_moment_is_waited_for_until_then() -> None:
     """The request budget without its suffix, its reset in Unix milliseconds (as
-    OpenRouter sends it), read as `RateLimits` reads it; a moment past asks no pause."""
+    OpenRouter sends it) or as a date and time, read as `RateLimits` reads it; a
+    moment past asks no pause."""
     limiter = RateLimiter()
     soon = f"{(time.time() + 90) * 1000:.0f}"
     assert limiter.observe({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": soon}, 0.0) == []
+    assert limiter.reserve(0.0) == pytest.approx(90.0, abs=2)
+    limiter = RateLimiter()  # a date and time, as some gateways send it
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 90))
+    headers = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": soon}
+    assert limiter.observe(headers, 0.0) == []
     assert limiter.reserve(0.0) == pytest.approx(90.0, abs=2)
     limiter = RateLimiter()
     past = f"{time.time() - 90:.0f}"

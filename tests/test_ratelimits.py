@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -143,18 +144,46 @@ def test_every_window_is_read() -> None:
     ]
 
 
+IN_90_SECONDS = datetime.fromtimestamp(NOW + 90, timezone.utc)  # 2023-11-14T22:14:50Z
+
+
 @pytest.mark.parametrize(
     "reset",
-    [str(NOW + 90), str(int((NOW + 90) * 1000)), f"{NOW + 90:.3f}"],
-    ids=["unix-seconds", "unix-milliseconds", "fraction"],
+    [
+        str(NOW + 90),
+        str(int((NOW + 90) * 1000)),
+        f"{NOW + 90:.3f}",
+        IN_90_SECONDS.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        IN_90_SECONDS.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        IN_90_SECONDS.astimezone(timezone(timedelta(hours=8))).isoformat(),
+        IN_90_SECONDS.strftime("%Y-%m-%d %H:%M:%S"),  # no offset: UTC
+    ],
+    ids=[
+        "unix-seconds",
+        "unix-milliseconds",
+        "fraction",
+        "rfc3339",
+        "rfc3339-ms",
+        "rfc3339-offset",
+        "no-offset",
+    ],
 )
 def test_a_reset_sent_as_a_moment_is_counted_from_now(reset: str) -> None:
     """No window lasts 30 years: a reset that large is a moment, in Unix seconds or
-    (OpenRouter's) milliseconds, and becomes the seconds from `now` to it."""
+    (OpenRouter's) milliseconds, and becomes the seconds from `now` to it. So is a
+    date and time, as some gateways send it (`2023-11-14T22:14:50Z`)."""
     limits = RateLimits.from_headers({"x-ratelimit-reset": reset}, now=NOW)
     assert limits is not None and limits.reset_requests == pytest.approx(90.0)
     past = RateLimits.from_headers({"x-ratelimit-reset": str(NOW - 5)}, now=NOW)
     assert past == RateLimits(reset_requests=0.0)
+
+
+@pytest.mark.parametrize(
+    "reset", ["2023-11-14", "22:14:50", "2023-11-14T25:14:50Z", "2023-11-14T22:14:50Q", "Z"]
+)
+def test_a_reset_that_is_neither_a_wait_nor_a_moment_is_none(reset: str) -> None:
+    limits = RateLimits.from_headers({"x-ratelimit-reset-tokens": reset}, now=NOW)
+    assert limits == RateLimits()
 
 
 def test_describe_says_what_is_left() -> None:

@@ -197,6 +197,13 @@ def test_a_429_whose_headers_say_a_budget_is_spent_for_long_asks_for_that_pause(
     # Unix seconds where a wait belongs: counted from now, as everywhere.
     moment = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": f"{NOW + 7200:.0f}"}
     assert requested_pause(429, moment, None, NOW) == 7200.0
+    in_two_hours = datetime.fromtimestamp(NOW + 7200, timezone.utc).isoformat()
+    dated = {
+        "x-ratelimit-remaining-requests-day": "0",
+        "x-ratelimit-reset-requests-day": in_two_hours,
+    }
+    assert requested_pause(429, dated, None, NOW) == 7200.0
+    assert decide(429, dated) is None
 
 
 def test_a_429_that_says_the_account_is_out_of_money_is_not_retried() -> None:
