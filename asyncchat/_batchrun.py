@@ -101,10 +101,10 @@ def fatal_hint(error: Exception) -> str | None:
     # A request too large for the budget fails alone: smaller ones still fit it.
     if error.status_code == 429 and not says_request_too_large(message):
         pause = requested_pause(429, error.headers, error.body, time.time())
-        if pause == math.inf:  # a day's or a month's budget spent, no reset named
+        if pause == math.inf:  # a budget of hours or longer spent, no reset to wait for
             return (
-                "the rate limit allows no more requests and names no end (a day's or a "
-                "month's budget is spent): wait, or raise it"
+                "the rate limit allows no more requests for hours or longer (a daily, "
+                "weekly or monthly budget is spent): wait for it to reset, or raise it"
             )
         if pause is not None and pause > MAX_RETRY_DELAY:
             return f"the rate limit allows no requests for {_how_long(pause)}: wait that long"

@@ -81,9 +81,9 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       `retryDelay`, and no `Retry-After`
     a 400, not a 404, for a model the         Mistral, Perplexity      as a 404: a batch job
       server does not have: type              (`invalid_model`),         stops there
-      `invalid_model`, code                   Groq, DeepSeek             (says_unknown_model)
-      `model_decommissioned`, or "Model Not
-      Exist"
+      `invalid_model`, code                   Groq, Zhipu, DeepSeek      (says_unknown_model)
+      `model_decommissioned` or `1211`, or
+      "Model Not Exist"
     a 400, not a 401, for a wrong API key:    Gemini, xAI              as a 401: a batch job
       a `google.rpc.ErrorInfo` reason                                    stops there
       `API_KEY_INVALID`, or "Incorrect API                               (says_key_invalid)
@@ -108,6 +108,10 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       its `RetryInfo` asking for seconds all                             retried, a batch job
       the same (`QuotaFailure` quotaId                                   stops (says_quota_
       `...PerDay...`)                                                    spent_for_long)
+    a 429 whose code says a budget of hours   Zhipu                    an endless pause: not
+      or more is spent: `1304` (the day's                                retried, a batch job
+      calls), `1308` (five hours), `1310` (a                             stops (says_quota_
+      week or a month)                                                   spent_for_long)
     a 429 for a budget of nothing (a model    OpenAI, Gemini           an endless pause: not
       the tier may not use): "Limit 0, Used                              retried, a batch job
       0, Requested 1", a `QuotaFailure`                                  stops (says_limit_is_
@@ -120,9 +124,10 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       "Limit 18000, ... Requested ~36313"                                on (says_request_too_
                                                                          large)
     a 429, not a 402, for an account out of   OpenAI                   as a 402: not retried,
-      money: code `insufficient_quota`, or    (`insufficient_quota`),    and a batch job stops
-      "used all available credits" (a 403     xAI                        (says_out_of_credits)
-      on xAI's Responses API)
+      money: code `insufficient_quota`,       (`insufficient_quota`),    and a batch job stops
+      `1113` or `1309`, or "used all          Zhipu (`1113`: no          (says_out_of_credits)
+      available credits" (a 403 on xAI's      balance; `1309`: a plan
+      Responses API)                          expired), xAI
     a 403 for an input a model's moderation   OpenRouter               that request's failure,
       flagged (`error.metadata.reasons`,                                 not a job-wide one
       `flagged_input`)                                                   (says_input_flagged)
@@ -408,12 +413,24 @@ def _error_object(body: Any) -> dict[str, Any] | None:
     return error if type(error) is dict else None
 
 
+# Error codes that say the server has no such model: Groq's for one it retired,
+# Zhipu's (GLM) "Unknown Model, please check the model code" (`1211`).
+_UNKNOWN_MODEL_CODES = frozenset({"model_decommissioned", "1211"})
+# Error codes that say the account has no money to spend: OpenAI's; Zhipu's for no
+# balance or resource package left (`1113`) and for a coding plan expired (`1309`).
+_OUT_OF_CREDITS_CODES = frozenset({"insufficient_quota", "1113", "1309"})
+# Zhipu's 429 codes for a budget spent for hours or more: the day's calls (`1304`),
+# the coding plan's five hours (`1308`), its week or month (`1310`).
+_SPENT_FOR_LONG_CODES = frozenset({"1304", "1308", "1310"})
+
+
 def says_unknown_model(code: Any, error_type: Any, message: Any) -> bool:
     """Whether an error (its `code`, `type` and `message`) says the server has no such
     model, for the servers that answer so with a 400, not a 404: Mistral and
-    Perplexity by the type `invalid_model`, Groq by the code `model_decommissioned`
-    (a model it retired), DeepSeek by its message "Model Not Exist" alone."""
-    if error_type == "invalid_model" or code == "model_decommissioned":
+    Perplexity by the type `invalid_model`, Groq and Zhipu by their codes
+    (`model_decommissioned` for a model Groq retired, `1211`), DeepSeek by its
+    message "Model Not Exist" alone."""
+    if error_type == "invalid_model" or code in _UNKNOWN_MODEL_CODES:
         return True
     return type(message) is str and message.strip().lower() == "model not exist"
 
@@ -421,10 +438,10 @@ def says_unknown_model(code: Any, error_type: Any, message: Any) -> bool:
 def says_out_of_credits(code: Any, message: Any) -> bool:
     """Whether an error (its `code` and `message`) says the account has no money left
     to spend, which no wait mends: OpenAI's 429 with the code `insufficient_quota`,
-    xAI's 429 (403 on its Responses API) saying the team "has either used all
-    available credits or reached its monthly spending limit". A 402 says so by its
-    status (DeepSeek, OpenRouter)."""
-    if code == "insufficient_quota":
+    Zhipu's with `1113` or `1309`, xAI's 429 (403 on its Responses API) saying the
+    team "has either used all available credits or reached its monthly spending
+    limit". A 402 says so by its status (DeepSeek, OpenRouter)."""
+    if code in _OUT_OF_CREDITS_CODES:
         return True
     return type(message) is str and "used all available credits" in message
 
@@ -500,11 +517,15 @@ def says_request_too_large(message: Any) -> bool:
     return match is not None and 0 < int(match[1]) < int(match[2])
 
 
-def says_quota_spent_for_long(body: Any) -> bool:
-    """Whether a 429's body says a quota is spent that no wait mends: Gemini's
-    `google.rpc.QuotaFailure` naming a quota per day (a `quotaId` such as
-    `GenerateRequestsPerDayPerProjectPerModel-FreeTier`). Its `RetryInfo` asks for
-    seconds all the same; waiting them only meets the same 429."""
+def says_quota_spent_for_long(code: Any, body: Any) -> bool:
+    """Whether a 429 (its error's `code`, its `body`) says a quota is spent that no
+    wait a client makes mends: Gemini's `google.rpc.QuotaFailure` naming a quota per
+    day (a `quotaId` such as `GenerateRequestsPerDayPerProjectPerModel-FreeTier`),
+    whose `RetryInfo` asks for seconds all the same; Zhipu's codes for the day's
+    calls spent (`1304`), or its coding plan's five hours, week or month (`1308`,
+    `1310`, their messages naming the reset in China's time)."""
+    if code in _SPENT_FOR_LONG_CODES:
+        return True
     return any(
         type(quota_id := violation.get("quotaId")) is str and "PerDay" in quota_id
         for violation in _quota_violations(body)

@@ -273,6 +273,11 @@ XAI_NO_CREDITS = (
          "a limit of 0"),
         (429, gemini_quota_429("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "0"),
          "a limit of 0"),
+        # Zhipu's (GLM): no balance or resource package left
+        (429, {"error": {"code": "1113", "message": "余额不足或无可用资源包,请充值。"}}, CREDITS),
+        # Zhipu's for a model it does not have: a 400 with a code of its own
+        (400, {"error": {"code": "1211", "message": "Unknown Model, please check the model "
+                                                   "code."}}, "model name"),
         # DeepSeek's and OpenRouter's account out of money
         (402, {"error": {"message": "Insufficient Balance", "type": "unknown_error"}}, CREDITS),
         (402, {"error": {"code": 402, "message": "Insufficient credits."}}, CREDITS),
@@ -375,7 +380,7 @@ def test_a_403_is_job_wide_unless_its_body_says_the_input_was_flagged(
     [
         ("90", "allows no requests for 90s"),
         ("18720", "allows no requests for 5h 12m"),
-        ("inf", "names no end"),  # once an OverflowError, in the words for the pause
+        ("inf", "no more requests for hours"),  # once an OverflowError, in words
         ("nan", None),
         ("30", None),  # waited for, then retried
     ],
@@ -431,6 +436,10 @@ def test_a_job_wide_error_stops_the_job_and_a_rerun_completes_it(
 
 # A 429 saying nothing is left for hours, the words its message has, and the hint.
 FOR_5_HOURS = "the rate limit allows no requests for 5h 0m: wait that long"
+NO_MORE_FOR_HOURS = (
+    "the rate limit allows no more requests for hours or longer (a daily, weekly or monthly "
+    "budget is spent): wait for it to reset, or raise it"
+)
 SPENT_FOR_HOURS = {
     # OpenRouter's daily cap on free models: the budget, spent, in the 429's body.
     "openrouter-body": (
@@ -464,7 +473,7 @@ SPENT_FOR_HOURS = {
     "gemini-day": (
         lambda: (gemini_quota_429("GenerateRequestsPerDayPerProjectPerModel-FreeTier"), {}),
         "You exceeded your current quota",
-        "the rate limit allows no more requests and names no end (a day's or a month's",
+        NO_MORE_FOR_HOURS,
     ),
     # Azure's free tier, its tokens for the day spent: the pause in the message's words
     # alone, where a proxy (LiteLLM) passes on no Retry-After.
@@ -485,6 +494,22 @@ SPENT_FOR_HOURS = {
         "Please retry after 18000 seconds",
         FOR_5_HOURS,
     ),
+    # Zhipu's GLM Coding Plan, its five hours spent: a code of its own, the reset in
+    # China's time in the message alone.
+    "zhipu-5-hours": (
+        lambda: (
+            {
+                "error": {
+                    "code": "1308",
+                    "message": "Usage limit reached for 5 hour. Your limit will reset at "
+                    "2026-05-25 19:22:49",
+                }
+            },
+            {},
+        ),
+        "Usage limit reached for 5 hour",
+        NO_MORE_FOR_HOURS,
+    ),
     # Mistral's monthly token budget, spent: its headers name no reset at all (the
     # body is of Mistral's error shape).
     "mistral-month": (
@@ -500,7 +525,7 @@ SPENT_FOR_HOURS = {
             },
         ),
         "Rate limit exceeded",
-        "the rate limit allows no more requests and names no end (a day's or a month's",
+        NO_MORE_FOR_HOURS,
     ),
 }
 

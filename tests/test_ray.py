@@ -541,7 +541,7 @@ LONG_PAUSES = {
             {"object": "error", "message": "Rate limit exceeded", "type": "rate_limited"},
             {"x-ratelimit-remaining-tokens-month": "0", "x-ratelimit-limit-tokens-month": "9"},
         ),
-        "the rate limit allows no more requests and names no end",
+        "the rate limit allows no more requests for hours or longer",
     ),
 }
 

@@ -325,3 +325,34 @@ def test_a_429_for_a_budget_of_nothing_is_not_retried() -> None:
     tpm_zero = openai_429(OPENAI_TPM.format("1s").replace("Limit 30000", "Limit 0"))
     assert requested_pause(429, {}, tpm_zero, NOW) == float("inf")
     assert requested_pause(429, {}, openai_429(OPENAI_TPM.format("1s")), NOW) == 1.0
+
+
+def zhipu_error(code: str, message: str) -> dict[str, object]:
+    """Zhipu's (GLM's) error: a code of its own, as text, and a message in Chinese or
+    English."""
+    return {"error": {"code": code, "message": message}}
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("1113", "余额不足或无可用资源包,请充值。"),  # no balance or resource package
+        ("1309", "Your GLM Coding Plan package has expired and is temporarily unavailable."),
+        ("1304", "该API的今日调用次数已达上限"),  # the day's calls
+        ("1308", "Usage limit reached for 5 hour. Your limit will reset at 2026-05-25 19:22:49"),
+        ("1310", "Weekly/Monthly Limit Exhausted. Your limit will reset at 2026-07-31 18:31:06"),
+    ],
+)
+def test_zhipu_s_429s_that_no_wait_mends_are_not_retried(code: str, message: str) -> None:
+    assert requested_pause(429, {}, zhipu_error(code, message), NOW) == float("inf")
+    assert decide(429, body=zhipu_error(code, message)) is None
+    assert requested_pause(429, {}, zhipu_error(int(code), message), NOW) == float("inf")  # type: ignore[arg-type]
+
+
+def test_zhipu_s_429s_for_the_pace_are_retried() -> None:
+    backoff = decide(429)
+    for code, message in [
+        ("1302", "High concurrency usage of this API, please reduce concurrency"),
+        ("1305", "The service may be temporarily overloaded, please try again later"),
+    ]:
+        assert decide(429, body=zhipu_error(code, message)) == backoff
