@@ -81,8 +81,9 @@ def fatal_hint(error: Exception) -> str | None:
     message, _, error_type, _ = error_fields(error.body)  # the server's own words
     if error.status_code == 401 or says_key_invalid(message, error.body):
         return "check the API key (--api-key, or ASYNCCHAT_API_KEY / OPENAI_API_KEY)"
-    # DeepSeek's 402 "Insufficient Balance", OpenRouter's; OpenAI's and xAI's 429 (or 403)
-    if error.status_code == 402 or says_out_of_credits(error.code, message):
+    # DeepSeek's 402 "Insufficient Balance", OpenRouter's; others' words for it, whatever
+    # the status (OpenAI's and Zhipu's 429, Alibaba's 400, Volcengine's 403, ...)
+    if error.status_code == 402 or says_out_of_credits(error.code, error_type, message):
         return "the account (or this key) has run out of credits or quota: add credits"
     if error.status_code == 403 and not says_input_flagged(error.body):
         return "this key may not use this model or endpoint: check its permissions"

@@ -117,11 +117,11 @@ def requested_pause(
     requested = pause_in_headers(status, headers, now)
     if requested is not None or status != 429:
         return requested
-    message, code, _, _ = error_fields(body)
+    message, code, error_type, _ = error_fields(body)
     if (
         says_quota_spent_for_long(code, body)
         or says_limit_is_zero(message, body)
-        or says_out_of_credits(code, message)
+        or says_out_of_credits(code, error_type, message)
     ):
         return math.inf  # no wait mends these: Gemini's RetryInfo seconds least of all
     delay = retry_delay_in_body(body) or retry_delay_in_message(message)

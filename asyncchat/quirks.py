@@ -125,9 +125,13 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
                                                                          large)
     a 429, not a 402, for an account out of   OpenAI                   as a 402: not retried,
       money: code `insufficient_quota`,       (`insufficient_quota`),    and a batch job stops
-      `1113` or `1309`, or "used all          Zhipu (`1113`: no          (says_out_of_credits)
-      available credits" (a 403 on xAI's      balance; `1309`: a plan
-      Responses API)                          expired), xAI
+      `1113` or `1309`, type `exceeded_       Zhipu (`1113`: no          (says_out_of_credits)
+      current_quota_error`, or "used all      balance; `1309`: a plan
+      available credits" (a 403 on xAI's      expired), Moonshot, xAI
+      Responses API)
+      ... a 400 `Arrearage`, a 403            Alibaba (Qwen), Volcengine
+      `AccountOverdueError`, or "account      Ark (Doubao), SiliconFlow
+      balance is insufficient"
     a 403 for an input a model's moderation   OpenRouter               that request's failure,
       flagged (`error.metadata.reasons`,                                 not a job-wide one
       `flagged_input`)                                                   (says_input_flagged)
@@ -416,9 +420,22 @@ def _error_object(body: Any) -> dict[str, Any] | None:
 # Error codes that say the server has no such model: Groq's for one it retired,
 # Zhipu's (GLM) "Unknown Model, please check the model code" (`1211`).
 _UNKNOWN_MODEL_CODES = frozenset({"model_decommissioned", "1211"})
-# Error codes that say the account has no money to spend: OpenAI's; Zhipu's for no
-# balance or resource package left (`1113`) and for a coding plan expired (`1309`).
-_OUT_OF_CREDITS_CODES = frozenset({"insufficient_quota", "1113", "1309"})
+# Error codes (or types) that say the account has no money to spend: OpenAI's;
+# Zhipu's for no balance or resource package left (`1113`) and for a coding plan
+# expired (`1309`); Alibaba's (Qwen) 400 `Arrearage`; Volcengine Ark's (Doubao) 403
+# `AccountOverdueError`; Moonshot's (Kimi) 429 of type `exceeded_current_quota_error`.
+_OUT_OF_CREDITS_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "1113",
+        "1309",
+        "Arrearage",
+        "AccountOverdueError",
+        "exceeded_current_quota_error",
+    }
+)
+# ... or words: xAI's, and SiliconFlow's (its code, 30001, is a bare number).
+_OUT_OF_CREDITS_WORDS = ("used all available credits", "account balance is insufficient")
 # Zhipu's 429 codes for a budget spent for hours or more: the day's calls (`1304`),
 # the coding plan's five hours (`1308`), its week or month (`1310`).
 _SPENT_FOR_LONG_CODES = frozenset({"1304", "1308", "1310"})
@@ -435,15 +452,18 @@ def says_unknown_model(code: Any, error_type: Any, message: Any) -> bool:
     return type(message) is str and message.strip().lower() == "model not exist"
 
 
-def says_out_of_credits(code: Any, message: Any) -> bool:
-    """Whether an error (its `code` and `message`) says the account has no money left
-    to spend, which no wait mends: OpenAI's 429 with the code `insufficient_quota`,
-    Zhipu's with `1113` or `1309`, xAI's 429 (403 on its Responses API) saying the
-    team "has either used all available credits or reached its monthly spending
-    limit". A 402 says so by its status (DeepSeek, OpenRouter)."""
-    if code in _OUT_OF_CREDITS_CODES:
+def says_out_of_credits(code: Any, error_type: Any, message: Any) -> bool:
+    """Whether an error (its `code`, `type` and `message`) says the account has no
+    money left to spend, which no wait mends, whatever its status: OpenAI's 429 with
+    the code `insufficient_quota`, Zhipu's with `1113` or `1309`, Moonshot's of type
+    `exceeded_current_quota_error`, Alibaba's 400 and Volcengine's 403 (`Arrearage`,
+    `AccountOverdueError`), xAI's 429 (403 on its Responses API) saying the team
+    "has either used all available credits or reached its monthly spending limit",
+    SiliconFlow's 403 saying "your account balance is insufficient". A 402 says so by
+    its status (DeepSeek, OpenRouter)."""
+    if code in _OUT_OF_CREDITS_CODES or error_type in _OUT_OF_CREDITS_CODES:
         return True
-    return type(message) is str and "used all available credits" in message
+    return type(message) is str and any(words in message for words in _OUT_OF_CREDITS_WORDS)
 
 
 def says_input_flagged(body: Any) -> bool:

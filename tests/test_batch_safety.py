@@ -278,6 +278,19 @@ XAI_NO_CREDITS = (
         # Zhipu's for a model it does not have: a 400 with a code of its own
         (400, {"error": {"code": "1211", "message": "Unknown Model, please check the model "
                                                    "code."}}, "model name"),
+        # Moonshot's (Kimi) 429, Alibaba's (Qwen) 400, Volcengine Ark's (Doubao) 403,
+        # SiliconFlow's 403 (its code a bare number): each an account out of money
+        (429, {"error": {"message": "Your account is suspended due to insufficient balance, "
+                                    "please recharge your account or check your plan and "
+                                    "billing details",
+                         "type": "exceeded_current_quota_error"}}, CREDITS),
+        (400, {"error": {"message": "Access denied, please make sure your account is in good "
+                                    "standing.", "type": "Arrearage", "param": None,
+                         "code": "Arrearage"}}, CREDITS),
+        (403, {"error": {"code": "AccountOverdueError", "message": "The request failed "
+                         "because your account has an overdue balance."}}, CREDITS),
+        (403, {"code": 30001, "message": "Sorry, your account balance is insufficient",
+               "data": None}, CREDITS),
         # DeepSeek's and OpenRouter's account out of money
         (402, {"error": {"message": "Insufficient Balance", "type": "unknown_error"}}, CREDITS),
         (402, {"error": {"code": 402, "message": "Insufficient credits."}}, CREDITS),

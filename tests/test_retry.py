@@ -207,12 +207,18 @@ def test_a_429_whose_headers_say_a_budget_is_spent_for_long_asks_for_that_pause(
 
 
 def test_a_429_that_says_the_account_is_out_of_money_is_not_retried() -> None:
-    """No wait mends it: OpenAI's `insufficient_quota`, xAI's spent credits."""
+    """No wait mends it: OpenAI's `insufficient_quota`, xAI's spent credits, Moonshot's
+    account suspended for its balance."""
     openai = {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}
     xai = {"code": "Some resource has been exhausted", "error": "Your team t has either used "
            "all available credits or reached its monthly spending limit."}  # fmt: skip
+    moonshot = {"error": {"message": "Your account is suspended due to insufficient balance, "
+                          "please recharge your account or check your plan and billing "
+                          "details", "type": "exceeded_current_quota_error"}}  # fmt: skip
     assert decide(429, body=openai) is None
     assert decide(429, body=xai) is None
+    assert decide(429, body=moonshot) is None
+    assert requested_pause(429, {}, moonshot, NOW) == float("inf")
     assert decide(429, body={"error": {"message": "Rate limit reached for requests"}}) is not None
     assert decide(503, body=openai) is not None  # only a 429 says so
 
