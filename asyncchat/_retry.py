@@ -108,7 +108,7 @@ def requested_pause(
 ) -> float | None:
     """The pause an error answer asks for, in seconds, or None when it asks for none:
     the one its headers ask for (`pause_in_headers`); else, for a 429, an endless one
-    where its body says a quota is spent for the day or longer (Gemini's, Zhipu's), a
+    where its body says a quota is spent for a day or longer (Gemini's, Zhipu's), a
     budget of nothing (OpenAI's "Limit 0"), or the account out of credits (OpenAI's
     `insufficient_quota`, Zhipu's, xAI's); the one its body names (Gemini's
     `retryDelay`) or its message asks for in words ("Please try again in 11.054s");
@@ -119,7 +119,7 @@ def requested_pause(
         return requested
     message, code, error_type, _ = error_fields(body)
     if (
-        says_quota_spent_for_long(code, body)
+        says_quota_spent_for_long(code, message, body)
         or says_limit_is_zero(message, body)
         or says_out_of_credits(code, error_type, message)
     ):

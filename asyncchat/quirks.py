@@ -112,6 +112,8 @@ for each. A new quirk goes here (and in a test), not into the modules that use i
       or more is spent: `1304` (the day's                                retried, a batch job
       calls), `1308` (five hours), `1310` (a                             stops (says_quota_
       week or a month)                                                   spent_for_long)
+      ... or in words: "limited to 1000 API   Cohere (a trial key)
+      calls / month"
     a 429 for a budget of nothing (a model    OpenAI, Gemini           an endless pause: not
       the tier may not use): "Limit 0, Used                              retried, a batch job
       0, Requested 1", a `QuotaFailure`                                  stops (says_limit_is_
@@ -439,6 +441,8 @@ _OUT_OF_CREDITS_WORDS = ("used all available credits", "account balance is insuf
 # Zhipu's 429 codes for a budget spent for hours or more: the day's calls (`1304`),
 # the coding plan's five hours (`1308`), its week or month (`1310`).
 _SPENT_FOR_LONG_CODES = frozenset({"1304", "1308", "1310"})
+# Cohere's trial key: "limited to 1000 API calls / month" (per minute: a short wait).
+_CALLS_PER_LONG_WINDOW = re.compile(r"limited to \d+ API calls / (?:day|week|month)")
 
 
 def says_unknown_model(code: Any, error_type: Any, message: Any) -> bool:
@@ -537,14 +541,18 @@ def says_request_too_large(message: Any) -> bool:
     return match is not None and 0 < int(match[1]) < int(match[2])
 
 
-def says_quota_spent_for_long(code: Any, body: Any) -> bool:
-    """Whether a 429 (its error's `code`, its `body`) says a quota is spent that no
-    wait a client makes mends: Gemini's `google.rpc.QuotaFailure` naming a quota per
-    day (a `quotaId` such as `GenerateRequestsPerDayPerProjectPerModel-FreeTier`),
-    whose `RetryInfo` asks for seconds all the same; Zhipu's codes for the day's
-    calls spent (`1304`), or its coding plan's five hours, week or month (`1308`,
-    `1310`, their messages naming the reset in China's time)."""
+def says_quota_spent_for_long(code: Any, message: Any, body: Any) -> bool:
+    """Whether a 429 (its error's `code` and `message`, its `body`) says a quota is
+    spent that no wait a client makes mends: Gemini's `google.rpc.QuotaFailure` naming
+    a quota per day (a `quotaId` such as
+    `GenerateRequestsPerDayPerProjectPerModel-FreeTier`), whose `RetryInfo` asks for
+    seconds all the same; Zhipu's codes for the day's calls spent (`1304`), or its
+    coding plan's five hours, week or month (`1308`, `1310`, their messages naming
+    the reset in China's time); Cohere's trial key "limited to 1000 API calls /
+    month"."""
     if code in _SPENT_FOR_LONG_CODES:
+        return True
+    if type(message) is str and _CALLS_PER_LONG_WINDOW.search(message):
         return True
     return any(
         type(quota_id := violation.get("quotaId")) is str and "PerDay" in quota_id

@@ -523,6 +523,18 @@ SPENT_FOR_HOURS = {
         "Usage limit reached for 5 hour",
         NO_MORE_FOR_HOURS,
     ),
+    # Cohere's trial key, its month of calls spent: the words alone say so.
+    "cohere-trial-month": (
+        lambda: (
+            {
+                "id": "24e32f6d-b372-4853-85f2-11e65134f032",
+                "message": "You are using a Trial key, which is limited to 1000 API calls / month.",
+            },
+            {},
+        ),
+        "limited to 1000 API calls / month",
+        NO_MORE_FOR_HOURS,
+    ),
     # Mistral's monthly token budget, spent: its headers name no reset at all (the
     # body is of Mistral's error shape).
     "mistral-month": (

@@ -362,3 +362,13 @@ def test_zhipu_s_429s_for_the_pace_are_retried() -> None:
         ("1305", "The service may be temporarily overloaded, please try again later"),
     ]:
         assert decide(429, body=zhipu_error(code, message)) == backoff
+
+
+def test_cohere_s_trial_key_spent_for_the_month_is_not_retried() -> None:
+    """Its per-minute limit passes with a short wait; its monthly one does not."""
+    words = "You are using a Trial key, which is limited to {}. You can continue to use the "
+    month = {"message": words.format("1000 API calls / month")}
+    minute = {"message": words.format("10 API calls / minute")}
+    assert requested_pause(429, {}, month, NOW) == float("inf")
+    assert decide(429, body=month) is None
+    assert decide(429, body=minute) == decide(429)
