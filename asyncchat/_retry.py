@@ -108,12 +108,11 @@ def requested_pause(
 ) -> float | None:
     """The pause an error answer asks for, in seconds, or None when it asks for none:
     the one its headers ask for (`pause_in_headers`); else, for a 429, an endless one
-    where its body says a quota is spent for a day or longer (Gemini's, Zhipu's), a
-    budget of nothing (OpenAI's "Limit 0"), or the account out of credits (OpenAI's
-    `insufficient_quota`, Zhipu's, xAI's); the one its body names (Gemini's
-    `retryDelay`) or its message asks for in words ("Please try again in 11.054s");
-    or the time until the budget its body says is spent resets (OpenRouter puts its
-    rate-limit headers there)."""
+    where its body says no wait mends it (a quota spent for a day or longer, a budget
+    of nothing, an account out of credits: the `quirks.says_*` below); the one its
+    body names (Gemini's `retryDelay`) or its message asks for in words ("Please try
+    again in 11.054s"); or the time until the budget its body says is spent resets
+    (OpenRouter puts its rate-limit headers there)."""
     requested = pause_in_headers(status, headers, now)
     if requested is not None or status != 429:
         return requested

@@ -8,10 +8,10 @@ OpenAI, Groq, DeepSeek and others report the caller's quota on every response:
 
 Others give the request budget without the `-requests` suffix (`x-ratelimit-limit`,
 `-remaining`, `-reset`), its reset at times a moment rather than a wait: OpenRouter
-sends them so inside a 429's body, the reset in Unix milliseconds; some gateways send
-a reset as a date and time (`2026-12-08T03:30:00Z`). Together sends them
-so, and its token budget as `x-tokenlimit-limit` and `-remaining`. Others again name
-the window each budget counts over after its kind, and may send several windows:
+sends them so inside a 429's body, the reset in Unix milliseconds. Together sends them
+so, and its token budget as `x-tokenlimit-limit` and `-remaining`. Some gateways send a
+reset as a date and time (`2026-12-08T03:30:00Z`). Others again name the window each
+budget counts over after its kind, and may send several windows:
 `x-ratelimit-remaining-requests-day` and `-tokens-minute` (Cerebras), `-req-minute`,
 `-req-10-second` and `-tokens-month` (Mistral), `-requests-1h` beside the per-minute
 names (Nous).
